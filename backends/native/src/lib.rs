@@ -1,0 +1,385 @@
+//! The native backend: every database is its own PostgreSQL cluster in its
+//! own data directory under the backend's root, cloned from a template made
+//! once by `initdb`. Computes are `postgres` processes on loopback ports the
+//! backend picks; only the gateway can log in to them.
+//!
+//! Layout of the root (`<data-dir>/native`):
+//! ```text
+//! secret                      master key computes' passwords derive from (0600)
+//! template/pgdata             the initdb'd template (checksums on)
+//! databases/<name>/pgdata     one cluster per database
+//! databases/<name>/owner      the owner role's name
+//! databases/<name>/postgres.log
+//! ```
+
+pub mod compute;
+pub mod os_user;
+pub mod pg_binaries;
+pub mod secrets;
+pub mod template;
+
+use compute::{RunningCompute, StartSpec};
+use ogel_plugin_sdk::{
+    Backend, BackendError, BackendErrorKind, Capabilities, ComputeEndpoint, ComputeState,
+    ComputeStatus, Credentials, DatabaseSpec,
+};
+use os_user::ComputeUser;
+use pg_binaries::PgBinaries;
+use secrets::{MasterSecret, SUPERUSER};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The `[native]` section of `ogel.toml`.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NativeConfig {
+    /// Directory holding `postgres` and `initdb`; found automatically when unset.
+    pub pg_bin: Option<PathBuf>,
+    /// OS user computes run as when the gateway runs as root.
+    pub os_user: String,
+    /// How long a compute may take to start, in milliseconds.
+    pub start_timeout_ms: u64,
+    /// How long a fast shutdown may take before an immediate one, in milliseconds.
+    pub stop_timeout_ms: u64,
+}
+
+impl Default for NativeConfig {
+    fn default() -> Self {
+        NativeConfig {
+            pg_bin: None,
+            os_user: "ogel".to_string(),
+            start_timeout_ms: 30_000,
+            stop_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// The native backend.
+pub struct NativeBackend {
+    root: PathBuf,
+    config: NativeConfig,
+    bins: PgBinaries,
+    user: ComputeUser,
+    secret: MasterSecret,
+    template: PathBuf,
+    computes: Mutex<HashMap<String, RunningCompute>>,
+    generation: AtomicU64,
+}
+
+impl NativeBackend {
+    /// Opens (or initialises) the backend at `root`: finds the Postgres
+    /// binaries, the compute user, makes the template if needed, and adopts
+    /// computes an earlier gateway left running.
+    pub fn open(root: &Path, config: NativeConfig) -> Result<Self, BackendError> {
+        let bins = PgBinaries::discover(config.pg_bin.as_deref())
+            .map_err(|e| BackendError::unavailable(e.to_string()))?;
+        let user = ComputeUser::resolve(&config.os_user)
+            .map_err(|e| BackendError::unavailable(e.to_string()))?;
+        std::fs::create_dir_all(root.join("databases")).map_err(|e| io_error("create", root, e))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| io_error("resolve", root, e))?;
+        user.check_can_reach(&root)
+            .map_err(|e| BackendError::unavailable(e.to_string()))?;
+        // Leftovers of deletes interrupted by a crash.
+        let _ = std::fs::remove_dir_all(root.join("trash"));
+        let secret = MasterSecret::load_or_create(&root.join("secret"))
+            .map_err(|e| io_error("read the master secret in", &root, e))?;
+        let template = template::ensure_template(&root, &bins, &user, &secret)
+            .map_err(BackendError::unavailable)?;
+        let backend = NativeBackend {
+            root,
+            config,
+            bins,
+            user,
+            secret,
+            template,
+            computes: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+        };
+        backend.adopt_running();
+        Ok(backend)
+    }
+
+    /// The Postgres binaries in use.
+    pub fn binaries(&self) -> &PgBinaries {
+        &self.bins
+    }
+
+    /// The OS user computes run as.
+    pub fn os_user_name(&self) -> &str {
+        &self.user.name
+    }
+
+    fn adopt_running(&self) {
+        let Ok(entries) = std::fs::read_dir(self.root.join("databases")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(compute) = RunningCompute::adopt(&self.pgdata(&name)) {
+                tracing::info!(database = %name, pid = compute.pid, port = compute.port, "adopted a running compute");
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                self.lock_computes().insert(name, compute);
+            }
+        }
+    }
+
+    fn db_dir(&self, name: &str) -> PathBuf {
+        self.root.join("databases").join(name)
+    }
+
+    fn pgdata(&self, name: &str) -> PathBuf {
+        self.db_dir(name).join("pgdata")
+    }
+
+    fn lock_computes(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningCompute>> {
+        // A poisoned map only means another call panicked mid-update; the
+        // map itself is still a valid set of processes.
+        self.computes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn owner_of(&self, name: &str) -> Result<String, BackendError> {
+        std::fs::read_to_string(self.db_dir(name).join("owner"))
+            .map(|s| s.trim().to_string())
+            .map_err(|_| BackendError::not_found(format!("database \"{name}\" does not exist")))
+    }
+
+    fn endpoint(&self, name: &str, port: u16, user: String, password: String) -> ComputeEndpoint {
+        ComputeEndpoint {
+            host: "127.0.0.1".to_string(),
+            port,
+            database: name.to_string(),
+            generation: self.generation.load(Ordering::SeqCst),
+            credentials: Credentials::Password { user, password },
+        }
+    }
+
+    /// Returns the port of a live compute, forgetting a dead one.
+    fn live_port(&self, name: &str) -> Option<u16> {
+        let mut computes = self.lock_computes();
+        let alive = computes.get_mut(name).map(|c| c.is_alive());
+        match alive {
+            Some(true) => computes.get(name).map(|c| c.port),
+            Some(false) => {
+                tracing::warn!(database = %name, "compute exited on its own; it will be restarted");
+                computes.remove(name);
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn start(&self, name: &str) -> Result<u16, BackendError> {
+        if let Some(port) = self.live_port(name) {
+            return Ok(port);
+        }
+        let pgdata = self.pgdata(name);
+        if !pgdata.join("PG_VERSION").exists() {
+            return Err(BackendError::not_found(format!(
+                "database \"{name}\" does not exist"
+            )));
+        }
+        let log_path = self.db_dir(name).join("postgres.log");
+        let spec = StartSpec {
+            bins: &self.bins,
+            user: &self.user,
+            data_dir: &pgdata,
+            log_path: &log_path,
+            timeout: Duration::from_millis(self.config.start_timeout_ms),
+        };
+        let compute = compute::start(&spec).await.map_err(|e| {
+            BackendError::unavailable(format!(
+                "compute for database \"{name}\" could not start: {e}"
+            ))
+        })?;
+        let port = compute.port;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.lock_computes().insert(name.to_string(), compute);
+        Ok(port)
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), BackendError> {
+        let compute = self.lock_computes().remove(name);
+        if let Some(compute) = compute {
+            compute
+                .stop(Duration::from_millis(self.config.stop_timeout_ms))
+                .await
+                .map_err(|e| BackendError::internal(format!("stopping \"{name}\": {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Creates the owner role and the database inside a freshly cloned cluster.
+    async fn bootstrap(&self, spec: &DatabaseSpec, port: u16) -> Result<(), BackendError> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(port)
+            .user(SUPERUSER)
+            .password(self.secret.superuser_password())
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(10));
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
+            BackendError::unavailable("could not log in to the new compute").with_source(e)
+        })?;
+        let conn_task = tokio::spawn(connection);
+        let verifier = postgres_protocol::password::scram_sha_256(
+            self.secret
+                .role_password(&spec.name, &spec.owner)
+                .as_bytes(),
+        );
+        let owner = quote_ident(&spec.owner);
+        let statements = [
+            format!("CREATE ROLE {owner} LOGIN PASSWORD '{verifier}'"),
+            format!("CREATE DATABASE {} OWNER {owner}", quote_ident(&spec.name)),
+            "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC".to_string(),
+        ];
+        let mut result = Ok(());
+        for sql in &statements {
+            // One at a time: CREATE DATABASE cannot run in a transaction block.
+            result = client.batch_execute(sql).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        drop(client);
+        let _ = conn_task.await;
+        result.map_err(|e| {
+            BackendError::internal("could not create the database's owner role").with_source(e)
+        })
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn io_error(verb: &str, path: &Path, e: std::io::Error) -> BackendError {
+    let kind = if e.raw_os_error() == Some(nix::libc::ENOSPC) {
+        BackendErrorKind::OutOfResources
+    } else {
+        BackendErrorKind::Internal
+    };
+    let hint = if kind == BackendErrorKind::OutOfResources {
+        "; free space on that disk and retry"
+    } else {
+        ""
+    };
+    BackendError::new(
+        kind,
+        format!("could not {verb} {}: {e}{hint}", path.display()),
+    )
+    .with_source(e)
+}
+
+#[async_trait::async_trait]
+impl Backend for NativeBackend {
+    fn name(&self) -> &str {
+        "native"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { suspend: true }
+    }
+
+    async fn create_database(&self, spec: &DatabaseSpec) -> Result<(), BackendError> {
+        let dir = self.db_dir(&spec.name);
+        if dir.join("owner").exists() {
+            return Err(BackendError::new(
+                BackendErrorKind::AlreadyExists,
+                format!("database \"{}\" already exists", spec.name),
+            ));
+        }
+        // A directory without `owner` is a create that did not finish.
+        self.discard(&spec.name).await?;
+        let result = self.create_inner(spec, &dir).await;
+        if result.is_err() {
+            let _ = self.discard(&spec.name).await;
+        }
+        result
+    }
+
+    async fn delete_database(&self, name: &str) -> Result<(), BackendError> {
+        self.discard(name).await
+    }
+
+    async fn ensure_running(&self, name: &str) -> Result<ComputeEndpoint, BackendError> {
+        let owner = self.owner_of(name)?;
+        let port = self.start(name).await?;
+        let password = self.secret.role_password(name, &owner);
+        Ok(self.endpoint(name, port, owner, password))
+    }
+
+    async fn suspend(&self, name: &str) -> Result<(), BackendError> {
+        self.stop(name).await
+    }
+
+    async fn compute_status(&self, name: &str) -> Result<ComputeStatus, BackendError> {
+        self.owner_of(name)?;
+        let mut computes = self.lock_computes();
+        let generation = self.generation.load(Ordering::SeqCst);
+        let alive = computes
+            .get_mut(name)
+            .map(|c| c.is_alive())
+            .unwrap_or(false);
+        Ok(match computes.get(name) {
+            Some(c) if alive => ComputeStatus {
+                state: ComputeState::Running,
+                pid: Some(c.pid),
+                port: Some(c.port),
+                started_at_unix: Some(c.started_at_unix),
+                generation,
+            },
+            _ => ComputeStatus {
+                generation,
+                ..ComputeStatus::default()
+            },
+        })
+    }
+}
+
+impl NativeBackend {
+    async fn create_inner(&self, spec: &DatabaseSpec, dir: &Path) -> Result<(), BackendError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+        let pgdata = self.pgdata(&spec.name);
+        let template = self.template.clone();
+        let target = pgdata.clone();
+        tokio::task::spawn_blocking(move || template::copy_tree(&template, &target))
+            .await
+            .map_err(|e| BackendError::internal("the template copy task failed").with_source(e))?
+            .map_err(|e| io_error("copy the template to", &pgdata, e))?;
+        self.user
+            .chown_tree(dir)
+            .map_err(|e| io_error("hand to the compute user", dir, e))?;
+        let port = self.start(&spec.name).await?;
+        self.bootstrap(spec, port).await?;
+        // Written last: its presence marks a finished create.
+        std::fs::write(dir.join("owner"), &spec.owner).map_err(|e| io_error("write", dir, e))?;
+        Ok(())
+    }
+
+    /// Stops the compute and removes the database's directory. The directory
+    /// is first renamed away, so a crash midway never leaves a database that
+    /// looks whole but is not.
+    async fn discard(&self, name: &str) -> Result<(), BackendError> {
+        self.stop(name).await?;
+        let dir = self.db_dir(name);
+        if !dir.exists() {
+            return Ok(());
+        }
+        let trash = self.root.join("trash");
+        std::fs::create_dir_all(&trash).map_err(|e| io_error("create", &trash, e))?;
+        let doomed = trash.join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&doomed);
+        std::fs::rename(&dir, &doomed).map_err(|e| io_error("move away", &dir, e))?;
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&doomed))
+            .await
+            .map_err(|e| BackendError::internal("the delete task failed").with_source(e))?
+            .map_err(|e| io_error("delete", &trash, e))
+    }
+}

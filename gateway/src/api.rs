@@ -1,0 +1,376 @@
+//! The HTTP API under `/v1/` (axum), and its OpenAPI document generated
+//! from these handlers and types (utoipa) at `/v1/openapi.json`.
+//! Every route but the OpenAPI document needs the admin token as a Bearer
+//! token. Errors are `{"error": {"code", "message"}}` with a message that
+//! says what to do.
+
+use crate::service::{DatabaseView, Gateway, ServiceError};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use utoipa::{OpenApi, ToSchema};
+
+/// State handed to handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    gateway: Arc<Gateway>,
+    token: Arc<str>,
+    api_addr: SocketAddr,
+}
+
+/// Request body of `POST /v1/databases`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDatabase {
+    /// Name (a-z, 0-9, _; starts with a letter; ≤ 48 chars).
+    pub name: String,
+    /// Idle seconds before the compute is suspended; 0 = never; absent = the gateway default.
+    #[serde(default)]
+    pub suspend_after_secs: Option<u64>,
+}
+
+/// A compute as the API reports it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ComputeInfo {
+    /// suspended, starting, running or draining.
+    pub state: String,
+    /// Postmaster pid when running.
+    pub pid: Option<u32>,
+    /// Private port when running.
+    pub port: Option<u16>,
+    /// Seconds since it became ready.
+    pub uptime_secs: Option<u64>,
+    /// Failover generation.
+    pub generation: u64,
+    /// Clients connected through the gateway now.
+    pub active_clients: usize,
+    /// Wakes caused by clients since the gateway started.
+    pub wakes: u64,
+}
+
+/// A database as the API reports it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DatabaseInfo {
+    /// Name.
+    pub name: String,
+    /// Backend that stores it.
+    pub backend: String,
+    /// Owner role.
+    pub owner: String,
+    /// Connection URL without the password.
+    pub url: String,
+    /// Unix time of creation.
+    pub created_at_unix: u64,
+    /// Effective idle window in seconds; null = never suspends.
+    pub suspend_after_secs: Option<u64>,
+    /// Its compute.
+    pub compute: ComputeInfo,
+}
+
+/// Response of `POST /v1/databases` and of a password reset.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DatabaseCredentials {
+    /// The database.
+    pub database: DatabaseInfo,
+    /// The owner's password; shown only now (the gateway keeps a SCRAM verifier).
+    pub password: String,
+    /// Full connection URL with the password.
+    pub url: String,
+}
+
+/// Response of `GET /v1/status`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GatewayStatus {
+    /// Gateway version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Postgres wire address.
+    pub listen: String,
+    /// HTTP API address.
+    pub api: String,
+    /// Backend description.
+    pub backend: String,
+    /// Every database.
+    pub databases: Vec<DatabaseInfo>,
+}
+
+/// Error body.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApiErrorBody {
+    /// The error.
+    pub error: ApiErrorDetail,
+}
+
+/// Error detail.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApiErrorDetail {
+    /// Stable code: not_found, already_exists, invalid_request, unauthorized, unavailable, …
+    pub code: String,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+/// An error response.
+pub struct ApiError(StatusCode, ApiErrorDetail);
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError(
+            status,
+            ApiErrorDetail {
+                code: code.into(),
+                message: message.into(),
+            },
+        )
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        if let ServiceError::Backend(b) = &e {
+            if b.source.is_some() {
+                tracing::warn!(error = %e, cause = ?b.source, "API call failed");
+            }
+        } else {
+            tracing::error!(error = %e, "API call failed");
+        }
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiErrorBody { error: self.1 })).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+impl ApiState {
+    fn info(&self, view: DatabaseView) -> DatabaseInfo {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        DatabaseInfo {
+            url: self.gateway.database_url(&view.record, None),
+            name: view.record.name,
+            backend: view.record.backend,
+            owner: view.record.owner,
+            created_at_unix: view.record.created_at_unix,
+            suspend_after_secs: view.suspend_after.map(|d| d.as_secs()),
+            compute: ComputeInfo {
+                state: view.compute.state.to_string(),
+                pid: view.compute.pid,
+                port: view.compute.port,
+                uptime_secs: view.compute.started_at_unix.map(|t| now.saturating_sub(t)),
+                generation: view.compute.generation,
+                active_clients: view.stats.active_clients,
+                wakes: view.stats.wakes,
+            },
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "OgelBase API", description = "Databases, computes and status of an OgelBase gateway."),
+    paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, reset_password, status),
+    components(schemas(CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail)),
+    modifiers(&BearerAuth),
+    security(("admin_token" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "admin_token",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The OpenAPI document.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// The API's router.
+pub fn router(gateway: Arc<Gateway>, token: String, api_addr: SocketAddr) -> Router {
+    let state = ApiState {
+        gateway,
+        token: token.into(),
+        api_addr,
+    };
+    let authed = Router::new()
+        .route("/v1/databases", get(list_databases).post(create_database))
+        .route(
+            "/v1/databases/{name}",
+            get(get_database).delete(delete_database),
+        )
+        .route("/v1/databases/{name}/suspend", post(suspend_database))
+        .route("/v1/databases/{name}/wake", post(wake_database))
+        .route("/v1/databases/{name}/password", post(reset_password))
+        .route("/v1/status", get(status))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route(
+            "/v1/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }),
+        )
+        .merge(authed)
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such API route; see /v1/openapi.json",
+            )
+        })
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => next.run(request).await,
+        _ => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong admin token: send `Authorization: Bearer <token>` with the token from <data-dir>/admin-token",
+        )
+        .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// List databases.
+#[utoipa::path(get, path = "/v1/databases", responses((status = 200, body = [DatabaseInfo])))]
+async fn list_databases(State(state): State<ApiState>) -> ApiResult<Vec<DatabaseInfo>> {
+    let views = state.gateway.describe_all().await?;
+    Ok(Json(views.into_iter().map(|v| state.info(v)).collect()))
+}
+
+/// Create a database (its compute starts running).
+#[utoipa::path(post, path = "/v1/databases", request_body = CreateDatabase,
+    responses((status = 201, body = DatabaseCredentials), (status = 400, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+async fn create_database(
+    State(state): State<ApiState>,
+    body: Result<Json<CreateDatabase>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<DatabaseCredentials>), ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("{}; expected {{\"name\": \"shop\"}}", e.body_text()),
+        )
+    })?;
+    let (record, password) = state
+        .gateway
+        .create_database(&body.name, body.suspend_after_secs)
+        .await?;
+    let url = state.gateway.database_url(&record, Some(&password));
+    let view = state.gateway.describe(&record.name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(DatabaseCredentials {
+            database: state.info(view),
+            password,
+            url,
+        }),
+    ))
+}
+
+/// Get one database.
+#[utoipa::path(get, path = "/v1/databases/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = DatabaseInfo), (status = 404, body = ApiErrorBody)))]
+async fn get_database(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<DatabaseInfo> {
+    Ok(Json(state.info(state.gateway.describe(&name).await?)))
+}
+
+/// Delete a database and all its data.
+#[utoipa::path(delete, path = "/v1/databases/{name}", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = ApiErrorBody)))]
+async fn delete_database(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.gateway.delete_database(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Suspend a database's compute now (connected sessions end).
+#[utoipa::path(post, path = "/v1/databases/{name}/suspend", params(("name" = String, Path)),
+    responses((status = 200, body = DatabaseInfo), (status = 404, body = ApiErrorBody)))]
+async fn suspend_database(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<DatabaseInfo> {
+    Ok(Json(state.info(state.gateway.suspend(&name).await?)))
+}
+
+/// Wake a database's compute now.
+#[utoipa::path(post, path = "/v1/databases/{name}/wake", params(("name" = String, Path)),
+    responses((status = 200, body = DatabaseInfo), (status = 404, body = ApiErrorBody), (status = 503, body = ApiErrorBody)))]
+async fn wake_database(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<DatabaseInfo> {
+    Ok(Json(state.info(state.gateway.wake(&name).await?)))
+}
+
+/// Give the owner role a new password (the old one stops working).
+#[utoipa::path(post, path = "/v1/databases/{name}/password", params(("name" = String, Path)),
+    responses((status = 200, body = DatabaseCredentials), (status = 404, body = ApiErrorBody)))]
+async fn reset_password(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<DatabaseCredentials> {
+    let password = state.gateway.reset_password(&name).await?;
+    let view = state.gateway.describe(&name).await?;
+    let url = state.gateway.database_url(&view.record, Some(&password));
+    Ok(Json(DatabaseCredentials {
+        database: state.info(view),
+        password,
+        url,
+    }))
+}
+
+/// Gateway, databases and computes.
+#[utoipa::path(get, path = "/v1/status", responses((status = 200, body = GatewayStatus)))]
+async fn status(State(state): State<ApiState>) -> ApiResult<GatewayStatus> {
+    let views = state.gateway.describe_all().await?;
+    Ok(Json(GatewayStatus {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_secs: state.gateway.started_at.elapsed().as_secs(),
+        listen: state.gateway.pg_addr.to_string(),
+        api: state.api_addr.to_string(),
+        backend: state.gateway.backend_description.clone(),
+        databases: views.into_iter().map(|v| state.info(v)).collect(),
+    }))
+}

@@ -1,0 +1,219 @@
+//! The catalog: databases and roles, in an embedded crash-safe store (redb:
+//! copy-on-write B-trees, each commit durable when it returns).
+//!
+//! Records are JSON values keyed by name, so adding a field never needs a
+//! migration (missing fields take their defaults). A database is written
+//! first as `creating`, then `ready` once its backend finished; on start-up
+//! anything still `creating` is a create a crash interrupted, and is undone.
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::path::Path;
+
+const DATABASES: TableDefinition<&str, &[u8]> = TableDefinition::new("databases");
+const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
+
+/// A catalog failure (disk, corruption); the message says what failed.
+#[derive(Debug, thiserror::Error)]
+#[error("catalog: {0}")]
+pub struct CatalogError(String);
+
+fn err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> CatalogError + '_ {
+    move |e| CatalogError(format!("{what}: {e}"))
+}
+
+/// Where a database is in its life.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseState {
+    /// The backend is creating it; not yet usable.
+    Creating,
+    /// Usable.
+    Ready,
+}
+
+/// A database as the catalog knows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DatabaseRecord {
+    /// Name clients use.
+    pub name: String,
+    /// Backend that stores it.
+    pub backend: String,
+    /// Owner role (in the gateway's role store and inside the compute).
+    pub owner: String,
+    /// Lifecycle state.
+    pub state: DatabaseState,
+    /// Unix time of creation.
+    pub created_at_unix: u64,
+    /// Idle seconds before suspend; `None` = the gateway's default, `0` = never.
+    #[serde(default)]
+    pub suspend_after_secs: Option<u64>,
+}
+
+/// A role of the gateway's role store.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RoleRecord {
+    /// Role name clients log in as.
+    pub name: String,
+    /// SCRAM-SHA-256 verifier (never the password).
+    pub verifier: String,
+    /// Databases this role may connect to.
+    pub databases: Vec<String>,
+}
+
+/// The catalog store.
+pub struct Catalog {
+    db: Database,
+}
+
+impl Catalog {
+    /// Opens or creates the catalog file.
+    pub fn open(path: &Path) -> Result<Catalog, CatalogError> {
+        let db = Database::create(path).map_err(err("open the catalog"))?;
+        let txn = db.begin_write().map_err(err("begin"))?;
+        txn.open_table(DATABASES).map_err(err("open table"))?;
+        txn.open_table(ROLES).map_err(err("open table"))?;
+        txn.commit().map_err(err("commit"))?;
+        Ok(Catalog { db })
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, CatalogError> {
+        let txn = self.db.begin_read().map_err(err("begin"))?;
+        let table = txn.open_table(table).map_err(err("open table"))?;
+        match table.get(key).map_err(err("read"))? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(err("decode a record")),
+            None => Ok(None),
+        }
+    }
+
+    fn list<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, CatalogError> {
+        let txn = self.db.begin_read().map_err(err("begin"))?;
+        let table = txn.open_table(table).map_err(err("open table"))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(err("read"))? {
+            let (_, v) = entry.map_err(err("read"))?;
+            out.push(serde_json::from_slice(v.value()).map_err(err("decode a record"))?);
+        }
+        Ok(out)
+    }
+
+    /// Applies puts and deletes in one durable transaction.
+    fn write(
+        &self,
+        ops: &[(TableDefinition<&str, &[u8]>, &str, Option<Vec<u8>>)],
+    ) -> Result<(), CatalogError> {
+        let txn = self.db.begin_write().map_err(err("begin"))?;
+        for (table, key, value) in ops {
+            let mut table = txn.open_table(*table).map_err(err("open table"))?;
+            match value {
+                Some(v) => {
+                    table.insert(*key, v.as_slice()).map_err(err("write"))?;
+                }
+                None => {
+                    table.remove(*key).map_err(err("delete"))?;
+                }
+            }
+        }
+        txn.commit().map_err(err("commit"))
+    }
+
+    fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CatalogError> {
+        serde_json::to_vec(value).map_err(err("encode a record"))
+    }
+
+    /// One database.
+    pub fn database(&self, name: &str) -> Result<Option<DatabaseRecord>, CatalogError> {
+        self.get(DATABASES, name)
+    }
+
+    /// Every database, by name.
+    pub fn databases(&self) -> Result<Vec<DatabaseRecord>, CatalogError> {
+        self.list(DATABASES)
+    }
+
+    /// One role.
+    pub fn role(&self, name: &str) -> Result<Option<RoleRecord>, CatalogError> {
+        self.get(ROLES, name)
+    }
+
+    /// Writes a database and its owner role together.
+    pub fn put_database(
+        &self,
+        db: &DatabaseRecord,
+        owner: &RoleRecord,
+    ) -> Result<(), CatalogError> {
+        self.write(&[
+            (DATABASES, &db.name, Some(Self::encode(db)?)),
+            (ROLES, &owner.name, Some(Self::encode(owner)?)),
+        ])
+    }
+
+    /// Writes a role.
+    pub fn put_role(&self, role: &RoleRecord) -> Result<(), CatalogError> {
+        self.write(&[(ROLES, &role.name, Some(Self::encode(role)?))])
+    }
+
+    /// Removes a database and its owner role together.
+    pub fn remove_database(&self, db: &DatabaseRecord) -> Result<(), CatalogError> {
+        self.write(&[(DATABASES, &db.name, None), (ROLES, &db.owner, None)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> (DatabaseRecord, RoleRecord) {
+        (
+            DatabaseRecord {
+                name: name.into(),
+                backend: "native".into(),
+                owner: format!("{name}_owner"),
+                state: DatabaseState::Ready,
+                created_at_unix: 1,
+                suspend_after_secs: None,
+            },
+            RoleRecord {
+                name: format!("{name}_owner"),
+                verifier: "SCRAM-SHA-256$4096:c2FsdA==$a:b".into(),
+                databases: vec![name.into()],
+            },
+        )
+    }
+
+    #[test]
+    fn survives_reopen_and_removes_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.redb");
+        {
+            let catalog = Catalog::open(&path).unwrap();
+            let (db, role) = record("shop");
+            catalog.put_database(&db, &role).unwrap();
+            let (db, role) = record("app");
+            catalog.put_database(&db, &role).unwrap();
+        }
+        let catalog = Catalog::open(&path).unwrap();
+        let names: Vec<_> = catalog
+            .databases()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(names, vec!["app", "shop"]);
+        let shop = catalog.database("shop").unwrap().unwrap();
+        assert!(catalog.role("shop_owner").unwrap().is_some());
+        catalog.remove_database(&shop).unwrap();
+        assert!(catalog.database("shop").unwrap().is_none());
+        assert!(catalog.role("shop_owner").unwrap().is_none());
+        assert!(catalog.role("app_owner").unwrap().is_some());
+    }
+}

@@ -1,0 +1,283 @@
+//! The `ogel` command line: `up` runs the gateway; every other command is
+//! a client of the HTTP API, found through `--api`/`OGEL_API`, else the
+//! running gateway's `<data-dir>/gateway.json`, else the default address;
+//! authenticated with `--token`/`OGEL_TOKEN`, else `<data-dir>/admin-token`.
+
+use crate::api::{DatabaseCredentials, DatabaseInfo, GatewayStatus};
+use crate::server::{run_info_path, token_path, RunInfo};
+use anyhow::{anyhow, bail, Context};
+use clap::{Parser, Subcommand};
+use serde::de::DeserializeOwned;
+use std::path::PathBuf;
+
+/// OgelBase: one Postgres endpoint in front of interchangeable backends.
+#[derive(Debug, Parser)]
+#[command(name = "ogel", version, about)]
+pub struct Cli {
+    /// Data directory (catalog, secrets, the native backend's clusters).
+    #[arg(long, global = true, env = "OGEL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP API address (for `up`: where to listen; otherwise: where to connect).
+    #[arg(long, global = true, env = "OGEL_API")]
+    pub api: Option<String>,
+    /// Admin token for the API (default: read from <data-dir>/admin-token).
+    #[arg(long, global = true, env = "OGEL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway in the foreground (Ctrl-C stops it and its computes).
+    Up {
+        /// Postgres wire listener.
+        #[arg(long, env = "OGEL_LISTEN")]
+        listen: Option<String>,
+        /// Configuration file.
+        #[arg(long, env = "OGEL_CONFIG", default_value = "ogel.toml")]
+        config: PathBuf,
+    },
+    /// Databases.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Gateway, databases and computes.
+    Status,
+}
+
+/// `ogel db …`.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create a database; prints its URL (the password is shown only now).
+    Create {
+        /// Name: a-z, 0-9, _.
+        name: String,
+        /// Idle time before its compute is suspended (e.g. 300s, 5m; 0s = never).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        suspend_after: Option<std::time::Duration>,
+    },
+    /// List databases.
+    List,
+    /// Print a database's URL.
+    Url {
+        /// Database.
+        name: String,
+        /// Give the owner a new password and print the full URL with it.
+        #[arg(long)]
+        reset_password: bool,
+    },
+    /// Stop a database's compute now.
+    Suspend {
+        /// Database.
+        name: String,
+    },
+    /// Start a database's compute now.
+    Wake {
+        /// Database.
+        name: String,
+    },
+    /// Delete a database and all its data.
+    Delete {
+        /// Database.
+        name: String,
+    },
+}
+
+/// A client of the gateway's API.
+struct ApiClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    fn new(cli: &Cli) -> anyhow::Result<Self> {
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".ogel"));
+        let run_info: Option<RunInfo> = std::fs::read(run_info_path(&data_dir))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let addr = cli
+            .api
+            .clone()
+            .or_else(|| run_info.map(|r| r.api))
+            .unwrap_or_else(|| "127.0.0.1:6480".to_string());
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr
+        } else {
+            format!("http://{addr}")
+        };
+        let token = match &cli.token {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string(token_path(&data_dir))
+                .map(|t| t.trim().to_string())
+                .with_context(|| {
+                    format!(
+                        "no admin token: pass --token or OGEL_TOKEN, or run where {} is readable (start the gateway with `ogel up --data-dir {}`)",
+                        token_path(&data_dir).display(),
+                        data_dir.display()
+                    )
+                })?,
+        };
+        Ok(ApiClient {
+            base,
+            token,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<T> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| {
+            anyhow!("could not reach the gateway API at {}: {e}; is `ogel up` running? (set --api or OGEL_API)", self.base)
+        })?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or(text);
+            bail!("{message}");
+        }
+        let text = if text.is_empty() {
+            "null".to_string()
+        } else {
+            text
+        };
+        serde_json::from_str(&text).with_context(|| format!("unexpected response from {path}"))
+    }
+}
+
+/// Runs a client command.
+pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = ApiClient::new(cli)?;
+    match &cli.command {
+        Command::Up { .. } => unreachable!("`up` is not a client command"),
+        Command::Status => {
+            let status: GatewayStatus = api.call(Method::GET, "/v1/status", None).await?;
+            println!(
+                "gateway  OgelBase {}  up {}s",
+                status.version, status.uptime_secs
+            );
+            println!(
+                "         postgres {}  api http://{}",
+                status.listen, status.api
+            );
+            println!("         backend {}", status.backend);
+            print_databases(&status.databases);
+        }
+        Command::Db(db) => match db {
+            DbCommand::Create {
+                name,
+                suspend_after,
+            } => {
+                let body = serde_json::json!({
+                    "name": name,
+                    "suspend_after_secs": suspend_after.map(|d| d.as_secs()),
+                });
+                let created: DatabaseCredentials =
+                    api.call(Method::POST, "/v1/databases", Some(body)).await?;
+                eprintln!(
+                    "created database \"{}\" (owner {}); the password is shown only now",
+                    created.database.name, created.database.owner
+                );
+                println!("{}", created.url);
+            }
+            DbCommand::List => {
+                let dbs: Vec<DatabaseInfo> = api.call(Method::GET, "/v1/databases", None).await?;
+                print_databases(&dbs);
+            }
+            DbCommand::Url {
+                name,
+                reset_password,
+            } => {
+                if *reset_password {
+                    let creds: DatabaseCredentials = api
+                        .call(
+                            Method::POST,
+                            &format!("/v1/databases/{name}/password"),
+                            None,
+                        )
+                        .await?;
+                    println!("{}", creds.url);
+                } else {
+                    let db: DatabaseInfo = api
+                        .call(Method::GET, &format!("/v1/databases/{name}"), None)
+                        .await?;
+                    eprintln!("(the password was shown at creation; `ogel db url {name} --reset-password` prints a URL with a new one)");
+                    println!("{}", db.url);
+                }
+            }
+            DbCommand::Suspend { name } => {
+                let db: DatabaseInfo = api
+                    .call(Method::POST, &format!("/v1/databases/{name}/suspend"), None)
+                    .await?;
+                println!("{}: {}", db.name, db.compute.state);
+            }
+            DbCommand::Wake { name } => {
+                let db: DatabaseInfo = api
+                    .call(Method::POST, &format!("/v1/databases/{name}/wake"), None)
+                    .await?;
+                println!(
+                    "{}: {} (pid {}, port {})",
+                    db.name,
+                    db.compute.state,
+                    opt(db.compute.pid),
+                    opt(db.compute.port)
+                );
+            }
+            DbCommand::Delete { name } => {
+                let _: serde_json::Value = api
+                    .call(Method::DELETE, &format!("/v1/databases/{name}"), None)
+                    .await?;
+                println!("deleted database \"{name}\"");
+            }
+        },
+    }
+    Ok(())
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".to_string())
+}
+
+fn print_databases(dbs: &[DatabaseInfo]) {
+    println!(
+        "{:<16} {:<8} {:<10} {:>8} {:>6} {:>8} {:>7} {:>6}  {}",
+        "DATABASE", "BACKEND", "COMPUTE", "PID", "PORT", "UPTIME", "CLIENTS", "WAKES", "URL"
+    );
+    for db in dbs {
+        println!(
+            "{:<16} {:<8} {:<10} {:>8} {:>6} {:>8} {:>7} {:>6}  {}",
+            db.name,
+            db.backend,
+            db.compute.state,
+            opt(db.compute.pid),
+            opt(db.compute.port),
+            db.compute
+                .uptime_secs
+                .map(|s| format!("{s}s"))
+                .unwrap_or_else(|| "-".into()),
+            db.compute.active_clients,
+            db.compute.wakes,
+            db.url
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! Configuration: built-in defaults, then `ogel.toml`, then `OGEL_*`
+//! environment variables (nested keys with `__`, e.g.
+//! `OGEL_NATIVE__PG_BIN`), then command-line flags — read with figment.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use ogel_backend_native::NativeConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything `ogel up` reads.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the catalog, secrets and the native backend's clusters live.
+    pub data_dir: PathBuf,
+    /// Postgres wire listener (`host:port`; port 0 picks a free one).
+    pub listen: String,
+    /// HTTP API listener.
+    pub api: String,
+    /// Default idle window before a database's compute is suspended
+    /// (a database may set its own; `0s` means never).
+    #[serde(with = "humantime_serde")]
+    pub suspend_after: Duration,
+    /// Longest a client waits for a compute to wake.
+    #[serde(with = "humantime_serde")]
+    pub wake_timeout: Duration,
+    /// Longest a client may take from connect to authenticated.
+    #[serde(with = "humantime_serde")]
+    pub auth_timeout: Duration,
+    /// Largest startup packet accepted (Postgres itself allows 10,000 bytes).
+    pub startup_packet_max_bytes: usize,
+    /// The database `ogel up` creates on first start (empty: none).
+    pub default_database: String,
+    /// The native backend's section.
+    pub native: NativeConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(".ogel"),
+            listen: "127.0.0.1:6432".into(),
+            api: "127.0.0.1:6480".into(),
+            suspend_after: Duration::from_secs(300),
+            wake_timeout: Duration::from_secs(30),
+            auth_timeout: Duration::from_secs(30),
+            startup_packet_max_bytes: 10_000,
+            default_database: "app".into(),
+            native: NativeConfig::default(),
+        }
+    }
+}
+
+/// Flags of `ogel up` that override the file and the environment.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+}
+
+impl Config {
+    /// Loads defaults ← `file` (if it exists) ← `OGEL_*` ← `overrides`.
+    pub fn load(file: &Path, overrides: &Overrides) -> Result<Config, figment::Error> {
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(
+                Env::prefixed("OGEL_")
+                    .split("__")
+                    // OGEL_TOKEN and OGEL_CONFIG belong to the CLI, not to `up`.
+                    .ignore(&["token", "config"]),
+            )
+            .merge(Serialized::defaults(overrides))
+            .extract()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "ogel.toml",
+                "listen = \"127.0.0.1:7000\"\nsuspend_after = \"2m\"\n[native]\nos_user = \"pg\"\n",
+            )?;
+            jail.set_env("OGEL_API", "127.0.0.1:7100");
+            jail.set_env("OGEL_NATIVE__START_TIMEOUT_MS", "1234");
+            let flags = Overrides {
+                listen: Some("127.0.0.1:7200".into()),
+                ..Overrides::default()
+            };
+            let config = Config::load(Path::new("ogel.toml"), &flags)?;
+            assert_eq!(config.listen, "127.0.0.1:7200");
+            assert_eq!(config.api, "127.0.0.1:7100");
+            assert_eq!(config.suspend_after, Duration::from_secs(120));
+            assert_eq!(config.native.os_user, "pg");
+            assert_eq!(config.native.start_timeout_ms, 1234);
+            assert_eq!(config.data_dir, PathBuf::from(".ogel"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_native_key_is_an_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("ogel.toml", "[native]\npg_bni = \"/x\"\n")?;
+            let err = Config::load(Path::new("ogel.toml"), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("pg_bni"), "{err}");
+            Ok(())
+        });
+    }
+}

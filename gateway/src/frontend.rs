@@ -1,0 +1,239 @@
+//! The Postgres wire front end: accept → negotiate (SSL/GSS answered 'N',
+//! cancels forwarded) → authenticate → wake → log in to the compute →
+//! relay bytes. One task per client; a failing or hostile client ends its
+//! own task and nothing else.
+
+use crate::auth::{self, scram::ScramVerifier, AuthError};
+use crate::compute::{self, ComputeConnectError, ComputeLink};
+use crate::error::ClientError;
+use crate::protocol::{self, FirstPacket, ReadError, PROTOCOL_3_0};
+use crate::service::Gateway;
+use bytes::BytesMut;
+use ogel_policies::ActiveClient;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Relay buffer per direction.
+const RELAY_BUFFER_BYTES: usize = 64 * 1024;
+/// SSLRequest and GSSENCRequest may each precede the startup message once.
+const NEGOTIATION_PACKETS_MAX: usize = 2;
+
+/// Accepts clients until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let gateway = gateway.clone();
+                tokio::spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    handle_client(stream, gateway).await;
+                    tracing::trace!(%peer, "client gone");
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// What a client asked for, once authenticated.
+struct Session {
+    database: String,
+    params: Vec<(String, String)>,
+}
+
+async fn handle_client(mut stream: TcpStream, gateway: Arc<Gateway>) {
+    let timeout = gateway.config.auth_timeout;
+    let session = match tokio::time::timeout(timeout, startup(&mut stream, &gateway)).await {
+        Ok(Ok(Some(session))) => session,
+        Ok(Ok(None)) => return, // a cancel request: done
+        Ok(Err(AuthError::Closed)) => return,
+        Ok(Err(AuthError::Client(e))) => return send_fatal(&mut stream, &e).await,
+        Err(_) => {
+            let e = ClientError::new("08P01", "authentication timed out")
+                .hint(format!("log in within {timeout:?}"));
+            return send_fatal(&mut stream, &e).await;
+        }
+    };
+    let (link, key, _active) = match attach(&gateway, &session).await {
+        Ok(attached) => attached,
+        Err(Attach::Client(e)) => return send_fatal(&mut stream, &e).await,
+        Err(Attach::Refused(raw)) => {
+            let _ = stream.write_all(&raw).await;
+            return;
+        }
+    };
+    let ComputeLink {
+        stream: mut server,
+        greeting,
+        ..
+    } = link;
+    let mut out = BytesMut::with_capacity(greeting.len() + 32);
+    protocol::auth_ok(&mut out);
+    protocol::backend_key_data(&mut out, key.pid, key.secret);
+    out.extend_from_slice(&greeting);
+    if stream.write_all(&out).await.is_err() {
+        return;
+    }
+    let result = tokio::io::copy_bidirectional_with_sizes(
+        &mut stream,
+        &mut server,
+        RELAY_BUFFER_BYTES,
+        RELAY_BUFFER_BYTES,
+    )
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(database = %session.database, error = %e, "relay ended");
+    }
+}
+
+/// Reads the first packets and authenticates. `Ok(None)` for a cancel.
+async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Session>, AuthError> {
+    let max = gateway.config.startup_packet_max_bytes;
+    let mut negotiations = 0;
+    let (version, params) = loop {
+        match protocol::read_first_packet(stream, max).await? {
+            FirstPacket::SslRequest | FirstPacket::GssEncRequest
+                if negotiations < NEGOTIATION_PACKETS_MAX =>
+            {
+                negotiations += 1;
+                stream
+                    .write_all(b"N")
+                    .await
+                    .map_err(|_| AuthError::Closed)?;
+            }
+            FirstPacket::SslRequest | FirstPacket::GssEncRequest => {
+                return Err(ClientError::protocol("too many encryption requests").into());
+            }
+            FirstPacket::CancelRequest { pid, secret } => {
+                gateway.cancels.cancel(pid, secret).await;
+                return Ok(None);
+            }
+            FirstPacket::Startup { version, params } => break (version, params),
+        }
+    };
+    let unrecognized: Vec<&str> = params
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with("_pq_."))
+        .collect();
+    if version != PROTOCOL_3_0 || !unrecognized.is_empty() {
+        let mut out = BytesMut::new();
+        protocol::negotiate_protocol_version(&mut out, PROTOCOL_3_0, &unrecognized);
+        stream
+            .write_all(&out)
+            .await
+            .map_err(|_| AuthError::Closed)?;
+    }
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let user = param("user").filter(|u| !u.is_empty()).ok_or_else(|| {
+        ClientError::new(
+            "28000",
+            "no PostgreSQL user name specified in startup packet",
+        )
+    })?;
+    let database = param("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| user.clone());
+    if param("replication").is_some_and(|r| !matches!(r.as_str(), "false" | "off" | "no" | "0")) {
+        return Err(ClientError::new(
+            "0A000",
+            "replication connections are not supported by the gateway",
+        )
+        .into());
+    }
+    let catalog_error = |e: crate::catalog::CatalogError| {
+        tracing::error!(error = %e, "catalog read failed during login");
+        AuthError::Client(ClientError::new(
+            "XX000",
+            "the gateway could not read its catalog; see its log",
+        ))
+    };
+    if gateway.ready_database(&database).is_err() {
+        return Err(ClientError::unknown_database(&database).into());
+    }
+    let verifier = gateway
+        .catalog
+        .role(&user)
+        .map_err(catalog_error)?
+        .filter(|role| role.databases.contains(&database))
+        .and_then(|role| match ScramVerifier::parse(&role.verifier) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!(role = %role.name, error = %e, "stored verifier is invalid");
+                None
+            }
+        });
+    auth::authenticate(stream, &user, verifier, &gateway.mock_secret).await?;
+    Ok(Some(Session { database, params }))
+}
+
+enum Attach {
+    Client(ClientError),
+    Refused(BytesMut),
+}
+
+/// Wakes the compute if needed and logs in to it. A cached endpoint that
+/// no longer answers (the compute died) is forgotten and woken once more.
+async fn attach(
+    gateway: &Gateway,
+    session: &Session,
+) -> Result<(ComputeLink, crate::cancel::CancelKey, ActiveClient), Attach> {
+    let db = &session.database;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (endpoint, active) = gateway.lifecycle.connect(db).await.map_err(|e| {
+            tracing::warn!(database = %db, error = %e, cause = ?e.source, "wake failed");
+            Attach::Client(ClientError::from(&e))
+        })?;
+        match compute::connect(&endpoint, &session.params).await {
+            Ok(link) => {
+                let key = gateway.cancels.register(link.addr, link.key.0, link.key.1);
+                return Ok((link, key, active));
+            }
+            Err(ComputeConnectError::Unreachable { .. }) if attempts < 2 => {
+                gateway.lifecycle.forget(db, &endpoint);
+            }
+            Err(ComputeConnectError::Refused(raw)) => return Err(Attach::Refused(raw)),
+            Err(e) => {
+                tracing::warn!(database = %db, error = %e, "compute login failed");
+                return Err(Attach::Client(ClientError::new(
+                    "57P03",
+                    format!("the compute for database \"{db}\" is not accepting connections: {e}"),
+                )));
+            }
+        }
+    }
+}
+
+async fn send_fatal(stream: &mut TcpStream, e: &ClientError) {
+    let mut out = BytesMut::new();
+    protocol::fatal_response(&mut out, e.code, &e.message, e.hint.as_deref());
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+impl From<ReadError> for ClientError {
+    fn from(e: ReadError) -> Self {
+        ClientError::protocol(e.to_string())
+    }
+}

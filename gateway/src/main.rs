@@ -1,0 +1,67 @@
+//! `ogel`: the OgelBase gateway binary. `ogel up` runs the gateway
+//! (Postgres wire front end + HTTP API); the other commands are API clients.
+//!
+//! A connection's path through the modules: `frontend` (accept, negotiate)
+//! → `auth` (SCRAM against the `catalog`'s role store) → `service` and
+//! `ogel_policies::Lifecycle` (wake the compute) → `compute` (log in to it)
+//! → `frontend` (relay); `cancel` forwards CancelRequests.
+
+mod api;
+mod auth;
+mod cancel;
+mod catalog;
+mod cli;
+mod compute;
+mod config;
+mod error;
+mod frontend;
+mod protocol;
+mod server;
+mod service;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OGEL_LOG")
+                .unwrap_or_else(|_| "ogel=info,ogel_policies=info,ogel_backend_native=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ogel: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Up { listen, config } => {
+                let overrides = config::Overrides {
+                    data_dir: cli.data_dir.clone(),
+                    listen: listen.clone(),
+                    api: cli.api.clone(),
+                };
+                let config = config::Config::load(config, &overrides)
+                    .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+                server::up(config).await
+            }
+            _ => cli::run_client(&cli).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ogel: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! `ogel up`: opens the data dir, the catalog and the backend, binds the
+//! Postgres and HTTP listeners, makes the default database on first start,
+//! and runs until Ctrl-C/SIGTERM, when it stops every compute cleanly.
+
+use crate::config::Config;
+use crate::service::Gateway;
+use crate::{api, catalog::Catalog, frontend};
+use anyhow::{anyhow, Context};
+use ogel_backend_native::NativeBackend;
+use ogel_policies::Lifecycle;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::future::IntoFuture;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Written to `<data-dir>/gateway.json` while the gateway runs, so the CLI
+/// finds the API (and tests find ports picked with `:0`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// Gateway pid.
+    pub pid: u32,
+    /// Postgres wire address.
+    pub listen: String,
+    /// HTTP API address.
+    pub api: String,
+}
+
+/// File names inside the data dir.
+pub fn run_info_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("gateway.json")
+}
+/// The admin token's file.
+pub fn token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin-token")
+}
+fn default_url_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("default-database.password")
+}
+
+/// Writes a secret file readable only by its owner.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = token_path(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_string()),
+        _ => {
+            let mut bytes = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut bytes);
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+            Ok(token)
+        }
+    }
+}
+
+async fn bind(addr: &str, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        anyhow!("could not listen for {what} on {addr}: {e}; is another `ogel up` running? pick another address with {flag}")
+    })
+}
+
+/// Runs the gateway until a shutdown signal.
+pub async fn up(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    // Traversable but not listable: computes (another OS user) must reach
+    // their clusters below; secrets stay 0600.
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("setting permissions of {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+    let token = load_or_create_token(&data_dir)?;
+    let catalog = Catalog::open(&data_dir.join("catalog.redb"))?;
+
+    let native_root = data_dir.join("native");
+    let native_config = config.native.clone();
+    eprintln!(
+        "ogel: opening the native backend in {} (the first start runs initdb once)",
+        native_root.display()
+    );
+    let backend =
+        tokio::task::spawn_blocking(move || NativeBackend::open(&native_root, native_config))
+            .await?
+            .map_err(|e| anyhow!("{e}"))?;
+    let bins = backend.binaries().clone();
+    let backend_description = format!(
+        "native: PostgreSQL {} ({}), computes run as OS user '{}'",
+        bins.version,
+        bins.bin_dir.display(),
+        backend.os_user_name()
+    );
+
+    let pg_listener = bind(&config.listen, "Postgres clients", "--listen").await?;
+    let api_listener = bind(&config.api, "the HTTP API", "--api").await?;
+    let pg_addr = pg_listener.local_addr()?;
+    let api_addr = api_listener.local_addr()?;
+
+    let lifecycle = Arc::new(Lifecycle::new(Arc::new(backend), config.wake_timeout));
+    let gateway = Arc::new(Gateway::new(
+        config.clone(),
+        catalog,
+        lifecycle.clone(),
+        pg_addr,
+        backend_description,
+    ));
+    gateway
+        .recover()
+        .await
+        .map_err(|e| anyhow!("recovering the catalog: {e}"))?;
+
+    let default_url = ensure_default_database(&gateway, &data_dir).await?;
+
+    let info = RunInfo {
+        pid: std::process::id(),
+        listen: pg_addr.to_string(),
+        api: api_addr.to_string(),
+    };
+    std::fs::write(run_info_path(&data_dir), serde_json::to_vec_pretty(&info)?)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let pg_task = tokio::spawn(frontend::serve(
+        pg_listener,
+        gateway.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let app = api::router(gateway.clone(), token, api_addr);
+    let api_task = tokio::spawn(
+        axum::serve(api_listener, app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let policy_gateway = gateway.clone();
+    let idle_task = tokio::spawn(ogel_policies::scale_to_zero::run(
+        lifecycle,
+        move || policy_gateway.idle_policies(),
+        stopped(stop_rx.clone()),
+    ));
+
+    println!("OgelBase {} is up", env!("CARGO_PKG_VERSION"));
+    println!(
+        "  postgres: {pg_addr}    api: http://{api_addr}    data: {}",
+        data_dir.display()
+    );
+    println!("  backend:  {}", gateway.backend_description);
+    if let Some(url) = default_url {
+        println!("  database \"{}\": {url}", config.default_database);
+    }
+    println!("  try: psql \"<url above>\"   |   ogel status   |   Ctrl-C stops the gateway and its computes");
+
+    wait_for_signal().await;
+    eprintln!("ogel: stopping: suspending computes cleanly");
+    let _ = stop_tx.send(true);
+    let _ = pg_task.await;
+    let _ = api_task.await;
+    let _ = idle_task.await;
+    gateway.suspend_all().await;
+    let _ = std::fs::remove_file(run_info_path(&data_dir));
+    Ok(())
+}
+
+/// Creates the default database on first start and returns its URL. Its
+/// password is kept in a 0600 file so later starts can
+/// print a working URL too; the catalog itself holds only the verifier.
+async fn ensure_default_database(
+    gateway: &Gateway,
+    data_dir: &Path,
+) -> anyhow::Result<Option<String>> {
+    let name = gateway.config.default_database.clone();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let path = default_url_path(data_dir);
+    match gateway.ready_database(&name) {
+        Ok(record) => {
+            let password = std::fs::read_to_string(&path).ok();
+            Ok(Some(
+                gateway.database_url(&record, password.as_deref().map(str::trim)),
+            ))
+        }
+        Err(_) => {
+            eprintln!("ogel: creating the default database \"{name}\"");
+            let (record, password) = gateway
+                .create_database(&name, None)
+                .await
+                .map_err(|e| anyhow!("creating the default database \"{name}\": {e}"))?;
+            let url = gateway.database_url(&record, Some(&password));
+            write_private(&path, &password)?;
+            Ok(Some(url))
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,362 @@
+//! The gateway's core: the catalog, the backend behind its lifecycle, the
+//! cancel registry, and the operations the HTTP API and `ogel up` share
+//! (create, delete, suspend, wake, describe a database).
+
+use crate::auth::scram::ScramVerifier;
+use crate::cancel::CancelRegistry;
+use crate::catalog::{Catalog, CatalogError, DatabaseRecord, DatabaseState, RoleRecord};
+use crate::config::Config;
+use crate::error::{api_code, http_status};
+use ogel_plugin_sdk::{BackendError, BackendErrorKind, ComputeStatus, DatabaseSpec};
+use ogel_policies::{Lifecycle, LifecycleStats};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// An error of a gateway operation, for API callers.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// From the backend.
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    /// From the catalog.
+    #[error("{0}")]
+    Catalog(#[from] CatalogError),
+}
+
+impl ServiceError {
+    fn kind(&self) -> BackendErrorKind {
+        match self {
+            ServiceError::Backend(e) => e.kind,
+            ServiceError::Catalog(_) => BackendErrorKind::Internal,
+        }
+    }
+    /// HTTP status.
+    pub fn status(&self) -> u16 {
+        http_status(self.kind())
+    }
+    /// Stable error code.
+    pub fn code(&self) -> &'static str {
+        api_code(self.kind())
+    }
+    fn invalid(message: impl Into<String>) -> Self {
+        ServiceError::Backend(BackendError::new(BackendErrorKind::InvalidRequest, message))
+    }
+    fn not_found(name: &str) -> Self {
+        ServiceError::Backend(BackendError::not_found(format!(
+            "database \"{name}\" does not exist; see `ogel db list`"
+        )))
+    }
+}
+
+/// A database with its compute, as the API and `ogel status` show it.
+#[derive(Clone, Debug)]
+pub struct DatabaseView {
+    /// The catalog record.
+    pub record: DatabaseRecord,
+    /// The backend's report on its compute.
+    pub compute: ComputeStatus,
+    /// Client counters.
+    pub stats: LifecycleStats,
+    /// Effective idle window (`None`: never suspends).
+    pub suspend_after: Option<Duration>,
+}
+
+/// Shared state of a running gateway.
+pub struct Gateway {
+    /// Configuration in force.
+    pub config: Config,
+    /// Databases and roles.
+    pub catalog: Catalog,
+    /// Wakes and suspends computes.
+    pub lifecycle: Arc<Lifecycle>,
+    /// Cancel keys of connected clients.
+    pub cancels: Arc<CancelRegistry>,
+    /// Key for mock SCRAM verifiers (unknown users).
+    pub mock_secret: [u8; 32],
+    /// The Postgres listener's address, for URLs.
+    pub pg_addr: SocketAddr,
+    /// When this gateway started.
+    pub started_at: Instant,
+    /// A one-line description of the backend (binaries, OS user).
+    pub backend_description: String,
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+/// Database names clients can type in every driver without quoting.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok_start = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ok_start || !ok_rest || name.len() > 48 {
+        return Err(format!(
+            "invalid database name \"{name}\": use 1–48 characters a-z, 0-9 and _, starting with a letter"
+        ));
+    }
+    if matches!(name, "postgres" | "template0" | "template1") {
+        return Err(format!("\"{name}\" is reserved; choose another name"));
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn new_password() -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
+}
+
+impl Gateway {
+    /// Builds the core; `recover` must run before serving.
+    pub fn new(
+        config: Config,
+        catalog: Catalog,
+        lifecycle: Arc<Lifecycle>,
+        pg_addr: SocketAddr,
+        backend_description: String,
+    ) -> Self {
+        Gateway {
+            config,
+            catalog,
+            lifecycle,
+            cancels: Arc::new(CancelRegistry::default()),
+            mock_secret: rand::thread_rng().gen(),
+            pg_addr,
+            started_at: Instant::now(),
+            backend_description,
+            create_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// After a restart: undoes creates a crash interrupted and lets the
+    /// lifecycle know about computes that are still running (adopted).
+    pub async fn recover(&self) -> Result<(), ServiceError> {
+        for db in self.catalog.databases()? {
+            if db.state == DatabaseState::Creating {
+                tracing::warn!(database = %db.name, "undoing a create interrupted by a crash");
+                self.lifecycle.backend().delete_database(&db.name).await?;
+                self.catalog.remove_database(&db)?;
+                continue;
+            }
+            let status = self.lifecycle.backend().compute_status(&db.name).await?;
+            if status.state == ogel_plugin_sdk::ComputeState::Running {
+                self.lifecycle.adopt(&db.name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a database with an owner role `<name>_owner` and a fresh
+    /// password, returned once (only its SCRAM verifier is kept).
+    pub async fn create_database(
+        &self,
+        name: &str,
+        suspend_after_secs: Option<u64>,
+    ) -> Result<(DatabaseRecord, String), ServiceError> {
+        validate_name(name).map_err(ServiceError::invalid)?;
+        let _guard = self.create_lock.lock().await;
+        if self.catalog.database(name)?.is_some() {
+            return Err(ServiceError::Backend(BackendError::new(
+                BackendErrorKind::AlreadyExists,
+                format!("database \"{name}\" already exists; pick another name or `ogel db delete {name}` first"),
+            )));
+        }
+        let owner = format!("{name}_owner");
+        let password = new_password();
+        let mut record = DatabaseRecord {
+            name: name.to_string(),
+            backend: self.lifecycle.backend().name().to_string(),
+            owner: owner.clone(),
+            state: DatabaseState::Creating,
+            created_at_unix: unix_now(),
+            suspend_after_secs,
+        };
+        let role = RoleRecord {
+            name: owner.clone(),
+            verifier: ScramVerifier::hash_password(&password),
+            databases: vec![name.to_string()],
+        };
+        self.catalog.put_database(&record, &role)?;
+        let spec = DatabaseSpec {
+            name: name.to_string(),
+            owner,
+        };
+        if let Err(e) = self.lifecycle.backend().create_database(&spec).await {
+            tracing::warn!(database = name, error = %e, cause = ?e.source, "create failed; rolling back");
+            self.catalog.remove_database(&record)?;
+            return Err(e.into());
+        }
+        record.state = DatabaseState::Ready;
+        self.catalog.put_database(&record, &role)?;
+        // The backend leaves a new database's compute running: track it so
+        // that idle suspend covers it.
+        self.lifecycle.adopt(name).await?;
+        Ok((record, password))
+    }
+
+    /// Deletes a database, its data and its owner role.
+    pub async fn delete_database(&self, name: &str) -> Result<(), ServiceError> {
+        let _guard = self.create_lock.lock().await;
+        let record = self.ready_database(name)?;
+        self.lifecycle.delete(name).await?;
+        self.catalog.remove_database(&record)?;
+        Ok(())
+    }
+
+    /// Gives the owner role a new password and returns it.
+    pub async fn reset_password(&self, name: &str) -> Result<String, ServiceError> {
+        let record = self.ready_database(name)?;
+        let password = new_password();
+        self.catalog.put_role(&RoleRecord {
+            name: record.owner.clone(),
+            verifier: ScramVerifier::hash_password(&password),
+            databases: vec![record.name.clone()],
+        })?;
+        Ok(password)
+    }
+
+    /// The database's record, if it exists and is usable.
+    pub fn ready_database(&self, name: &str) -> Result<DatabaseRecord, ServiceError> {
+        match self.catalog.database(name)? {
+            Some(db) if db.state == DatabaseState::Ready => Ok(db),
+            _ => Err(ServiceError::not_found(name)),
+        }
+    }
+
+    /// The connection URL; with the password when it is known.
+    pub fn database_url(&self, record: &DatabaseRecord, password: Option<&str>) -> String {
+        let host = match self.pg_addr.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        let credentials = match password {
+            Some(p) => format!("{}:{p}", record.owner),
+            None => record.owner.clone(),
+        };
+        format!(
+            "postgresql://{credentials}@{host}:{}/{}",
+            self.pg_addr.port(),
+            record.name
+        )
+    }
+
+    /// The effective idle window of a database.
+    pub fn suspend_after(&self, record: &DatabaseRecord) -> Option<Duration> {
+        let window = record
+            .suspend_after_secs
+            .map(Duration::from_secs)
+            .unwrap_or(self.config.suspend_after);
+        (!window.is_zero()).then_some(window)
+    }
+
+    /// Every ready database with its idle window, for the idle-suspend loop.
+    pub fn idle_policies(&self) -> Vec<(String, Option<Duration>)> {
+        match self.catalog.databases() {
+            Ok(dbs) => dbs
+                .into_iter()
+                .filter(|d| d.state == DatabaseState::Ready)
+                .map(|d| {
+                    let window = self.suspend_after(&d);
+                    (d.name, window)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the catalog for idle suspend");
+                Vec::new()
+            }
+        }
+    }
+
+    /// A database with its compute.
+    pub async fn describe(&self, name: &str) -> Result<DatabaseView, ServiceError> {
+        let record = self.ready_database(name)?;
+        self.view(record).await
+    }
+
+    async fn view(&self, record: DatabaseRecord) -> Result<DatabaseView, ServiceError> {
+        let compute = self
+            .lifecycle
+            .backend()
+            .compute_status(&record.name)
+            .await?;
+        let stats = self.lifecycle.stats(&record.name);
+        let suspend_after = self.suspend_after(&record);
+        Ok(DatabaseView {
+            record,
+            compute,
+            stats,
+            suspend_after,
+        })
+    }
+
+    /// Every ready database with its compute.
+    pub async fn describe_all(&self) -> Result<Vec<DatabaseView>, ServiceError> {
+        let mut out = Vec::new();
+        for record in self.catalog.databases()? {
+            if record.state == DatabaseState::Ready {
+                out.push(self.view(record).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Suspends a database's compute now.
+    pub async fn suspend(&self, name: &str) -> Result<DatabaseView, ServiceError> {
+        self.ready_database(name)?;
+        self.lifecycle.suspend(name).await?;
+        self.describe(name).await
+    }
+
+    /// Wakes a database's compute now.
+    pub async fn wake(&self, name: &str) -> Result<DatabaseView, ServiceError> {
+        self.ready_database(name)?;
+        self.lifecycle.wake(name).await?;
+        self.describe(name).await
+    }
+
+    /// Stops every compute (gateway shutdown).
+    pub async fn suspend_all(&self) {
+        for (name, _) in self.idle_policies() {
+            if let Err(e) = self.lifecycle.suspend(&name).await {
+                tracing::warn!(database = %name, error = %e, "could not stop compute at shutdown");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        for ok in ["app", "shop", "a1", "my_db"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1a",
+            "Shop",
+            "a-b",
+            "a b",
+            "postgres",
+            "template1",
+            &"x".repeat(49),
+            "é",
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+}

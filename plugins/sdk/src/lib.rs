@@ -1,0 +1,249 @@
+//! The contract between the OgelBase gateway and a storage backend.
+//!
+//! A backend owns where a database's data lives and how a compute (a running
+//! Postgres that serves it) is started and stopped. Everything else — the
+//! wire front end, authentication, wake coalescing, scale to zero — is the
+//! gateway's and is shared by every backend.
+//!
+//! Design rules:
+//! - this crate depends on no backend and not on the gateway;
+//! - every method is cancel-safe from the gateway's point of view: if the
+//!   future is dropped, the backend is left in a state the next call can
+//!   repair (a half-created database is deleted by a retried `create`, a
+//!   half-started compute is found by `compute_status`);
+//! - errors carry a [`BackendErrorKind`] that the gateway maps to SQLSTATEs and
+//!   HTTP status codes, and a message that is safe to show to a client.
+//!
+//! ```
+//! use ogel_plugin_sdk::*;
+//!
+//! /// A backend that fronts one fixed Postgres server and never suspends.
+//! struct Fixed;
+//!
+//! #[async_trait::async_trait]
+//! impl Backend for Fixed {
+//!     fn name(&self) -> &str { "fixed" }
+//!     fn capabilities(&self) -> Capabilities {
+//!         Capabilities { suspend: false }
+//!     }
+//!     async fn create_database(&self, _: &DatabaseSpec) -> Result<(), BackendError> { Ok(()) }
+//!     async fn delete_database(&self, _: &str) -> Result<(), BackendError> { Ok(()) }
+//!     async fn ensure_running(&self, db: &str) -> Result<ComputeEndpoint, BackendError> {
+//!         Ok(ComputeEndpoint {
+//!             host: "127.0.0.1".into(),
+//!             port: 5432,
+//!             database: db.into(),
+//!             generation: 1,
+//!             credentials: Credentials::Password { user: "app".into(), password: "secret".into() },
+//!         })
+//!     }
+//!     async fn suspend(&self, _: &str) -> Result<(), BackendError> {
+//!         Err(BackendError::unsupported("the fixed backend cannot suspend"))
+//!     }
+//!     async fn compute_status(&self, _: &str) -> Result<ComputeStatus, BackendError> {
+//!         Ok(ComputeStatus::default())
+//!     }
+//! }
+//! ```
+#![warn(missing_docs, unreachable_pub)]
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What a backend can do; the gateway refuses, with a clear message, what it cannot.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The backend can stop a compute and start it again later (scale to zero).
+    pub suspend: bool,
+}
+
+/// A database to create.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DatabaseSpec {
+    /// The database name clients use (`[a-z_][a-z0-9_]*`, at most 63 bytes).
+    pub name: String,
+    /// The role that owns the database inside the compute.
+    pub owner: String,
+}
+
+/// How the gateway logs in to a compute. Clients never see these.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// SCRAM or cleartext password authentication as `user`.
+    Password {
+        /// Role name inside the compute.
+        user: String,
+        /// Password only the gateway holds.
+        password: String,
+    },
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Password { user, .. } => f
+                .debug_struct("Password")
+                .field("user", user)
+                .field("password", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
+/// Where a running compute can be reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComputeEndpoint {
+    /// Host name or IP; a value starting with `/` is a unix socket directory.
+    pub host: String,
+    /// TCP port (or the unix socket's port suffix).
+    pub port: u16,
+    /// The database name inside the compute.
+    pub database: String,
+    /// Increases every time a different compute takes over this database;
+    /// connections tagged with an older generation are stale.
+    pub generation: u64,
+    /// How the gateway logs in.
+    pub credentials: Credentials,
+}
+
+/// The lifecycle state of a compute.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ComputeState {
+    /// Not running; the next connection wakes it.
+    #[default]
+    Suspended,
+    /// Being started.
+    Starting,
+    /// Accepting connections.
+    Running,
+    /// Being stopped.
+    Draining,
+}
+
+impl fmt::Display for ComputeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ComputeState::Suspended => "suspended",
+            ComputeState::Starting => "starting",
+            ComputeState::Running => "running",
+            ComputeState::Draining => "draining",
+        })
+    }
+}
+
+/// What a backend reports about one database's compute.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ComputeStatus {
+    /// Lifecycle state.
+    pub state: ComputeState,
+    /// Process id of the compute's postmaster, where the backend has one.
+    pub pid: Option<u32>,
+    /// Port the compute listens on, where it has one.
+    pub port: Option<u16>,
+    /// Unix time (seconds) the compute became ready, when running.
+    pub started_at_unix: Option<u64>,
+    /// Current generation.
+    pub generation: u64,
+}
+
+/// What kind of failure a backend call had; the gateway maps it to a
+/// SQLSTATE for clients and an HTTP status for API callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendErrorKind {
+    /// The database does not exist (3D000 / 404).
+    NotFound,
+    /// The database already exists (42P04 / 409).
+    AlreadyExists,
+    /// The request itself is invalid (22023 / 400).
+    InvalidRequest,
+    /// The backend cannot do this at all (0A000 / 422).
+    Unsupported,
+    /// The compute could not be started or reached (57P03 / 503).
+    Unavailable,
+    /// Disk full or another resource limit (53100 / 507).
+    OutOfResources,
+    /// A fault inside the backend (XX000 / 500).
+    Internal,
+}
+
+/// An error from a backend: a kind, a client-safe message and an optional cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BackendError {
+    /// What kind of failure this is.
+    pub kind: BackendErrorKind,
+    /// A message safe to show to clients and API callers; says what to do.
+    pub message: String,
+    /// The underlying cause, for logs only.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl BackendError {
+    /// An error of `kind` with a client-safe message.
+    pub fn new(kind: BackendErrorKind, message: impl Into<String>) -> Self {
+        BackendError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+    /// Attaches the underlying cause (logged, never sent to clients).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+    /// Shorthand for [`BackendErrorKind::NotFound`].
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(BackendErrorKind::NotFound, message)
+    }
+    /// Shorthand for [`BackendErrorKind::Unsupported`].
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(BackendErrorKind::Unsupported, message)
+    }
+    /// Shorthand for [`BackendErrorKind::Unavailable`].
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(BackendErrorKind::Unavailable, message)
+    }
+    /// Shorthand for [`BackendErrorKind::Internal`].
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(BackendErrorKind::Internal, message)
+    }
+}
+
+/// A storage backend: owns databases' data and their computes.
+///
+/// The gateway serializes lifecycle calls per database (never two of
+/// `ensure_running`/`suspend`/`delete_database` at once for the same name),
+/// so a backend need not coordinate them itself.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Short, stable name (`native`, `neon`, `rds`, …).
+    fn name(&self) -> &str;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Creates the database and its owner role. On error nothing is left
+    /// behind that would make a retry fail.
+    async fn create_database(&self, spec: &DatabaseSpec) -> Result<(), BackendError>;
+
+    /// Stops the compute if running and deletes all of the database's data.
+    /// Deleting a database that does not exist is not an error.
+    async fn delete_database(&self, name: &str) -> Result<(), BackendError>;
+
+    /// Returns a reachable endpoint, starting the compute if it is suspended.
+    /// Returns only once the compute accepts connections. The endpoint's
+    /// credentials log in as the database's owner role; only the gateway
+    /// holds them.
+    async fn ensure_running(&self, name: &str) -> Result<ComputeEndpoint, BackendError>;
+
+    /// Stops the compute cleanly: no committed transaction is lost.
+    /// Suspending a suspended database is not an error.
+    async fn suspend(&self, name: &str) -> Result<(), BackendError>;
+
+    /// The compute's current state, without changing it.
+    async fn compute_status(&self, name: &str) -> Result<ComputeStatus, BackendError>;
+}

@@ -1,0 +1,9 @@
+//! Machinery every OgelBase backend gets for free, whatever stores its data:
+//! wake coalescing and client tracking ([`lifecycle`]) and idle suspend
+//! ([`scale_to_zero`]). Later: pooling, caching, warm pools, leases.
+#![warn(missing_docs)]
+
+pub mod lifecycle;
+pub mod scale_to_zero;
+
+pub use lifecycle::{ActiveClient, Lifecycle, LifecycleStats};

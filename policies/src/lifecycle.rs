@@ -1,0 +1,365 @@
+//! Compute lifecycle shared by every backend: one wake per database however
+//! many clients arrive at once, a count of connected clients, and the idle
+//! suspend that scale to zero needs — without ever suspending a compute a
+//! client has just been handed.
+//!
+//! Ordering argument (why a client never gets an endpoint that is about to
+//! be stopped): a client first increments `active`, then reads the cached
+//! endpoint. The suspender, holding the database's lock, first clears the
+//! cache, then reads `active`. Both use the same mutex-protected cache, so
+//! either the client saw the cache before it was cleared — and then its
+//! increment is visible to the suspender, which backs off — or it sees no
+//! cache and queues on the lock behind the suspend, then wakes the compute.
+
+use ogel_plugin_sdk::{Backend, BackendError, ComputeEndpoint};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The lifecycle of every database's compute, over one backend.
+pub struct Lifecycle {
+    backend: Arc<dyn Backend>,
+    wake_timeout: Duration,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+/// Per-database state.
+struct Slot {
+    /// Serialises wake, suspend and delete of this database.
+    lock: tokio::sync::Mutex<()>,
+    /// The endpoint of the running compute, when known to be running.
+    endpoint: Mutex<Option<ComputeEndpoint>>,
+    /// Clients connected now.
+    active: AtomicUsize,
+    /// When the last client left (or the compute started).
+    idle_since: Mutex<Instant>,
+    /// How many times a compute was started for a client.
+    wakes: AtomicU64,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            lock: tokio::sync::Mutex::new(()),
+            endpoint: Mutex::new(None),
+            active: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            wakes: AtomicU64::new(0),
+        }
+    }
+
+    fn cached(&self) -> Option<ComputeEndpoint> {
+        lock(&self.endpoint).clone()
+    }
+
+    fn set_cached(&self, endpoint: Option<ComputeEndpoint>) {
+        *lock(&self.endpoint) = endpoint;
+    }
+}
+
+/// Poisoning only means a panic elsewhere; the guarded values stay valid.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Held while a client is connected to a database; dropping it marks the
+/// client gone (and starts the idle clock when it was the last).
+pub struct ActiveClient {
+    slot: Arc<Slot>,
+}
+
+impl Drop for ActiveClient {
+    fn drop(&mut self) {
+        if self.slot.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *lock(&self.slot.idle_since) = Instant::now();
+        }
+    }
+}
+
+/// A snapshot of one database's lifecycle counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LifecycleStats {
+    /// Clients connected now.
+    pub active_clients: usize,
+    /// Computes started for clients since the gateway started.
+    pub wakes: u64,
+    /// Whether the compute is known to be running.
+    pub running: bool,
+    /// Seconds since the last client left (0 while clients are connected).
+    pub idle_secs: u64,
+}
+
+impl Lifecycle {
+    /// A lifecycle over `backend`; a wake that takes longer than
+    /// `wake_timeout` fails with an `Unavailable` error.
+    pub fn new(backend: Arc<dyn Backend>, wake_timeout: Duration) -> Self {
+        Lifecycle {
+            backend,
+            wake_timeout,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The backend this lifecycle drives.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    fn slot(&self, db: &str) -> Arc<Slot> {
+        lock(&self.slots)
+            .entry(db.to_string())
+            .or_insert_with(|| Arc::new(Slot::new()))
+            .clone()
+    }
+
+    /// Registers a client of `db` and returns a running compute's endpoint,
+    /// waking it (once, for all concurrent callers) if needed.
+    pub async fn connect(&self, db: &str) -> Result<(ComputeEndpoint, ActiveClient), BackendError> {
+        let slot = self.slot(db);
+        slot.active.fetch_add(1, Ordering::SeqCst);
+        let client = ActiveClient { slot: slot.clone() };
+        if let Some(endpoint) = slot.cached() {
+            return Ok((endpoint, client));
+        }
+        let _guard = slot.lock.lock().await;
+        if let Some(endpoint) = slot.cached() {
+            return Ok((endpoint, client));
+        }
+        let endpoint = self.wake_locked(db, &slot).await?;
+        slot.wakes.fetch_add(1, Ordering::SeqCst);
+        Ok((endpoint, client))
+    }
+
+    async fn wake_locked(&self, db: &str, slot: &Slot) -> Result<ComputeEndpoint, BackendError> {
+        let started = Instant::now();
+        let endpoint = tokio::time::timeout(self.wake_timeout, self.backend.ensure_running(db))
+            .await
+            .map_err(|_| {
+                BackendError::unavailable(format!(
+                    "the compute for \"{db}\" did not start within {:?}",
+                    self.wake_timeout
+                ))
+            })??;
+        tracing::info!(
+            database = db,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compute ready"
+        );
+        slot.set_cached(Some(endpoint.clone()));
+        *lock(&slot.idle_since) = Instant::now();
+        Ok(endpoint)
+    }
+
+    /// Records that `endpoint` could not be reached (the compute died):
+    /// the next `connect` asks the backend again.
+    pub fn forget(&self, db: &str, endpoint: &ComputeEndpoint) {
+        let slot = self.slot(db);
+        let mut cached = lock(&slot.endpoint);
+        if cached.as_ref() == Some(endpoint) {
+            *cached = None;
+        }
+    }
+
+    /// Starts the compute (for the API's `wake`) and returns its endpoint.
+    pub async fn wake(&self, db: &str) -> Result<ComputeEndpoint, BackendError> {
+        let slot = self.slot(db);
+        let _guard = slot.lock.lock().await;
+        if let Some(endpoint) = slot.cached() {
+            return Ok(endpoint);
+        }
+        self.wake_locked(db, &slot).await
+    }
+
+    /// Notes a compute that is already running (after a gateway restart
+    /// adopted it) so that idle suspend covers it.
+    pub async fn adopt(&self, db: &str) -> Result<(), BackendError> {
+        self.wake(db).await.map(|_| ())
+    }
+
+    /// Suspends the compute now, whoever is connected (their sessions end).
+    pub async fn suspend(&self, db: &str) -> Result<(), BackendError> {
+        let slot = self.slot(db);
+        let _guard = slot.lock.lock().await;
+        slot.set_cached(None);
+        self.backend.suspend(db).await
+    }
+
+    /// Suspends the compute if no client has been connected for `idle`.
+    /// Returns whether it suspended.
+    pub async fn suspend_if_idle(&self, db: &str, idle: Duration) -> Result<bool, BackendError> {
+        let slot = self.slot(db);
+        if !self.is_idle(&slot, idle) || slot.cached().is_none() {
+            return Ok(false);
+        }
+        let _guard = slot.lock.lock().await;
+        let Some(previous) = slot.cached() else {
+            return Ok(false);
+        };
+        slot.set_cached(None);
+        if !self.is_idle(&slot, idle) {
+            slot.set_cached(Some(previous));
+            return Ok(false);
+        }
+        tracing::info!(
+            database = db,
+            idle_secs = idle.as_secs(),
+            "suspending idle compute"
+        );
+        self.backend.suspend(db).await?;
+        Ok(true)
+    }
+
+    fn is_idle(&self, slot: &Slot, idle: Duration) -> bool {
+        slot.active.load(Ordering::SeqCst) == 0 && lock(&slot.idle_since).elapsed() >= idle
+    }
+
+    /// Deletes the database in the backend, serialised with wakes.
+    pub async fn delete(&self, db: &str) -> Result<(), BackendError> {
+        let slot = self.slot(db);
+        {
+            let _guard = slot.lock.lock().await;
+            slot.set_cached(None);
+            self.backend.delete_database(db).await?;
+        }
+        lock(&self.slots).remove(db);
+        Ok(())
+    }
+
+    /// Counters for status displays.
+    pub fn stats(&self, db: &str) -> LifecycleStats {
+        let slot = self.slot(db);
+        let active = slot.active.load(Ordering::SeqCst);
+        LifecycleStats {
+            active_clients: active,
+            wakes: slot.wakes.load(Ordering::SeqCst),
+            running: slot.cached().is_some(),
+            idle_secs: if active == 0 {
+                lock(&slot.idle_since).elapsed().as_secs()
+            } else {
+                0
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ogel_plugin_sdk::{Capabilities, ComputeStatus, Credentials, DatabaseSpec};
+
+    /// A backend double that counts starts and stops; starting takes 20 ms.
+    #[derive(Default)]
+    struct Counting {
+        starts: AtomicUsize,
+        stops: AtomicUsize,
+        running: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Counting {
+        fn name(&self) -> &str {
+            "counting"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities { suspend: true }
+        }
+        async fn create_database(&self, _: &DatabaseSpec) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn delete_database(&self, _: &str) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn ensure_running(&self, db: &str) -> Result<ComputeEndpoint, BackendError> {
+            if !self.running.swap(true, Ordering::SeqCst) {
+                self.starts.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(ComputeEndpoint {
+                host: "127.0.0.1".into(),
+                port: 1,
+                database: db.into(),
+                generation: 1,
+                credentials: Credentials::Password {
+                    user: "u".into(),
+                    password: "p".into(),
+                },
+            })
+        }
+        async fn suspend(&self, _: &str) -> Result<(), BackendError> {
+            if self.running.swap(false, Ordering::SeqCst) {
+                self.stops.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+        async fn compute_status(&self, _: &str) -> Result<ComputeStatus, BackendError> {
+            Ok(ComputeStatus::default())
+        }
+    }
+
+    fn lifecycle() -> (Arc<Counting>, Arc<Lifecycle>) {
+        let backend = Arc::new(Counting::default());
+        let lifecycle = Arc::new(Lifecycle::new(backend.clone(), Duration::from_secs(5)));
+        (backend, lifecycle)
+    }
+
+    #[tokio::test]
+    async fn fifty_concurrent_clients_share_one_wake() {
+        let (backend, lifecycle) = lifecycle();
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let lifecycle = lifecycle.clone();
+                tokio::spawn(async move { lifecycle.connect("shop").await.map(|(_, c)| c) })
+            })
+            .collect();
+        let mut clients = Vec::new();
+        for task in tasks {
+            clients.push(task.await.unwrap().unwrap());
+        }
+        assert_eq!(backend.starts.load(Ordering::SeqCst), 1);
+        assert_eq!(lifecycle.stats("shop").wakes, 1);
+        assert_eq!(lifecycle.stats("shop").active_clients, 50);
+        drop(clients);
+        assert_eq!(lifecycle.stats("shop").active_clients, 0);
+    }
+
+    #[tokio::test]
+    async fn idle_suspend_spares_connected_clients() {
+        let (backend, lifecycle) = lifecycle();
+        let (_, client) = lifecycle.connect("shop").await.unwrap();
+        assert!(!lifecycle
+            .suspend_if_idle("shop", Duration::ZERO)
+            .await
+            .unwrap());
+        assert_eq!(backend.stops.load(Ordering::SeqCst), 0);
+        drop(client);
+        assert!(!lifecycle
+            .suspend_if_idle("shop", Duration::from_secs(60))
+            .await
+            .unwrap());
+        assert!(lifecycle
+            .suspend_if_idle("shop", Duration::ZERO)
+            .await
+            .unwrap());
+        assert_eq!(backend.stops.load(Ordering::SeqCst), 1);
+        assert!(!lifecycle.stats("shop").running);
+        // The next client wakes it again.
+        let _client = lifecycle.connect("shop").await.unwrap();
+        assert_eq!(backend.starts.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn racing_connects_and_suspends_never_hand_out_a_stopped_compute() {
+        let (backend, lifecycle) = lifecycle();
+        for _ in 0..200 {
+            let l1 = lifecycle.clone();
+            let suspender =
+                tokio::spawn(async move { l1.suspend_if_idle("shop", Duration::ZERO).await });
+            let (_, client) = lifecycle.connect("shop").await.unwrap();
+            suspender.await.unwrap().unwrap();
+            // While a client holds the database, the compute must be running.
+            assert!(backend.running.load(Ordering::SeqCst));
+            drop(client);
+        }
+    }
+}
