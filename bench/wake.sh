@@ -29,6 +29,7 @@ die() { printf 'wake.sh: error: %s\n' "$*" >&2; exit 1; }
 for tool in curl; do
     command -v "$tool" >/dev/null || die "$tool is required (apt-get install $tool)"
 done
+command -v jq >/dev/null || command -v python3 >/dev/null || die "jq or python3 is required to read JSON (apt-get install jq)"
 
 # ---------------------------------------------------------------- Postgres
 find_pg_bin() {
@@ -58,6 +59,7 @@ say "Postgres binaries: $PG_BIN ($("$PG_BIN/postgres" --version))"
 # Run as the unprivileged user when root (postgres refuses to run as root).
 if [[ "$(id -u)" -eq 0 ]]; then
     REF_USER="ogel"
+    command -v runuser >/dev/null || die "runuser is required when running as root (apt-get install util-linux)"
     id "$REF_USER" >/dev/null 2>&1 || die "running as root, but OS user '$REF_USER' does not exist (useradd --system $REF_USER)"
     as_ref() { runuser -u "$REF_USER" -- "$@"; }
 else
@@ -80,11 +82,16 @@ REF_DIR="$TMP/reference"
 REF_PGDATA="$REF_DIR/pgdata"
 GW_LOG="$TMP/gateway.log"
 GW_PID=""
+BENCH_PID=""
 
 cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
+    if [[ -n "$BENCH_PID" ]] && kill -0 "$BENCH_PID" 2>/dev/null; then
+        kill -TERM "$BENCH_PID" 2>/dev/null
+        wait "$BENCH_PID" 2>/dev/null
+    fi
     if [[ -n "$GW_PID" ]] && kill -0 "$GW_PID" 2>/dev/null; then
         say "Stopping the gateway (pid $GW_PID, SIGTERM; it stops its computes)"
         kill -TERM "$GW_PID" 2>/dev/null
@@ -131,20 +138,12 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- gateway
 say "Starting the gateway: ogel up --data-dir $GW_DIR (free loopback ports; log $GW_LOG)"
-# An empty config path keeps a stray ./ogel.toml out; the gateway's computes
+# A config path that does not exist keeps a stray ./ogel.toml out; the computes
 # use the same binaries as the reference.
-OGEL_NATIVE__PG_BIN="$PG_BIN" OGEL_LOG="${OGEL_LOG:-ogel=info,ogel_policies=info,ogel_backend_native=info}" \
+NO_COLOR=1 OGEL_NATIVE__PG_BIN="$PG_BIN" OGEL_LOG="${OGEL_LOG:-ogel=info,ogel_policies=info,ogel_backend_native=info}" \
     "$OGEL" up --data-dir "$GW_DIR" --listen 127.0.0.1:0 --api 127.0.0.1:0 \
     --config "$TMP/no-config.toml" >"$GW_LOG" 2>&1 </dev/null &
 GW_PID=$!
-
-# gateway.json appears once it is ready (the first start runs initdb).
-for ((i = 0; i < 1200; i++)); do
-    [[ -s "$GW_DIR/gateway.json" ]] && break
-    kill -0 "$GW_PID" 2>/dev/null || die "the gateway exited during start-up (see the log above)"
-    sleep 0.1
-done
-[[ -s "$GW_DIR/gateway.json" ]] || die "the gateway did not write $GW_DIR/gateway.json within 120s"
 
 json_get() { # json_get FILTER  (jq filter of the form .a.b; reads stdin)
     if command -v jq >/dev/null; then
@@ -155,8 +154,22 @@ for k in sys.argv[1].strip(".").split("."): v=v[k]
 print(v)' "$1"
     fi
 }
-API="http://$(json_get .api <"$GW_DIR/gateway.json")"
-LISTEN="$(json_get .listen <"$GW_DIR/gateway.json")"
+
+# gateway.json appears once it is ready (the first start runs initdb); it
+# is not written atomically, so read it until it parses.
+API="" LISTEN=""
+for ((i = 0; i < 1200; i++)); do
+    if [[ -s "$GW_DIR/gateway.json" ]] \
+        && API="$(json_get .api <"$GW_DIR/gateway.json" 2>/dev/null)" \
+        && LISTEN="$(json_get .listen <"$GW_DIR/gateway.json" 2>/dev/null)"; then
+        break
+    fi
+    API="" LISTEN=""
+    kill -0 "$GW_PID" 2>/dev/null || die "the gateway exited during start-up (its log follows)"
+    sleep 0.1
+done
+[[ -n "$API" && -n "$LISTEN" ]] || die "the gateway did not write $GW_DIR/gateway.json within 120s"
+API="http://$API"
 TOKEN="$(cat "$GW_DIR/admin-token")"
 say "Gateway up (pid $GW_PID): postgres $LISTEN, api $API"
 
@@ -178,6 +191,7 @@ as_ref "$PG_BIN/initdb" -D "$REF_PGDATA" --auth=trust --data-checksums \
 
 # -------------------------------------------------------------- benchmark
 say "Running wake-bench ($WARMUP warm-up + $ITERATIONS measured iterations per side)"
+# In the background so that a signal to this script is handled at once.
 OGEL_TOKEN="$TOKEN" "$BENCH" \
     --api "$API" \
     --url "$URL" \
@@ -187,4 +201,7 @@ OGEL_TOKEN="$TOKEN" "$BENCH" \
     --pg-bin "$PG_BIN" \
     --reference-pgdata "$REF_PGDATA" \
     --reference-user "$REF_USER" \
-    "$@"
+    "$@" &
+BENCH_PID=$!
+wait "$BENCH_PID"
+BENCH_PID=""

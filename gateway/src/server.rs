@@ -131,7 +131,10 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         listen: pg_addr.to_string(),
         api: api_addr.to_string(),
     };
-    std::fs::write(run_info_path(&data_dir), serde_json::to_vec_pretty(&info)?)?;
+    // Written whole, then renamed: a reader never sees half a file.
+    let partial = data_dir.join("gateway.json.partial");
+    std::fs::write(&partial, serde_json::to_vec_pretty(&info)?)?;
+    std::fs::rename(&partial, run_info_path(&data_dir))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -206,7 +206,7 @@ mod tests {
     async fn garbage_instead_of_sasl_is_a_protocol_error() {
         let (mut server, mut client) = tokio::io::duplex(8192);
         let task = tokio::spawn(async move { authenticate(&mut server, "u", None, b"s").await });
-        client.write_all(b"Q\0\0\0\x09junk").await.unwrap();
+        client.write_all(b"Q\0\0\0\x08junk").await.unwrap();
         match task.await.unwrap() {
             Err(AuthError::Client(e)) => assert_eq!(e.code, "08P01"),
             other => panic!("expected 08P01, got {other:?}"),

