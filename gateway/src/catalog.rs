@@ -61,6 +61,13 @@ pub struct RoleRecord {
     pub databases: Vec<String>,
 }
 
+/// One write of a batch: a table, a key, and the new value (`None` deletes).
+type WriteOp<'a> = (
+    TableDefinition<'static, &'static str, &'static [u8]>,
+    &'a str,
+    Option<Vec<u8>>,
+);
+
 /// The catalog store.
 pub struct Catalog {
     db: Database,
@@ -107,10 +114,7 @@ impl Catalog {
     }
 
     /// Applies puts and deletes in one durable transaction.
-    fn write(
-        &self,
-        ops: &[(TableDefinition<&str, &[u8]>, &str, Option<Vec<u8>>)],
-    ) -> Result<(), CatalogError> {
+    fn write(&self, ops: &[WriteOp<'_>]) -> Result<(), CatalogError> {
         let txn = self.db.begin_write().map_err(err("begin"))?;
         for (table, key, value) in ops {
             let mut table = txn.open_table(*table).map_err(err("open table"))?;

@@ -260,8 +260,8 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 
 fn print_databases(dbs: &[DatabaseInfo]) {
     println!(
-        "{:<16} {:<8} {:<10} {:>8} {:>6} {:>8} {:>7} {:>6}  {}",
-        "DATABASE", "BACKEND", "COMPUTE", "PID", "PORT", "UPTIME", "CLIENTS", "WAKES", "URL"
+        "{:<16} {:<8} {:<10} {:>8} {:>6} {:>8} {:>7} {:>6}  URL",
+        "DATABASE", "BACKEND", "COMPUTE", "PID", "PORT", "UPTIME", "CLIENTS", "WAKES"
     );
     for db in dbs {
         println!(

@@ -66,7 +66,7 @@ pub struct Overrides {
 
 impl Config {
     /// Loads defaults ← `file` (if it exists) ← `OGEL_*` ← `overrides`.
-    pub fn load(file: &Path, overrides: &Overrides) -> Result<Config, figment::Error> {
+    pub fn load(file: &Path, overrides: &Overrides) -> Result<Config, Box<figment::Error>> {
         Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(file))
             .merge(
@@ -77,10 +77,12 @@ impl Config {
             )
             .merge(Serialized::defaults(overrides))
             .extract()
+            .map_err(Box::new)
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return its large error
 mod tests {
     use super::*;
 
@@ -97,7 +99,7 @@ mod tests {
                 listen: Some("127.0.0.1:7200".into()),
                 ..Overrides::default()
             };
-            let config = Config::load(Path::new("ogel.toml"), &flags)?;
+            let config = Config::load(Path::new("ogel.toml"), &flags).map_err(|e| *e)?;
             assert_eq!(config.listen, "127.0.0.1:7200");
             assert_eq!(config.api, "127.0.0.1:7100");
             assert_eq!(config.suspend_after, Duration::from_secs(120));

@@ -307,7 +307,7 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
 
 /// Replaces the password in a URL.
 pub fn with_password(url: &str, password: &str) -> String {
-    let (scheme_user, rest) = url.split_once("://").map(|(s, r)| (s, r)).expect("url");
+    let (scheme_user, rest) = url.split_once("://").expect("url");
     let (userinfo, host) = rest.split_once('@').expect("userinfo");
     let user = userinfo.split(':').next().unwrap_or(userinfo);
     format!("{scheme_user}://{user}:{password}@{host}")
