@@ -69,6 +69,30 @@ fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
     }
 }
 
+/// Holds an exclusive lock on the data dir for the gateway's lifetime: two
+/// gateways managing the same computes would stop each other's Postgres.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = data_dir.join("gateway.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        let other = std::fs::read(run_info_path(data_dir))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RunInfo>(&b).ok())
+            .map(|r| format!(" (pid {}, postgres on {})", r.pid, r.listen))
+            .unwrap_or_default();
+        anyhow!(
+            "another `ogel up` is already running on {}{other}; stop it first, or use another --data-dir",
+            data_dir.display()
+        )
+    })
+}
+
 async fn bind(addr: &str, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         anyhow!("could not listen for {what} on {addr}: {e}; is another `ogel up` running? pick another address with {flag}")
@@ -85,6 +109,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o711))
         .with_context(|| format!("setting permissions of {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
+    let _lock = lock_data_dir(&data_dir)?;
     let token = load_or_create_token(&data_dir)?;
     let catalog = Catalog::open(&data_dir.join("catalog.redb"))?;
 

@@ -163,3 +163,22 @@ async fn secrets_are_private_files() {
     let needle = password.trim().as_bytes();
     assert!(!catalog.windows(needle.len()).any(|w| w == needle));
 }
+
+#[tokio::test]
+async fn a_second_gateway_on_the_same_data_dir_is_refused() {
+    let gw = Gateway::start().await;
+    let out = std::process::Command::new(ogel_e2e::ogel_bin())
+        .arg("up")
+        .arg("--data-dir")
+        .arg(&gw.data_dir)
+        .args(["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already running"), "{stderr}");
+    // The first gateway is unharmed.
+    connect(&gw.app_url)
+        .await
+        .expect("first gateway still serves");
+}
