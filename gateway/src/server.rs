@@ -6,12 +6,12 @@ use crate::config::Config;
 use crate::service::Gateway;
 use crate::{api, catalog::Catalog, frontend};
 use anyhow::{anyhow, Context};
+use ogel_backend_native::secrets::write_private;
 use ogel_backend_native::NativeBackend;
 use ogel_policies::Lifecycle;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::future::IntoFuture;
-use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,19 +42,6 @@ fn default_url_path(data_dir: &Path) -> PathBuf {
     data_dir.join("default-database.password")
 }
 
-/// Writes a secret file readable only by its owner.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
-}
-
 fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
     let path = token_path(data_dir);
     match std::fs::read_to_string(&path) {
@@ -63,7 +50,8 @@ fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
             let mut bytes = [0u8; 32];
             rand::thread_rng().fill_bytes(&mut bytes);
             let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+            write_private(&path, token.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
             Ok(token)
         }
     }
@@ -231,7 +219,7 @@ async fn ensure_default_database(
                 .await
                 .map_err(|e| anyhow!("creating the default database \"{name}\": {e}"))?;
             let url = gateway.database_url(&record, Some(&password));
-            write_private(&path, &password)?;
+            write_private(&path, password.as_bytes())?;
             Ok(Some(url))
         }
     }

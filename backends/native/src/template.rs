@@ -7,9 +7,10 @@
 
 use crate::os_user::ComputeUser;
 use crate::pg_binaries::PgBinaries;
-use crate::secrets::{MasterSecret, SUPERUSER};
+use crate::secrets::{write_private, MasterSecret, SUPERUSER};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+#[cfg(test)]
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -126,17 +127,6 @@ pub fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
 fn append(path: &Path, text: &str) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
     file.write_all(text.as_bytes())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 #[cfg(test)]
