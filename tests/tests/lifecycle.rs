@@ -177,3 +177,41 @@ async fn clean_stop_suspends_every_compute() {
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
     assert!(!alive, "postgres {pid} must be stopped with the gateway");
 }
+
+#[tokio::test]
+async fn a_crashed_compute_is_restarted_on_the_next_connect() {
+    let gw = Gateway::start().await;
+    let url = gw.create_db("crashy", Some(0)).await;
+    let c = connect(&url).await.unwrap();
+    c.batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (7)")
+        .await
+        .unwrap();
+    let pid = gw.db("crashy").await["compute"]["pid"].as_u64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    drop(c);
+    let restarted = ogel_e2e::eventually(Duration::from_secs(30), || async {
+        match connect(&url).await {
+            Ok(c) => c
+                .query_one("SELECT v FROM t", &[])
+                .await
+                .map(|r| r.get::<_, i32>(0) == 7)
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(
+        restarted,
+        "a new connection restarts the compute, with the committed row"
+    );
+    let view = gw.db("crashy").await;
+    assert_ne!(
+        view["compute"]["pid"].as_u64().unwrap() as i32,
+        pid,
+        "{view}"
+    );
+}
