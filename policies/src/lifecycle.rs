@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::OwnedMutexGuard;
 
 /// The lifecycle of every database's compute, over one backend.
 pub struct Lifecycle {
@@ -26,8 +27,9 @@ pub struct Lifecycle {
 
 /// Per-database state.
 struct Slot {
-    /// Serialises wake, suspend and delete of this database.
-    lock: tokio::sync::Mutex<()>,
+    /// Serialises wake, suspend and delete of this database. Owned guards:
+    /// the backend call that holds it runs in its own task.
+    lock: Arc<tokio::sync::Mutex<()>>,
     /// The endpoint of the running compute, when known to be running.
     endpoint: Mutex<Option<ComputeEndpoint>>,
     /// Clients connected now.
@@ -41,7 +43,7 @@ struct Slot {
 impl Slot {
     fn new() -> Self {
         Slot {
-            lock: tokio::sync::Mutex::new(()),
+            lock: Arc::new(tokio::sync::Mutex::new(())),
             endpoint: Mutex::new(None),
             active: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
@@ -122,33 +124,84 @@ impl Lifecycle {
         if let Some(endpoint) = slot.cached() {
             return Ok((endpoint, client));
         }
-        let _guard = slot.lock.lock().await;
+        let guard = slot.lock.clone().lock_owned().await;
         if let Some(endpoint) = slot.cached() {
             return Ok((endpoint, client));
         }
-        let endpoint = self.wake_locked(db, &slot).await?;
+        let endpoint = self.wake_locked(db, &slot, guard).await?;
         slot.wakes.fetch_add(1, Ordering::SeqCst);
         Ok((endpoint, client))
     }
 
-    async fn wake_locked(&self, db: &str, slot: &Slot) -> Result<ComputeEndpoint, BackendError> {
+    async fn wake_locked(
+        &self,
+        db: &str,
+        slot: &Arc<Slot>,
+        guard: OwnedMutexGuard<()>,
+    ) -> Result<ComputeEndpoint, BackendError> {
         let started = Instant::now();
-        let endpoint = tokio::time::timeout(self.wake_timeout, self.backend.ensure_running(db))
-            .await
-            .map_err(|_| {
-                BackendError::unavailable(format!(
-                    "the compute for \"{db}\" did not start within {:?}",
-                    self.wake_timeout
-                ))
-            })??;
+        let (name, slot) = (db.to_string(), slot.clone());
+        let limit = self.wake_timeout;
+        let too_slow = format!(
+            "the compute for \"{db}\" did not start within {limit:?}; it may still be starting: retry"
+        );
+        let endpoint = self
+            .run_detached(
+                guard,
+                "start the compute",
+                Some((limit, too_slow)),
+                move |backend| async move {
+                    let endpoint = backend.ensure_running(&name).await?;
+                    slot.set_cached(Some(endpoint.clone()));
+                    *lock(&slot.idle_since) = Instant::now();
+                    Ok(endpoint)
+                },
+            )
+            .await?;
         tracing::info!(
             database = db,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "compute ready"
         );
-        slot.set_cached(Some(endpoint.clone()));
-        *lock(&slot.idle_since) = Instant::now();
         Ok(endpoint)
+    }
+
+    /// Runs a backend call in a task of its own that holds the database's
+    /// lock. A caller that gives up — a timeout, an API client that
+    /// disconnects — never leaves the call half done (a postgres started
+    /// but not recorded, or recorded as stopped but still running): the call
+    /// finishes, and the next caller queues behind it. A panic in the
+    /// backend fails this call only. `limit` bounds the wait, with the
+    /// message of the `Unavailable` error given when it is crossed.
+    async fn run_detached<T, F, Fut>(
+        &self,
+        guard: OwnedMutexGuard<()>,
+        what: &str,
+        limit: Option<(Duration, String)>,
+        call: F,
+    ) -> Result<T, BackendError>
+    where
+        F: FnOnce(Arc<dyn Backend>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, BackendError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let future = call(self.backend.clone());
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            future.await
+        });
+        let joined = match limit {
+            Some((limit, too_slow)) => tokio::time::timeout(limit, task)
+                .await
+                .map_err(|_| BackendError::unavailable(too_slow))?,
+            None => task.await,
+        };
+        joined.map_err(|e| {
+            tracing::error!(error = %e, "backend call panicked");
+            BackendError::internal(format!(
+                "the backend failed while trying to {what}; see the gateway log"
+            ))
+        })?
     }
 
     /// Records that `endpoint` could not be reached (the compute died):
@@ -164,11 +217,11 @@ impl Lifecycle {
     /// Starts the compute (for the API's `wake`) and returns its endpoint.
     pub async fn wake(&self, db: &str) -> Result<ComputeEndpoint, BackendError> {
         let slot = self.slot(db);
-        let _guard = slot.lock.lock().await;
+        let guard = slot.lock.clone().lock_owned().await;
         if let Some(endpoint) = slot.cached() {
             return Ok(endpoint);
         }
-        self.wake_locked(db, &slot).await
+        self.wake_locked(db, &slot, guard).await
     }
 
     /// Notes a compute that is already running (after a gateway restart
@@ -180,9 +233,16 @@ impl Lifecycle {
     /// Suspends the compute now, whoever is connected (their sessions end).
     pub async fn suspend(&self, db: &str) -> Result<(), BackendError> {
         let slot = self.slot(db);
-        let _guard = slot.lock.lock().await;
+        let guard = slot.lock.clone().lock_owned().await;
         slot.set_cached(None);
-        self.backend.suspend(db).await
+        let name = db.to_string();
+        self.run_detached(
+            guard,
+            "suspend the compute",
+            None,
+            move |backend| async move { backend.suspend(&name).await },
+        )
+        .await
     }
 
     /// Suspends the compute if no client has been connected for `idle`.
@@ -192,7 +252,7 @@ impl Lifecycle {
         if !self.is_idle(&slot, idle) || slot.cached().is_none() {
             return Ok(false);
         }
-        let _guard = slot.lock.lock().await;
+        let guard = slot.lock.clone().lock_owned().await;
         let Some(previous) = slot.cached() else {
             return Ok(false);
         };
@@ -206,7 +266,14 @@ impl Lifecycle {
             idle_secs = idle.as_secs(),
             "suspending idle compute"
         );
-        self.backend.suspend(db).await?;
+        let name = db.to_string();
+        self.run_detached(
+            guard,
+            "suspend the compute",
+            None,
+            move |backend| async move { backend.suspend(&name).await },
+        )
+        .await?;
         Ok(true)
     }
 
@@ -217,11 +284,16 @@ impl Lifecycle {
     /// Deletes the database in the backend, serialised with wakes.
     pub async fn delete(&self, db: &str) -> Result<(), BackendError> {
         let slot = self.slot(db);
-        {
-            let _guard = slot.lock.lock().await;
-            slot.set_cached(None);
-            self.backend.delete_database(db).await?;
-        }
+        let guard = slot.lock.clone().lock_owned().await;
+        slot.set_cached(None);
+        let name = db.to_string();
+        self.run_detached(
+            guard,
+            "delete the database",
+            None,
+            move |backend| async move { backend.delete_database(&name).await },
+        )
+        .await?;
         lock(&self.slots).remove(db);
         Ok(())
     }
@@ -248,12 +320,15 @@ mod tests {
     use super::*;
     use ogel_plugin_sdk::{Capabilities, ComputeStatus, Credentials, DatabaseSpec};
 
-    /// A backend double that counts starts and stops; starting takes 20 ms.
+    /// A backend double that counts starts and stops; starting takes 20 ms
+    /// (or `start_delay_ms`), and panics when `panic_on_start` is set.
     #[derive(Default)]
     struct Counting {
         starts: AtomicUsize,
         stops: AtomicUsize,
         running: std::sync::atomic::AtomicBool,
+        start_delay_ms: AtomicU64,
+        panic_on_start: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait::async_trait]
@@ -271,9 +346,14 @@ mod tests {
             Ok(())
         }
         async fn ensure_running(&self, db: &str) -> Result<ComputeEndpoint, BackendError> {
-            if !self.running.swap(true, Ordering::SeqCst) {
+            if self.panic_on_start.load(Ordering::SeqCst) {
+                panic!("backend bug");
+            }
+            if !self.running.load(Ordering::SeqCst) {
                 self.starts.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                let delay = self.start_delay_ms.load(Ordering::SeqCst).max(20);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                self.running.store(true, Ordering::SeqCst);
             }
             Ok(ComputeEndpoint {
                 host: "127.0.0.1".into(),
@@ -301,6 +381,54 @@ mod tests {
         let backend = Arc::new(Counting::default());
         let lifecycle = Arc::new(Lifecycle::new(backend.clone(), Duration::from_secs(5)));
         (backend, lifecycle)
+    }
+
+    #[tokio::test]
+    async fn a_wake_that_outlives_its_caller_still_completes_once() {
+        let backend = Arc::new(Counting::default());
+        backend.start_delay_ms.store(300, Ordering::SeqCst);
+        let lifecycle = Lifecycle::new(backend.clone(), Duration::from_millis(50));
+        let err = lifecycle
+            .connect("slow")
+            .await
+            .err()
+            .expect("caller gives up after 50 ms");
+        assert!(
+            err.message.contains("did not start within"),
+            "{}",
+            err.message
+        );
+        // A caller that is dropped mid-wake does not cancel it either.
+        let dropped = tokio::time::timeout(Duration::from_millis(10), lifecycle.wake("slow")).await;
+        assert!(dropped.is_err());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            backend.running.load(Ordering::SeqCst),
+            "the start ran to completion"
+        );
+        assert!(lifecycle.stats("slow").running, "and was recorded");
+        lifecycle
+            .connect("slow")
+            .await
+            .expect("later clients get the started compute");
+        assert_eq!(backend.starts.load(Ordering::SeqCst), 1, "started once");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_backend_fails_the_call_only() {
+        let (backend, lifecycle) = lifecycle();
+        backend.panic_on_start.store(true, Ordering::SeqCst);
+        let err = lifecycle
+            .connect("shop")
+            .await
+            .err()
+            .expect("error, not a panic");
+        assert_eq!(err.kind, ogel_plugin_sdk::BackendErrorKind::Internal);
+        backend.panic_on_start.store(false, Ordering::SeqCst);
+        lifecycle
+            .connect("shop")
+            .await
+            .expect("the lock was released; the next call works");
     }
 
     #[tokio::test]
