@@ -132,6 +132,8 @@ async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Ses
         .collect();
     if version != PROTOCOL_3_0 || !unrecognized.is_empty() {
         let mut out = BytesMut::new();
+        // We speak 3.0 only. The field is the whole version number
+        // (major << 16 | minor), as PostgreSQL sends it and libpq reads it.
         protocol::negotiate_protocol_version(&mut out, PROTOCOL_3_0, &unrecognized);
         stream
             .write_all(&out)

@@ -179,10 +179,11 @@ pub fn backend_key_data(buf: &mut BytesMut, pid: u32, secret: u32) {
     });
 }
 
-/// NegotiateProtocolVersion: the newest minor we speak and the options we ignore.
-pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_minor: u32, unrecognized: &[&str]) {
+/// NegotiateProtocolVersion: the newest version we speak (whole number,
+/// e.g. [`PROTOCOL_3_0`]) and the `_pq_.` options we ignore.
+pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_version: u32, unrecognized: &[&str]) {
     message(buf, b'v', |b| {
-        b.put_u32(newest_minor);
+        b.put_u32(newest_version);
         b.put_u32(unrecognized.len() as u32);
         for option in unrecognized {
             put_cstr(b, option);

@@ -3,7 +3,7 @@
 //! and runs until Ctrl-C/SIGTERM, when it stops every compute cleanly.
 
 use crate::config::Config;
-use crate::service::Gateway;
+use crate::service::{default_password_path, Gateway};
 use crate::{api, catalog::Catalog, frontend};
 use anyhow::{anyhow, Context};
 use ogel_backend_native::secrets::write_private;
@@ -37,9 +37,6 @@ pub fn run_info_path(data_dir: &Path) -> PathBuf {
 /// The admin token's file.
 pub fn token_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin-token")
-}
-fn default_url_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("default-database.password")
 }
 
 fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
@@ -97,6 +94,10 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o711))
         .with_context(|| format!("setting permissions of {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
+    let config = Config {
+        data_dir: data_dir.clone(),
+        ..config
+    };
     let _lock = lock_data_dir(&data_dir)?;
     let token = load_or_create_token(&data_dir)?;
     let catalog = Catalog::open(&data_dir.join("catalog.redb"))?;
@@ -204,7 +205,7 @@ async fn ensure_default_database(
     if name.is_empty() {
         return Ok(None);
     }
-    let path = default_url_path(data_dir);
+    let path = default_password_path(data_dir);
     match gateway.ready_database(&name) {
         Ok(record) => {
             let password = std::fs::read_to_string(&path).ok();

@@ -85,6 +85,12 @@ pub struct Gateway {
     create_lock: tokio::sync::Mutex<()>,
 }
 
+/// Where `ogel up` keeps the default database's password (0600), so each
+/// start can print a working URL.
+pub fn default_password_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("default-database.password")
+}
+
 /// Database names clients can type in every driver without quoting.
 pub fn validate_name(name: &str) -> Result<(), String> {
     let ok_start = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
@@ -223,6 +229,13 @@ impl Gateway {
             verifier: ScramVerifier::hash_password(&password),
             databases: vec![record.name.clone()],
         })?;
+        if record.name == self.config.default_database {
+            let path = default_password_path(&self.config.data_dir);
+            if let Err(e) = ogel_backend_native::secrets::write_private(&path, password.as_bytes())
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not record the default database's new password");
+            }
+        }
         Ok(password)
     }
 

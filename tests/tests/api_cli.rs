@@ -100,6 +100,12 @@ async fn delete_removes_data_and_role_and_password_reset_works() {
     assert_eq!(ogel_e2e::sqlstate(&err), "3D000");
     // The name can be used again.
     gw.create_db("temp", None).await;
+
+    // Resetting the default database's password keeps `ogel up`'s record of it current.
+    let (status, body) = gw.api("POST", "/v1/databases/app/password", None).await;
+    assert_eq!(status, 200);
+    let recorded = std::fs::read_to_string(gw.data_dir.join("default-database.password")).unwrap();
+    assert_eq!(recorded, body["password"].as_str().unwrap());
 }
 
 #[tokio::test]

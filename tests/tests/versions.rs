@@ -54,3 +54,21 @@ async fn postgres_18_from_the_wheel_serves_suspends_and_wakes() {
         .get(0);
     assert_eq!(n, 100);
 }
+
+#[tokio::test]
+async fn libpq_18_asking_for_protocol_3_2_is_negotiated_down_to_3_0() {
+    let bin = pg18_bin();
+    let gw = Gateway::start().await;
+    let out = std::process::Command::new(bin.join("psql"))
+        .arg(format!("{}?max_protocol_version=3.2", gw.app_url))
+        .args(["-X", "-A", "-t", "-c", "SELECT 'negotiated'"])
+        .env("LD_LIBRARY_PATH", bin.parent().unwrap().join("lib"))
+        .output()
+        .expect("psql 18 from the wheel");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "negotiated");
+}
