@@ -18,6 +18,8 @@ pub mod pg_binaries;
 pub mod secrets;
 pub mod template;
 
+ogel_plugin_sdk::export_backend!("native", NativeBackend::from_config);
+
 use compute::{RunningCompute, StartSpec};
 use ogel_plugin_sdk::{
     Backend, BackendError, BackendErrorKind, Capabilities, ComputeEndpoint, ComputeState,
@@ -111,6 +113,23 @@ impl NativeBackend {
         };
         backend.adopt_running();
         Ok(backend)
+    }
+
+    /// The plugin constructor: `config` is `{"root": "<dir>", …NativeConfig}`.
+    pub fn from_config(config: serde_json::Value) -> Result<Self, BackendError> {
+        #[derive(Deserialize)]
+        struct PluginConfig {
+            root: PathBuf,
+            #[serde(flatten)]
+            native: NativeConfig,
+        }
+        let config: PluginConfig = serde_json::from_value(config).map_err(|e| {
+            BackendError::new(
+                BackendErrorKind::InvalidRequest,
+                format!("invalid [native] configuration: {e}"),
+            )
+        })?;
+        Self::open(&config.root, config.native)
     }
 
     /// The Postgres binaries in use.
@@ -293,6 +312,15 @@ impl Backend for NativeBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities { suspend: true }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "native: PostgreSQL {} ({}), computes run as OS user '{}'",
+            self.bins.version,
+            self.bins.bin_dir.display(),
+            self.user.name
+        )
     }
 
     async fn create_database(&self, spec: &DatabaseSpec) -> Result<(), BackendError> {

@@ -47,6 +47,13 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod abi;
+pub mod export;
+pub mod wire;
+
+#[doc(hidden)]
+pub use serde_json as __serde_json;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -67,7 +74,8 @@ pub struct DatabaseSpec {
 }
 
 /// How the gateway logs in to a compute. Clients never see these.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
 pub enum Credentials {
     /// SCRAM or cleartext password authentication as `user`.
     Password {
@@ -91,7 +99,7 @@ impl fmt::Debug for Credentials {
 }
 
 /// Where a running compute can be reached.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComputeEndpoint {
     /// Host name or IP; a value starting with `/` is a unix socket directory.
     pub host: String,
@@ -225,6 +233,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
+
+    /// One line for `ogel status` and `ogel plugins list` (versions, paths).
+    fn describe(&self) -> String {
+        self.name().to_string()
+    }
 
     /// Creates the database and its owner role. On error nothing is left
     /// behind that would make a retry fail.

@@ -1,0 +1,221 @@
+//! The plugin side of the ABI: [`export_backend!`](crate::export_backend)
+//! turns a [`Backend`] constructor into the C entry point the gateway loads.
+//! Each instance owns a tokio runtime; a call blocks the gateway's calling
+//! thread (the gateway calls from its blocking pool) while the runtime
+//! drives the backend's future. Panics are caught at the boundary and
+//! become `Internal` errors of that call.
+
+use crate::abi::RawBuffer;
+use crate::wire::{Request, Response};
+use crate::{Backend, BackendError};
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// A live instance: the backend and the runtime that drives it.
+pub struct Instance {
+    backend: Box<dyn Backend>,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Turns a backend type's constructor into the plugin entry point.
+///
+/// ```ignore
+/// ogel_plugin_sdk::export_backend!("external", MyBackend::from_config);
+/// ```
+/// where `from_config: fn(serde_json::Value) -> Result<MyBackend, BackendError>`
+/// runs inside the instance's tokio runtime context.
+#[macro_export]
+macro_rules! export_backend {
+    ($name:literal, $constructor:path) => {
+        unsafe extern "C" fn __ogel_create(
+            config: *const u8,
+            config_len: usize,
+            out: *mut $crate::abi::RawBuffer,
+        ) -> *mut ::std::ffi::c_void {
+            $crate::export::create(config, config_len, out, |value| {
+                $constructor(value).map(|b| Box::new(b) as Box<dyn $crate::Backend>)
+            })
+        }
+
+        static __OGEL_DESCRIPTOR: $crate::abi::PluginDescriptor = $crate::abi::PluginDescriptor {
+            magic: $crate::abi::DESCRIPTOR_MAGIC,
+            abi_major: $crate::abi::ABI_MAJOR,
+            abi_minor: $crate::abi::ABI_MINOR,
+            sdk_version: $crate::abi::SDK_VERSION.as_ptr() as *const ::std::ffi::c_char,
+            rustc_version: $crate::abi::RUSTC_VERSION.as_ptr() as *const ::std::ffi::c_char,
+            target: $crate::abi::TARGET.as_ptr() as *const ::std::ffi::c_char,
+            plugin_name: concat!($name, "\0").as_ptr() as *const ::std::ffi::c_char,
+            plugin_version: concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr()
+                as *const ::std::ffi::c_char,
+            create: __ogel_create,
+            call: $crate::export::call,
+            free_buffer: $crate::export::free_buffer,
+            destroy: $crate::export::destroy,
+        };
+
+        /// The OgelBase plugin entry point.
+        #[no_mangle]
+        pub extern "C" fn ogel_plugin_entry() -> *const $crate::abi::PluginDescriptor {
+            &__OGEL_DESCRIPTOR
+        }
+    };
+}
+
+/// Writes `response` to `out` (if `out` is not null).
+unsafe fn write_out(out: *mut RawBuffer, response: &Response) {
+    if !out.is_null() {
+        *out = RawBuffer::from_vec(response.to_bytes());
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Implementation of the descriptor's `create`, used by [`export_backend!`](crate::export_backend).
+///
+/// # Safety
+/// `config` must point to `config_len` readable bytes; `out` must be null or writable.
+pub unsafe fn create(
+    config: *const u8,
+    config_len: usize,
+    out: *mut RawBuffer,
+    constructor: impl FnOnce(serde_json::Value) -> Result<Box<dyn Backend>, BackendError>,
+) -> *mut c_void {
+    let bytes = if config.is_null() {
+        &[][..]
+    } else {
+        std::slice::from_raw_parts(config, config_len)
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| -> Result<Instance, BackendError> {
+        let value: serde_json::Value = if bytes.is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_json::from_slice(bytes).map_err(|e| {
+                BackendError::new(
+                    crate::BackendErrorKind::InvalidRequest,
+                    format!("plugin configuration is not JSON: {e}"),
+                )
+            })?
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ogel-plugin")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                BackendError::internal(format!("plugin could not start its runtime: {e}"))
+            })?;
+        let backend = {
+            let _context = runtime.enter();
+            constructor(value)?
+        };
+        Ok(Instance { backend, runtime })
+    }));
+    match result {
+        Ok(Ok(instance)) => Box::into_raw(Box::new(instance)) as *mut c_void,
+        Ok(Err(e)) => {
+            write_out(out, &Response::error(e));
+            std::ptr::null_mut()
+        }
+        Err(panic) => {
+            write_out(
+                out,
+                &Response::error(BackendError::internal(format!(
+                    "plugin panicked while starting: {}",
+                    panic_message(&*panic)
+                ))),
+            );
+            std::ptr::null_mut()
+        }
+    }
+}
+
+async fn dispatch(backend: &dyn Backend, request: Request) -> Response {
+    match request {
+        Request::Capabilities => Response::from_result(Ok(backend.capabilities())),
+        Request::Describe => Response::from_result(Ok(backend.describe())),
+        Request::CreateDatabase { spec } => {
+            Response::from_result(backend.create_database(&spec).await)
+        }
+        Request::DeleteDatabase { name } => {
+            Response::from_result(backend.delete_database(&name).await)
+        }
+        Request::EnsureRunning { name } => {
+            Response::from_result(backend.ensure_running(&name).await)
+        }
+        Request::Suspend { name } => Response::from_result(backend.suspend(&name).await),
+        Request::ComputeStatus { name } => {
+            Response::from_result(backend.compute_status(&name).await)
+        }
+    }
+}
+
+/// Implementation of the descriptor's `call`.
+///
+/// # Safety
+/// `instance` must come from `create` of this library and not be destroyed;
+/// `request` must point to `request_len` readable bytes; `out` writable.
+pub unsafe extern "C" fn call(
+    instance: *mut c_void,
+    request: *const u8,
+    request_len: usize,
+    out: *mut RawBuffer,
+) {
+    if instance.is_null() || request.is_null() {
+        write_out(
+            out,
+            &Response::error(BackendError::internal(
+                "plugin called without an instance or request",
+            )),
+        );
+        return;
+    }
+    let instance = &*(instance as *const Instance);
+    let bytes = std::slice::from_raw_parts(request, request_len);
+    let response = catch_unwind(AssertUnwindSafe(|| {
+        match serde_json::from_slice::<Request>(bytes) {
+            Ok(request) => instance
+                .runtime
+                .block_on(dispatch(&*instance.backend, request)),
+            Err(e) => Response::error(BackendError::new(
+                crate::BackendErrorKind::Unsupported,
+                format!("this plugin does not understand the request ({e}); upgrade the plugin"),
+            )),
+        }
+    }))
+    .unwrap_or_else(|panic| {
+        Response::error(BackendError::internal(format!(
+            "plugin panicked: {}",
+            panic_message(&*panic)
+        )))
+    });
+    write_out(out, &response);
+}
+
+/// Implementation of the descriptor's `free_buffer`.
+///
+/// # Safety
+/// `buffer` must have been written by this library and not freed before.
+pub unsafe extern "C" fn free_buffer(buffer: RawBuffer) {
+    drop(buffer.into_vec());
+}
+
+/// Implementation of the descriptor's `destroy`.
+///
+/// # Safety
+/// `instance` must come from `create` of this library; not used afterwards.
+pub unsafe extern "C" fn destroy(instance: *mut c_void) {
+    if !instance.is_null() {
+        let instance = Box::from_raw(instance as *mut Instance);
+        let _ = catch_unwind(AssertUnwindSafe(move || {
+            let Instance { backend, runtime } = *instance;
+            drop(backend);
+            runtime.shutdown_background();
+        }));
+    }
+}
