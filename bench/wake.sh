@@ -68,8 +68,8 @@ else
 fi
 
 # ------------------------------------------------------------------ build
-say "Building release binaries (cargo build --release -p ogel -p ogel-bench; target $CARGO_TARGET_DIR)"
-(cd "$ROOT" && cargo build --release -p ogel -p ogel-bench)
+say "Building release binaries (cargo build --release -p ogel -p ogel-backend-native -p ogel-bench; target $CARGO_TARGET_DIR)"
+(cd "$ROOT" && cargo build --release -p ogel -p ogel-backend-native -p ogel-bench)
 OGEL="$CARGO_TARGET_DIR/release/ogel"
 BENCH="$CARGO_TARGET_DIR/release/wake-bench"
 [[ -x "$OGEL" && -x "$BENCH" ]] || die "build did not produce $OGEL and $BENCH"

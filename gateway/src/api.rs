@@ -30,6 +30,9 @@ pub struct ApiState {
 pub struct CreateDatabase {
     /// Name (a-z, 0-9, _; starts with a letter; ≤ 48 chars).
     pub name: String,
+    /// Backend to put it on (see `GET /v1/plugins`); default: the gateway's default backend.
+    #[serde(default)]
+    pub backend: Option<String>,
     /// Idle seconds before the compute is suspended; 0 = never; absent = the gateway default.
     #[serde(default)]
     pub suspend_after_secs: Option<u64>,
@@ -99,6 +102,43 @@ pub struct GatewayStatus {
     pub backend: String,
     /// Every database.
     pub databases: Vec<DatabaseInfo>,
+}
+
+/// A plugin library as `GET /v1/plugins` reports it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PluginEntry {
+    /// Backend name (what `--backend` takes).
+    pub name: String,
+    /// Plugin version.
+    pub version: String,
+    /// Plugin ABI `major.minor`.
+    pub abi: String,
+    /// Library file.
+    pub file: String,
+    /// Whether its backend is running in this gateway.
+    pub running: bool,
+    /// Can suspend computes (scale to zero).
+    pub can_suspend: Option<bool>,
+    /// Its description, or why it could not start.
+    pub status: String,
+}
+
+/// A library that was refused.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RefusedPlugin {
+    /// Library file.
+    pub file: String,
+    /// Why: what was found and what was expected.
+    pub reason: String,
+}
+
+/// Response of `GET /v1/plugins`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PluginList {
+    /// Loaded plugins.
+    pub plugins: Vec<PluginEntry>,
+    /// Refused libraries.
+    pub refused: Vec<RefusedPlugin>,
 }
 
 /// Error body.
@@ -183,8 +223,8 @@ impl ApiState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "OgelBase API", description = "Databases, computes and status of an OgelBase gateway."),
-    paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, reset_password, status),
-    components(schemas(CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail)),
+    paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, reset_password, status, list_plugins),
+    components(schemas(CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
     modifiers(&BearerAuth),
     security(("admin_token" = []))
 )]
@@ -228,6 +268,7 @@ pub fn router(gateway: Arc<Gateway>, token: String, api_addr: SocketAddr) -> Rou
         .route("/v1/databases/{name}/wake", post(wake_database))
         .route("/v1/databases/{name}/password", post(reset_password))
         .route("/v1/status", get(status))
+        .route("/v1/plugins", get(list_plugins))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route(
@@ -289,7 +330,7 @@ async fn create_database(
     })?;
     let (record, password) = state
         .gateway
-        .create_database(&body.name, body.suspend_after_secs)
+        .create_database(&body.name, body.backend.as_deref(), body.suspend_after_secs)
         .await?;
     let url = state.gateway.database_url(&record, Some(&password));
     let view = state.gateway.describe(&record.name).await?;
@@ -370,7 +411,36 @@ async fn status(State(state): State<ApiState>) -> ApiResult<GatewayStatus> {
         uptime_secs: state.gateway.started_at.elapsed().as_secs(),
         listen: state.gateway.pg_addr.to_string(),
         api: state.api_addr.to_string(),
-        backend: state.gateway.backend_description.clone(),
+        backend: state.gateway.backend_description(),
         databases: views.into_iter().map(|v| state.info(v)).collect(),
+    }))
+}
+
+/// Backend plugins: loaded (with capabilities) and refused (with the reason).
+#[utoipa::path(get, path = "/v1/plugins", responses((status = 200, body = PluginList)))]
+async fn list_plugins(State(state): State<ApiState>) -> ApiResult<PluginList> {
+    let backends = &state.gateway.backends;
+    Ok(Json(PluginList {
+        plugins: backends
+            .plugins
+            .iter()
+            .map(|p| PluginEntry {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                abi: p.abi.clone(),
+                file: p.file.display().to_string(),
+                running: p.capabilities.is_some(),
+                can_suspend: p.capabilities.map(|c| c.suspend),
+                status: p.status.clone(),
+            })
+            .collect(),
+        refused: backends
+            .refused
+            .iter()
+            .map(|(file, reason)| RefusedPlugin {
+                file: file.display().to_string(),
+                reason: reason.clone(),
+            })
+            .collect(),
     }))
 }

@@ -3,7 +3,7 @@
 //! running gateway's `<data-dir>/gateway.json`, else the default address;
 //! authenticated with `--token`/`OGEL_TOKEN`, else `<data-dir>/admin-token`.
 
-use crate::api::{DatabaseCredentials, DatabaseInfo, GatewayStatus};
+use crate::api::{DatabaseCredentials, DatabaseInfo, GatewayStatus, PluginList};
 use crate::server::{run_info_path, token_path, RunInfo};
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
@@ -45,6 +45,16 @@ pub enum Command {
     Db(DbCommand),
     /// Gateway, databases and computes.
     Status,
+    /// Backend plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+/// `ogel plugins …`.
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Loaded plugins (name, version, ABI, file, capabilities) and refused files.
+    List,
 }
 
 /// `ogel db …`.
@@ -54,6 +64,9 @@ pub enum DbCommand {
     Create {
         /// Name: a-z, 0-9, _.
         name: String,
+        /// Backend to put it on (`ogel plugins list`); default: native.
+        #[arg(long)]
+        backend: Option<String>,
         /// Idle time before its compute is suspended (e.g. 300s, 5m; 0s = never).
         #[arg(long, value_parser = humantime::parse_duration)]
         suspend_after: Option<std::time::Duration>,
@@ -183,13 +196,40 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
             println!("         backend {}", status.backend);
             print_databases(&status.databases);
         }
+        Command::Plugins(PluginsCommand::List) => {
+            let list: PluginList = api.call(Method::GET, "/v1/plugins", None).await?;
+            println!(
+                "{:<12} {:<8} {:<5} {:<8} {:<8}  FILE / STATUS",
+                "PLUGIN", "VERSION", "ABI", "RUNNING", "SUSPEND"
+            );
+            for p in &list.plugins {
+                println!(
+                    "{:<12} {:<8} {:<5} {:<8} {:<8}  {}\n{:>47}{}",
+                    p.name,
+                    p.version,
+                    p.abi,
+                    if p.running { "yes" } else { "no" },
+                    p.can_suspend
+                        .map(|s| if s { "yes" } else { "no" })
+                        .unwrap_or("-"),
+                    p.file,
+                    "",
+                    p.status
+                );
+            }
+            for r in &list.refused {
+                println!("refused {}: {}", r.file, r.reason);
+            }
+        }
         Command::Db(db) => match db {
             DbCommand::Create {
                 name,
+                backend,
                 suspend_after,
             } => {
                 let body = serde_json::json!({
                     "name": name,
+                    "backend": backend,
                     "suspend_after_secs": suspend_after.map(|d| d.as_secs()),
                 });
                 let created: DatabaseCredentials =

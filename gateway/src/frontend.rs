@@ -52,6 +52,7 @@ pub async fn serve(
 /// What a client asked for, once authenticated.
 struct Session {
     database: String,
+    lifecycle: std::sync::Arc<ogel_policies::Lifecycle>,
     params: Vec<(String, String)>,
 }
 
@@ -169,9 +170,9 @@ async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Ses
             "the gateway could not read its catalog; see its log",
         ))
     };
-    if gateway.ready_database(&database).is_err() {
+    let Ok(record) = gateway.ready_database(&database) else {
         return Err(ClientError::unknown_database(&database).into());
-    }
+    };
     let verifier = gateway
         .catalog
         .role(&user)
@@ -185,7 +186,14 @@ async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Ses
             }
         });
     auth::authenticate(stream, &user, verifier, &gateway.mock_secret).await?;
-    Ok(Some(Session { database, params }))
+    let lifecycle = gateway
+        .lifecycle(&record)
+        .map_err(|e| ClientError::new("57P03", e.to_string()))?;
+    Ok(Some(Session {
+        database,
+        lifecycle,
+        params,
+    }))
 }
 
 enum Attach {
@@ -203,7 +211,7 @@ async fn attach(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (endpoint, active) = gateway.lifecycle.connect(db).await.map_err(|e| {
+        let (endpoint, active) = session.lifecycle.connect(db).await.map_err(|e| {
             tracing::warn!(database = %db, error = %e, cause = ?e.source, "wake failed");
             Attach::Client(ClientError::from(&e))
         })?;
@@ -213,7 +221,7 @@ async fn attach(
                 return Ok((link, key, active));
             }
             Err(ComputeConnectError::Unreachable { .. }) if attempts < 2 => {
-                gateway.lifecycle.forget(db, &endpoint);
+                session.lifecycle.forget(db, &endpoint);
             }
             Err(ComputeConnectError::Refused(raw)) => return Err(Attach::Refused(raw)),
             Err(e) => {

@@ -8,6 +8,7 @@
 
 mod api;
 mod auth;
+mod backends;
 mod cancel;
 mod catalog;
 mod cli;

@@ -2,13 +2,12 @@
 //! Postgres and HTTP listeners, makes the default database on first start,
 //! and runs until Ctrl-C/SIGTERM, when it stops every compute cleanly.
 
+use crate::backends::{self, Backends};
 use crate::config::Config;
 use crate::service::{default_password_path, Gateway};
 use crate::{api, catalog::Catalog, frontend};
-use anyhow::{anyhow, Context};
-use ogel_backend_native::secrets::write_private;
-use ogel_backend_native::NativeBackend;
-use ogel_policies::Lifecycle;
+use anyhow::{anyhow, bail, Context};
+use ogel_plugin_sdk::files::write_private;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::future::IntoFuture;
@@ -102,37 +101,49 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     let token = load_or_create_token(&data_dir)?;
     let catalog = Catalog::open(&data_dir.join("catalog.redb"))?;
 
-    let native_root = data_dir.join("native");
-    let native_config = config.native.clone();
+    let plugins_dir = config.plugins_dir();
     eprintln!(
-        "ogel: opening the native backend in {} (the first start runs initdb once)",
-        native_root.display()
+        "ogel: loading backend plugins (next to the ogel binary and in {}); the native backend's first start runs initdb once",
+        plugins_dir.display()
     );
-    let backend =
-        tokio::task::spawn_blocking(move || NativeBackend::open(&native_root, native_config))
-            .await?
-            .map_err(|e| anyhow!("{e}"))?;
-    let bins = backend.binaries().clone();
-    let backend_description = format!(
-        "native: PostgreSQL {} ({}), computes run as OS user '{}'",
-        bins.version,
-        bins.bin_dir.display(),
-        backend.os_user_name()
-    );
+    let files = backends::plugin_files(&plugins_dir);
+    let backends = Backends::load(
+        &files,
+        &config.backend_configs(),
+        config.plugin_call_timeout,
+        config.wake_timeout,
+    )
+    .await;
+    for (file, reason) in &backends.refused {
+        eprintln!("ogel: plugin {} refused: {reason}", file.display());
+    }
+    if backends.get(&config.default_backend).is_none() {
+        let why = backends
+            .plugins
+            .iter()
+            .find(|p| p.name == config.default_backend)
+            .map(|p| p.status.clone())
+            .unwrap_or_else(|| {
+                format!(
+                    "no plugin named {} was found (looked at: {}); build it with `cargo build -p ogel-backend-{}` so that it sits next to the ogel binary, or put it in {}",
+                    config.default_backend,
+                    if files.is_empty() { "no *.so files".to_string() } else { files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ") },
+                    config.default_backend,
+                    plugins_dir.display()
+                )
+            });
+        bail!(
+            "the default backend {} is not available: {why}",
+            config.default_backend
+        );
+    }
 
     let pg_listener = bind(&config.listen, "Postgres clients", "--listen").await?;
     let api_listener = bind(&config.api, "the HTTP API", "--api").await?;
     let pg_addr = pg_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
 
-    let lifecycle = Arc::new(Lifecycle::new(Arc::new(backend), config.wake_timeout));
-    let gateway = Arc::new(Gateway::new(
-        config.clone(),
-        catalog,
-        lifecycle.clone(),
-        pg_addr,
-        backend_description,
-    ));
+    let gateway = Arc::new(Gateway::new(config.clone(), catalog, backends, pg_addr));
     gateway
         .recover()
         .await
@@ -167,7 +178,6 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     );
     let policy_gateway = gateway.clone();
     let idle_task = tokio::spawn(ogel_policies::scale_to_zero::run(
-        lifecycle,
         move || policy_gateway.idle_policies(),
         stopped(stop_rx.clone()),
     ));
@@ -177,7 +187,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         "  postgres: {pg_addr}    api: http://{api_addr}    data: {}",
         data_dir.display()
     );
-    println!("  backend:  {}", gateway.backend_description);
+    println!("  backend:  {}", gateway.backend_description());
     if let Some(url) = default_url {
         println!("  database \"{}\": {url}", config.default_database);
     }
@@ -216,7 +226,7 @@ async fn ensure_default_database(
         Err(_) => {
             eprintln!("ogel: creating the default database \"{name}\"");
             let (record, password) = gateway
-                .create_database(&name, None)
+                .create_database(&name, None, None)
                 .await
                 .map_err(|e| anyhow!("creating the default database \"{name}\": {e}"))?;
             let url = gateway.database_url(&record, Some(&password));

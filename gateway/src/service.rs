@@ -1,8 +1,9 @@
-//! The gateway's core: the catalog, the backend behind its lifecycle, the
+//! The gateway's core: the catalog, the backends behind their lifecycles, the
 //! cancel registry, and the operations the HTTP API and `ogel up` share
 //! (create, delete, suspend, wake, describe a database).
 
 use crate::auth::scram::ScramVerifier;
+use crate::backends::Backends;
 use crate::cancel::CancelRegistry;
 use crate::catalog::{Catalog, CatalogError, DatabaseRecord, DatabaseState, RoleRecord};
 use crate::config::Config;
@@ -70,8 +71,8 @@ pub struct Gateway {
     pub config: Config,
     /// Databases and roles.
     pub catalog: Catalog,
-    /// Wakes and suspends computes.
-    pub lifecycle: Arc<Lifecycle>,
+    /// The backends, each with the lifecycle that wakes and suspends its computes.
+    pub backends: Backends,
     /// Cancel keys of connected clients.
     pub cancels: Arc<CancelRegistry>,
     /// Key for mock SCRAM verifiers (unknown users).
@@ -80,8 +81,6 @@ pub struct Gateway {
     pub pg_addr: SocketAddr,
     /// When this gateway started.
     pub started_at: Instant,
-    /// A one-line description of the backend (binaries, OS user).
-    pub backend_description: String,
     create_lock: tokio::sync::Mutex<()>,
 }
 
@@ -125,22 +124,15 @@ fn new_password() -> String {
 
 impl Gateway {
     /// Builds the core; `recover` must run before serving.
-    pub fn new(
-        config: Config,
-        catalog: Catalog,
-        lifecycle: Arc<Lifecycle>,
-        pg_addr: SocketAddr,
-        backend_description: String,
-    ) -> Self {
+    pub fn new(config: Config, catalog: Catalog, backends: Backends, pg_addr: SocketAddr) -> Self {
         Gateway {
             config,
             catalog,
-            lifecycle,
+            backends,
             cancels: Arc::new(CancelRegistry::default()),
             mock_secret: rand::thread_rng().gen(),
             pg_addr,
             started_at: Instant::now(),
-            backend_description,
             create_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -149,15 +141,19 @@ impl Gateway {
     /// lifecycle know about computes that are still running (adopted).
     pub async fn recover(&self) -> Result<(), ServiceError> {
         for db in self.catalog.databases()? {
+            let Ok(lifecycle) = self.lifecycle(&db) else {
+                tracing::warn!(database = %db.name, backend = %db.backend, "its backend is not loaded; the database is unavailable until it is");
+                continue;
+            };
             if db.state == DatabaseState::Creating {
                 tracing::warn!(database = %db.name, "undoing a create interrupted by a crash");
-                self.lifecycle.backend().delete_database(&db.name).await?;
+                lifecycle.backend().delete_database(&db.name).await?;
                 self.catalog.remove_database(&db)?;
                 continue;
             }
-            let status = self.lifecycle.backend().compute_status(&db.name).await?;
+            let status = lifecycle.backend().compute_status(&db.name).await?;
             if status.state == ogel_plugin_sdk::ComputeState::Running {
-                self.lifecycle.adopt(&db.name).await?;
+                lifecycle.adopt(&db.name).await?;
             }
         }
         Ok(())
@@ -168,9 +164,12 @@ impl Gateway {
     pub async fn create_database(
         &self,
         name: &str,
+        backend: Option<&str>,
         suspend_after_secs: Option<u64>,
     ) -> Result<(DatabaseRecord, String), ServiceError> {
         validate_name(name).map_err(ServiceError::invalid)?;
+        let backend = backend.unwrap_or(&self.config.default_backend);
+        let lifecycle = self.backend_named(backend)?.clone();
         let _guard = self.create_lock.lock().await;
         if self.catalog.database(name)?.is_some() {
             return Err(ServiceError::Backend(BackendError::new(
@@ -182,7 +181,7 @@ impl Gateway {
         let password = new_password();
         let mut record = DatabaseRecord {
             name: name.to_string(),
-            backend: self.lifecycle.backend().name().to_string(),
+            backend: backend.to_string(),
             owner: owner.clone(),
             state: DatabaseState::Creating,
             created_at_unix: unix_now(),
@@ -198,16 +197,20 @@ impl Gateway {
             name: name.to_string(),
             owner,
         };
-        if let Err(e) = self.lifecycle.backend().create_database(&spec).await {
+        if let Err(e) = lifecycle.backend().create_database(&spec).await {
             tracing::warn!(database = name, error = %e, cause = ?e.source, "create failed; rolling back");
             self.catalog.remove_database(&record)?;
             return Err(e.into());
         }
         record.state = DatabaseState::Ready;
         self.catalog.put_database(&record, &role)?;
-        // The backend leaves a new database's compute running: track it so
+        // A backend may leave a new database's compute running: track it so
         // that idle suspend covers it.
-        self.lifecycle.adopt(name).await?;
+        if lifecycle.backend().compute_status(name).await?.state
+            == ogel_plugin_sdk::ComputeState::Running
+        {
+            lifecycle.adopt(name).await?;
+        }
         Ok((record, password))
     }
 
@@ -215,7 +218,7 @@ impl Gateway {
     pub async fn delete_database(&self, name: &str) -> Result<(), ServiceError> {
         let _guard = self.create_lock.lock().await;
         let record = self.ready_database(name)?;
-        self.lifecycle.delete(name).await?;
+        self.lifecycle(&record)?.delete(name).await?;
         self.catalog.remove_database(&record)?;
         Ok(())
     }
@@ -231,8 +234,7 @@ impl Gateway {
         })?;
         if record.name == self.config.default_database {
             let path = default_password_path(&self.config.data_dir);
-            if let Err(e) = ogel_backend_native::secrets::write_private(&path, password.as_bytes())
-            {
+            if let Err(e) = ogel_plugin_sdk::files::write_private(&path, password.as_bytes()) {
                 tracing::warn!(path = %path.display(), error = %e, "could not record the default database's new password");
             }
         }
@@ -274,15 +276,19 @@ impl Gateway {
         (!window.is_zero()).then_some(window)
     }
 
-    /// Every ready database with its idle window, for the idle-suspend loop.
-    pub fn idle_policies(&self) -> Vec<(String, Option<Duration>)> {
+    /// Every ready database of a backend that can suspend, with its idle
+    /// window, for the idle-suspend loop.
+    pub fn idle_policies(&self) -> Vec<(Arc<Lifecycle>, String, Option<Duration>)> {
         match self.catalog.databases() {
             Ok(dbs) => dbs
                 .into_iter()
                 .filter(|d| d.state == DatabaseState::Ready)
-                .map(|d| {
-                    let window = self.suspend_after(&d);
-                    (d.name, window)
+                .filter_map(|d| {
+                    let lifecycle = self.lifecycle(&d).ok()?;
+                    let window = self
+                        .suspend_after(&d)
+                        .filter(|_| lifecycle.backend().capabilities().suspend);
+                    Some((lifecycle, d.name, window))
                 })
                 .collect(),
             Err(e) => {
@@ -292,6 +298,25 @@ impl Gateway {
         }
     }
 
+    /// The lifecycle of a database's backend.
+    pub fn lifecycle(&self, record: &DatabaseRecord) -> Result<Arc<Lifecycle>, ServiceError> {
+        self.backends.get(&record.backend).cloned().ok_or_else(|| {
+            ServiceError::Backend(BackendError::unavailable(format!(
+                "database \"{}\" is on backend {}, which is not loaded; see `ogel plugins list`",
+                record.name, record.backend
+            )))
+        })
+    }
+
+    fn backend_named(&self, name: &str) -> Result<&Arc<Lifecycle>, ServiceError> {
+        self.backends.get(name).ok_or_else(|| {
+            ServiceError::invalid(format!(
+                "no backend named \"{name}\" is loaded (loaded: {}); see `ogel plugins list`",
+                self.backends.names().join(", ")
+            ))
+        })
+    }
+
     /// A database with its compute.
     pub async fn describe(&self, name: &str) -> Result<DatabaseView, ServiceError> {
         let record = self.ready_database(name)?;
@@ -299,12 +324,9 @@ impl Gateway {
     }
 
     async fn view(&self, record: DatabaseRecord) -> Result<DatabaseView, ServiceError> {
-        let compute = self
-            .lifecycle
-            .backend()
-            .compute_status(&record.name)
-            .await?;
-        let stats = self.lifecycle.stats(&record.name);
+        let lifecycle = self.lifecycle(&record)?;
+        let compute = lifecycle.backend().compute_status(&record.name).await?;
+        let stats = lifecycle.stats(&record.name);
         let suspend_after = self.suspend_after(&record);
         Ok(DatabaseView {
             record,
@@ -327,22 +349,43 @@ impl Gateway {
 
     /// Suspends a database's compute now.
     pub async fn suspend(&self, name: &str) -> Result<DatabaseView, ServiceError> {
-        self.ready_database(name)?;
-        self.lifecycle.suspend(name).await?;
+        let record = self.ready_database(name)?;
+        let lifecycle = self.lifecycle(&record)?;
+        if !lifecycle.backend().capabilities().suspend {
+            return Err(ServiceError::Backend(BackendError::unsupported(format!(
+                "backend {} cannot suspend its computes; \"{name}\" stays running",
+                record.backend
+            ))));
+        }
+        lifecycle.suspend(name).await?;
         self.describe(name).await
     }
 
     /// Wakes a database's compute now.
     pub async fn wake(&self, name: &str) -> Result<DatabaseView, ServiceError> {
-        self.ready_database(name)?;
-        self.lifecycle.wake(name).await?;
+        let record = self.ready_database(name)?;
+        self.lifecycle(&record)?.wake(name).await?;
         self.describe(name).await
+    }
+
+    /// One line per running backend (versions, paths).
+    pub fn backend_description(&self) -> String {
+        self.backends
+            .plugins
+            .iter()
+            .filter(|p| p.capabilities.is_some())
+            .map(|p| p.status.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// Stops every compute (gateway shutdown).
     pub async fn suspend_all(&self) {
-        for (name, _) in self.idle_policies() {
-            if let Err(e) = self.lifecycle.suspend(&name).await {
+        for (lifecycle, name, _) in self.idle_policies() {
+            if !lifecycle.backend().capabilities().suspend {
+                continue;
+            }
+            if let Err(e) = lifecycle.suspend(&name).await {
                 tracing::warn!(database = %name, error = %e, "could not stop compute at shutdown");
             }
         }

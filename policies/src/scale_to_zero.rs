@@ -9,14 +9,11 @@ use std::time::Duration;
 /// much later than `suspend_after`.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Runs until `shutdown` resolves. `policies` lists each database with its
-/// idle window; `None` means never suspend.
-pub async fn run<F>(
-    lifecycle: Arc<Lifecycle>,
-    policies: F,
-    shutdown: impl std::future::Future<Output = ()>,
-) where
-    F: Fn() -> Vec<(String, Option<Duration>)>,
+/// Runs until `shutdown` resolves. `policies` lists each database with the
+/// lifecycle of its backend and its idle window; `None` means never suspend.
+pub async fn run<F>(policies: F, shutdown: impl std::future::Future<Output = ()>)
+where
+    F: Fn() -> Vec<(Arc<Lifecycle>, String, Option<Duration>)>,
 {
     tokio::pin!(shutdown);
     let mut ticker = tokio::time::interval(CHECK_INTERVAL);
@@ -26,7 +23,7 @@ pub async fn run<F>(
             _ = &mut shutdown => return,
             _ = ticker.tick() => {}
         }
-        for (db, suspend_after) in policies() {
+        for (lifecycle, db, suspend_after) in policies() {
             let Some(idle) = suspend_after else { continue };
             if let Err(e) = lifecycle.suspend_if_idle(&db, idle).await {
                 tracing::warn!(database = %db, error = %e, "idle suspend failed; will retry");

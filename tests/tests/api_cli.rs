@@ -188,3 +188,77 @@ async fn a_second_gateway_on_the_same_data_dir_is_refused() {
         .await
         .expect("first gateway still serves");
 }
+
+#[tokio::test]
+async fn plugins_are_listed_and_a_bad_library_is_refused_without_harm() {
+    let dir = ogel_e2e::shared_tempdir();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(data_dir.join("plugins")).unwrap();
+    std::fs::write(
+        data_dir.join("plugins/libgarbage.so"),
+        b"this is not an ELF file",
+    )
+    .unwrap();
+    let gw = Gateway::start_in(&data_dir, &[])
+        .await
+        .expect("the gateway starts despite a bad plugin");
+
+    let (status, list) = gw.api("GET", "/v1/plugins", None).await;
+    assert_eq!(status, 200);
+    let native = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "native")
+        .expect("native listed");
+    assert_eq!(native["abi"], "1.0");
+    assert_eq!(native["running"], true);
+    assert_eq!(native["can_suspend"], true);
+    assert!(
+        native["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("libogel_backend_native.so"),
+        "{native}"
+    );
+    let refused = &list["refused"][0];
+    assert!(
+        refused["file"].as_str().unwrap().ends_with("libgarbage.so"),
+        "{list}"
+    );
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a loadable library"),
+        "{list}"
+    );
+
+    let out = gw.cli(&["plugins", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("native") && text.contains("refused"),
+        "{text}"
+    );
+
+    let (status, body) = gw
+        .api(
+            "POST",
+            "/v1/databases",
+            Some(serde_json::json!({"name": "shop", "backend": "nope"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no backend named \"nope\""),
+        "{body}"
+    );
+    connect(&gw.app_url)
+        .await
+        .expect("native databases still served");
+    drop(gw);
+    ogel_e2e::kill_postgres_under(dir.path());
+}

@@ -115,21 +115,34 @@ impl NativeBackend {
         Ok(backend)
     }
 
-    /// The plugin constructor: `config` is `{"root": "<dir>", …NativeConfig}`.
+    /// The plugin constructor: `config` is `{"root": "<dir>", …NativeConfig}`
+    /// (unknown keys are refused).
     pub fn from_config(config: serde_json::Value) -> Result<Self, BackendError> {
-        #[derive(Deserialize)]
-        struct PluginConfig {
-            root: PathBuf,
-            #[serde(flatten)]
-            native: NativeConfig,
-        }
-        let config: PluginConfig = serde_json::from_value(config).map_err(|e| {
+        let invalid = |e: serde_json::Error| {
             BackendError::new(
                 BackendErrorKind::InvalidRequest,
                 format!("invalid [native] configuration: {e}"),
             )
-        })?;
-        Self::open(&config.root, config.native)
+        };
+        let serde_json::Value::Object(mut fields) = config else {
+            return Err(BackendError::new(
+                BackendErrorKind::InvalidRequest,
+                "the [native] configuration must be a table",
+            ));
+        };
+        let root: PathBuf = match fields.remove("root") {
+            Some(root) => serde_json::from_value(root).map_err(invalid)?,
+            None => {
+                return Err(BackendError::new(
+                    BackendErrorKind::InvalidRequest,
+                    "the native backend needs a root directory (`root`)",
+                ))
+            }
+        };
+        // Deserialized on its own so that unknown keys are refused.
+        let native: NativeConfig =
+            serde_json::from_value(serde_json::Value::Object(fields)).map_err(invalid)?;
+        Self::open(&root, native)
     }
 
     /// The Postgres binaries in use.
@@ -417,5 +430,23 @@ impl NativeBackend {
             .await
             .map_err(|e| BackendError::internal("the delete task failed").with_source(e))?
             .map_err(|e| io_error("delete", &trash, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_config_rejects_unknown_keys_and_needs_a_root() {
+        let err =
+            NativeBackend::from_config(serde_json::json!({"root": "/nonexistent", "pg_bni": "/x"}))
+                .err()
+                .unwrap();
+        assert!(err.message.contains("pg_bni"), "{}", err.message);
+        let err = NativeBackend::from_config(serde_json::json!({}))
+            .err()
+            .unwrap();
+        assert!(err.message.contains("root"), "{}", err.message);
     }
 }

@@ -15,20 +15,7 @@ use std::path::Path;
 /// The superuser created at `initdb` in the template; every cloned cluster has it.
 pub const SUPERUSER: &str = "ogel_admin";
 
-/// Writes a secret file readable only by its owner (mode 0600, also when
-/// it existed with wider permissions), durably.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
+pub use ogel_plugin_sdk::files::write_private;
 
 /// The key compute passwords are derived from.
 #[derive(Clone)]

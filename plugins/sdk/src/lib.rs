@@ -49,6 +49,7 @@
 
 pub mod abi;
 pub mod export;
+pub mod files;
 pub mod wire;
 
 #[doc(hidden)]
