@@ -337,7 +337,10 @@ mod tests {
             "counting"
         }
         fn capabilities(&self) -> Capabilities {
-            Capabilities { suspend: true }
+            Capabilities {
+                suspend: true,
+                ..Capabilities::default()
+            }
         }
         async fn create_database(&self, _: &DatabaseSpec) -> Result<(), BackendError> {
             Ok(())

@@ -324,7 +324,10 @@ impl Backend for NativeBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { suspend: true }
+        Capabilities {
+            suspend: true,
+            ..Capabilities::default()
+        }
     }
 
     fn describe(&self) -> String {
@@ -366,6 +369,18 @@ impl Backend for NativeBackend {
 
     async fn suspend(&self, name: &str) -> Result<(), BackendError> {
         self.stop(name).await
+    }
+
+    async fn list_databases(&self) -> Result<Vec<String>, BackendError> {
+        let dir = self.root.join("databases");
+        let entries = std::fs::read_dir(&dir).map_err(|e| io_error("list", &dir, e))?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().join("owner").exists())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     async fn compute_status(&self, name: &str) -> Result<ComputeStatus, BackendError> {

@@ -12,7 +12,8 @@
 use ogel_plugin_sdk::abi::{self, EntryFn, PluginDescriptor, RawBuffer};
 use ogel_plugin_sdk::wire::{Request, Response};
 use ogel_plugin_sdk::{
-    Backend, BackendError, Capabilities, ComputeEndpoint, ComputeStatus, DatabaseSpec,
+    Backend, BackendError, BranchSpec, Capabilities, ComputeEndpoint, ComputeStatus, DatabaseSpec,
+    SnapshotInfo,
 };
 use std::ffi::{c_void, CStr};
 use std::path::{Path, PathBuf};
@@ -254,7 +255,7 @@ impl Plugin {
         let mut backend = PluginBackend {
             plugin: self.clone(),
             instance,
-            capabilities: Capabilities { suspend: false },
+            capabilities: Capabilities::default(),
             description: self.name.clone(),
             call_timeout,
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
@@ -364,5 +365,59 @@ impl Backend for PluginBackend {
     async fn compute_status(&self, name: &str) -> Result<ComputeStatus, BackendError> {
         self.call(Request::ComputeStatus { name: name.into() })
             .await
+    }
+    async fn health(&self) -> Result<(), BackendError> {
+        self.call(Request::Health).await
+    }
+    async fn list_databases(&self) -> Result<Vec<String>, BackendError> {
+        self.call(Request::ListDatabases).await
+    }
+    async fn create_branch(&self, spec: &BranchSpec) -> Result<(), BackendError> {
+        self.call(Request::CreateBranch { spec: spec.clone() })
+            .await
+    }
+    async fn delete_branch(&self, database: &str, branch: &str) -> Result<(), BackendError> {
+        self.call(Request::DeleteBranch {
+            database: database.into(),
+            branch: branch.into(),
+        })
+        .await
+    }
+    async fn reset_branch(&self, database: &str, branch: &str) -> Result<(), BackendError> {
+        self.call(Request::ResetBranch {
+            database: database.into(),
+            branch: branch.into(),
+        })
+        .await
+    }
+    async fn create_snapshot(
+        &self,
+        database: &str,
+        branch: &str,
+    ) -> Result<SnapshotInfo, BackendError> {
+        self.call(Request::CreateSnapshot {
+            database: database.into(),
+            branch: branch.into(),
+        })
+        .await
+    }
+    async fn list_snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, BackendError> {
+        self.call(Request::ListSnapshots {
+            database: database.into(),
+        })
+        .await
+    }
+    async fn restore_snapshot(
+        &self,
+        database: &str,
+        snapshot: &str,
+        as_branch: &str,
+    ) -> Result<(), BackendError> {
+        self.call(Request::RestoreSnapshot {
+            database: database.into(),
+            snapshot: snapshot.into(),
+            as_branch: as_branch.into(),
+        })
+        .await
     }
 }

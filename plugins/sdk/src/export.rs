@@ -152,6 +152,30 @@ async fn dispatch(backend: &dyn Backend, request: Request) -> Response {
         Request::ComputeStatus { name } => {
             Response::from_result(backend.compute_status(&name).await)
         }
+        Request::Health => Response::from_result(backend.health().await),
+        Request::ListDatabases => Response::from_result(backend.list_databases().await),
+        Request::CreateBranch { spec } => Response::from_result(backend.create_branch(&spec).await),
+        Request::DeleteBranch { database, branch } => {
+            Response::from_result(backend.delete_branch(&database, &branch).await)
+        }
+        Request::ResetBranch { database, branch } => {
+            Response::from_result(backend.reset_branch(&database, &branch).await)
+        }
+        Request::CreateSnapshot { database, branch } => {
+            Response::from_result(backend.create_snapshot(&database, &branch).await)
+        }
+        Request::ListSnapshots { database } => {
+            Response::from_result(backend.list_snapshots(&database).await)
+        }
+        Request::RestoreSnapshot {
+            database,
+            snapshot,
+            as_branch,
+        } => Response::from_result(
+            backend
+                .restore_snapshot(&database, &snapshot, &as_branch)
+                .await,
+        ),
     }
 }
 
@@ -217,5 +241,137 @@ pub unsafe extern "C" fn destroy(instance: *mut c_void) {
             drop(backend);
             runtime.shutdown_background();
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Capabilities, ComputeEndpoint, ComputeStatus, DatabaseSpec};
+
+    /// Creates databases; panics on `ensure_running("boom")`.
+    struct Toy;
+
+    #[async_trait::async_trait]
+    impl Backend for Toy {
+        fn name(&self) -> &str {
+            "toy"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                suspend: true,
+                ..Capabilities::default()
+            }
+        }
+        async fn create_database(&self, spec: &DatabaseSpec) -> Result<(), BackendError> {
+            if spec.name == "taken" {
+                return Err(BackendError::new(
+                    crate::BackendErrorKind::AlreadyExists,
+                    "taken",
+                ));
+            }
+            Ok(())
+        }
+        async fn delete_database(&self, _: &str) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn ensure_running(&self, name: &str) -> Result<ComputeEndpoint, BackendError> {
+            if name == "boom" {
+                panic!("boom");
+            }
+            Err(BackendError::not_found(name))
+        }
+        async fn suspend(&self, _: &str) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn compute_status(&self, _: &str) -> Result<ComputeStatus, BackendError> {
+            Ok(ComputeStatus::default())
+        }
+    }
+
+    /// Drives one request through the C entry points, as the host does.
+    unsafe fn roundtrip(instance: *mut c_void, request: &Request) -> Response {
+        let bytes = serde_json::to_vec(request).unwrap();
+        let mut out = RawBuffer::empty();
+        call(instance, bytes.as_ptr(), bytes.len(), &mut out);
+        let response =
+            serde_json::from_slice(std::slice::from_raw_parts(out.ptr, out.len)).unwrap();
+        free_buffer(out);
+        response
+    }
+
+    #[test]
+    fn requests_cross_the_c_boundary_and_panics_stay_inside() {
+        unsafe {
+            let mut out = RawBuffer::empty();
+            let config = b"{}";
+            let instance = create(config.as_ptr(), config.len(), &mut out, |_| {
+                Ok(Box::new(Toy) as Box<dyn Backend>)
+            });
+            assert!(!instance.is_null());
+            let caps: Capabilities = roundtrip(instance, &Request::Capabilities)
+                .into_result()
+                .unwrap();
+            assert!(caps.suspend);
+            let spec = DatabaseSpec {
+                name: "taken".into(),
+                owner: "o".into(),
+            };
+            let err = roundtrip(instance, &Request::CreateDatabase { spec })
+                .into_result::<()>()
+                .unwrap_err();
+            assert_eq!(err.kind, crate::BackendErrorKind::AlreadyExists);
+            let err = roundtrip(
+                instance,
+                &Request::EnsureRunning {
+                    name: "boom".into(),
+                },
+            )
+            .into_result::<ComputeEndpoint>()
+            .unwrap_err();
+            assert_eq!(err.kind, crate::BackendErrorKind::Internal);
+            assert!(err.message.contains("panicked: boom"), "{}", err.message);
+            // Defaults of the trait answer for what Toy does not implement.
+            let err = roundtrip(
+                instance,
+                &Request::ListSnapshots {
+                    database: "x".into(),
+                },
+            )
+            .into_result::<Vec<crate::SnapshotInfo>>()
+            .unwrap_err();
+            assert_eq!(err.kind, crate::BackendErrorKind::Unsupported);
+            assert_eq!(err.message, "backend toy cannot list snapshots");
+            // Garbage instead of a request is an error, not a crash.
+            let mut out = RawBuffer::empty();
+            call(instance, b"not json".as_ptr(), 8, &mut out);
+            let response: Response =
+                serde_json::from_slice(std::slice::from_raw_parts(out.ptr, out.len)).unwrap();
+            free_buffer(out);
+            assert!(response.into_result::<()>().is_err());
+            destroy(instance);
+        }
+    }
+
+    #[test]
+    fn a_failing_constructor_reports_why() {
+        unsafe {
+            let mut out = RawBuffer::empty();
+            let config = b"{\"bad\": true}";
+            let instance = create(config.as_ptr(), config.len(), &mut out, |_| {
+                Err(BackendError::new(
+                    crate::BackendErrorKind::InvalidRequest,
+                    "missing url",
+                ))
+            });
+            assert!(instance.is_null());
+            let response: Response =
+                serde_json::from_slice(std::slice::from_raw_parts(out.ptr, out.len)).unwrap();
+            free_buffer(out);
+            assert_eq!(
+                response.into_result::<()>().unwrap_err().message,
+                "missing url"
+            );
+        }
     }
 }

@@ -24,7 +24,7 @@
 //! impl Backend for Fixed {
 //!     fn name(&self) -> &str { "fixed" }
 //!     fn capabilities(&self) -> Capabilities {
-//!         Capabilities { suspend: false }
+//!         Capabilities::default() // no suspend, no branches, no snapshots
 //!     }
 //!     async fn create_database(&self, _: &DatabaseSpec) -> Result<(), BackendError> { Ok(()) }
 //!     async fn delete_database(&self, _: &str) -> Result<(), BackendError> { Ok(()) }
@@ -59,10 +59,83 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// What a backend can do; the gateway refuses, with a clear message, what it cannot.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Capabilities {
     /// The backend can stop a compute and start it again later (scale to zero).
     pub suspend: bool,
+    /// How branches are made.
+    pub branching: Branching,
+    /// Branches can start at an LSN or a timestamp.
+    pub point_in_time: bool,
+    /// Snapshots can be taken, listed and restored.
+    pub snapshots: bool,
+    /// A crash-consistent snapshot of a running compute in one atomic step.
+    pub online_snapshot: bool,
+}
+
+/// How a backend makes branches.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Branching {
+    /// No branches.
+    #[default]
+    None,
+    /// Instant copy-on-write clones.
+    CopyOnWrite,
+    /// A full copy through a snapshot (minutes on large data).
+    SnapshotCopy,
+}
+
+/// Where a new branch starts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BranchPoint {
+    /// The parent as it is now.
+    Now,
+    /// The parent at a WAL position (e.g. `0/16B3740`).
+    Lsn {
+        /// The LSN.
+        lsn: String,
+    },
+    /// The parent at a time (RFC 3339).
+    Timestamp {
+        /// The time.
+        at: String,
+    },
+    /// A snapshot's contents.
+    Snapshot {
+        /// Snapshot id.
+        id: String,
+    },
+}
+
+/// A branch to create.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BranchSpec {
+    /// The database.
+    pub database: String,
+    /// The new branch's name.
+    pub branch: String,
+    /// The branch it starts from.
+    pub parent: String,
+    /// Where in the parent's history.
+    pub point: BranchPoint,
+}
+
+/// A snapshot a backend keeps.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Backend-unique id.
+    pub id: String,
+    /// The database.
+    pub database: String,
+    /// The branch it was taken of.
+    pub branch: String,
+    /// Unix time it was taken.
+    pub created_at_unix: u64,
+    /// Size, when known.
+    pub size_bytes: Option<u64>,
 }
 
 /// A database to create.
@@ -222,6 +295,10 @@ impl BackendError {
     }
 }
 
+fn unsupported(backend: &str, what: &str) -> BackendError {
+    BackendError::unsupported(format!("backend {backend} cannot {what}"))
+}
+
 /// A storage backend: owns databases' data and their computes.
 ///
 /// The gateway serializes lifecycle calls per database (never two of
@@ -260,4 +337,61 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The compute's current state, without changing it.
     async fn compute_status(&self, name: &str) -> Result<ComputeStatus, BackendError>;
+
+    /// Whether the backend can serve at all (its control plane answers, its
+    /// disks are writable). The default says yes.
+    async fn health(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Names of the databases the backend holds.
+    async fn list_databases(&self) -> Result<Vec<String>, BackendError> {
+        Err(unsupported(self.name(), "list its databases"))
+    }
+
+    /// Creates a branch ([`Capabilities::branching`]). On error nothing is
+    /// left that would make a retry fail.
+    async fn create_branch(&self, spec: &BranchSpec) -> Result<(), BackendError> {
+        let _ = spec;
+        Err(unsupported(self.name(), "make branches"))
+    }
+
+    /// Deletes a branch and its data; deleting a missing branch is not an error.
+    async fn delete_branch(&self, database: &str, branch: &str) -> Result<(), BackendError> {
+        let _ = (database, branch);
+        Err(unsupported(self.name(), "delete branches"))
+    }
+
+    /// Resets a branch to its parent's current state.
+    async fn reset_branch(&self, database: &str, branch: &str) -> Result<(), BackendError> {
+        let _ = (database, branch);
+        Err(unsupported(self.name(), "reset branches"))
+    }
+
+    /// Takes a snapshot of a branch ([`Capabilities::snapshots`]).
+    async fn create_snapshot(
+        &self,
+        database: &str,
+        branch: &str,
+    ) -> Result<SnapshotInfo, BackendError> {
+        let _ = (database, branch);
+        Err(unsupported(self.name(), "take snapshots"))
+    }
+
+    /// The snapshots of a database.
+    async fn list_snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, BackendError> {
+        let _ = database;
+        Err(unsupported(self.name(), "list snapshots"))
+    }
+
+    /// Restores a snapshot as branch `as_branch` (replacing it if it exists).
+    async fn restore_snapshot(
+        &self,
+        database: &str,
+        snapshot: &str,
+        as_branch: &str,
+    ) -> Result<(), BackendError> {
+        let _ = (database, snapshot, as_branch);
+        Err(unsupported(self.name(), "restore snapshots"))
+    }
 }

@@ -1,7 +1,7 @@
 //! The JSON messages that cross the plugin ABI: one [`Request`] per
 //! [`Backend`](crate::Backend) method, one [`Response`] back.
 
-use crate::{BackendError, BackendErrorKind, DatabaseSpec};
+use crate::{BackendError, BackendErrorKind, BranchSpec, DatabaseSpec};
 use serde::{Deserialize, Serialize};
 
 /// A call into a plugin.
@@ -37,6 +37,50 @@ pub enum Request {
     },
     /// [`Backend::describe`](crate::Backend::describe).
     Describe,
+    /// [`Backend::health`](crate::Backend::health).
+    Health,
+    /// [`Backend::list_databases`](crate::Backend::list_databases).
+    ListDatabases,
+    /// [`Backend::create_branch`](crate::Backend::create_branch).
+    CreateBranch {
+        /// What to create.
+        spec: BranchSpec,
+    },
+    /// [`Backend::delete_branch`](crate::Backend::delete_branch).
+    DeleteBranch {
+        /// Database.
+        database: String,
+        /// Branch.
+        branch: String,
+    },
+    /// [`Backend::reset_branch`](crate::Backend::reset_branch).
+    ResetBranch {
+        /// Database.
+        database: String,
+        /// Branch.
+        branch: String,
+    },
+    /// [`Backend::create_snapshot`](crate::Backend::create_snapshot).
+    CreateSnapshot {
+        /// Database.
+        database: String,
+        /// Branch.
+        branch: String,
+    },
+    /// [`Backend::list_snapshots`](crate::Backend::list_snapshots).
+    ListSnapshots {
+        /// Database.
+        database: String,
+    },
+    /// [`Backend::restore_snapshot`](crate::Backend::restore_snapshot).
+    RestoreSnapshot {
+        /// Database.
+        database: String,
+        /// Snapshot id.
+        snapshot: String,
+        /// Branch to restore into.
+        as_branch: String,
+    },
 }
 
 /// A plugin's answer: the method's value as JSON, or an error.
