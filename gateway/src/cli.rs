@@ -55,6 +55,15 @@ pub enum Command {
 pub enum PluginsCommand {
     /// Loaded plugins (name, version, ABI, file, capabilities) and refused files.
     List,
+    /// Run the conformance suite against a plugin library, through a
+    /// throwaway gateway (needs no running gateway).
+    Check {
+        /// The plugin library (`.so`).
+        file: PathBuf,
+        /// TOML file with the plugin's configuration section (its keys, no header).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// `ogel db …`.
@@ -182,7 +191,9 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
     use reqwest::Method;
     let api = ApiClient::new(cli)?;
     match &cli.command {
-        Command::Up { .. } => unreachable!("`up` is not a client command"),
+        Command::Up { .. } | Command::Plugins(PluginsCommand::Check { .. }) => {
+            unreachable!("`up` and `plugins check` are not API client commands")
+        }
         Command::Status => {
             let status: GatewayStatus = api.call(Method::GET, "/v1/status", None).await?;
             println!(

@@ -14,6 +14,7 @@ mod catalog;
 mod cli;
 mod compute;
 mod config;
+mod conformance;
 mod error;
 mod frontend;
 mod protocol;
@@ -55,6 +56,9 @@ fn main() -> ExitCode {
                 let config = config::Config::load(config, &overrides)
                     .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
                 server::up(config).await
+            }
+            Command::Plugins(cli::PluginsCommand::Check { file, config }) => {
+                conformance::check(file, config.as_deref()).await
             }
             _ => cli::run_client(&cli).await,
         }
