@@ -63,6 +63,9 @@ fn main() -> ExitCode {
             _ => cli::run_client(&cli).await,
         }
     });
+    // A plugin call that hung holds a blocking thread forever; do not wait
+    // for it at exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -68,7 +68,9 @@ pub struct Plugin {
     /// The library file.
     pub file: PathBuf,
     descriptor: &'static PluginDescriptor,
-    _library: libloading::Library,
+    /// Never dropped, so never unloaded: plugin threads (its runtime's
+    /// workers, a hung call) may outlive every instance.
+    _library: std::mem::ManuallyDrop<libloading::Library>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -156,7 +158,7 @@ pub fn load(path: &Path) -> Result<Plugin, LoadError> {
             rustc_version: rustc,
             file: path.to_path_buf(),
             descriptor,
-            _library: library,
+            _library: std::mem::ManuallyDrop::new(library),
         }
     };
     Ok(plugin)
