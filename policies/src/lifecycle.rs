@@ -235,6 +235,15 @@ impl Lifecycle {
         let slot = self.slot(db);
         let guard = slot.lock.clone().lock_owned().await;
         slot.set_cached(None);
+        self.suspend_locked(db, guard).await
+    }
+
+    /// Stops the compute; the caller holds the lock and cleared the cache.
+    async fn suspend_locked(
+        &self,
+        db: &str,
+        guard: OwnedMutexGuard<()>,
+    ) -> Result<(), BackendError> {
         let name = db.to_string();
         self.run_detached(
             guard,
@@ -266,14 +275,7 @@ impl Lifecycle {
             idle_secs = idle.as_secs(),
             "suspending idle compute"
         );
-        let name = db.to_string();
-        self.run_detached(
-            guard,
-            "suspend the compute",
-            None,
-            move |backend| async move { backend.suspend(&name).await },
-        )
-        .await?;
+        self.suspend_locked(db, guard).await?;
         Ok(true)
     }
 
