@@ -422,7 +422,7 @@ mod tests {
             msg.contains(&format!("`chmod o+x {}`", locked.display())),
             "{msg}"
         );
-        assert!(msg.contains("--data-dir"), "{msg}");
+        assert!(msg.contains("use a path outside it"), "{msg}");
     }
 
     #[test]
