@@ -119,6 +119,9 @@ pub struct PluginEntry {
     pub running: bool,
     /// Can suspend computes (scale to zero).
     pub can_suspend: Option<bool>,
+    /// Everything it declares it can do (when running).
+    #[schema(value_type = Option<Object>)]
+    pub capabilities: Option<ogel_plugin_sdk::Capabilities>,
     /// Its description, or why it could not start.
     pub status: String,
 }
@@ -431,6 +434,7 @@ async fn list_plugins(State(state): State<ApiState>) -> ApiResult<PluginList> {
                 file: p.file.display().to_string(),
                 running: p.capabilities.is_some(),
                 can_suspend: p.capabilities.map(|c| c.suspend),
+                capabilities: p.capabilities,
                 status: p.status.clone(),
             })
             .collect(),

@@ -209,24 +209,19 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Plugins(PluginsCommand::List) => {
             let list: PluginList = api.call(Method::GET, "/v1/plugins", None).await?;
-            println!(
-                "{:<12} {:<8} {:<5} {:<8} {:<8}  FILE / STATUS",
-                "PLUGIN", "VERSION", "ABI", "RUNNING", "SUSPEND"
-            );
             for p in &list.plugins {
-                println!(
-                    "{:<12} {:<8} {:<5} {:<8} {:<8}  {}\n{:>47}{}",
-                    p.name,
-                    p.version,
-                    p.abi,
-                    if p.running { "yes" } else { "no" },
-                    p.can_suspend
-                        .map(|s| if s { "yes" } else { "no" })
-                        .unwrap_or("-"),
-                    p.file,
-                    "",
-                    p.status
-                );
+                println!("{} {} (ABI {}) from {}", p.name, p.version, p.abi, p.file);
+                println!("    {}", p.status);
+                if let Some(c) = &p.capabilities {
+                    println!(
+                        "    suspend: {}  branching: {:?}  point in time: {}  snapshots: {}  online snapshot: {}",
+                        yes(c.suspend),
+                        c.branching,
+                        yes(c.point_in_time),
+                        yes(c.snapshots),
+                        yes(c.online_snapshot)
+                    );
+                }
             }
             for r in &list.refused {
                 println!("refused {}: {}", r.file, r.reason);
@@ -303,6 +298,14 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
