@@ -51,6 +51,18 @@ ogel_ensure_clients() {
   ogel_apt_install postgresql-client-15 postgresql-15 2>/dev/null || ogel_apt_install postgresql-client postgresql
 }
 
+# mkfs.btrfs, btrfs, mkfs.xfs and filefrag for the native backend's
+# storage-driver tests (backends/native/tests/storage_fs.rs), which
+# loop-mount real filesystems and fail without them.
+ogel_ensure_storage_tools() {
+  if command -v mkfs.btrfs >/dev/null 2>&1 && command -v btrfs >/dev/null 2>&1 \
+    && command -v mkfs.xfs >/dev/null 2>&1 && command -v filefrag >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "ogel: installing btrfs-progs xfsprogs e2fsprogs for the storage-driver tests"
+  ogel_apt_install btrfs-progs xfsprogs e2fsprogs
+}
+
 ogel_target_dir() {
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ogel-target}"
 }

@@ -41,7 +41,8 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub plugin_call_timeout: Duration,
     /// The native backend's section (`[native]`), handed to the plugin, which
-    /// checks it (`pg_bin`, `os_user`, `start_timeout_ms`, `stop_timeout_ms`).
+    /// checks it (`pg_bin`, `os_user`, `start_timeout_ms`, `stop_timeout_ms`,
+    /// `storage`).
     pub native: serde_json::Value,
     /// Other backends' sections (`[backends.NAME]`), handed to each plugin.
     pub backends: BTreeMap<String, serde_json::Value>,

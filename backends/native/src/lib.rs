@@ -6,16 +6,22 @@
 //! Layout of the root (`<data-dir>/native`):
 //! ```text
 //! secret                      master key computes' passwords derive from (0600)
+//! template/                   a volume holding the template
 //! template/pgdata             the initdb'd template (checksums on)
+//! databases/<name>/           a volume cloned from template/
 //! databases/<name>/pgdata     one cluster per database
 //! databases/<name>/owner      the owner role's name
 //! databases/<name>/postgres.log
 //! ```
+//!
+//! Volumes are made, cloned and deleted by a storage driver (`storage`):
+//! btrfs subvolumes, ZFS datasets, reflinked or plain copies.
 
 pub mod compute;
 pub mod os_user;
 pub mod pg_binaries;
 pub mod secrets;
+pub mod storage;
 pub mod template;
 
 ogel_plugin_sdk::export_backend!("native", NativeBackend::from_config);
@@ -32,8 +38,9 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use storage::StorageDriver;
 
 /// The `[native]` section of `ogel.toml`.
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
@@ -47,6 +54,9 @@ pub struct NativeConfig {
     pub start_timeout_ms: u64,
     /// How long a fast shutdown may take before an immediate one, in milliseconds.
     pub stop_timeout_ms: u64,
+    /// Storage driver for database volumes: `auto` (the default: from the
+    /// filesystem), `btrfs`, `zfs`, `reflink` or `copy`.
+    pub storage: Option<String>,
 }
 
 impl Default for NativeConfig {
@@ -56,6 +66,7 @@ impl Default for NativeConfig {
             os_user: "ogel".to_string(),
             start_timeout_ms: 30_000,
             stop_timeout_ms: 60_000,
+            storage: None,
         }
     }
 }
@@ -68,6 +79,7 @@ pub struct NativeBackend {
     user: ComputeUser,
     secret: MasterSecret,
     template: PathBuf,
+    storage: Arc<dyn StorageDriver>,
     computes: Mutex<HashMap<String, RunningCompute>>,
     generation: AtomicU64,
 }
@@ -95,11 +107,15 @@ impl NativeBackend {
                 bins.bin_dir.display()
             ))
         })?;
+        let storage: Arc<dyn StorageDriver> = storage::detect(&root, config.storage.as_deref())
+            .map_err(BackendError::unavailable)?
+            .into();
+        tracing::info!(root = %root.display(), driver = storage.name(), "native storage driver");
         // Leftovers of deletes interrupted by a crash.
-        let _ = std::fs::remove_dir_all(root.join("trash"));
+        empty_trash(&root.join("trash"), storage.as_ref());
         let secret = MasterSecret::load_or_create(&root.join("secret"))
             .map_err(|e| io_error("read the master secret in", &root, e))?;
-        let template = template::ensure_template(&root, &bins, &user, &secret)
+        let template = template::ensure_template(&root, &bins, &user, &secret, storage.as_ref())
             .map_err(BackendError::unavailable)?;
         let backend = NativeBackend {
             root,
@@ -108,6 +124,7 @@ impl NativeBackend {
             user,
             secret,
             template,
+            storage,
             computes: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
         };
@@ -148,6 +165,11 @@ impl NativeBackend {
     /// The Postgres binaries in use.
     pub fn binaries(&self) -> &PgBinaries {
         &self.bins
+    }
+
+    /// The storage driver in use (`btrfs`, `zfs`, `reflink` or `copy`).
+    pub fn storage_driver(&self) -> &'static str {
+        self.storage.name()
     }
 
     /// The OS user computes run as.
@@ -295,6 +317,41 @@ impl NativeBackend {
     }
 }
 
+/// Deletes what interrupted deletes left in `trash`.
+fn empty_trash(trash: &Path, storage: &dyn StorageDriver) {
+    let Ok(entries) = std::fs::read_dir(trash) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if let Err(e) = storage.delete_volume(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not delete a leftover volume");
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// A progress callback that logs every 10% of a long clone.
+fn clone_progress(database: &str) -> impl FnMut(u64, u64) + '_ {
+    let mut logged = 0;
+    move |done, total| {
+        if total == 0 {
+            return;
+        }
+        let tenth = done.saturating_mul(10) / total;
+        if tenth > logged {
+            logged = tenth;
+            tracing::info!(
+                database,
+                done_bytes = done,
+                total_bytes = total,
+                "cloning the template: {}%",
+                tenth * 10
+            );
+        }
+    }
+}
+
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
@@ -332,10 +389,11 @@ impl Backend for NativeBackend {
 
     fn describe(&self) -> String {
         format!(
-            "native: PostgreSQL {} ({}), computes run as OS user '{}'",
+            "native: PostgreSQL {} ({}), computes run as OS user '{}', storage {}",
             self.bins.version,
             self.bins.bin_dir.display(),
-            self.user.name
+            self.user.name,
+            self.storage.name()
         )
     }
 
@@ -409,17 +467,37 @@ impl Backend for NativeBackend {
 
 impl NativeBackend {
     async fn create_inner(&self, spec: &DatabaseSpec, dir: &Path) -> Result<(), BackendError> {
-        std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
-        let pgdata = self.pgdata(&spec.name);
-        let template = self.template.clone();
-        let target = pgdata.clone();
-        tokio::task::spawn_blocking(move || template::copy_tree(&template, &target))
-            .await
-            .map_err(|e| BackendError::internal("the template copy task failed").with_source(e))?
-            .map_err(|e| io_error("copy the template to", &pgdata, e))?;
-        self.user
-            .chown_tree(dir)
-            .map_err(|e| io_error("hand to the compute user", dir, e))?;
+        // The template volume is the parent of its pgdata.
+        let template = self
+            .template
+            .parent()
+            .unwrap_or(&self.template)
+            .to_path_buf();
+        let started = std::time::Instant::now();
+        let storage = self.storage.clone();
+        let name = spec.name.clone();
+        let target = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            storage.clone_volume(&template, &target, &mut clone_progress(&name))
+        })
+        .await
+        .map_err(|e| BackendError::internal("the template clone task failed").with_source(e))?
+        .map_err(|e| io_error("clone the template to", dir, e))?;
+        let storage = self.storage.as_ref();
+        tracing::info!(
+            database = %spec.name,
+            driver = storage.name(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "template cloned"
+        );
+        // Snapshot clones keep ownership as it is: when the template is
+        // already the compute user's, there is nothing to hand over.
+        let owned = self.user.owns(dir) && self.user.owns(&self.pgdata(&spec.name));
+        if !(storage.capabilities().atomic_snapshot && owned) {
+            self.user
+                .chown_tree(dir)
+                .map_err(|e| io_error("hand to the compute user", dir, e))?;
+        }
         let port = self.start(&spec.name).await?;
         self.bootstrap(spec, port).await?;
         // Written last: its presence marks a finished create.
@@ -439,12 +517,23 @@ impl NativeBackend {
         let trash = self.root.join("trash");
         std::fs::create_dir_all(&trash).map_err(|e| io_error("create", &trash, e))?;
         let doomed = trash.join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&doomed);
-        std::fs::rename(&dir, &doomed).map_err(|e| io_error("move away", &dir, e))?;
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&doomed))
+        // No longer a finished database, even if a crash interrupts the
+        // move (a driver's rename may take more than one step).
+        let _ = std::fs::remove_file(dir.join("owner"));
+        let storage = self.storage.clone();
+        if doomed.exists() {
+            storage
+                .delete_volume(&doomed)
+                .map_err(|e| io_error("delete", &doomed, e))?;
+        }
+        storage
+            .rename_volume(&dir, &doomed)
+            .map_err(|e| io_error("move away", &dir, e))?;
+        let path = doomed.clone();
+        tokio::task::spawn_blocking(move || storage.delete_volume(&path))
             .await
             .map_err(|e| BackendError::internal("the delete task failed").with_source(e))?
-            .map_err(|e| io_error("delete", &trash, e))
+            .map_err(|e| io_error("delete", &doomed, e))
     }
 }
 

@@ -112,6 +112,17 @@ impl ComputeUser {
         }
     }
 
+    /// Whether `path` (not followed if a symlink) belongs to this user and
+    /// group. Always true when `switch` is false (nothing is handed over then).
+    pub fn owns(&self, path: &Path) -> bool {
+        if !self.switch {
+            return true;
+        }
+        fs::symlink_metadata(path)
+            .map(|m| m.uid() == self.uid && m.gid() == self.gid)
+            .unwrap_or(false)
+    }
+
     /// Recursively hands `path` over to this user (when `switch`; otherwise a no-op). Symlinks
     /// are re-owned themselves and never followed.
     pub fn chown_tree(&self, path: &Path) -> io::Result<()> {
