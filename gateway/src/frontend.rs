@@ -6,7 +6,7 @@
 use crate::auth::{self, scram::ScramVerifier, AuthError};
 use crate::compute::{self, ComputeConnectError, ComputeLink};
 use crate::error::ClientError;
-use crate::protocol::{self, FirstPacket, ReadError, PROTOCOL_3_0};
+use crate::protocol::{self, FirstPacket, PROTOCOL_3_0};
 use crate::service::Gateway;
 use bytes::BytesMut;
 use ogel_policies::ActiveClient;
@@ -240,10 +240,4 @@ async fn send_fatal(stream: &mut TcpStream, e: &ClientError) {
     protocol::fatal_response(&mut out, e.code, &e.message, e.hint.as_deref());
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
-}
-
-impl From<ReadError> for ClientError {
-    fn from(e: ReadError) -> Self {
-        ClientError::protocol(e.to_string())
-    }
 }
