@@ -21,10 +21,6 @@ impl StorageDriver for CopyDriver {
         }
     }
 
-    fn create_volume(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir(path)
-    }
-
     fn clone_volume(
         &self,
         src: &Path,
@@ -34,10 +30,6 @@ impl StorageDriver for CopyDriver {
         clone_tree(src, dst, progress, &mut |from, to| {
             std::fs::copy(from, to).map(|_| ())
         })
-    }
-
-    fn delete_volume(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_dir_all(path)
     }
 }
 

@@ -38,8 +38,11 @@ pub trait StorageDriver: Send + Sync {
     fn name(&self) -> &'static str;
     /// What this driver does cheaply.
     fn capabilities(&self) -> DriverCapabilities;
-    /// Makes an empty volume at `path` (whose parent exists).
-    fn create_volume(&self, path: &Path) -> io::Result<()>;
+    /// Makes an empty volume at `path` (whose parent exists). The default:
+    /// a plain directory.
+    fn create_volume(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
+    }
     /// Makes `dst` (which must not exist) a volume holding a copy of the
     /// volume `src`. `progress(done_bytes, total_bytes)` is called as the
     /// work advances, and at least once at the end with `done == total`.
@@ -49,8 +52,11 @@ pub trait StorageDriver: Send + Sync {
         dst: &Path,
         progress: &mut dyn FnMut(u64, u64),
     ) -> io::Result<()>;
-    /// Deletes the volume at `path` and everything in it.
-    fn delete_volume(&self, path: &Path) -> io::Result<()>;
+    /// Deletes the volume at `path` and everything in it. The default: a
+    /// plain directory.
+    fn delete_volume(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(path)
+    }
     /// Moves the volume `from` to `to` (same filesystem).
     fn rename_volume(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)

@@ -56,10 +56,6 @@ impl StorageDriver for ReflinkDriver {
         }
     }
 
-    fn create_volume(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir(path)
-    }
-
     fn clone_volume(
         &self,
         src: &Path,
@@ -67,9 +63,5 @@ impl StorageDriver for ReflinkDriver {
         progress: &mut dyn FnMut(u64, u64),
     ) -> io::Result<()> {
         clone_tree(src, dst, progress, &mut |from, to| reflink_file(from, to))
-    }
-
-    fn delete_volume(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_dir_all(path)
     }
 }
