@@ -33,12 +33,6 @@ impl StorageDriver for CopyDriver {
     }
 }
 
-/// Copies a cluster directory tree, keeping modes. Skips the files that
-/// belong to a running postmaster (`postmaster.pid`, `postmaster.opts`).
-pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
-    CopyDriver.clone_volume(src, dst, &mut |_, _| {})
-}
-
 fn skipped(name: &std::ffi::OsStr) -> bool {
     name == "postmaster.pid" || name == "postmaster.opts"
 }
@@ -160,7 +154,7 @@ mod tests {
         std::fs::write(src.join("postmaster.pid"), b"1").unwrap();
         std::os::unix::fs::symlink("base/1", src.join("link")).unwrap();
         let dst = dir.path().join("dst");
-        copy_tree(&src, &dst).unwrap();
+        CopyDriver.clone_volume(&src, &dst, &mut |_, _| {}).unwrap();
         assert_eq!(std::fs::read(dst.join("base/1/1259")).unwrap(), b"relation");
         assert!(!dst.join("postmaster.pid").exists());
         assert_eq!(

@@ -13,7 +13,7 @@ mod reflink;
 mod zfs;
 
 pub use btrfs::BtrfsDriver;
-pub use copy::{copy_tree, CopyDriver};
+pub use copy::CopyDriver;
 pub use reflink::{probe_reflink, ReflinkDriver};
 pub use zfs::ZfsDriver;
 
