@@ -226,8 +226,8 @@ impl ApiState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "OgelBase API", description = "Databases, computes and status of an OgelBase gateway."),
-    paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, reset_password, status, list_plugins),
-    components(schemas(CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
+    paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, pause_database, resume_database, reset_password, reload, status, list_plugins),
+    components(schemas(Done, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
     modifiers(&BearerAuth),
     security(("admin_token" = []))
 )]
@@ -270,6 +270,9 @@ pub fn router(gateway: Arc<Gateway>, token: String, api_addr: SocketAddr) -> Rou
         .route("/v1/databases/{name}/suspend", post(suspend_database))
         .route("/v1/databases/{name}/wake", post(wake_database))
         .route("/v1/databases/{name}/password", post(reset_password))
+        .route("/v1/databases/{name}/pause", post(pause_database))
+        .route("/v1/databases/{name}/resume", post(resume_database))
+        .route("/v1/reload", post(reload))
         .route("/v1/status", get(status))
         .route("/v1/plugins", get(list_plugins))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -277,6 +280,17 @@ pub fn router(gateway: Arc<Gateway>, token: String, api_addr: SocketAddr) -> Rou
         .route(
             "/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }),
+        )
+        // Unauthenticated, as Prometheus scrapes; it names databases and
+        // counts, nothing secret. The API listens on loopback by default.
+        .route(
+            "/metrics",
+            get(|State(state): State<ApiState>| async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    crate::metrics::render(&state.gateway),
+                )
+            }),
         )
         .merge(authed)
         .fallback(|| async {
@@ -402,6 +416,64 @@ async fn reset_password(
         database: state.info(view),
         password,
         url,
+    }))
+}
+
+/// The answer of an action with nothing else to report.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Done {
+    /// What was done.
+    pub done: String,
+}
+
+/// PAUSE: waits for the database's running transactions to finish (at
+/// most `pool.pause_timeout`), then holds new ones until resumed.
+#[utoipa::path(post, path = "/v1/databases/{name}/pause", params(("name" = String, Path)),
+    responses((status = 200, body = Done), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+async fn pause_database(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Done> {
+    let db = state.gateway.pool(&name)?;
+    let timeout = state.gateway.pools.config().pause_timeout;
+    db.pool.pause(timeout).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "pause_timeout",
+            format!("{e}; retry when long transactions have finished, or raise pool.pause_timeout"),
+        )
+    })?;
+    Ok(Json(Done {
+        done: format!("paused {name}"),
+    }))
+}
+
+/// RESUME: held clients proceed.
+#[utoipa::path(post, path = "/v1/databases/{name}/resume", params(("name" = String, Path)),
+    responses((status = 200, body = Done), (status = 404, body = ApiErrorBody)))]
+async fn resume_database(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Done> {
+    state.gateway.pool(&name)?.pool.resume();
+    Ok(Json(Done {
+        done: format!("resumed {name}"),
+    }))
+}
+
+/// Re-reads the configuration file and applies its `[pool]` section
+/// (sizes, limits, modes) without dropping connections.
+#[utoipa::path(post, path = "/v1/reload", responses((status = 200, body = Done), (status = 400, body = ApiErrorBody)))]
+async fn reload(State(state): State<ApiState>) -> ApiResult<Done> {
+    state.gateway.reload().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_config",
+            format!("{e}; fix the file and reload again"),
+        )
+    })?;
+    Ok(Json(Done {
+        done: "reloaded [pool]".into(),
     }))
 }
 

@@ -1,5 +1,7 @@
 //! Query cancellation. Clients get the gateway's own BackendKeyData; the
-//! registry maps it to the compute and the compute's key, so a
+//! registry maps it to the client's [`CancelSlot`], which the pooler points
+//! at whichever server connection is running the client's query right now
+//! (and clears when the connection goes back to the pool), so a
 //! CancelRequest reaches the right Postgres backend without clients ever
 //! learning compute addresses.
 
@@ -11,18 +13,31 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-struct Target {
+struct Entry {
     secret: u32,
-    compute: SocketAddr,
-    compute_pid: u32,
-    compute_secret: u32,
+    slot: Arc<CancelSlot>,
+}
+
+/// Where a client's query runs now: the server connection's address and
+/// its BackendKeyData, or nothing between transactions.
+#[derive(Default)]
+pub struct CancelSlot(Mutex<Option<(SocketAddr, u32, u32)>>);
+
+impl CancelSlot {
+    /// Points the slot at a server connection (`None`: not attached).
+    pub fn set(&self, target: Option<(SocketAddr, u32, u32)>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = target;
+    }
+    fn get(&self) -> Option<(SocketAddr, u32, u32)> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// All cancel keys handed out to connected clients.
 #[derive(Default)]
 pub struct CancelRegistry {
     next_pid: AtomicU32,
-    targets: Mutex<HashMap<u32, Target>>,
+    targets: Mutex<HashMap<u32, Entry>>,
 }
 
 /// A registered key; dropping it unregisters the key.
@@ -32,6 +47,8 @@ pub struct CancelKey {
     pub pid: u32,
     /// The secret the client was given.
     pub secret: u32,
+    /// Where the client's query runs now.
+    pub slot: Arc<CancelSlot>,
 }
 
 impl Drop for CancelKey {
@@ -41,18 +58,12 @@ impl Drop for CancelKey {
 }
 
 impl CancelRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Target>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
         self.targets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Hands out a new key for a client whose session runs on `compute`
-    /// under the compute's key `(compute_pid, compute_secret)`.
-    pub fn register(
-        self: &Arc<Self>,
-        compute: SocketAddr,
-        compute_pid: u32,
-        compute_secret: u32,
-    ) -> CancelKey {
+    /// Hands out a new key for a client; its slot starts empty.
+    pub fn register(self: &Arc<Self>) -> CancelKey {
         let secret = rand::thread_rng().gen();
         let mut targets = self.lock();
         let pid = loop {
@@ -65,36 +76,42 @@ impl CancelRegistry {
                 break pid;
             }
         };
+        let slot = Arc::new(CancelSlot::default());
         targets.insert(
             pid,
-            Target {
+            Entry {
                 secret,
-                compute,
-                compute_pid,
-                compute_secret,
+                slot: slot.clone(),
             },
         );
         CancelKey {
             registry: self.clone(),
             pid,
             secret,
+            slot,
         }
     }
 
-    /// Forwards a cancel for the client key `(pid, secret)`. Unknown keys
-    /// and wrong secrets are ignored, as Postgres does (no reply either way).
+    /// Forwards a cancel for the client key `(pid, secret)`. Unknown keys,
+    /// wrong secrets and clients with nothing running are ignored, as
+    /// Postgres does (no reply either way).
     pub async fn cancel(&self, pid: u32, secret: u32) {
         let target = {
             let targets = self.lock();
             match targets.get(&pid) {
-                Some(t) if constant_time_eq(t.secret, secret) => {
-                    (t.compute, t.compute_pid, t.compute_secret)
-                }
+                Some(t) if constant_time_eq(t.secret, secret) => t.slot.get(),
                 _ => {
                     tracing::debug!(pid, "cancel request with an unknown key ignored");
                     return;
                 }
             }
+        };
+        let Some(target) = target else {
+            tracing::debug!(
+                pid,
+                "cancel request for a client with no query running ignored"
+            );
+            return;
         };
         let (addr, compute_pid, compute_secret) = target;
         let mut packet = Vec::with_capacity(16);
@@ -128,7 +145,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let registry = Arc::new(CancelRegistry::default());
-        let key = registry.register(addr, 4242, 99);
+        let key = registry.register();
+        registry.cancel(key.pid, key.secret).await; // not attached: nothing sent
+        key.slot.set(Some((addr, 4242, 99)));
         registry.cancel(key.pid, key.secret.wrapping_add(1)).await; // wrong secret: nothing sent
         registry.cancel(key.pid, key.secret).await;
         let (mut conn, _) = listener.accept().await.unwrap();
@@ -138,7 +157,7 @@ mod tests {
             .unwrap();
         assert_eq!(&buf[8..12], &4242u32.to_be_bytes());
         assert_eq!(&buf[12..16], &99u32.to_be_bytes());
-        // Only one connection was made: the wrong-secret cancel sent nothing.
+        // Only one connection was made: the others sent nothing.
         assert!(
             tokio::time::timeout(Duration::from_millis(50), listener.accept())
                 .await

@@ -45,6 +45,9 @@ pub enum Command {
     Db(DbCommand),
     /// Gateway, databases and computes.
     Status,
+    /// Re-read the configuration's [pool] section (sizes, limits, modes)
+    /// without dropping connections; SIGHUP does the same.
+    Reload,
     /// Backend plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -97,6 +100,16 @@ pub enum DbCommand {
     },
     /// Start a database's compute now.
     Wake {
+        /// Database.
+        name: String,
+    },
+    /// Let running transactions finish and hold new ones (for maintenance).
+    Pause {
+        /// Database.
+        name: String,
+    },
+    /// Release clients held by `pause`.
+    Resume {
         /// Database.
         name: String,
     },
@@ -207,6 +220,10 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
             println!("         backend {}", status.backend);
             print_databases(&status.databases);
         }
+        Command::Reload => {
+            let done: crate::api::Done = api.call(Method::POST, "/v1/reload", None).await?;
+            println!("{}", done.done);
+        }
         Command::Plugins(PluginsCommand::List) => {
             let list: PluginList = api.call(Method::GET, "/v1/plugins", None).await?;
             for p in &list.plugins {
@@ -288,6 +305,21 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
                     opt(db.compute.pid),
                     opt(db.compute.port)
                 );
+            }
+            DbCommand::Pause { name } | DbCommand::Resume { name } => {
+                let action = if matches!(db, DbCommand::Pause { .. }) {
+                    "pause"
+                } else {
+                    "resume"
+                };
+                let done: crate::api::Done = api
+                    .call(
+                        Method::POST,
+                        &format!("/v1/databases/{name}/{action}"),
+                        None,
+                    )
+                    .await?;
+                println!("{}", done.done);
             }
             DbCommand::Delete { name } => {
                 let _: serde_json::Value = api

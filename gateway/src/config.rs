@@ -46,6 +46,123 @@ pub struct Config {
     pub native: serde_json::Value,
     /// Other backends' sections (`[backends.NAME]`), handed to each plugin.
     pub backends: BTreeMap<String, serde_json::Value>,
+    /// Connection pooling (`[pool]`); the one section `ogel reload` re-reads.
+    pub pool: PoolConfig,
+}
+
+/// How a client's server connection is shared.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A server connection per client for the client's whole session.
+    Session,
+    /// A server connection per transaction.
+    #[default]
+    Transaction,
+}
+
+impl PoolMode {
+    /// As written in the config and shown by `SHOW POOLS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+}
+
+/// `[pool]`: defaults for every database, with per-database and per-role
+/// overrides.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct PoolConfig {
+    /// `transaction` (default) or `session`.
+    pub mode: PoolMode,
+    /// Server connections per database.
+    pub size: usize,
+    /// Idle server connections kept open while the compute runs.
+    pub min_idle: usize,
+    /// Clients per database.
+    pub max_clients: usize,
+    /// An idle server connection is closed after this long unused.
+    #[serde(with = "humantime_serde")]
+    pub server_idle_timeout: Duration,
+    /// A server connection is closed when it comes back after this age.
+    #[serde(with = "humantime_serde")]
+    pub server_lifetime: Duration,
+    /// Longest a client waits for a server connection (then 53300).
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Longest `PAUSE` waits for running transactions.
+    #[serde(with = "humantime_serde")]
+    pub pause_timeout: Duration,
+    /// Per-database overrides (`[pool.databases.NAME]`).
+    pub databases: BTreeMap<String, PoolOverride>,
+    /// Per-role pool mode (`[pool.roles.NAME]`), over the database's.
+    pub roles: BTreeMap<String, RolePool>,
+}
+
+/// `[pool.databases.NAME]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct PoolOverride {
+    /// Pool mode for this database.
+    pub mode: Option<PoolMode>,
+    /// Server connections.
+    pub size: Option<usize>,
+    /// Idle connections kept.
+    pub min_idle: Option<usize>,
+    /// Clients.
+    pub max_clients: Option<usize>,
+}
+
+/// `[pool.roles.NAME]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct RolePool {
+    /// Pool mode for this role's clients.
+    pub mode: Option<PoolMode>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            mode: PoolMode::Transaction,
+            size: 20,
+            min_idle: 0,
+            max_clients: 10_000,
+            server_idle_timeout: Duration::from_secs(600),
+            server_lifetime: Duration::from_secs(3600),
+            queue_timeout: Duration::from_secs(30),
+            pause_timeout: Duration::from_secs(30),
+            databases: BTreeMap::new(),
+            roles: BTreeMap::new(),
+        }
+    }
+}
+
+impl PoolConfig {
+    /// The pool settings of `database`.
+    pub fn settings(&self, database: &str) -> ogel_policies::PoolSettings {
+        let o = self.databases.get(database).cloned().unwrap_or_default();
+        ogel_policies::PoolSettings {
+            size: o.size.unwrap_or(self.size).max(1),
+            min_idle: o.min_idle.unwrap_or(self.min_idle),
+            max_clients: o.max_clients.unwrap_or(self.max_clients),
+            idle_timeout: self.server_idle_timeout,
+            lifetime: self.server_lifetime,
+            queue_timeout: self.queue_timeout,
+        }
+    }
+
+    /// The pool mode of `role`'s clients of `database`.
+    pub fn mode(&self, database: &str, role: &str) -> PoolMode {
+        self.roles
+            .get(role)
+            .and_then(|r| r.mode)
+            .or_else(|| self.databases.get(database).and_then(|d| d.mode))
+            .unwrap_or(self.mode)
+    }
 }
 
 impl Default for Config {
@@ -64,12 +181,13 @@ impl Default for Config {
             plugin_call_timeout: Duration::from_secs(120),
             native: serde_json::json!({}),
             backends: BTreeMap::new(),
+            pool: PoolConfig::default(),
         }
     }
 }
 
 /// Flags of `ogel up` that override the file and the environment.
-#[derive(Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
@@ -125,6 +243,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pool_overrides_by_database_and_role() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "ogel.toml",
+                "[pool]\nsize = 8\nqueue_timeout = \"2s\"\n[pool.databases.shop]\nsize = 3\nmode = \"session\"\n[pool.roles.reporting]\nmode = \"transaction\"\n",
+            )?;
+            let config =
+                Config::load(Path::new("ogel.toml"), &Overrides::default()).map_err(|e| *e)?;
+            assert_eq!(config.pool.settings("shop").size, 3);
+            assert_eq!(config.pool.settings("other").size, 8);
+            assert_eq!(
+                config.pool.settings("other").queue_timeout,
+                Duration::from_secs(2)
+            );
+            assert_eq!(config.pool.mode("shop", "app"), PoolMode::Session);
+            assert_eq!(config.pool.mode("shop", "reporting"), PoolMode::Transaction);
+            assert_eq!(config.pool.mode("other", "app"), PoolMode::Transaction);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn file_then_env_then_flags() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
@@ -144,6 +284,7 @@ mod tests {
             assert_eq!(config.native["os_user"], "pg");
             assert_eq!(config.native["start_timeout_ms"], 1234);
             assert_eq!(config.data_dir, PathBuf::from(".ogel"));
+            assert_eq!(config.pool.mode, PoolMode::Transaction);
             Ok(())
         });
     }

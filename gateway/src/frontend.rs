@@ -1,21 +1,19 @@
 //! The Postgres wire front end: accept → negotiate (SSL/GSS answered 'N',
-//! cancels forwarded) → authenticate → wake → log in to the compute →
-//! relay bytes. One task per client; a failing or hostile client ends its
-//! own task and nothing else.
+//! cancels forwarded) → authenticate → wake → hand the client to the
+//! pooler (or the admin console). One task per client; a failing or
+//! hostile client ends its own task and nothing else.
 
+use crate::admin;
 use crate::auth::{self, scram::ScramVerifier, AuthError};
-use crate::compute::{self, ComputeConnectError, ComputeLink};
 use crate::error::ClientError;
+use crate::pooler::{self, session::Login};
 use crate::protocol::{self, FirstPacket, PROTOCOL_3_0};
 use crate::service::Gateway;
 use bytes::BytesMut;
-use ogel_policies::ActiveClient;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-/// Relay buffer per direction.
-const RELAY_BUFFER_BYTES: usize = 64 * 1024;
 /// SSLRequest and GSSENCRequest may each precede the startup message once.
 const NEGOTIATION_PACKETS_MAX: usize = 2;
 
@@ -50,16 +48,25 @@ pub async fn serve(
 }
 
 /// What a client asked for, once authenticated.
+enum Target {
+    /// A database, through its pool.
+    Database(Session),
+    /// The admin console.
+    Admin,
+}
+
+/// An authenticated database client.
 struct Session {
     database: String,
+    user: String,
     lifecycle: std::sync::Arc<ogel_policies::Lifecycle>,
     params: Vec<(String, String)>,
 }
 
 async fn handle_client(mut stream: TcpStream, gateway: Arc<Gateway>) {
     let timeout = gateway.config.auth_timeout;
-    let session = match tokio::time::timeout(timeout, startup(&mut stream, &gateway)).await {
-        Ok(Ok(Some(session))) => session,
+    let target = match tokio::time::timeout(timeout, startup(&mut stream, &gateway)).await {
+        Ok(Ok(Some(target))) => target,
         Ok(Ok(None)) => return, // a cancel request: done
         Ok(Err(AuthError::Closed)) => return,
         Ok(Err(AuthError::Client(e))) => return send_fatal(&mut stream, &e).await,
@@ -69,40 +76,36 @@ async fn handle_client(mut stream: TcpStream, gateway: Arc<Gateway>) {
             return send_fatal(&mut stream, &e).await;
         }
     };
-    let (link, key, _active) = match attach(&gateway, &session).await {
-        Ok(attached) => attached,
-        Err(Attach::Client(e)) => return send_fatal(&mut stream, &e).await,
-        Err(Attach::Refused(raw)) => {
-            let _ = stream.write_all(&raw).await;
-            return;
+    let session = match target {
+        Target::Admin => return admin::serve(stream, &gateway).await,
+        Target::Database(session) => session,
+    };
+    // Wakes the compute now, so a client learns at login if it cannot
+    // start, and keeps it awake while the client is connected.
+    let active = match session.lifecycle.connect(&session.database).await {
+        Ok((_, active)) => active,
+        Err(e) => {
+            tracing::warn!(database = %session.database, error = %e, cause = ?e.source, "wake failed");
+            return send_fatal(&mut stream, &ClientError::from(&e)).await;
         }
     };
-    let ComputeLink {
-        stream: mut server,
-        greeting,
-        ..
-    } = link;
-    let mut out = BytesMut::with_capacity(greeting.len() + 32);
-    protocol::auth_ok(&mut out);
-    protocol::backend_key_data(&mut out, key.pid, key.secret);
-    out.extend_from_slice(&greeting);
-    if stream.write_all(&out).await.is_err() {
-        return;
-    }
-    let result = tokio::io::copy_bidirectional_with_sizes(
-        &mut stream,
-        &mut server,
-        RELAY_BUFFER_BYTES,
-        RELAY_BUFFER_BYTES,
-    )
-    .await;
-    if let Err(e) = result {
-        tracing::debug!(database = %session.database, error = %e, "relay ended");
-    }
+    let pool = gateway.pools.get(&session.database, &session.lifecycle);
+    let login = Login {
+        stream,
+        mode: gateway
+            .pools
+            .config()
+            .mode(&session.database, &session.user),
+        user: session.user,
+        params: session.params,
+        cancel: gateway.cancels.register(),
+        active,
+    };
+    pooler::session::run(pool, login, &gateway.pools.clients).await;
 }
 
 /// Reads the first packets and authenticates. `Ok(None)` for a cancel.
-async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Session>, AuthError> {
+async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Target>, AuthError> {
     let max = gateway.config.startup_packet_max_bytes;
     let mut negotiations = 0;
     let (version, params) = loop {
@@ -170,6 +173,13 @@ async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Ses
             "the gateway could not read its catalog; see its log",
         ))
     };
+    if admin::is_admin_database(&database) {
+        let verifier = (user == admin::ADMIN_USER)
+            .then(|| gateway.admin_verifier.clone())
+            .flatten();
+        auth::authenticate(stream, &user, verifier, &gateway.mock_secret).await?;
+        return Ok(Some(Target::Admin));
+    }
     let Ok(record) = gateway.ready_database(&database) else {
         return Err(ClientError::unknown_database(&database).into());
     };
@@ -189,50 +199,12 @@ async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Ses
     let lifecycle = gateway
         .lifecycle(&record)
         .map_err(|e| ClientError::new("57P03", e.to_string()))?;
-    Ok(Some(Session {
+    Ok(Some(Target::Database(Session {
         database,
+        user,
         lifecycle,
         params,
-    }))
-}
-
-enum Attach {
-    Client(ClientError),
-    Refused(BytesMut),
-}
-
-/// Wakes the compute if needed and logs in to it. A cached endpoint that
-/// no longer answers (the compute died) is forgotten and woken once more.
-async fn attach(
-    gateway: &Gateway,
-    session: &Session,
-) -> Result<(ComputeLink, crate::cancel::CancelKey, ActiveClient), Attach> {
-    let db = &session.database;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let (endpoint, active) = session.lifecycle.connect(db).await.map_err(|e| {
-            tracing::warn!(database = %db, error = %e, cause = ?e.source, "wake failed");
-            Attach::Client(ClientError::from(&e))
-        })?;
-        match compute::connect(&endpoint, &session.params).await {
-            Ok(link) => {
-                let key = gateway.cancels.register(link.addr, link.key.0, link.key.1);
-                return Ok((link, key, active));
-            }
-            Err(ComputeConnectError::Unreachable { .. }) if attempts < 2 => {
-                session.lifecycle.forget(db, &endpoint);
-            }
-            Err(ComputeConnectError::Refused(raw)) => return Err(Attach::Refused(raw)),
-            Err(e) => {
-                tracing::warn!(database = %db, error = %e, "compute login failed");
-                return Err(Attach::Client(ClientError::new(
-                    "57P03",
-                    format!("the compute for database \"{db}\" is not accepting connections: {e}"),
-                )));
-            }
-        }
-    }
+    })))
 }
 
 async fn send_fatal(stream: &mut TcpStream, e: &ClientError) {

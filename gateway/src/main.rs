@@ -4,8 +4,10 @@
 //! A connection's path through the modules: `frontend` (accept, negotiate)
 //! → `auth` (SCRAM against the `catalog`'s role store) → `service` and
 //! `ogel_policies::Lifecycle` (wake the compute) → `compute` (log in to it)
-//! → `frontend` (relay); `cancel` forwards CancelRequests.
+//! → `pooler` (a server connection per transaction or session, relayed);
+//! `cancel` forwards CancelRequests; `admin` is the console database.
 
+mod admin;
 mod api;
 mod auth;
 mod backends;
@@ -17,6 +19,8 @@ mod config;
 mod conformance;
 mod error;
 mod frontend;
+mod metrics;
+mod pooler;
 mod protocol;
 mod server;
 mod service;
@@ -53,9 +57,9 @@ fn main() -> ExitCode {
                     listen: listen.clone(),
                     api: cli.api.clone(),
                 };
-                let config = config::Config::load(config, &overrides)
+                let loaded = config::Config::load(config, &overrides)
                     .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-                server::up(config).await
+                server::up(loaded, Some((config.clone(), overrides))).await
             }
             Command::Plugins(cli::PluginsCommand::Check { file, config }) => {
                 conformance::check(file, config.as_deref()).await

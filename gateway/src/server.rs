@@ -2,8 +2,9 @@
 //! Postgres and HTTP listeners, makes the default database on first start,
 //! and runs until Ctrl-C/SIGTERM, when it stops every compute cleanly.
 
+use crate::auth::scram::ScramVerifier;
 use crate::backends::{self, Backends};
-use crate::config::Config;
+use crate::config::{Config, Overrides};
 use crate::service::{default_password_path, Gateway};
 use crate::{api, catalog::Catalog, frontend};
 use anyhow::{anyhow, bail, Context};
@@ -83,8 +84,25 @@ async fn bind(addr: &str, what: &str, flag: &str) -> anyhow::Result<TcpListener>
     })
 }
 
-/// Runs the gateway until a shutdown signal.
-pub async fn up(config: Config) -> anyhow::Result<()> {
+/// Raises the open-files limit to the hard limit: every client and every
+/// server connection is a descriptor, and the default soft limit (1024)
+/// would cap the gateway far below what it can serve.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let target = hard.min(1 << 20);
+        if soft < target {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+                tracing::warn!(error = %e, soft, "could not raise the open-files limit");
+            }
+        }
+    }
+}
+
+/// Runs the gateway until a shutdown signal. `source` is where the
+/// configuration came from, for `ogel reload` and SIGHUP.
+pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
@@ -143,7 +161,10 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     let pg_addr = pg_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
 
-    let gateway = Arc::new(Gateway::new(config.clone(), catalog, backends, pg_addr));
+    let mut gateway = Gateway::new(config.clone(), catalog, backends, pg_addr);
+    gateway.admin_verifier = ScramVerifier::parse(&ScramVerifier::hash_password(&token)).ok();
+    gateway.config_source = source;
+    let gateway = Arc::new(gateway);
     gateway
         .recover()
         .await
@@ -182,6 +203,20 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     ));
 
+    let pool_task = tokio::spawn(gateway.pools.clone().maintain());
+    let reload_gateway = gateway.clone();
+    let reload_task = tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if let Err(e) = reload_gateway.reload() {
+                tracing::warn!(error = %e, "SIGHUP: reload failed; the previous configuration stays");
+            }
+        }
+    });
+
     println!("OgelBase {} is up", env!("CARGO_PKG_VERSION"));
     println!(
         "  postgres: {pg_addr}    api: http://{api_addr}    data: {}",
@@ -191,6 +226,11 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     if let Some(url) = default_url {
         println!("  database \"{}\": {url}", config.default_database);
     }
+    println!(
+        "  admin:    psql postgresql://{}@{pg_addr}/ogel (password: the API token in {})",
+        crate::admin::ADMIN_USER,
+        token_path(&data_dir).display()
+    );
     println!("  try: psql \"<url above>\"   |   ogel status   |   Ctrl-C stops the gateway and its computes");
 
     wait_for_signal().await;
@@ -199,6 +239,8 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     let _ = pg_task.await;
     let _ = api_task.await;
     let _ = idle_task.await;
+    pool_task.abort();
+    reload_task.abort();
     gateway.suspend_all().await;
     let _ = std::fs::remove_file(run_info_path(&data_dir));
     Ok(())

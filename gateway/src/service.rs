@@ -8,6 +8,7 @@ use crate::cancel::CancelRegistry;
 use crate::catalog::{Catalog, CatalogError, DatabaseRecord, DatabaseState, RoleRecord};
 use crate::config::Config;
 use crate::error::{api_code, http_status};
+use crate::pooler::Pools;
 use ogel_plugin_sdk::{BackendError, BackendErrorKind, ComputeStatus, DatabaseSpec};
 use ogel_policies::{Lifecycle, LifecycleStats};
 use rand::distributions::Alphanumeric;
@@ -81,6 +82,12 @@ pub struct Gateway {
     pub pg_addr: SocketAddr,
     /// When this gateway started.
     pub started_at: Instant,
+    /// Server-connection pools and connected clients.
+    pub pools: Arc<Pools>,
+    /// Verifier of the admin console's password (the API token).
+    pub admin_verifier: Option<ScramVerifier>,
+    /// Where `reload` re-reads the configuration from.
+    pub config_source: Option<(std::path::PathBuf, crate::config::Overrides)>,
     create_lock: tokio::sync::Mutex<()>,
 }
 
@@ -101,7 +108,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
             "invalid database name \"{name}\": use 1–48 characters a-z, 0-9 and _, starting with a letter"
         ));
     }
-    if matches!(name, "postgres" | "template0" | "template1") {
+    if matches!(name, "postgres" | "template0" | "template1")
+        || crate::admin::is_admin_database(name)
+    {
         return Err(format!("\"{name}\" is reserved; choose another name"));
     }
     Ok(())
@@ -126,6 +135,9 @@ impl Gateway {
     /// Builds the core; `recover` must run before serving.
     pub fn new(config: Config, catalog: Catalog, backends: Backends, pg_addr: SocketAddr) -> Self {
         Gateway {
+            pools: Arc::new(Pools::new(config.pool.clone())),
+            admin_verifier: None,
+            config_source: None,
             config,
             catalog,
             backends,
@@ -219,6 +231,7 @@ impl Gateway {
         let _guard = self.create_lock.lock().await;
         let record = self.ready_database(name)?;
         self.lifecycle(&record)?.delete(name).await?;
+        self.pools.remove(name);
         self.catalog.remove_database(&record)?;
         Ok(())
     }
@@ -358,6 +371,9 @@ impl Gateway {
             ))));
         }
         lifecycle.suspend(name).await?;
+        if let Some(pool) = self.pools.find(name) {
+            pool.pool.close_idle();
+        }
         self.describe(name).await
     }
 
@@ -377,6 +393,26 @@ impl Gateway {
             .map(|p| p.status.clone())
             .collect::<Vec<_>>()
             .join("; ")
+    }
+
+    /// The pool of a ready database (made on first use).
+    pub fn pool(&self, name: &str) -> Result<Arc<crate::pooler::DbPool>, ServiceError> {
+        let record = self.ready_database(name)?;
+        let lifecycle = self.lifecycle(&record)?;
+        Ok(self.pools.get(name, &lifecycle))
+    }
+
+    /// `ogel reload` / SIGHUP / RELOAD: re-reads the configuration and
+    /// applies its `[pool]` section to every pool without dropping a
+    /// connection. Other sections take effect at the next `ogel up`.
+    pub fn reload(&self) -> Result<(), String> {
+        let Some((file, overrides)) = &self.config_source else {
+            return Err("this gateway was not started from a configuration file".into());
+        };
+        let config = Config::load(file, overrides).map_err(|e| format!("configuration: {e}"))?;
+        tracing::info!(file = %file.display(), "configuration reloaded: [pool] applied");
+        self.pools.reconfigure(config.pool);
+        Ok(())
     }
 
     /// Stops every compute (gateway shutdown).

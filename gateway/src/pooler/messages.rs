@@ -1,0 +1,224 @@
+//! The few protocol messages the pooler looks inside or makes itself:
+//! framing (tag + length), the statement names of Parse/Bind/Describe/
+//! Close, ParameterStatus, ReadyForQuery, and the messages it synthesizes.
+//! Everything else is relayed as bytes, never decoded.
+
+use bytes::{BufMut, BytesMut};
+
+/// Length of a message header: tag byte + 4-byte length.
+pub const HEADER: usize = 5;
+
+/// The header of the message at the start of `buf`: (tag, total length
+/// including the tag), or `None` if fewer than 5 bytes are there.
+pub fn header(buf: &[u8]) -> Option<(u8, usize)> {
+    if buf.len() < HEADER {
+        return None;
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    Some((buf[0], len + 1))
+}
+
+/// A NUL-terminated string at `at` in `body`: (text, index after the NUL).
+pub fn cstr(body: &[u8], at: usize) -> Option<(&str, usize)> {
+    let rest = body.get(at..)?;
+    let end = rest.iter().position(|b| *b == 0)?;
+    let text = std::str::from_utf8(&rest[..end]).ok()?;
+    Some((text, at + end + 1))
+}
+
+/// Parse: (statement name, query, the bytes after the query: parameter
+/// types). `msg` is the whole message.
+pub fn parse_fields(msg: &[u8]) -> Option<(&str, &str, &[u8])> {
+    let (name, at) = cstr(msg, HEADER)?;
+    let (query, at) = cstr(msg, at)?;
+    Some((name, query, &msg[at..]))
+}
+
+/// Bind: (portal, statement name, index where the rest starts).
+pub fn bind_fields(msg: &[u8]) -> Option<(&str, &str, usize)> {
+    let (portal, at) = cstr(msg, HEADER)?;
+    let (statement, at) = cstr(msg, at)?;
+    Some((portal, statement, at))
+}
+
+/// Describe or Close: (kind `S`/`P`, name).
+pub fn target_fields(msg: &[u8]) -> Option<(u8, &str)> {
+    let kind = *msg.get(HEADER)?;
+    let (name, _) = cstr(msg, HEADER + 1)?;
+    Some((kind, name))
+}
+
+/// Appends a message with `tag` whose body is the concatenation of `parts`.
+pub fn put(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    out.reserve(len + HEADER);
+    out.put_u8(tag);
+    out.put_u32((len + 4) as u32);
+    for part in parts {
+        out.put_slice(part);
+    }
+}
+
+/// A Parse message for `name` with `query` and the original parameter types.
+pub fn parse_message(out: &mut BytesMut, name: &str, query: &str, types: &[u8]) {
+    put(
+        out,
+        b'P',
+        &[name.as_bytes(), b"\0", query.as_bytes(), b"\0", types],
+    );
+}
+
+/// `msg` (Bind) with its statement name replaced.
+pub fn rename_bind(out: &mut BytesMut, msg: &[u8], portal: &str, name: &str, rest_at: usize) {
+    put(
+        out,
+        b'B',
+        &[
+            portal.as_bytes(),
+            b"\0",
+            name.as_bytes(),
+            b"\0",
+            &msg[rest_at..],
+        ],
+    );
+}
+
+/// A Describe of statement `name`.
+pub fn describe_statement(out: &mut BytesMut, name: &str) {
+    put(out, b'D', &[b"S", name.as_bytes(), b"\0"]);
+}
+
+/// A simple Query.
+pub fn query(out: &mut BytesMut, sql: &str) {
+    put(out, b'Q', &[sql.as_bytes(), b"\0"]);
+}
+
+/// ParseComplete.
+pub const PARSE_COMPLETE: &[u8] = &[b'1', 0, 0, 0, 4];
+/// CloseComplete.
+pub const CLOSE_COMPLETE: &[u8] = &[b'3', 0, 0, 0, 4];
+
+/// ParameterStatus body: (name, value).
+pub fn parameter_status_fields(msg: &[u8]) -> Option<(&str, &str)> {
+    let (name, at) = cstr(msg, HEADER)?;
+    let (value, _) = cstr(msg, at)?;
+    Some((name, value))
+}
+
+/// A ParameterStatus message.
+pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
+    put(
+        out,
+        b'S',
+        &[name.as_bytes(), b"\0", value.as_bytes(), b"\0"],
+    );
+}
+
+/// ReadyForQuery with transaction status `status` (`I`, `T`, `E`).
+pub fn ready_for_query(out: &mut BytesMut, status: u8) {
+    put(out, b'Z', &[&[status]]);
+}
+
+/// CommandComplete with `tag`.
+pub fn command_complete(out: &mut BytesMut, tag: &str) {
+    put(out, b'C', &[tag.as_bytes(), b"\0"]);
+}
+
+/// An ErrorResponse (severity ERROR, or FATAL when `fatal`).
+pub fn error_response(
+    out: &mut BytesMut,
+    fatal: bool,
+    code: &str,
+    message: &str,
+    hint: Option<&str>,
+) {
+    let severity: &[u8] = if fatal { b"FATAL" } else { b"ERROR" };
+    let mut body = BytesMut::new();
+    for (field, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code.as_bytes()),
+        (b'M', message.as_bytes()),
+    ] {
+        body.put_u8(field);
+        body.put_slice(value);
+        body.put_u8(0);
+    }
+    if let Some(hint) = hint {
+        body.put_u8(b'H');
+        body.put_slice(hint.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    put(out, b'E', &[&body]);
+}
+
+/// Whether an ErrorResponse is FATAL or PANIC (the server is going away).
+pub fn error_is_fatal(msg: &[u8]) -> bool {
+    let mut at = HEADER;
+    while let Some(&field) = msg.get(at) {
+        if field == 0 {
+            break;
+        }
+        let Some((value, next)) = cstr(msg, at + 1) else {
+            break;
+        };
+        if field == b'V' || field == b'S' {
+            return matches!(value, "FATAL" | "PANIC");
+        }
+        at = next;
+    }
+    false
+}
+
+/// CommandComplete's tag.
+pub fn command_tag(msg: &[u8]) -> &str {
+    cstr(msg, HEADER).map(|(t, _)| t).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_is_renamed_keeping_its_parameters() {
+        let mut msg = BytesMut::new();
+        put(
+            &mut msg,
+            b'B',
+            &[b"portal\0", b"s1\0", &[0, 0, 0, 1, 0, 0, 0, 1, b'7', 0, 0]],
+        );
+        let (portal, name, rest) = bind_fields(&msg).unwrap();
+        assert_eq!((portal, name), ("portal", "s1"));
+        let mut out = BytesMut::new();
+        rename_bind(&mut out, &msg, portal, "ogel_abc", rest);
+        let (p2, n2, rest2) = bind_fields(&out).unwrap();
+        assert_eq!((p2, n2), ("portal", "ogel_abc"));
+        assert_eq!(&out[rest2..], &msg[rest..]);
+        assert_eq!(header(&out).unwrap().1, out.len());
+    }
+
+    #[test]
+    fn fatal_errors_are_recognised() {
+        let mut out = BytesMut::new();
+        error_response(&mut out, true, "57P01", "terminating", None);
+        assert!(error_is_fatal(&out));
+        out.clear();
+        error_response(&mut out, false, "42601", "syntax", Some("hint"));
+        assert!(!error_is_fatal(&out));
+    }
+
+    #[test]
+    fn parse_fields_and_status() {
+        let mut out = BytesMut::new();
+        parse_message(&mut out, "s", "SELECT $1", &[0, 1, 0, 0, 0, 23]);
+        assert_eq!(
+            parse_fields(&out),
+            Some(("s", "SELECT $1", &[0u8, 1, 0, 0, 0, 23][..]))
+        );
+        out.clear();
+        parameter_status(&mut out, "TimeZone", "UTC");
+        assert_eq!(parameter_status_fields(&out), Some(("TimeZone", "UTC")));
+        assert_eq!(header(b"Z\0\0"), None);
+    }
+}

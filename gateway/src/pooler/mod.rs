@@ -1,0 +1,218 @@
+//! The shared connection pooler: one pool of logged-in server connections
+//! per database (the bookkeeping is `ogel_policies::pool`, which knows no
+//! protocol), and the wire-aware parts here: opening server connections
+//! through the database's lifecycle ([`Pools::open`]), the per-client relay
+//! in session or transaction mode ([`session`]), prepared statements and
+//! session parameters carried across server connections, and what the
+//! admin console and `/metrics` read ([`Pools::all`], [`registry`]).
+
+pub mod messages;
+pub mod registry;
+pub mod server_conn;
+pub mod session;
+pub mod sql;
+
+use crate::compute::{self, ComputeConnectError};
+use crate::config::PoolConfig;
+use crate::error::ClientError;
+use ogel_policies::pool::{Checkout, Lease};
+use ogel_policies::{Lifecycle, Pool};
+use registry::{ClientInfo, Registry};
+use server_conn::{ServerConn, ServerInfo};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// One database's pool and what the relay needs to open and describe its
+/// server connections.
+pub struct DbPool {
+    /// The database.
+    pub name: String,
+    /// Server connections.
+    pub pool: Arc<Pool<ServerConn>>,
+    /// The lifecycle that wakes the database's compute.
+    pub lifecycle: Arc<Lifecycle>,
+    /// ParameterStatus values of the first server connection (what clients
+    /// are told at login, overlaid with their own startup parameters).
+    server_params: Mutex<Vec<(String, String)>>,
+    /// Open server connections (SHOW SERVERS).
+    pub servers: Arc<Registry<ServerInfo>>,
+}
+
+/// All pools, the pool configuration in force, and the connected clients.
+pub struct Pools {
+    config: RwLock<PoolConfig>,
+    pools: Mutex<BTreeMap<String, Arc<DbPool>>>,
+    /// Connected clients (SHOW CLIENTS).
+    pub clients: Arc<Registry<ClientInfo>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Pools {
+    /// No pools yet; they are made on a database's first client.
+    pub fn new(config: PoolConfig) -> Self {
+        Pools {
+            config: RwLock::new(config),
+            pools: Mutex::new(BTreeMap::new()),
+            clients: Arc::new(Registry::default()),
+        }
+    }
+
+    /// The pool configuration in force.
+    pub fn config(&self) -> PoolConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies a new `[pool]` section to every pool, keeping connections.
+    pub fn reconfigure(&self, config: PoolConfig) {
+        let pools: Vec<Arc<DbPool>> = lock(&self.pools).values().cloned().collect();
+        for db in pools {
+            db.pool.configure(config.settings(&db.name));
+        }
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    /// The pool of `database`, made on first use.
+    pub fn get(&self, database: &str, lifecycle: &Arc<Lifecycle>) -> Arc<DbPool> {
+        let mut pools = lock(&self.pools);
+        if let Some(db) = pools.get(database) {
+            if Arc::ptr_eq(&db.lifecycle, lifecycle) {
+                return db.clone();
+            }
+        }
+        let db = Arc::new(DbPool {
+            name: database.to_string(),
+            pool: Pool::new(self.config().settings(database)),
+            lifecycle: lifecycle.clone(),
+            server_params: Mutex::new(Vec::new()),
+            servers: Arc::new(Registry::default()),
+        });
+        pools.insert(database.to_string(), db.clone());
+        db
+    }
+
+    /// An existing pool.
+    pub fn find(&self, database: &str) -> Option<Arc<DbPool>> {
+        lock(&self.pools).get(database).cloned()
+    }
+
+    /// Every pool, by database name.
+    pub fn all(&self) -> Vec<Arc<DbPool>> {
+        lock(&self.pools).values().cloned().collect()
+    }
+
+    /// Drops a deleted database's pool (its connections close).
+    pub fn remove(&self, database: &str) {
+        if let Some(db) = lock(&self.pools).remove(database) {
+            db.pool.close_idle();
+        }
+    }
+
+    /// Background upkeep every second: idle and lifetime limits, min_idle.
+    pub async fn maintain(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for db in self.all() {
+                let want = db.pool.maintain();
+                // min_idle only while the compute runs: it must not keep a
+                // database awake or wake it.
+                if want == 0 || !db.lifecycle.stats(&db.name).running {
+                    continue;
+                }
+                for _ in 0..want {
+                    let Some(slot) = db.pool.reserve() else { break };
+                    let db = db.clone();
+                    tokio::spawn(async move {
+                        if let Ok(conn) = db.open().await {
+                            slot.fill(conn).release();
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl DbPool {
+    /// Opens and logs in a new server connection, waking the compute if it
+    /// is suspended. A cached endpoint that no longer answers (the compute
+    /// died) is forgotten and woken once more.
+    pub async fn open(&self) -> Result<ServerConn, ClientError> {
+        let db = &self.name;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (endpoint, _active) = self.lifecycle.connect(db).await.map_err(|e| {
+                tracing::warn!(database = %db, error = %e, cause = ?e.source, "wake failed");
+                ClientError::from(&e)
+            })?;
+            match compute::connect(&endpoint, &[]).await {
+                Ok(link) => {
+                    let conn = ServerConn::new(link, endpoint.generation, &self.servers);
+                    let mut params = lock(&self.server_params);
+                    if params.is_empty() {
+                        *params = conn.params_in_order();
+                    }
+                    return Ok(conn);
+                }
+                Err(ComputeConnectError::Unreachable { .. }) if attempts < 2 => {
+                    self.lifecycle.forget(db, &endpoint);
+                }
+                Err(ComputeConnectError::Refused(raw)) => {
+                    let message = server_conn::error_message(&raw);
+                    return Err(ClientError::new(
+                        "57P03",
+                        format!("the compute for database \"{db}\" refused the gateway: {message}"),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(database = %db, error = %e, "compute login failed");
+                    return Err(ClientError::new(
+                        "57P03",
+                        format!(
+                            "the compute for database \"{db}\" is not accepting connections: {e}"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A server connection for one transaction or session: an idle one, or
+    /// a newly opened one. Waiting too long is 53300; a paused database
+    /// that stays paused is 57P03.
+    pub async fn lease(&self) -> Result<Lease<ServerConn>, ClientError> {
+        let checkout = self
+            .pool
+            .acquire(ServerConn::usable)
+            .await
+            .map_err(|e| match e {
+                ogel_policies::pool::AcquireError::Paused(_) => ClientError::new(
+                    "57P03",
+                    format!("database \"{}\" is paused: {e}", self.name),
+                )
+                .hint("wait for RESUME, or raise pool.queue_timeout"),
+                e => ClientError::new("53300", format!("database \"{}\": {e}", self.name))
+                    .hint("raise pool.size or pool.queue_timeout, or keep transactions short"),
+            })?;
+        match checkout {
+            Checkout::Idle(lease) => Ok(lease),
+            Checkout::Open(slot) => Ok(slot.fill(self.open().await?)),
+        }
+    }
+
+    /// The parameters a new client is told, known once a server connection
+    /// has been opened (`None` before).
+    pub fn server_params(&self) -> Option<Vec<(String, String)>> {
+        let params = lock(&self.server_params);
+        (!params.is_empty()).then(|| params.clone())
+    }
+}

@@ -1,0 +1,191 @@
+//! A logged-in server connection as the pool holds it: the socket, its
+//! buffers (kept with the connection, so idle clients hold none), the
+//! compute's BackendKeyData for cancels, and what the pooler knows of its
+//! session state — reported parameters, parameters it set, statements
+//! prepared on it, and the last transaction status.
+
+use super::messages;
+use super::registry::{AtomicState, ConnState, Registered, Registry};
+use crate::compute::ComputeLink;
+use bytes::BytesMut;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::net::TcpStream;
+
+/// A server connection (SHOW SERVERS).
+pub struct ServerInfo {
+    /// Registry id.
+    pub id: u64,
+    /// The compute's address.
+    pub addr: SocketAddr,
+    /// The Postgres backend pid.
+    pub pid: u32,
+    /// When it was opened.
+    pub opened_at: SystemTime,
+    /// In the pool or in use.
+    pub state: AtomicState,
+    /// The client using it (0: none).
+    pub client: AtomicU64,
+    /// The compute's generation when it was opened.
+    pub generation: u64,
+}
+
+/// A logged-in server connection.
+pub struct ServerConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// The compute's BackendKeyData.
+    pub key: (u32, u32),
+    /// Bytes read from the server, not yet relayed.
+    pub inbox: BytesMut,
+    /// Bytes for the server, not yet written.
+    pub outbox: BytesMut,
+    /// Bytes for the client using the connection, not yet written.
+    pub to_client: BytesMut,
+    /// Parameters the server reported (ParameterStatus), current values.
+    pub params: HashMap<String, String>,
+    /// Unreported parameters set on this connection: name → SQL value.
+    pub extra: HashMap<String, String>,
+    /// Server-side names of statements prepared on this connection.
+    pub prepared: HashSet<Arc<str>>,
+    /// Transaction status of the last ReadyForQuery (`I`, `T`, `E`).
+    pub status: u8,
+    /// Order of the reported parameters at start-up.
+    order: Vec<String>,
+    /// SHOW SERVERS entry.
+    pub info: Registered<ServerInfo>,
+}
+
+impl ServerConn {
+    /// Wraps a fresh compute login.
+    pub fn new(link: ComputeLink, generation: u64, registry: &Arc<Registry<ServerInfo>>) -> Self {
+        let mut params = HashMap::new();
+        let mut order = Vec::new();
+        let mut at = 0;
+        while let Some((tag, len)) = messages::header(&link.greeting[at..]) {
+            let Some(msg) = link.greeting.get(at..at + len) else {
+                break;
+            };
+            if tag == b'S' {
+                if let Some((name, value)) = messages::parameter_status_fields(msg) {
+                    order.push(name.to_string());
+                    params.insert(name.to_string(), value.to_string());
+                }
+            }
+            at += len;
+        }
+        let info = registry.register(|id| ServerInfo {
+            id,
+            addr: link.addr,
+            pid: link.key.0,
+            opened_at: SystemTime::now(),
+            state: AtomicState::default(),
+            client: AtomicU64::new(0),
+            generation,
+        });
+        info.entry.state.set(ConnState::Active);
+        ServerConn {
+            stream: link.stream,
+            key: link.key,
+            inbox: BytesMut::with_capacity(16 * 1024),
+            outbox: BytesMut::with_capacity(8 * 1024),
+            to_client: BytesMut::with_capacity(16 * 1024),
+            params,
+            extra: HashMap::new(),
+            prepared: HashSet::new(),
+            status: b'I',
+            order,
+            info,
+        }
+    }
+
+    /// The reported parameters in start-up order.
+    pub fn params_in_order(&self) -> Vec<(String, String)> {
+        self.order
+            .iter()
+            .filter_map(|k| self.params.get(k).map(|v| (k.clone(), v.clone())))
+            .collect()
+    }
+
+    /// Whether an idle connection can serve a client: the server has not
+    /// closed it or sent anything unasked (a FATAL after
+    /// `pg_terminate_backend`, a shutdown). One non-blocking peek.
+    pub fn usable(&self) -> bool {
+        use nix::sys::socket::{recv, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let mut byte = [0u8; 1];
+        let fd = self.stream.as_fd().as_raw_fd();
+        match recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+            Err(nix::errno::Errno::EAGAIN) => self.inbox.is_empty() && self.outbox.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// `DISCARD ALL`: resets a connection a session-mode (or pinned)
+    /// client used, so the next client starts clean.
+    pub async fn discard_all(&mut self) -> std::io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        messages::query(&mut self.outbox, "DISCARD ALL");
+        self.stream.write_all(&self.outbox).await?;
+        self.outbox.clear();
+        let mut failed = None;
+        loop {
+            while let Some((tag, len)) = messages::header(&self.inbox) {
+                if len < messages::HEADER || self.inbox.len() < len {
+                    break;
+                }
+                let msg = self.inbox.split_to(len);
+                match tag {
+                    b'S' => {
+                        if let Some((name, value)) = messages::parameter_status_fields(&msg) {
+                            self.params.insert(name.to_string(), value.to_string());
+                        }
+                    }
+                    b'E' => failed = Some(error_message(&msg)),
+                    b'Z' => {
+                        self.status = msg.get(messages::HEADER).copied().unwrap_or(b'I');
+                        self.extra.clear();
+                        self.prepared.clear();
+                        return match failed {
+                            None if self.status == b'I' => Ok(()),
+                            None => Err(std::io::Error::other("not idle after DISCARD ALL")),
+                            Some(e) => Err(std::io::Error::other(e)),
+                        };
+                    }
+                    _ => {}
+                }
+            }
+            self.inbox.reserve(4096);
+            if self.stream.read_buf(&mut self.inbox).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    /// The compute's address and key, for cancels.
+    pub fn cancel_target(&self) -> (SocketAddr, u32, u32) {
+        (self.info.entry.addr, self.key.0, self.key.1)
+    }
+}
+
+/// The message of a raw ErrorResponse, for logs and client errors.
+pub fn error_message(raw: &[u8]) -> String {
+    let mut at = messages::HEADER;
+    while let Some(&field) = raw.get(at) {
+        if field == 0 {
+            break;
+        }
+        let Some((value, next)) = messages::cstr(raw, at + 1) else {
+            break;
+        };
+        if field == b'M' {
+            return value.to_string();
+        }
+        at = next;
+    }
+    "no message".into()
+}
