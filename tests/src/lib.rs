@@ -73,6 +73,32 @@ impl Gateway {
         gw
     }
 
+    /// Starts a gateway whose configuration file holds `toml` (the file
+    /// stays, so tests can change it and reload).
+    pub async fn start_with_config(toml: &str) -> Gateway {
+        let dir = shared_tempdir();
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        std::fs::write(Self::config_path(&data_dir), toml).expect("write config");
+        let mut gw = Self::start_in(&data_dir, &[])
+            .await
+            .expect("gateway starts");
+        gw._dir = Some(dir);
+        gw
+    }
+
+    /// The configuration file a gateway on `data_dir` reads.
+    pub fn config_path(data_dir: &Path) -> PathBuf {
+        data_dir.join("no-such-ogel.toml")
+    }
+
+    /// A client of the admin console (database `ogel`, user `ogel`, the
+    /// API token as password).
+    pub async fn admin(&self) -> tokio_postgres::Client {
+        let url = format!("postgresql://ogel:{}@{}/ogel", self.token, self.pg_addr);
+        connect(&url).await.expect("admin console")
+    }
+
     /// Starts a gateway on `data_dir` (which may hold an earlier gateway's data).
     pub async fn start_in(data_dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Gateway> {
         let run_info = data_dir.join("gateway.json");
@@ -87,7 +113,7 @@ impl Gateway {
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
             .arg("--config")
-            .arg(data_dir.join("no-such-ogel.toml"))
+            .arg(Self::config_path(data_dir))
             .env(
                 "OGEL_LOG",
                 "ogel=debug,ogel_policies=debug,ogel_backend_native=debug",

@@ -19,7 +19,7 @@ use ogel_policies::pool::{Checkout, Lease};
 use ogel_policies::{Lifecycle, Pool};
 use registry::{ClientInfo, Registry};
 use server_conn::{ServerConn, ServerInfo};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -37,7 +37,14 @@ pub struct DbPool {
     server_params: Mutex<Vec<(String, String)>>,
     /// Open server connections (SHOW SERVERS).
     pub servers: Arc<Registry<ServerInfo>>,
+    /// Server-side names of statements some server connection has
+    /// prepared without error: a client's Parse of one of these is
+    /// answered without a server connection.
+    known_statements: Mutex<HashSet<Arc<str>>>,
 }
+
+/// Bound on [`DbPool`]'s set of known statements (cleared when full).
+const KNOWN_STATEMENTS_MAX: usize = 10_000;
 
 /// All pools, the pool configuration in force, and the connected clients.
 pub struct Pools {
@@ -92,6 +99,7 @@ impl Pools {
             lifecycle: lifecycle.clone(),
             server_params: Mutex::new(Vec::new()),
             servers: Arc::new(Registry::default()),
+            known_statements: Mutex::new(HashSet::new()),
         });
         pools.insert(database.to_string(), db.clone());
         db
@@ -207,6 +215,20 @@ impl DbPool {
             Checkout::Idle(lease) => Ok(lease),
             Checkout::Open(slot) => Ok(slot.fill(self.open().await?)),
         }
+    }
+
+    /// Whether a server accepted the statement `server_name` before.
+    pub fn is_known(&self, server_name: &str) -> bool {
+        lock(&self.known_statements).contains(server_name)
+    }
+
+    /// Notes that a server accepted the statement `server_name`.
+    pub fn mark_known(&self, server_name: &Arc<str>) {
+        let mut known = lock(&self.known_statements);
+        if known.len() >= KNOWN_STATEMENTS_MAX {
+            known.clear();
+        }
+        known.insert(server_name.clone());
     }
 
     /// The parameters a new client is told, known once a server connection

@@ -486,30 +486,95 @@ impl Session {
         }
     }
 
-    /// Requests the pooler answers without a server connection:
-    /// `DEALLOCATE` of a statement only the pooler knows by that name.
+    /// Requests the pooler answers without a server connection (transaction
+    /// mode, between transactions): `DEALLOCATE` of a statement only the
+    /// pooler knows by that name, and batches up to a Sync made only of
+    /// Parse of statements a server has accepted before, Close of
+    /// statements, and Flush. (A driver that prepares with a blocking call
+    /// while other connections of its own hold every server connection in
+    /// open transactions — pgbench -M prepared does — would otherwise wait
+    /// forever.) Such a statement is prepared on a server when first used.
     fn answer_locally(&mut self) -> Option<BytesMut> {
         if self.mode != PoolMode::Transaction {
             return None;
         }
         let (tag, len) = header(&self.rbuf)?;
-        if tag != b'Q' || self.rbuf.len() < len {
+        if tag == b'Q' && self.rbuf.len() >= len {
+            let (sql, _) = messages::cstr(&self.rbuf[..len], HEADER)?;
+            let SessionEffect::Deallocate(Some(name)) = sql::session_effect(sql) else {
+                return None;
+            };
+            if !sql.trim_end().trim_end_matches(';').contains(';')
+                && self.statements.remove(&name).is_some()
+            {
+                self.rbuf.advance(len);
+                let mut out = BytesMut::new();
+                messages::command_complete(&mut out, "DEALLOCATE");
+                messages::ready_for_query(&mut out, b'I');
+                return Some(out);
+            }
             return None;
         }
-        let (sql, _) = messages::cstr(&self.rbuf[..len], HEADER)?;
-        let SessionEffect::Deallocate(Some(name)) = sql::session_effect(sql) else {
-            return None;
-        };
-        if !sql.trim_end().trim_end_matches(';').contains(';')
-            && self.statements.remove(&name).is_some()
-        {
-            self.rbuf.advance(len);
-            let mut out = BytesMut::new();
-            messages::command_complete(&mut out, "DEALLOCATE");
-            messages::ready_for_query(&mut out, b'I');
-            return Some(out);
+        enum Op {
+            Prepare(String, Arc<Statement>),
+            Close(String),
         }
-        None
+        let mut ops = Vec::new();
+        let mut out = BytesMut::new();
+        let mut at = 0;
+        loop {
+            let (tag, len) = header(&self.rbuf[at..])?;
+            let msg = self.rbuf.get(at..at + len).filter(|_| len >= HEADER)?;
+            match tag {
+                b'P' => {
+                    let (name, query, types) = messages::parse_fields(msg)?;
+                    if name.is_empty() || sql::session_effect(query) != SessionEffect::None {
+                        return None;
+                    }
+                    let server_name = server_statement_name(query, types);
+                    if !self.db.is_known(&server_name) {
+                        return None;
+                    }
+                    let mut parse = BytesMut::with_capacity(msg.len() + 40);
+                    messages::parse_message(&mut parse, &server_name, query, types);
+                    ops.push(Op::Prepare(
+                        name.to_string(),
+                        Arc::new(Statement {
+                            server_name,
+                            parse: parse.freeze(),
+                        }),
+                    ));
+                    out.extend_from_slice(messages::PARSE_COMPLETE);
+                }
+                b'C' => match messages::target_fields(msg)? {
+                    (b'S', name) if !name.is_empty() => {
+                        ops.push(Op::Close(name.to_string()));
+                        out.extend_from_slice(messages::CLOSE_COMPLETE);
+                    }
+                    _ => return None,
+                },
+                b'H' => {}
+                b'S' => {
+                    messages::ready_for_query(&mut out, b'I');
+                    at += len;
+                    break;
+                }
+                _ => return None,
+            }
+            at += len;
+        }
+        for op in ops {
+            match op {
+                Op::Prepare(name, statement) => {
+                    self.statements.insert(name, statement);
+                }
+                Op::Close(name) => {
+                    self.statements.remove(&name);
+                }
+            }
+        }
+        self.rbuf.advance(at);
+        Some(out)
     }
 
     /// Relays one transaction (or, pinned / in session mode, the rest of
@@ -999,11 +1064,20 @@ impl Session {
                 );
             }
             (Expect::SkipQuery, _) => {}
-            (Expect::SkipParse(_), b'1') => {
+            (Expect::SkipParse(name), b'1') => {
+                self.db.mark_known(name);
                 self.queue.pop_front();
                 self.drain_synth(server);
             }
-            (Expect::Parse(_), b'1') | (Expect::Bind, b'2') | (Expect::Close, b'3') => {
+            (Expect::Parse(name), b'1') => {
+                if let Some(name) = name {
+                    self.db.mark_known(name);
+                }
+                server.to_client.extend_from_slice(msg);
+                self.queue.pop_front();
+                self.drain_synth(server);
+            }
+            (Expect::Bind, b'2') | (Expect::Close, b'3') => {
                 server.to_client.extend_from_slice(msg);
                 self.queue.pop_front();
                 self.drain_synth(server);
