@@ -4,7 +4,7 @@
 
 use crate::pooler::registry::ConnState;
 use crate::service::Gateway;
-use ogel_policies::pool::WAIT_BUCKETS;
+use ogel_policies::pool::{PoolCounters, WAIT_BUCKETS};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
@@ -75,7 +75,8 @@ pub fn render(gateway: &Gateway) -> String {
         );
     }
 
-    let counters: [(&str, &str, fn(&ogel_policies::pool::PoolCounters) -> u64); 9] = [
+    type Read = fn(&PoolCounters) -> u64;
+    let counters: [(&str, &str, Read); 9] = [
         ("ogel_transactions_total", "Transactions completed.", |c| {
             c.transactions.load(Ordering::Relaxed)
         }),

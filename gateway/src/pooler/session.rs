@@ -316,10 +316,10 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, ClientError> {
     while let Some(w) = words.next() {
         let setting = if w == "-c" {
             words.next()
-        } else if let Some(s) = w.strip_prefix("--").or_else(|| w.strip_prefix("-c")) {
-            Some(s.to_string())
         } else {
-            None
+            w.strip_prefix("--")
+                .or_else(|| w.strip_prefix("-c"))
+                .map(str::to_string)
         };
         let parsed = setting
             .as_deref()
@@ -421,7 +421,7 @@ impl Session {
             match end {
                 End::Released => {
                     let server = lease.conn();
-                    let rest = (&mut server.to_client).split();
+                    let rest = server.to_client.split();
                     lease.release();
                     if !rest.is_empty() && self.stream.write_all(&rest).await.is_err() {
                         return;
@@ -439,7 +439,7 @@ impl Session {
                 }
                 End::ServerLost { notified } => {
                     let server = lease.conn();
-                    let rest = (&mut server.to_client).split();
+                    let rest = server.to_client.split();
                     drop(lease);
                     let _ = self.stream.write_all(&rest).await;
                     if !notified {
@@ -464,7 +464,7 @@ impl Session {
     async fn wait_for_message(&mut self) -> bool {
         loop {
             if let Some((_, len)) = header(&self.rbuf) {
-                if self.rbuf.len() >= len || len < HEADER || len > MESSAGE_MAX {
+                if self.rbuf.len() >= len || !(HEADER..=MESSAGE_MAX).contains(&len) {
                     return true; // bad lengths are reported by the relay
                 }
             }
@@ -604,7 +604,7 @@ impl Session {
 
     async fn relay(&mut self, server: &mut ServerConn) -> End {
         self.sync_session(server);
-        if let Err(e) = self.from_client(server) {
+        if let Err(e) = self.relay_client_bytes(server) {
             return End::ClientGone(Some(e));
         }
         loop {
@@ -625,8 +625,8 @@ impl Session {
                 return End::Released;
             }
             let want_client = server.outbox.len() < HIGH_WATER;
-            let want_server = (&mut server.to_client).len() < HIGH_WATER;
-            let client_pending = !(&mut server.to_client).is_empty();
+            let want_server = server.to_client.len() < HIGH_WATER;
+            let client_pending = !server.to_client.is_empty();
             let server_pending = !server.outbox.is_empty();
             let event = tokio::select! {
                 r = self.stream.readable(), if want_client => r.map_or(Event::Failed, |_| Event::ClientReadable),
@@ -645,7 +645,7 @@ impl Session {
                             counters(&self.db)
                                 .bytes_in
                                 .fetch_add(n as u64, Ordering::Relaxed);
-                            if let Err(e) = self.from_client(server) {
+                            if let Err(e) = self.relay_client_bytes(server) {
                                 return End::ClientGone(Some(e));
                             }
                         }
@@ -661,7 +661,7 @@ impl Session {
                             counters(&self.db)
                                 .bytes_out
                                 .fetch_add(n as u64, Ordering::Relaxed);
-                            if let Some(end) = self.from_server(server) {
+                            if let Some(end) = self.relay_server_bytes(server) {
                                 return end;
                             }
                         }
@@ -811,7 +811,7 @@ impl Session {
     }
 
     /// Relays the client's complete messages into the server's outbox.
-    fn from_client(&mut self, server: &mut ServerConn) -> Result<(), ClientError> {
+    fn relay_client_bytes(&mut self, server: &mut ServerConn) -> Result<(), ClientError> {
         loop {
             if self.client_stream_left > 0 {
                 let n = self.client_stream_left.min(self.rbuf.len());
@@ -982,7 +982,7 @@ impl Session {
 
     /// Relays the server's complete messages to the client, following the
     /// queue. `Some` ends the attachment.
-    fn from_server(&mut self, server: &mut ServerConn) -> Option<End> {
+    fn relay_server_bytes(&mut self, server: &mut ServerConn) -> Option<End> {
         loop {
             if self.server_stream_left > 0 {
                 let n = self.server_stream_left.min(server.inbox.len());
