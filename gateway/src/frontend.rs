@@ -63,21 +63,42 @@ struct Session {
     params: Vec<(String, String)>,
 }
 
-async fn handle_client(mut stream: TcpStream, gateway: Arc<Gateway>) {
+async fn handle_client(stream: TcpStream, gateway: Arc<Gateway>) {
+    // Logging in is boxed: its state (SCRAM, startup packet) is freed once
+    // done, so an idle client's task keeps only what the session needs.
+    let Some((pool, login)) = Box::pin(log_in(stream, &gateway)).await else {
+        return;
+    };
+    pooler::session::run(pool, login, &gateway.pools.clients).await;
+}
+
+/// Authenticates and wakes; `None` once the client was answered (an error,
+/// a cancel, the admin console).
+async fn log_in(
+    mut stream: TcpStream,
+    gateway: &Arc<Gateway>,
+) -> Option<(Arc<pooler::DbPool>, Login)> {
     let timeout = gateway.config.auth_timeout;
-    let target = match tokio::time::timeout(timeout, startup(&mut stream, &gateway)).await {
+    let target = match tokio::time::timeout(timeout, startup(&mut stream, gateway)).await {
         Ok(Ok(Some(target))) => target,
-        Ok(Ok(None)) => return, // a cancel request: done
-        Ok(Err(AuthError::Closed)) => return,
-        Ok(Err(AuthError::Client(e))) => return send_fatal(&mut stream, &e).await,
+        Ok(Ok(None)) => return None, // a cancel request: done
+        Ok(Err(AuthError::Closed)) => return None,
+        Ok(Err(AuthError::Client(e))) => {
+            send_fatal(&mut stream, &e).await;
+            return None;
+        }
         Err(_) => {
             let e = ClientError::new("08P01", "authentication timed out")
                 .hint(format!("log in within {timeout:?}"));
-            return send_fatal(&mut stream, &e).await;
+            send_fatal(&mut stream, &e).await;
+            return None;
         }
     };
     let session = match target {
-        Target::Admin => return admin::serve(stream, &gateway).await,
+        Target::Admin => {
+            admin::serve(stream, gateway).await;
+            return None;
+        }
         Target::Database(session) => session,
     };
     // Wakes the compute now, so a client learns at login if it cannot
@@ -86,7 +107,8 @@ async fn handle_client(mut stream: TcpStream, gateway: Arc<Gateway>) {
         Ok((_, active)) => active,
         Err(e) => {
             tracing::warn!(database = %session.database, error = %e, cause = ?e.source, "wake failed");
-            return send_fatal(&mut stream, &ClientError::from(&e)).await;
+            send_fatal(&mut stream, &ClientError::from(&e)).await;
+            return None;
         }
     };
     let pool = gateway.pools.get(&session.database, &session.lifecycle);
@@ -101,7 +123,7 @@ async fn handle_client(mut stream: TcpStream, gateway: Arc<Gateway>) {
         cancel: gateway.cancels.register(),
         active,
     };
-    pooler::session::run(pool, login, &gateway.pools.clients).await;
+    Some((pool, login))
 }
 
 /// Reads the first packets and authenticates. `Ok(None)` for a cancel.

@@ -7,6 +7,7 @@
 //! admin console and `/metrics` read ([`Pools::all`], [`registry`]).
 
 pub mod messages;
+pub mod params;
 pub mod registry;
 pub mod server_conn;
 pub mod session;
@@ -34,7 +35,7 @@ pub struct DbPool {
     pub lifecycle: Arc<Lifecycle>,
     /// ParameterStatus values of the first server connection (what clients
     /// are told at login, overlaid with their own startup parameters).
-    server_params: Mutex<Vec<(String, String)>>,
+    server_params: Mutex<params::Params>,
     /// Open server connections (SHOW SERVERS).
     pub servers: Arc<Registry<ServerInfo>>,
     /// Server-side names of statements some server connection has
@@ -97,7 +98,7 @@ impl Pools {
             name: database.to_string(),
             pool: Pool::new(self.config().settings(database)),
             lifecycle: lifecycle.clone(),
-            server_params: Mutex::new(Vec::new()),
+            server_params: Mutex::new(params::Params::default()),
             servers: Arc::new(Registry::default()),
             known_statements: Mutex::new(HashSet::new()),
         });
@@ -167,7 +168,7 @@ impl DbPool {
                     let conn = ServerConn::new(link, endpoint.generation, &self.servers);
                     let mut params = lock(&self.server_params);
                     if params.is_empty() {
-                        *params = conn.params_in_order();
+                        *params = conn.params.clone();
                     }
                     return Ok(conn);
                 }
@@ -213,7 +214,8 @@ impl DbPool {
             })?;
         match checkout {
             Checkout::Idle(lease) => Ok(lease),
-            Checkout::Open(slot) => Ok(slot.fill(self.open().await?)),
+            // Boxed: opening (SCRAM, start-up) is rare and its state large.
+            Checkout::Open(slot) => Ok(slot.fill(Box::pin(self.open()).await?)),
         }
     }
 
@@ -233,7 +235,7 @@ impl DbPool {
 
     /// The parameters a new client is told, known once a server connection
     /// has been opened (`None` before).
-    pub fn server_params(&self) -> Option<Vec<(String, String)>> {
+    pub fn server_params(&self) -> Option<params::Params> {
         let params = lock(&self.server_params);
         (!params.is_empty()).then(|| params.clone())
     }

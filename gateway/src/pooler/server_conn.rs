@@ -5,6 +5,7 @@
 //! prepared on it, and the last transaction status.
 
 use super::messages;
+use super::params::Params;
 use super::registry::{AtomicState, ConnState, Registered, Registry};
 use crate::compute::ComputeLink;
 use bytes::BytesMut;
@@ -47,15 +48,13 @@ pub struct ServerConn {
     /// Bytes for the client using the connection, not yet written.
     pub to_client: BytesMut,
     /// Parameters the server reported (ParameterStatus), current values.
-    pub params: HashMap<String, String>,
+    pub params: Params,
     /// Unreported parameters set on this connection: name → SQL value.
     pub extra: HashMap<String, String>,
     /// Server-side names of statements prepared on this connection.
     pub prepared: HashSet<Arc<str>>,
     /// Transaction status of the last ReadyForQuery (`I`, `T`, `E`).
     pub status: u8,
-    /// Order of the reported parameters at start-up.
-    order: Vec<String>,
     /// SHOW SERVERS entry.
     pub info: Registered<ServerInfo>,
 }
@@ -63,8 +62,7 @@ pub struct ServerConn {
 impl ServerConn {
     /// Wraps a fresh compute login.
     pub fn new(link: ComputeLink, generation: u64, registry: &Arc<Registry<ServerInfo>>) -> Self {
-        let mut params = HashMap::new();
-        let mut order = Vec::new();
+        let mut params = Params::default();
         let mut at = 0;
         while let Some((tag, len)) = messages::header(&link.greeting[at..]) {
             let Some(msg) = link.greeting.get(at..at + len) else {
@@ -72,8 +70,7 @@ impl ServerConn {
             };
             if tag == b'S' {
                 if let Some((name, value)) = messages::parameter_status_fields(msg) {
-                    order.push(name.to_string());
-                    params.insert(name.to_string(), value.to_string());
+                    params.set(name, value);
                 }
             }
             at += len;
@@ -98,17 +95,8 @@ impl ServerConn {
             extra: HashMap::new(),
             prepared: HashSet::new(),
             status: b'I',
-            order,
             info,
         }
-    }
-
-    /// The reported parameters in start-up order.
-    pub fn params_in_order(&self) -> Vec<(String, String)> {
-        self.order
-            .iter()
-            .filter_map(|k| self.params.get(k).map(|v| (k.clone(), v.clone())))
-            .collect()
     }
 
     /// Whether an idle connection can serve a client: the server has not
@@ -142,7 +130,7 @@ impl ServerConn {
                 match tag {
                     b'S' => {
                         if let Some((name, value)) = messages::parameter_status_fields(&msg) {
-                            self.params.insert(name.to_string(), value.to_string());
+                            self.params.set(name, value);
                         }
                     }
                     b'E' => failed = Some(error_message(&msg)),

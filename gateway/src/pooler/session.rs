@@ -17,6 +17,7 @@
 //! error, when the server skips everything up to the next Sync.
 
 use super::messages::{self, header, HEADER};
+use super::params::Params;
 use super::registry::{ClientInfo, ConnState, Registered};
 use super::server_conn::ServerConn;
 use super::sql::{self, SessionEffect};
@@ -117,7 +118,7 @@ pub struct Session {
     /// Named statements: client name → server statement (transaction mode).
     statements: HashMap<String, Arc<Statement>>,
     /// Reported parameters as the client sees them.
-    params: HashMap<String, String>,
+    params: Params,
     /// Unreported parameters the client set: name → SQL value.
     extra: HashMap<String, String>,
     pending: Vec<Change>,
@@ -168,6 +169,18 @@ pub async fn run(
     login: Login,
     registry: &Arc<super::registry::Registry<ClientInfo>>,
 ) {
+    // Boxed: the login's state is freed before the long-lived part.
+    if let Some(mut session) = Box::pin(greet(db, login, registry)).await {
+        session.serve().await;
+    }
+}
+
+/// Tells the client its parameters and key; `None` if it is gone or refused.
+async fn greet(
+    db: Arc<DbPool>,
+    login: Login,
+    registry: &Arc<super::registry::Registry<ClientInfo>>,
+) -> Option<Session> {
     let Login {
         mut stream,
         user,
@@ -181,12 +194,16 @@ pub async fn run(
         Err(e) => {
             let e = ClientError::new("53300", format!("database \"{}\": {e}", db.name))
                 .hint("raise pool.max_clients, or close idle connections");
-            return send_fatal(&mut stream, &e).await;
+            send_fatal(&mut stream, &e).await;
+            return None;
         }
     };
     let (params, extra) = match client_settings(&db, &startup).await {
         Ok(settings) => settings,
-        Err(e) => return send_fatal(&mut stream, &e).await,
+        Err(e) => {
+            send_fatal(&mut stream, &e).await;
+            return None;
+        }
     };
     let addr = stream.peer_addr().ok();
     let info = registry.register(|id| ClientInfo {
@@ -199,23 +216,24 @@ pub async fn run(
         state: Default::default(),
         server: Default::default(),
         application_name: std::sync::Mutex::new(
-            params.get("application_name").cloned().unwrap_or_default(),
+            params
+                .get("application_name")
+                .unwrap_or_default()
+                .to_string(),
         ),
         pinned: std::sync::Mutex::new(""),
     });
     let mut out = BytesMut::with_capacity(512);
     crate::protocol::auth_ok(&mut out);
-    let mut names: Vec<&String> = params.keys().collect();
-    names.sort();
-    for name in names {
-        messages::parameter_status(&mut out, name, &params[name]);
+    for (name, value) in params.iter() {
+        messages::parameter_status(&mut out, name, value);
     }
     crate::protocol::backend_key_data(&mut out, cancel.pid, cancel.secret);
     messages::ready_for_query(&mut out, b'I');
     if stream.write_all(&out).await.is_err() {
-        return;
+        return None;
     }
-    let mut session = Session {
+    Some(Session {
         stream,
         db,
         mode,
@@ -236,8 +254,7 @@ pub async fn run(
         info,
         _seat: seat,
         _active: active,
-    };
-    session.serve().await;
+    })
 }
 
 /// The parameters a new client is told and the unreported ones it asked
@@ -246,7 +263,7 @@ pub async fn run(
 async fn client_settings(
     db: &DbPool,
     startup: &[(String, String)],
-) -> Result<(HashMap<String, String>, HashMap<String, String>), ClientError> {
+) -> Result<(Params, HashMap<String, String>), ClientError> {
     let server_params = match db.server_params() {
         Some(p) => p,
         None => {
@@ -254,7 +271,7 @@ async fn client_settings(
             db.server_params().unwrap_or_default()
         }
     };
-    let mut params: HashMap<String, String> = server_params.into_iter().collect();
+    let mut params = server_params;
     let mut extra = HashMap::new();
     for (key, value) in startup {
         match key.as_str() {
@@ -263,7 +280,7 @@ async fn client_settings(
             "options" => {
                 for (name, value) in parse_options(value)? {
                     if let Some(canonical) = SYNCED.iter().find(|s| s.eq_ignore_ascii_case(&name)) {
-                        params.insert(canonical.to_string(), value);
+                        params.set(canonical, &value);
                     } else {
                         extra.insert(name, quote_literal(&value));
                     }
@@ -271,7 +288,7 @@ async fn client_settings(
             }
             k => {
                 if let Some(canonical) = SYNCED.iter().find(|s| s.eq_ignore_ascii_case(k)) {
-                    params.insert(canonical.to_string(), value.clone());
+                    params.set(canonical, value);
                 } else if sql::is_reported(k) {
                     // Read-only reports (server_version, is_superuser, …).
                 } else if k
@@ -414,7 +431,7 @@ impl Session {
                 Ok(lease) => lease,
                 Err(e) => {
                     tracing::info!(database = %self.db.name, error = %e.message, "client got no server connection");
-                    return send_fatal(&mut self.stream, &e).await;
+                    return Box::pin(send_fatal(&mut self.stream, &e)).await;
                 }
             };
             let end = self.attach(&mut lease).await;
@@ -431,9 +448,9 @@ impl Session {
                     }
                 }
                 End::ClientGone(error) => {
-                    self.finish(lease).await;
+                    Box::pin(self.finish(lease)).await;
                     if let Some(e) = error {
-                        send_fatal(&mut self.stream, &e).await;
+                        Box::pin(send_fatal(&mut self.stream, &e)).await;
                     }
                     return;
                 }
@@ -451,7 +468,7 @@ impl Session {
                             ),
                         )
                         .hint("reconnect; a transaction in progress was rolled back");
-                        send_fatal(&mut self.stream, &e).await;
+                        Box::pin(send_fatal(&mut self.stream, &e)).await;
                     }
                     return;
                 }
@@ -1020,9 +1037,9 @@ impl Session {
         match tag {
             b'S' => {
                 if let Some((name, value)) = messages::parameter_status_fields(msg) {
-                    server.params.insert(name.to_string(), value.to_string());
-                    if self.params.get(name).map(String::as_str) != Some(value) {
-                        self.params.insert(name.to_string(), value.to_string());
+                    server.params.set(name, value);
+                    if self.params.get(name) != Some(value) {
+                        self.params.set(name, value);
                         server.to_client.extend_from_slice(msg);
                         if name == "application_name" {
                             *self

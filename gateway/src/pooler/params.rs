@@ -1,0 +1,59 @@
+//! Reported session parameters (ParameterStatus) of a client or a server
+//! connection: a short ordered list of shared strings. Clients start from
+//! their pool's list, so ten thousand idle clients share one copy of every
+//! value they did not change.
+
+use std::sync::Arc;
+
+/// Parameter name → value, in the order the server first reported them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Params(Vec<(Arc<str>, Arc<str>)>);
+
+impl Params {
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| &**k == name).map(|(_, v)| &**v)
+    }
+
+    /// Sets `name`; allocates only for a new value.
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self.0.iter_mut().find(|(k, _)| &**k == name) {
+            Some((_, v)) if &**v == value => {}
+            Some((_, v)) => *v = value.into(),
+            None => self.0.push((name.into(), value.into())),
+        }
+    }
+
+    /// Every parameter, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_values_stay_shared() {
+        let mut pool = Params::default();
+        pool.set("TimeZone", "UTC");
+        pool.set("DateStyle", "ISO, MDY");
+        let mut client = pool.clone();
+        client.set("TimeZone", "UTC");
+        assert!(Arc::ptr_eq(&pool.0[0].1, &client.0[0].1));
+        client.set("TimeZone", "Asia/Tokyo");
+        assert_eq!(client.get("TimeZone"), Some("Asia/Tokyo"));
+        assert_eq!(pool.get("TimeZone"), Some("UTC"));
+        client.set("application_name", "x");
+        assert_eq!(
+            client.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            ["TimeZone", "DateStyle", "application_name"]
+        );
+    }
+}
