@@ -105,6 +105,15 @@ impl ServerConn {
     pub fn usable(&self) -> bool {
         use nix::sys::socket::{recv, MsgFlags};
         use std::os::fd::AsRawFd;
+        if !self.inbox.is_empty() || !self.outbox.is_empty() {
+            return false;
+        }
+        // Nothing arrived since the last read (tokio saw no event): no
+        // syscall needed. Otherwise look.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if self.stream.poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
         let mut byte = [0u8; 1];
         let fd = self.stream.as_fd().as_raw_fd();
         match recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {

@@ -25,17 +25,19 @@ use super::DbPool;
 use crate::cancel::CancelKey;
 use crate::config::PoolMode;
 use crate::error::ClientError;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ogel_policies::pool::{ClientSeat, Lease, PoolCounters};
 use ogel_policies::ActiveClient;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Stop reading one side while this much waits to be written to the other.
@@ -404,11 +406,62 @@ fn flush(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<()> {
     Ok(())
 }
 
-enum Event {
-    ClientReadable,
-    ServerReadable,
-    Writable,
-    Failed,
+/// What one turn of the relay's I/O did.
+enum Io {
+    FromClient(usize),
+    FromServer(usize),
+    Wrote,
+    ClientFailed,
+    ServerFailed,
+}
+
+/// Reads what `stream` has into `buf`'s spare room (at least `room`):
+/// `Ok(0)` at end of stream. Through `poll_read`, so a short read clears
+/// tokio's readiness and the next wait costs no extra `recv`.
+fn poll_read_into(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    room: usize,
+) -> Poll<io::Result<usize>> {
+    buf.reserve(room);
+    let mut read = ReadBuf::uninit(buf.spare_capacity_mut());
+    match Pin::new(stream).poll_read(cx, &mut read) {
+        Poll::Ready(Ok(())) => {
+            let n = read.filled().len();
+            // SAFETY: `poll_read` initialised the first `n` spare bytes.
+            unsafe { buf.advance_mut(n) };
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Writes as much of `buf` as `stream` takes: `Ready(Ok(n))` with the bytes
+/// written once `buf` is empty or the socket is full after some progress.
+fn poll_write_all(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    let mut written = 0;
+    while !buf.is_empty() {
+        match Pin::new(&mut *stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                written += n;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending if written == 0 => return Poll::Pending,
+            Poll::Pending => break,
+        }
+    }
+    if buf.is_empty() {
+        buf.clear();
+    }
+    Poll::Ready(Ok(written))
 }
 
 impl Session {
@@ -488,17 +541,22 @@ impl Session {
             if self.stream.readable().await.is_err() {
                 return false;
             }
+            // Read without awaiting, so the chunk is not part of the
+            // task's state (an idle client keeps no buffer).
             let mut chunk = [0u8; 4096];
-            match self.stream.try_read(&mut chunk) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    self.rbuf.extend_from_slice(&chunk[..n]);
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.stream).poll_read(&mut cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return false,
+                Poll::Ready(Ok(())) => {
+                    let n = buf.filled().len();
+                    self.rbuf.extend_from_slice(buf.filled());
                     counters(&self.db)
                         .bytes_in
                         .fetch_add(n as u64, Ordering::Relaxed);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return false,
+                Poll::Ready(Err(_)) => return false,
+                Poll::Pending => {}
             }
         }
     }
@@ -641,53 +699,66 @@ impl Session {
             {
                 return End::Released;
             }
-            let want_client = server.outbox.len() < HIGH_WATER;
+            let want_client = server.outbox.len() < HIGH_WATER && !self.closing;
             let want_server = server.to_client.len() < HIGH_WATER;
-            let client_pending = !server.to_client.is_empty();
-            let server_pending = !server.outbox.is_empty();
-            let event = tokio::select! {
-                r = self.stream.readable(), if want_client => r.map_or(Event::Failed, |_| Event::ClientReadable),
-                r = server.stream.readable(), if want_server => r.map_or(Event::Failed, |_| Event::ServerReadable),
-                r = self.stream.writable(), if client_pending => r.map_or(Event::Failed, |_| Event::Writable),
-                r = server.stream.writable(), if server_pending => r.map_or(Event::Failed, |_| Event::Writable),
-                else => Event::Failed,
-            };
-            match event {
-                Event::ClientReadable => {
-                    let mut chunk = [0u8; READ_CHUNK];
-                    match self.stream.try_read(&mut chunk) {
-                        Ok(0) => self.closing = true,
-                        Ok(n) => {
-                            self.rbuf.extend_from_slice(&chunk[..n]);
-                            counters(&self.db)
-                                .bytes_in
-                                .fetch_add(n as u64, Ordering::Relaxed);
-                            if let Err(e) = self.relay_client_bytes(server) {
-                                return End::ClientGone(Some(e));
-                            }
+            let (stream, rbuf) = (&mut self.stream, &mut self.rbuf);
+            let io = std::future::poll_fn(|cx| {
+                let mut wrote = false;
+                match poll_write_all(&mut server.stream, cx, &mut server.outbox) {
+                    Poll::Ready(Err(_)) => return Poll::Ready(Io::ServerFailed),
+                    Poll::Ready(Ok(n)) => wrote |= n > 0,
+                    Poll::Pending => {}
+                }
+                match poll_write_all(stream, cx, &mut server.to_client) {
+                    Poll::Ready(Err(_)) => return Poll::Ready(Io::ClientFailed),
+                    Poll::Ready(Ok(n)) => wrote |= n > 0,
+                    Poll::Pending => {}
+                }
+                if want_server {
+                    match poll_read_into(&mut server.stream, cx, &mut server.inbox, READ_CHUNK) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                            return Poll::Ready(Io::ServerFailed)
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(_) => self.closing = true,
+                        Poll::Ready(Ok(n)) => return Poll::Ready(Io::FromServer(n)),
+                        Poll::Pending => {}
                     }
                 }
-                Event::ServerReadable => {
-                    server.inbox.reserve(READ_CHUNK);
-                    match server.stream.try_read_buf(&mut server.inbox) {
-                        Ok(0) => return End::ServerLost { notified: false },
-                        Ok(n) => {
-                            counters(&self.db)
-                                .bytes_out
-                                .fetch_add(n as u64, Ordering::Relaxed);
-                            if let Some(end) = self.relay_server_bytes(server) {
-                                return end;
-                            }
+                if want_client {
+                    match poll_read_into(stream, cx, rbuf, READ_CHUNK) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                            return Poll::Ready(Io::ClientFailed)
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(_) => return End::ServerLost { notified: false },
+                        Poll::Ready(Ok(n)) => return Poll::Ready(Io::FromClient(n)),
+                        Poll::Pending => {}
                     }
                 }
-                Event::Writable => {}
-                Event::Failed => return End::ServerLost { notified: false },
+                if wrote {
+                    Poll::Ready(Io::Wrote)
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            match io {
+                Io::FromClient(n) => {
+                    counters(&self.db)
+                        .bytes_in
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    if let Err(e) = self.relay_client_bytes(server) {
+                        return End::ClientGone(Some(e));
+                    }
+                }
+                Io::FromServer(n) => {
+                    counters(&self.db)
+                        .bytes_out
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    if let Some(end) = self.relay_server_bytes(server) {
+                        return end;
+                    }
+                }
+                Io::Wrote => {}
+                Io::ClientFailed => self.closing = true,
+                Io::ServerFailed => return End::ServerLost { notified: false },
             }
         }
     }
