@@ -6,7 +6,7 @@
 
 use crate::error::ClientError;
 use crate::pooler::messages;
-use crate::pooler::registry::ConnState;
+use crate::pooler::registry::{count_clients, ConnState};
 use crate::pooler::DbPool;
 use crate::protocol::{self, ReadError};
 use crate::service::Gateway;
@@ -187,13 +187,7 @@ fn pools(gateway: &Arc<Gateway>) -> Table {
         .into_iter()
         .map(|db| {
             let snap = db.pool.snapshot();
-            let count = |state| {
-                clients
-                    .iter()
-                    .filter(|c| c.database == db.name && c.state.get() == state)
-                    .count()
-                    .to_string()
-            };
+            let count = |state| count_clients(&clients, &db.name, state).to_string();
             vec![
                 db.name.clone(),
                 config.mode(&db.name, "").as_str().to_string(),
@@ -322,7 +316,10 @@ fn stats(gateway: &Arc<Gateway>) -> Table {
                 get(&c.bytes_out).to_string(),
                 waits.to_string(),
                 wait_us.to_string(),
-                wait_us.checked_div(waits).unwrap_or(0).to_string(),
+                wait_us
+                    .checked_div(get(&c.acquires))
+                    .unwrap_or(0)
+                    .to_string(),
                 get(&c.queue_timeouts).to_string(),
                 get(&c.servers_opened).to_string(),
                 get(&c.servers_closed).to_string(),

@@ -2,177 +2,184 @@
 //! rendered on each scrape from the pools' counters: clients, server
 //! connections, waits (with a histogram), transactions, queries, bytes.
 
-use crate::pooler::registry::ConnState;
+use crate::pooler::registry::{count_clients, ConnState};
 use crate::service::Gateway;
 use ogel_policies::pool::{PoolCounters, WAIT_BUCKETS};
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::fmt::{Display, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters exported per database: (name, help, field).
+const COUNTERS: [(&str, &str, fn(&PoolCounters) -> &AtomicU64); 9] = [
+    ("ogel_transactions_total", "Transactions completed.", |c| {
+        &c.transactions
+    }),
+    (
+        "ogel_queries_total",
+        "Query or Sync cycles completed.",
+        |c| &c.queries,
+    ),
+    (
+        "ogel_client_bytes_total",
+        "Bytes received from clients.",
+        |c| &c.bytes_in,
+    ),
+    (
+        "ogel_server_bytes_total",
+        "Bytes received from servers.",
+        |c| &c.bytes_out,
+    ),
+    (
+        "ogel_waits_total",
+        "Server connection requests that had to queue.",
+        |c| &c.waits,
+    ),
+    (
+        "ogel_queue_timeouts_total",
+        "Clients refused after the queue timeout.",
+        |c| &c.queue_timeouts,
+    ),
+    (
+        "ogel_server_connections_opened_total",
+        "Server connections opened.",
+        |c| &c.servers_opened,
+    ),
+    (
+        "ogel_server_connections_closed_total",
+        "Server connections closed.",
+        |c| &c.servers_closed,
+    ),
+    (
+        "ogel_pinned_clients_total",
+        "Clients that kept a server connection for a session-only feature.",
+        |c| &c.pinned_clients,
+    ),
+];
+
+/// The exposition text being written.
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {value}");
+            return;
+        }
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        let _ = writeln!(self.0, "{name}{{{}}} {value}", labels.join(","));
+    }
+}
 
 /// The exposition text.
 pub fn render(gateway: &Gateway) -> String {
-    let mut out = String::with_capacity(4096);
-    let pools = gateway.pools.all();
+    let mut out = Exposition(String::with_capacity(4096));
+    let pools: Vec<_> = gateway
+        .pools
+        .all()
+        .into_iter()
+        .map(|db| {
+            let snapshot = db.pool.snapshot();
+            (db, snapshot)
+        })
+        .collect();
     let clients = gateway.pools.clients.list();
-    let _ = writeln!(
-        out,
-        "# HELP ogel_clients Clients connected, by database and state."
+
+    out.family(
+        "ogel_clients",
+        "gauge",
+        "Clients connected, by database and state.",
     );
-    let _ = writeln!(out, "# TYPE ogel_clients gauge");
-    for db in &pools {
+    for (db, _) in &pools {
         for state in [ConnState::Active, ConnState::Waiting, ConnState::Idle] {
-            let n = clients
-                .iter()
-                .filter(|c| c.database == db.name && c.state.get() == state)
-                .count();
-            let _ = writeln!(
-                out,
-                "ogel_clients{{database=\"{}\",state=\"{}\"}} {n}",
-                db.name,
-                state.as_str()
+            let n = count_clients(&clients, &db.name, state);
+            out.sample(
+                "ogel_clients",
+                &[("database", &db.name), ("state", state.as_str())],
+                n,
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP ogel_servers Server connections, by database and state."
+    out.family(
+        "ogel_servers",
+        "gauge",
+        "Server connections, by database and state.",
     );
-    let _ = writeln!(out, "# TYPE ogel_servers gauge");
-    for db in &pools {
-        let snap = db.pool.snapshot();
+    for (db, snap) in &pools {
         for (state, n) in [
             ("active", snap.active),
             ("idle", snap.idle),
             ("opening", snap.opening),
         ] {
-            let _ = writeln!(
-                out,
-                "ogel_servers{{database=\"{}\",state=\"{state}\"}} {n}",
-                db.name
+            out.sample(
+                "ogel_servers",
+                &[("database", &db.name), ("state", state)],
+                n,
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP ogel_pool_size Configured server connections per database."
+    out.family(
+        "ogel_pool_size",
+        "gauge",
+        "Configured server connections per database.",
     );
-    let _ = writeln!(out, "# TYPE ogel_pool_size gauge");
-    for db in &pools {
-        let _ = writeln!(
-            out,
-            "ogel_pool_size{{database=\"{}\"}} {}",
-            db.name,
-            db.pool.snapshot().settings.size
+    for (db, snap) in &pools {
+        out.sample(
+            "ogel_pool_size",
+            &[("database", &db.name)],
+            snap.settings.size,
         );
     }
-    let _ = writeln!(out, "# HELP ogel_pool_paused 1 while PAUSE is in force.");
-    let _ = writeln!(out, "# TYPE ogel_pool_paused gauge");
-    for db in &pools {
-        let _ = writeln!(
-            out,
-            "ogel_pool_paused{{database=\"{}\"}} {}",
-            db.name,
-            u8::from(db.pool.snapshot().paused)
+    out.family("ogel_pool_paused", "gauge", "1 while PAUSE is in force.");
+    for (db, snap) in &pools {
+        out.sample(
+            "ogel_pool_paused",
+            &[("database", &db.name)],
+            u8::from(snap.paused),
         );
     }
-
-    type Read = fn(&PoolCounters) -> u64;
-    let counters: [(&str, &str, Read); 9] = [
-        ("ogel_transactions_total", "Transactions completed.", |c| {
-            c.transactions.load(Ordering::Relaxed)
-        }),
-        (
-            "ogel_queries_total",
-            "Query or Sync cycles completed.",
-            |c| c.queries.load(Ordering::Relaxed),
-        ),
-        (
-            "ogel_client_bytes_total",
-            "Bytes received from clients.",
-            |c| c.bytes_in.load(Ordering::Relaxed),
-        ),
-        (
-            "ogel_server_bytes_total",
-            "Bytes received from servers.",
-            |c| c.bytes_out.load(Ordering::Relaxed),
-        ),
-        (
-            "ogel_waits_total",
-            "Server connection requests that had to queue.",
-            |c| c.waits.load(Ordering::Relaxed),
-        ),
-        (
-            "ogel_queue_timeouts_total",
-            "Clients refused after the queue timeout.",
-            |c| c.queue_timeouts.load(Ordering::Relaxed),
-        ),
-        (
-            "ogel_server_connections_opened_total",
-            "Server connections opened.",
-            |c| c.servers_opened.load(Ordering::Relaxed),
-        ),
-        (
-            "ogel_server_connections_closed_total",
-            "Server connections closed.",
-            |c| c.servers_closed.load(Ordering::Relaxed),
-        ),
-        (
-            "ogel_pinned_clients_total",
-            "Clients that kept a server connection for a session-only feature.",
-            |c| c.pinned_clients.load(Ordering::Relaxed),
-        ),
-    ];
-    for (name, help, get) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for db in &pools {
-            let _ = writeln!(
-                out,
-                "{name}{{database=\"{}\"}} {}",
-                db.name,
-                get(&db.pool.counters)
-            );
+    for (name, help, field) in COUNTERS {
+        out.family(name, "counter", help);
+        for (db, _) in &pools {
+            let value = field(&db.pool.counters).load(Ordering::Relaxed);
+            out.sample(name, &[("database", &db.name)], value);
         }
     }
 
-    let _ = writeln!(
-        out,
-        "# HELP ogel_wait_seconds Time clients waited for a server connection."
+    out.family(
+        "ogel_wait_seconds",
+        "histogram",
+        "Time clients waited for a server connection.",
     );
-    let _ = writeln!(out, "# TYPE ogel_wait_seconds histogram");
-    for db in &pools {
+    for (db, _) in &pools {
         let c = &db.pool.counters;
         let mut cumulative = 0;
-        for (i, le) in WAIT_BUCKETS.iter().enumerate() {
-            cumulative += c.wait_buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "ogel_wait_seconds_bucket{{database=\"{}\",le=\"{le}\"}} {cumulative}",
-                db.name
+        for (i, bucket) in c.wait_buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = WAIT_BUCKETS
+                .get(i)
+                .map_or("+Inf".to_string(), |le| le.to_string());
+            out.sample(
+                "ogel_wait_seconds_bucket",
+                &[("database", &db.name), ("le", &le)],
+                cumulative,
             );
         }
-        cumulative += c.wait_buckets[WAIT_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "ogel_wait_seconds_bucket{{database=\"{}\",le=\"+Inf\"}} {cumulative}",
-            db.name
-        );
         let sum = c.wait_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "ogel_wait_seconds_sum{{database=\"{}\"}} {sum}",
-            db.name
-        );
-        let _ = writeln!(
-            out,
-            "ogel_wait_seconds_count{{database=\"{}\"}} {}",
-            db.name,
-            c.acquires.load(Ordering::Relaxed)
+        out.sample("ogel_wait_seconds_sum", &[("database", &db.name)], sum);
+        out.sample(
+            "ogel_wait_seconds_count",
+            &[("database", &db.name)],
+            c.acquires.load(Ordering::Relaxed),
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP ogel_clients_connected Clients connected to any database."
+    out.family(
+        "ogel_clients_connected",
+        "gauge",
+        "Clients connected to any database.",
     );
-    let _ = writeln!(out, "# TYPE ogel_clients_connected gauge");
-    let _ = writeln!(out, "ogel_clients_connected {}", clients.len());
-    out
+    out.sample("ogel_clients_connected", &[], clients.len());
+    out.0
 }

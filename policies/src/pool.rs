@@ -108,7 +108,7 @@ pub struct PoolCounters {
     pub acquires: AtomicU64,
     /// Of those, how many had to queue.
     pub waits: AtomicU64,
-    /// Total queued time, microseconds.
+    /// Total time waited (queued or not), microseconds.
     pub wait_micros: AtomicU64,
     /// Wait histogram (cumulative counts are computed when rendered).
     pub wait_buckets: [AtomicU64; WAIT_BUCKETS.len() + 1],
@@ -135,9 +135,9 @@ impl PoolCounters {
         self.acquires.fetch_add(1, Ordering::Relaxed);
         if queued {
             self.waits.fetch_add(1, Ordering::Relaxed);
-            self.wait_micros
-                .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
         }
+        self.wait_micros
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
         let secs = waited.as_secs_f64();
         let bucket = WAIT_BUCKETS
             .iter()

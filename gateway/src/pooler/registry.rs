@@ -127,3 +127,11 @@ pub struct ClientInfo {
     /// Why the client keeps its server connection (empty: it does not).
     pub pinned: Mutex<&'static str>,
 }
+
+/// How many of `clients` are connected to `database` in `state`.
+pub fn count_clients(clients: &[Arc<ClientInfo>], database: &str, state: ConnState) -> usize {
+    clients
+        .iter()
+        .filter(|c| c.database == database && c.state.get() == state)
+        .count()
+}
