@@ -55,8 +55,10 @@
 #   KEEP_TMP=1        keep the temp dir (logs, cluster, pgbench output)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ogel-target}"
+SCRIPT_NAME=pool.sh
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 EXT_TARGET_DIR="${EXT_TARGET_DIR:-/var/tmp/ogel-examples-target}"
 DURATION="${DURATION:-10}"
 CLIENTS="${CLIENTS:-32}"
@@ -71,61 +73,23 @@ SKIP_GATEWAY="${SKIP_GATEWAY:-}"
 # How long opening the idle connections may take.
 IDLE_READY_TIMEOUT=600
 
-say() { printf '\n==> %s\n' "$*" >&2; }
-die() { printf 'pool.sh: error: %s\n' "$*" >&2; exit 1; }
-warn() { printf 'pool.sh: warning: %s\n' "$*" >&2; }
-
 for var in DURATION CLIENTS JOBS POOL_SIZE SCALE WARMUP IDLE_CLIENTS IDLE_CONCURRENCY; do
     [[ "${!var}" =~ ^[0-9]+$ ]] || die "$var must be a whole number (got '${!var}')"
 done
 ((DURATION > 0 && CLIENTS > 0 && JOBS > 0 && POOL_SIZE > 0 && SCALE > 0)) \
     || die "DURATION, CLIENTS, JOBS, POOL_SIZE and SCALE must be at least 1"
 
-for tool in curl awk; do
-    command -v "$tool" >/dev/null || die "$tool is required (apt-get install $tool)"
-done
-command -v jq >/dev/null || command -v python3 >/dev/null || die "jq or python3 is required to read JSON (apt-get install jq)"
+require_tools curl awk
 
 # ---------------------------------------------------------------- Postgres
-find_pg_bin() {
-    if [[ -n "${PG_BIN:-}" ]]; then
-        printf '%s\n' "$PG_BIN"
-        return
-    fi
-    if command -v pg_config >/dev/null; then
-        local dir
-        dir="$(pg_config --bindir 2>/dev/null || true)"
-        if [[ -n "$dir" && -x "$dir/pg_ctl" && -x "$dir/initdb" ]]; then
-            printf '%s\n' "$dir"
-            return
-        fi
-    fi
-    local newest
-    newest="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
-    [[ -n "$newest" ]] || die "no Postgres binaries found: set PG_BIN, or apt-get install postgresql"
-    printf '%s\n' "$newest"
-}
-PG_BIN="$(find_pg_bin)"
-for bin in pg_ctl initdb postgres psql; do
-    [[ -x "$PG_BIN/$bin" ]] || die "$PG_BIN/$bin not found or not executable (set PG_BIN)"
-done
+use_pg_bin pg_ctl initdb postgres psql
 [[ -x "$PG_BIN/pgbench" ]] \
     || die "$PG_BIN/pgbench not found: it comes with the server package (apt-get install postgresql-contrib, or postgresql-NN), or set PG_BIN"
 PGBENCH="$PG_BIN/pgbench"
 PSQL="$PG_BIN/psql"
 say "Postgres binaries: $PG_BIN ($("$PG_BIN/postgres" --version))"
 
-# Run as the unprivileged user when root (postgres and pgbouncer refuse to
-# run as root).
-if [[ "$(id -u)" -eq 0 ]]; then
-    REF_USER="ogel"
-    command -v runuser >/dev/null || die "runuser is required when running as root (apt-get install util-linux)"
-    id "$REF_USER" >/dev/null 2>&1 || die "running as root, but OS user '$REF_USER' does not exist (useradd --system $REF_USER)"
-    as_ref() { runuser -u "$REF_USER" -- "$@"; }
-else
-    REF_USER="$(id -un)"
-    as_ref() { "$@"; }
-fi
+use_ref_user
 
 # --------------------------------------------------------------- PgBouncer
 find_pgbouncer() {
@@ -180,13 +144,9 @@ fi
 
 # ------------------------------------------------------------------ build
 if [[ -n "$SKIP_GATEWAY" ]]; then
-    say "Building release binaries (cargo build --release -p ogel-bench; target $CARGO_TARGET_DIR)"
-    (cd "$ROOT" && cargo build --release -p ogel-bench)
+    build_release -p ogel-bench
 else
-    # One invocation, as bench/wake.sh does, so that features unify the same
-    # way and the two scripts share the build.
-    say "Building release binaries (cargo build --release -p ogel -p ogel-backend-native -p ogel-bench; target $CARGO_TARGET_DIR)"
-    (cd "$ROOT" && cargo build --release -p ogel -p ogel-backend-native -p ogel-bench) \
+    build_release "${GATEWAY_BUILD[@]}" \
         || die "building the gateway failed (SKIP_GATEWAY=1 benchmarks direct vs PgBouncer only)"
 fi
 IDLE="$CARGO_TARGET_DIR/release/idle-clients"
@@ -203,35 +163,13 @@ if [[ -z "$SKIP_GATEWAY" ]]; then
 fi
 
 # ---------------------------------------------------------------- cleanup
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/ogel-pool.XXXXXX")"
-chmod 755 "$TMP" # the unprivileged user must traverse it
-REF_DIR="$TMP/reference"
-REF_PGDATA="$REF_DIR/pgdata"
+make_tmp ogel-pool
 PGB_DIR="$TMP/pgbouncer"
-GW_DIR="$TMP/gateway"
-GW_LOG="$TMP/gateway.log"
 LOGS="$TMP/pgbench"
 mkdir -p "$LOGS"
-GW_PID=""
 PGB_PID=""
 BENCH_PID=""
 IDLE_PID=""
-
-# stop_pid PID NAME SIGNAL SECONDS: signal, wait, then SIGKILL.
-stop_pid() {
-    local pid="$1" name="$2" sig="$3" secs="$4" waited=0
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill "-$sig" "$pid" 2>/dev/null
-    while kill -0 "$pid" 2>/dev/null && ((waited < secs * 10)); do
-        sleep 0.1
-        waited=$((waited + 1))
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "pool.sh: $name (pid $pid) did not stop within ${secs}s; killing it" >&2
-        kill -KILL "$pid" 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$?
@@ -244,41 +182,15 @@ cleanup() {
         say "Stopping pgbouncer (pid $PGB_PID)"
         stop_pid "$PGB_PID" pgbouncer TERM 30
     fi
-    if [[ -n "$GW_PID" ]] && kill -0 "$GW_PID" 2>/dev/null; then
-        say "Stopping the gateway (pid $GW_PID, SIGTERM)"
-        stop_pid "$GW_PID" "the gateway" TERM 60
+    stop_gateway
+    stop_left_computes
+    stop_reference_pg fast immediate
+    show_gateway_log "$rc"
+    if ((rc != 0)) && [[ -s "$PGB_DIR/pgbouncer.log" ]]; then
+        echo "$SCRIPT_NAME: last lines of the pgbouncer log:" >&2
+        tail -n 10 "$PGB_DIR/pgbouncer.log" >&2
     fi
-    # Computes the gateway's native backend may have left behind.
-    local pidfile pid
-    for pidfile in "$GW_DIR"/native/databases/*/pgdata/postmaster.pid; do
-        [[ -f "$pidfile" ]] || continue
-        pid="$(head -n 1 "$pidfile")"
-        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-            echo "pool.sh: stopping a compute left running (pid $pid)" >&2
-            as_ref "$PG_BIN/pg_ctl" -D "$(dirname "$pidfile")" -m immediate -w stop >/dev/null 2>&1 \
-                || kill -QUIT "$pid" 2>/dev/null
-        fi
-    done
-    if [[ -f "$REF_PGDATA/postmaster.pid" ]]; then
-        say "Stopping the reference postgres"
-        as_ref "$PG_BIN/pg_ctl" -D "$REF_PGDATA" -m fast -w stop >/dev/null 2>&1 \
-            || as_ref "$PG_BIN/pg_ctl" -D "$REF_PGDATA" -m immediate -w stop >/dev/null 2>&1
-    fi
-    if ((rc != 0)); then
-        if [[ -s "$GW_LOG" ]]; then
-            echo "pool.sh: failed (exit $rc); last lines of the gateway log:" >&2
-            tail -n 20 "$GW_LOG" >&2
-        fi
-        if [[ -s "$PGB_DIR/pgbouncer.log" ]]; then
-            echo "pool.sh: last lines of the pgbouncer log:" >&2
-            tail -n 10 "$PGB_DIR/pgbouncer.log" >&2
-        fi
-    fi
-    if [[ "${KEEP_TMP:-}" == 1 ]]; then
-        say "Keeping $TMP (KEEP_TMP=1; pgbench output in $LOGS)"
-    else
-        rm -rf "$TMP"
-    fi
+    remove_tmp "pgbench output in $LOGS"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -305,18 +217,6 @@ print(s.getsockname()[1])' && return
 }
 
 random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
-
-json_get() { # json_get FILTER  (jq filter of the form .a.b; reads stdin)
-    if command -v jq >/dev/null; then
-        jq -er "$1"
-    else
-        python3 -c 'import json,sys; v=json.load(sys.stdin)
-for k in sys.argv[1].strip(".").split("."): v=v[k]
-print(v)' "$1"
-    fi
-}
-
-mask_url() { sed -E 's#(://[^:/@]+):[^@]*@#\1:***@#' <<<"$1"; }
 
 with_param() { # with_param URL KEY=VALUE
     if [[ "$1" == *\?* ]]; then printf '%s&%s\n' "$1" "$2"; else printf '%s?%s\n' "$1" "$2"; fi
@@ -392,33 +292,10 @@ secret = "$(random_hex 32)"
 EOF
     chmod 600 "$TMP/ogel.toml"
     say "Starting the gateway: ogel up --data-dir $GW_DIR (pool: transaction, size $POOL_SIZE; log $GW_LOG)"
-    NO_COLOR=1 OGEL_NATIVE__PG_BIN="$PG_BIN" OGEL_LOG="${OGEL_LOG:-ogel=info,ogel_policies=info}" \
-        "$OGEL" up --data-dir "$GW_DIR" --listen 127.0.0.1:0 --api 127.0.0.1:0 \
-        --config "$TMP/ogel.toml" >"$GW_LOG" 2>&1 </dev/null &
-    GW_PID=$!
-
-    # gateway.json appears once it is ready; it is not written atomically,
-    # so read it until it parses.
-    API="" LISTEN=""
-    for ((i = 0; i < 1200; i++)); do
-        if [[ -s "$GW_DIR/gateway.json" ]] \
-            && API="$(json_get .api <"$GW_DIR/gateway.json" 2>/dev/null)" \
-            && LISTEN="$(json_get .listen <"$GW_DIR/gateway.json" 2>/dev/null)"; then
-            break
-        fi
-        API="" LISTEN=""
-        kill -0 "$GW_PID" 2>/dev/null || die "the gateway exited during start-up (its log follows; SKIP_GATEWAY=1 leaves it out)"
-        sleep 0.1
-    done
-    [[ -n "$API" && -n "$LISTEN" ]] || die "the gateway did not write $GW_DIR/gateway.json within 120s"
-    API="http://$API"
-    TOKEN="$(cat "$GW_DIR/admin-token")"
-    say "Gateway up (pid $GW_PID): postgres $LISTEN, api $API"
+    start_gateway "$TMP/ogel.toml" ogel=info,ogel_policies=info "SKIP_GATEWAY=1 leaves it out"
 
     say "Creating database \"bench\" on the external backend through the API"
-    CREATED="$(curl -sS --fail-with-body -X POST "$API/v1/databases" \
-        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-        -d '{"name": "bench", "backend": "external"}')" \
+    CREATED="$(create_database '{"name": "bench", "backend": "external"}')" \
         || die "creating the database through the gateway failed: $CREATED"
     GW_URL="$(json_get .url <<<"$CREATED")" || die "the API's answer has no url: $CREATED"
     GW_URL="$(with_param "$GW_URL" sslmode=disable)"
