@@ -4,6 +4,8 @@
 //! token. Errors are `{"error": {"code", "message"}}` with a message that
 //! says what to do.
 
+pub mod branches;
+
 use crate::service::{DatabaseView, Gateway, ServiceError};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -226,8 +228,9 @@ impl ApiState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "OgelBase API", description = "Databases, computes and status of an OgelBase gateway."),
-    paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, pause_database, resume_database, reset_password, reload, status, list_plugins),
-    components(schemas(Done, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
+    paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, pause_database, resume_database, reset_password, reload, status, list_plugins,
+        branches::list_branches, branches::create_branch, branches::delete_branch, branches::reset_branch, branches::list_snapshots, branches::create_snapshot, branches::restore_snapshot),
+    components(schemas(Done, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
     modifiers(&BearerAuth),
     security(("admin_token" = []))
 )]
@@ -273,6 +276,7 @@ pub fn router(gateway: Arc<Gateway>, token: String, api_addr: SocketAddr) -> Rou
         .route("/v1/databases/{name}/pause", post(pause_database))
         .route("/v1/databases/{name}/resume", post(resume_database))
         .route("/v1/reload", post(reload))
+        .merge(branches::routes())
         .route("/v1/status", get(status))
         .route("/v1/plugins", get(list_plugins))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));

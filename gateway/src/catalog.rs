@@ -12,6 +12,8 @@ use std::path::Path;
 
 const DATABASES: TableDefinition<&str, &[u8]> = TableDefinition::new("databases");
 const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
+/// Branches other than `main`, keyed `database@branch`.
+const BRANCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("branches");
 
 /// A catalog failure (disk, corruption); the message says what failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,29 @@ pub struct RoleRecord {
 }
 
 /// One write of a batch: a table, a key, and the new value (`None` deletes).
+/// A branch of a database (other than `main`, which every database has).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BranchRecord {
+    /// The database.
+    pub database: String,
+    /// The branch.
+    pub name: String,
+    /// The branch it was made from.
+    pub parent: String,
+    /// Unix time it was made.
+    pub created_at_unix: u64,
+    /// Unix time it is deleted (TTL), if any.
+    #[serde(default)]
+    pub expires_at_unix: Option<u64>,
+}
+
+impl BranchRecord {
+    /// Its key and compute name: `database@branch`.
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.database, self.name)
+    }
+}
+
 type WriteOp<'a> = (
     TableDefinition<'static, &'static str, &'static [u8]>,
     &'a str,
@@ -80,6 +105,7 @@ impl Catalog {
         let txn = db.begin_write().map_err(err("begin"))?;
         txn.open_table(DATABASES).map_err(err("open table"))?;
         txn.open_table(ROLES).map_err(err("open table"))?;
+        txn.open_table(BRANCHES).map_err(err("open table"))?;
         txn.commit().map_err(err("commit"))?;
         Ok(Catalog { db })
     }
@@ -168,7 +194,42 @@ impl Catalog {
 
     /// Removes a database and its owner role together.
     pub fn remove_database(&self, db: &DatabaseRecord) -> Result<(), CatalogError> {
-        self.write(&[(DATABASES, &db.name, None), (ROLES, &db.owner, None)])
+        let branches: Vec<String> = self
+            .branches(&db.name)?
+            .iter()
+            .map(BranchRecord::key)
+            .collect();
+        let mut ops: Vec<WriteOp<'_>> = vec![(DATABASES, &db.name, None), (ROLES, &db.owner, None)];
+        ops.extend(branches.iter().map(|k| (BRANCHES, k.as_str(), None)));
+        self.write(&ops)
+    }
+
+    /// A branch (`None` for `main`, which is not stored, and for unknown ones).
+    pub fn branch(
+        &self,
+        database: &str,
+        branch: &str,
+    ) -> Result<Option<BranchRecord>, CatalogError> {
+        self.get(BRANCHES, &format!("{database}@{branch}"))
+    }
+
+    /// The branches of `database` (all databases' when empty).
+    pub fn branches(&self, database: &str) -> Result<Vec<BranchRecord>, CatalogError> {
+        Ok(self
+            .list::<BranchRecord>(BRANCHES)?
+            .into_iter()
+            .filter(|b| database.is_empty() || b.database == database)
+            .collect())
+    }
+
+    /// Records a branch.
+    pub fn put_branch(&self, branch: &BranchRecord) -> Result<(), CatalogError> {
+        self.write(&[(BRANCHES, &branch.key(), Some(Self::encode(branch)?))])
+    }
+
+    /// Forgets a branch.
+    pub fn remove_branch(&self, database: &str, branch: &str) -> Result<(), CatalogError> {
+        self.write(&[(BRANCHES, &format!("{database}@{branch}"), None)])
     }
 }
 

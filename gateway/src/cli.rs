@@ -3,6 +3,7 @@
 //! running gateway's `<data-dir>/gateway.json`, else the default address;
 //! authenticated with `--token`/`OGEL_TOKEN`, else `<data-dir>/admin-token`.
 
+use crate::api::branches::{BranchInfo, SnapshotEntry};
 use crate::api::{DatabaseCredentials, DatabaseInfo, GatewayStatus, PluginList};
 use crate::server::{run_info_path, token_path, RunInfo};
 use anyhow::{anyhow, bail, Context};
@@ -43,6 +44,13 @@ pub enum Command {
     /// Databases.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Branches: full, writable, isolated copies of a database. Connect to
+    /// one as database `NAME@BRANCH` (or `options=branch=BRANCH`).
+    #[command(subcommand)]
+    Branch(BranchCommand),
+    /// Snapshots of a database's branches (with checksummed manifests).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Gateway, databases and computes.
     Status,
     /// Re-read the configuration's [pool] section (sizes, limits, modes)
@@ -117,6 +125,77 @@ pub enum DbCommand {
     Delete {
         /// Database.
         name: String,
+    },
+}
+
+/// `ogel branch …`.
+#[derive(Debug, Subcommand)]
+pub enum BranchCommand {
+    /// Make a branch (prints its URL's form).
+    Create {
+        /// Database.
+        database: String,
+        /// New branch name (a-z, 0-9, _, -).
+        branch: String,
+        /// The branch to start from.
+        #[arg(long, default_value = "main")]
+        from: String,
+        /// now, an LSN (0/16B3740) or a time (RFC 3339, e.g. 2026-11-25T13:00:00Z).
+        #[arg(long)]
+        at: Option<String>,
+        /// Start from this snapshot instead (`ogel snapshot list`).
+        #[arg(long, conflicts_with = "at")]
+        snapshot: Option<String>,
+        /// Delete the branch after this long (e.g. 2h, 30m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// List a database's branches.
+    List {
+        /// Database.
+        database: String,
+    },
+    /// Delete a branch and its data.
+    Delete {
+        /// Database.
+        database: String,
+        /// Branch.
+        branch: String,
+    },
+    /// Reset a branch to its parent's current state.
+    Reset {
+        /// Database.
+        database: String,
+        /// Branch.
+        branch: String,
+    },
+}
+
+/// `ogel snapshot …`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot.
+    Create {
+        /// Database.
+        database: String,
+        /// Branch.
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
+    /// List a database's snapshots.
+    List {
+        /// Database.
+        database: String,
+    },
+    /// Restore a snapshot into its branch, or into another one (`--as`).
+    Restore {
+        /// Database.
+        database: String,
+        /// Snapshot id.
+        snapshot: String,
+        /// The branch to replace or create.
+        #[arg(long = "as")]
+        as_branch: Option<String>,
     },
 }
 
@@ -220,6 +299,8 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
             println!("         backend {}", status.backend);
             print_databases(&status.databases);
         }
+        Command::Branch(command) => branch_command(&api, command).await?,
+        Command::Snapshot(command) => snapshot_command(&api, command).await?,
         Command::Reload => {
             let done: crate::api::Done = api.call(Method::POST, "/v1/reload", None).await?;
             println!("{}", done.done);
@@ -328,6 +409,145 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
                 println!("deleted database \"{name}\"");
             }
         },
+    }
+    Ok(())
+}
+
+async fn branch_command(api: &ApiClient, command: &BranchCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match command {
+        BranchCommand::Create {
+            database,
+            branch,
+            from,
+            at,
+            snapshot,
+            ttl,
+        } => {
+            let body = serde_json::json!({
+                "name": branch,
+                "parent": from,
+                "at": at,
+                "snapshot": snapshot,
+                "ttl_secs": ttl.map(|t| t.as_secs()),
+            });
+            eprintln!("making branch \"{branch}\" of \"{database}\" from \"{from}\"…");
+            let started = std::time::Instant::now();
+            let made: BranchInfo = api
+                .call(
+                    Method::POST,
+                    &format!("/v1/databases/{database}/branches"),
+                    Some(body),
+                )
+                .await?;
+            eprintln!("done in {:.2}s", started.elapsed().as_secs_f64());
+            println!("{}", made.url);
+        }
+        BranchCommand::List { database } => {
+            let list: Vec<BranchInfo> = api
+                .call(
+                    Method::GET,
+                    &format!("/v1/databases/{database}/branches"),
+                    None,
+                )
+                .await?;
+            println!(
+                "{:<20} {:<12} {:<10} {:>12}  URL",
+                "BRANCH", "PARENT", "COMPUTE", "EXPIRES"
+            );
+            let now = crate::service::unix_now();
+            for b in list {
+                let expires = b
+                    .expires_at_unix
+                    .map(|t| format!("in {}s", t.saturating_sub(now)))
+                    .unwrap_or_else(|| "-".into());
+                let parent = if b.parent.is_empty() {
+                    "-".to_string()
+                } else {
+                    b.parent
+                };
+                println!(
+                    "{:<20} {:<12} {:<10} {:>12}  {}",
+                    b.name, parent, b.compute, expires, b.url
+                );
+            }
+        }
+        BranchCommand::Delete { database, branch } => {
+            let _: serde_json::Value = api
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/databases/{database}/branches/{branch}"),
+                    None,
+                )
+                .await?;
+            println!("deleted branch \"{branch}\" of \"{database}\"");
+        }
+        BranchCommand::Reset { database, branch } => {
+            let b: BranchInfo = api
+                .call(
+                    Method::POST,
+                    &format!("/v1/databases/{database}/branches/{branch}/reset"),
+                    None,
+                )
+                .await?;
+            println!(
+                "reset branch \"{}\" to \"{}\" as it is now",
+                b.name, b.parent
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn snapshot_command(api: &ApiClient, command: &SnapshotCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match command {
+        SnapshotCommand::Create { database, branch } => {
+            let s: SnapshotEntry = api
+                .call(
+                    Method::POST,
+                    &format!("/v1/databases/{database}/snapshots"),
+                    Some(serde_json::json!({ "branch": branch })),
+                )
+                .await?;
+            println!("{}", s.id);
+        }
+        SnapshotCommand::List { database } => {
+            let list: Vec<SnapshotEntry> = api
+                .call(
+                    Method::GET,
+                    &format!("/v1/databases/{database}/snapshots"),
+                    None,
+                )
+                .await?;
+            println!(
+                "{:<32} {:<16} {:>12} {:>12}",
+                "SNAPSHOT", "BRANCH", "TAKEN", "SIZE"
+            );
+            for s in list {
+                println!(
+                    "{:<32} {:<16} {:>12} {:>12}",
+                    s.id,
+                    s.branch,
+                    s.created_at_unix,
+                    opt(s.size_bytes)
+                );
+            }
+        }
+        SnapshotCommand::Restore {
+            database,
+            snapshot,
+            as_branch,
+        } => {
+            let b: BranchInfo = api
+                .call(
+                    Method::POST,
+                    &format!("/v1/databases/{database}/snapshots/{snapshot}/restore"),
+                    Some(serde_json::json!({ "as": as_branch })),
+                )
+                .await?;
+            println!("restored {snapshot} into branch \"{}\": {}", b.name, b.url);
+        }
     }
     Ok(())
 }

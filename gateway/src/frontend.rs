@@ -57,6 +57,7 @@ enum Target {
 
 /// An authenticated database client.
 struct Session {
+    /// The compute: `database` or `database@branch`.
     database: String,
     user: String,
     lifecycle: std::sync::Arc<ogel_policies::Lifecycle>,
@@ -178,9 +179,26 @@ async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Tar
             "no PostgreSQL user name specified in startup packet",
         )
     })?;
-    let database = param("database")
+    let requested = param("database")
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| user.clone());
+    // `shop@dev`, or `options=branch=dev` (Neon's style); both must agree.
+    let (options, option_branch) = branch_option(param("options").as_deref());
+    let (database, name_branch) = match requested.split_once('@') {
+        Some((db, branch)) => (db.to_string(), Some(branch.to_string())),
+        None => (requested.clone(), None),
+    };
+    let branch = match (name_branch, option_branch) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ClientError::new(
+                "08P01",
+                format!("the database name asks for branch \"{a}\" but options ask for \"{b}\""),
+            )
+            .into())
+        }
+        (a, b) => a.or(b).unwrap_or_else(|| "main".to_string()),
+    };
+
     if param("replication").is_some_and(|r| !matches!(r.as_str(), "false" | "off" | "no" | "0")) {
         return Err(ClientError::new(
             "0A000",
@@ -203,8 +221,16 @@ async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Tar
         return Ok(Some(Target::Admin));
     }
     let Ok(record) = gateway.ready_database(&database) else {
-        return Err(ClientError::unknown_database(&database).into());
+        return Err(ClientError::unknown_database(&requested).into());
     };
+    if !gateway.branch_exists(&database, &branch).unwrap_or(false) {
+        return Err(ClientError::new(
+            "3D000",
+            format!("database \"{database}\" has no branch \"{branch}\""),
+        )
+        .hint(format!("see `ogel branch list {database}`"))
+        .into());
+    }
     let verifier = gateway
         .catalog
         .role(&user)
@@ -221,12 +247,38 @@ async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Tar
     let lifecycle = gateway
         .lifecycle(&record)
         .map_err(|e| ClientError::new("57P03", e.to_string()))?;
+    let mut params = params;
+    params.retain(|(k, _)| k != "options");
+    if let Some(options) = options {
+        params.push(("options".to_string(), options));
+    }
     Ok(Some(Target::Database(Session {
-        database,
+        database: crate::branches::compute_name(&database, &branch),
         user,
         lifecycle,
         params,
     })))
+}
+
+/// Takes `branch=NAME` out of the `options` startup parameter: (the other
+/// options, if any; the branch, if given).
+fn branch_option(options: Option<&str>) -> (Option<String>, Option<String>) {
+    let Some(options) = options else {
+        return (None, None);
+    };
+    let mut branch = None;
+    let rest: Vec<&str> = options
+        .split_whitespace()
+        .filter(|w| match w.strip_prefix("branch=") {
+            Some(b) => {
+                branch = Some(b.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let rest = (!rest.is_empty()).then(|| rest.join(" "));
+    (rest, branch)
 }
 
 async fn send_fatal(stream: &mut TcpStream, e: &ClientError) {

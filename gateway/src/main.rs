@@ -11,6 +11,7 @@ mod admin;
 mod api;
 mod auth;
 mod backends;
+mod branches;
 mod cancel;
 mod catalog;
 mod cli;

@@ -204,6 +204,21 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     ));
 
     let pool_task = tokio::spawn(gateway.pools.clone().maintain());
+    let (ttl_list, ttl_delete) = (gateway.clone(), gateway.clone());
+    let ttl_task = tokio::spawn(ogel_policies::ttl_reaper::run(
+        ogel_policies::ttl_reaper::CHECK_INTERVAL,
+        move || ttl_list.expired_branches(),
+        move |(database, branch): (String, String)| {
+            let gateway = ttl_delete.clone();
+            async move {
+                gateway
+                    .delete_branch(&database, &branch)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
+        stopped(stop_rx.clone()),
+    ));
     let reload_gateway = gateway.clone();
     let reload_task = tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -239,6 +254,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let _ = pg_task.await;
     let _ = api_task.await;
     let _ = idle_task.await;
+    let _ = ttl_task.await;
     pool_task.abort();
     reload_task.abort();
     gateway.suspend_all().await;

@@ -116,7 +116,8 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -163,9 +164,19 @@ impl Gateway {
                 self.catalog.remove_database(&db)?;
                 continue;
             }
-            let status = lifecycle.backend().compute_status(&db.name).await?;
-            if status.state == ogel_plugin_sdk::ComputeState::Running {
-                lifecycle.adopt(&db.name).await?;
+            let mut computes = vec![db.name.clone()];
+            computes.extend(self.catalog.branches(&db.name)?.iter().map(|b| b.key()));
+            for name in computes {
+                // A branch the backend lost is reported, not fatal.
+                match lifecycle.backend().compute_status(&name).await {
+                    Ok(status) if status.state == ogel_plugin_sdk::ComputeState::Running => {
+                        lifecycle.adopt(&name).await?;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(compute = %name, error = %e, "could not read the compute's state")
+                    }
+                }
             }
         }
         Ok(())
@@ -230,8 +241,12 @@ impl Gateway {
     pub async fn delete_database(&self, name: &str) -> Result<(), ServiceError> {
         let _guard = self.create_lock.lock().await;
         let record = self.ready_database(name)?;
+        let branches = self.catalog.branches(name)?;
         self.lifecycle(&record)?.delete(name).await?;
         self.pools.remove(name);
+        for branch in branches {
+            self.pools.remove(&branch.key());
+        }
         self.catalog.remove_database(&record)?;
         Ok(())
     }
@@ -292,6 +307,7 @@ impl Gateway {
     /// Every ready database of a backend that can suspend, with its idle
     /// window, for the idle-suspend loop.
     pub fn idle_policies(&self) -> Vec<(Arc<Lifecycle>, String, Option<Duration>)> {
+        let branches = self.catalog.branches("").unwrap_or_default();
         match self.catalog.databases() {
             Ok(dbs) => dbs
                 .into_iter()
@@ -301,8 +317,17 @@ impl Gateway {
                     let window = self
                         .suspend_after(&d)
                         .filter(|_| lifecycle.backend().capabilities().suspend);
-                    Some((lifecycle, d.name, window))
+                    // Branches share their database's idle window.
+                    let mut computes = vec![(lifecycle.clone(), d.name.clone(), window)];
+                    computes.extend(
+                        branches
+                            .iter()
+                            .filter(|b| b.database == d.name)
+                            .map(|b| (lifecycle.clone(), b.key(), window)),
+                    );
+                    Some(computes)
                 })
+                .flatten()
                 .collect(),
             Err(e) => {
                 tracing::error!(error = %e, "could not read the catalog for idle suspend");

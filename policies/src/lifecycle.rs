@@ -300,6 +300,26 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// Runs `call` on the backend holding `name`'s lock, with the cached
+    /// endpoint cleared: no client is handed the compute meanwhile, and the
+    /// next one asks the backend again (branch delete, reset, restore).
+    pub async fn exclusive<T, F, Fut>(
+        &self,
+        name: &str,
+        what: &str,
+        call: F,
+    ) -> Result<T, BackendError>
+    where
+        F: FnOnce(Arc<dyn Backend>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, BackendError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let slot = self.slot(name);
+        let guard = slot.lock.clone().lock_owned().await;
+        slot.set_cached(None);
+        self.run_detached(guard, what, None, call).await
+    }
+
     /// Counters for status displays.
     pub fn stats(&self, db: &str) -> LifecycleStats {
         let slot = self.slot(db);

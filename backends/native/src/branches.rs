@@ -1,0 +1,718 @@
+//! Branches, snapshots and point-in-time branches of the native backend.
+//!
+//! A branch is a cluster of its own, a volume named `<db>@<branch>` next to
+//! the database's (`databases/<db>` is the `main` branch), cloned from its
+//! parent: every compute-level call (`ensure_running`, `suspend`, …) takes
+//! such a compute name. A clone of a running compute is made in one atomic
+//! step where the driver can (btrfs, ZFS: crash-consistent, like a power
+//! cut); otherwise the compute is stopped (fast shutdown: a clean
+//! checkpoint), cloned and started again.
+//!
+//! Snapshots are volumes under `snapshots/<db>/<id>`, each with a manifest
+//! `snapshots/<db>/<id>.json`: the branch, the time, the WAL position, and
+//! every file with its size and SHA-256. A snapshot whose files do not
+//! match its manifest is refused, never served.
+//!
+//! Every compute archives its WAL into `archive/<compute name>/`. A branch
+//! at an LSN or a time starts from the parent's newest snapshot before that
+//! point (each branch gets one when it is made) and replays WAL from the
+//! archive, then from the parent's `pg_wal`, up to the target, then promotes.
+
+use crate::{io_error, NativeBackend};
+use ogel_plugin_sdk::{BackendError, BackendErrorKind, BranchPoint, BranchSpec, SnapshotInfo};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest a point-in-time branch may take to replay WAL and promote.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The compute name of `branch` of `database` (`main` is the database's own).
+pub fn compute_name(database: &str, branch: &str) -> String {
+    if branch == "main" {
+        database.to_string()
+    } else {
+        format!("{database}@{branch}")
+    }
+}
+
+/// The database a compute name belongs to.
+pub fn database_of(name: &str) -> &str {
+    name.split('@').next().unwrap_or(name)
+}
+
+/// A snapshot's manifest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Snapshot id.
+    pub id: String,
+    /// Database.
+    pub database: String,
+    /// Branch it was taken of.
+    pub branch: String,
+    /// When, in Unix milliseconds.
+    pub created_at_ms: u64,
+    /// The WAL position the snapshot holds everything up to.
+    pub lsn: String,
+    /// The owner role.
+    pub owner: String,
+    /// Every file of the cluster.
+    pub files: Vec<FileEntry>,
+}
+
+/// One file of a snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Path relative to `pgdata`.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn invalid(message: impl Into<String>) -> BackendError {
+    BackendError::new(BackendErrorKind::InvalidRequest, message)
+}
+
+/// Parses `X/Y` into a number for comparisons.
+pub fn parse_lsn(lsn: &str) -> Option<u64> {
+    let (hi, lo) = lsn.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// Parses an RFC 3339 time into Unix milliseconds.
+fn parse_time_ms(at: &str) -> Option<u64> {
+    humantime::parse_rfc3339_weak(at.trim().trim_end_matches('Z').trim_end_matches("+00:00"))
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+}
+
+/// Lists every file under `root` (relative paths, sorted), with sizes and
+/// SHA-256 digests.
+pub fn hash_tree(root: &Path) -> std::io::Result<Vec<FileEntry>> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = entry.path();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                let rel = path
+                    .strip_prefix(root)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if rel == "postmaster.pid" || rel == "postmaster.opts" {
+                    continue;
+                }
+                let mut file = std::fs::File::open(&path)?;
+                let mut hash = Sha256::new();
+                let mut buf = vec![0u8; 1 << 16];
+                let mut size = 0;
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    size += n as u64;
+                    hash.update(&buf[..n]);
+                }
+                let digest = hash.finalize();
+                files.push(FileEntry {
+                    path: rel,
+                    size,
+                    sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+                });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// Checks a snapshot's files against its manifest; the first difference
+/// found, if any.
+pub fn verify(manifest: &Manifest, pgdata: &Path) -> Result<(), String> {
+    let actual = hash_tree(pgdata).map_err(|e| format!("could not read it: {e}"))?;
+    for want in &manifest.files {
+        match actual.binary_search_by(|f| f.path.cmp(&want.path)) {
+            Err(_) => return Err(format!("file {} is missing", want.path)),
+            Ok(i) if actual[i] != *want => {
+                return Err(format!("file {} does not match its checksum", want.path))
+            }
+            Ok(_) => {}
+        }
+    }
+    if let Some(extra) = actual.iter().find(|f| {
+        manifest
+            .files
+            .binary_search_by(|w| w.path.cmp(&f.path))
+            .is_err()
+    }) {
+        return Err(format!("file {} is not in the manifest", extra.path));
+    }
+    Ok(())
+}
+
+impl NativeBackend {
+    fn snapshots_dir(&self, database: &str) -> PathBuf {
+        self.root.join("snapshots").join(database)
+    }
+
+    /// Where a compute archives its WAL.
+    pub(crate) fn archive_dir(&self, name: &str) -> PathBuf {
+        self.root.join("archive").join(name)
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.db_dir(name).join("owner").exists()
+    }
+
+    fn manifest(&self, database: &str, id: &str) -> Result<Manifest, BackendError> {
+        if id.is_empty() || id.contains('/') || id.contains("..") {
+            return Err(invalid(format!("invalid snapshot id \"{id}\"")));
+        }
+        let path = self.snapshots_dir(database).join(format!("{id}.json"));
+        let text = std::fs::read_to_string(&path).map_err(|_| {
+            BackendError::not_found(format!(
+                "database \"{database}\" has no snapshot \"{id}\"; see `ogel snapshot list {database}`"
+            ))
+        })?;
+        serde_json::from_str(&text).map_err(|e| {
+            BackendError::internal(format!(
+                "the manifest of snapshot \"{id}\" is unreadable: {e}"
+            ))
+        })
+    }
+
+    fn manifests(&self, database: &str) -> Vec<Manifest> {
+        let Ok(entries) = std::fs::read_dir(self.snapshots_dir(database)) else {
+            return Vec::new();
+        };
+        let mut list: Vec<Manifest> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let id = name.strip_suffix(".json")?.to_string();
+                self.manifest(database, &id).ok()
+            })
+            .collect();
+        list.sort_by_key(|m| m.created_at_ms);
+        list
+    }
+
+    /// The WAL position a running compute has written up to.
+    async fn current_lsn(&self, name: &str, port: u16) -> Result<String, BackendError> {
+        let client = self.superuser(port, "postgres").await?;
+        let row = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .map_err(|e| {
+                BackendError::internal(format!("reading the WAL position of {name}")).with_source(e)
+            })?;
+        Ok(row.get(0))
+    }
+
+    /// The last checkpoint of a stopped cluster (everything before it is in it).
+    fn checkpoint_lsn(&self, pgdata: &Path) -> Result<String, BackendError> {
+        let out = std::process::Command::new(self.bins.bin_dir.join("pg_controldata"))
+            .arg(pgdata)
+            .env("LC_ALL", "C")
+            .output()
+            .map_err(|e| BackendError::internal("could not run pg_controldata").with_source(e))?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("Latest checkpoint location:"))
+            .map(|v| v.trim().to_string())
+            .ok_or_else(|| {
+                BackendError::internal(format!(
+                    "pg_controldata could not read {}",
+                    pgdata.display()
+                ))
+            })
+    }
+
+    /// A superuser connection to a running compute.
+    pub(crate) async fn superuser(
+        &self,
+        port: u16,
+        dbname: &str,
+    ) -> Result<tokio_postgres::Client, BackendError> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(port)
+            .user(crate::secrets::SUPERUSER)
+            .password(self.secret.superuser_password())
+            .dbname(dbname)
+            .connect_timeout(Duration::from_secs(10));
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
+            BackendError::unavailable("could not log in to the compute").with_source(e)
+        })?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// Clones compute `src`'s volume into `dst` as a consistent image and
+    /// returns the WAL position it holds everything up to. Running and the
+    /// driver atomic: cloned live. Running otherwise: stopped, cloned,
+    /// started again. Stopped: cloned.
+    pub(crate) async fn consistent_clone(
+        &self,
+        src: &str,
+        dst: &Path,
+    ) -> Result<String, BackendError> {
+        let running = self.live_port(src);
+        let atomic = self.storage.capabilities().atomic_snapshot;
+        if running.is_some() && !atomic {
+            self.stop(src).await?;
+        }
+        self.clone_volume(&self.db_dir(src), dst, src).await?;
+        let _ = std::fs::remove_file(dst.join("pgdata").join("postmaster.pid"));
+        let lsn = match running {
+            Some(port) if atomic => self.current_lsn(src, port).await?,
+            Some(_) => {
+                let lsn = self.checkpoint_lsn(&dst.join("pgdata"))?;
+                self.start(src).await?;
+                lsn
+            }
+            None => self.checkpoint_lsn(&dst.join("pgdata"))?,
+        };
+        let owned = self.user.owns(dst) && self.user.owns(&dst.join("pgdata"));
+        if !(atomic && owned) {
+            self.user
+                .chown_tree(dst)
+                .map_err(|e| io_error("hand to the compute user", dst, e))?;
+        }
+        Ok(lsn)
+    }
+
+    async fn clone_volume(&self, src: &Path, dst: &Path, label: &str) -> Result<(), BackendError> {
+        let storage = self.storage.clone();
+        let (from, to, label) = (src.to_path_buf(), dst.to_path_buf(), label.to_string());
+        tokio::task::spawn_blocking(move || {
+            storage.clone_volume(&from, &to, &mut crate::clone_progress(&label))
+        })
+        .await
+        .map_err(|e| BackendError::internal("the clone task failed").with_source(e))?
+        .map_err(|e| io_error("clone into", dst, e))
+    }
+
+    /// Takes a snapshot of compute `name` (database `database`, branch
+    /// `branch`) with its manifest.
+    pub(crate) async fn snapshot(
+        &self,
+        database: &str,
+        branch: &str,
+    ) -> Result<Manifest, BackendError> {
+        let name = compute_name(database, branch);
+        if !self.exists(&name) {
+            return Err(BackendError::not_found(format!(
+                "database \"{database}\" has no branch \"{branch}\""
+            )));
+        }
+        let dir = self.snapshots_dir(database);
+        std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+        let created_at_ms = unix_ms();
+        let id = format!("{branch}-{created_at_ms}");
+        let volume = dir.join(&id);
+        let lsn = match self.consistent_clone(&name, &volume).await {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                let _ = self.storage.delete_volume(&volume);
+                return Err(e);
+            }
+        };
+        let pgdata = volume.join("pgdata");
+        let files = tokio::task::spawn_blocking(move || hash_tree(&pgdata))
+            .await
+            .map_err(|e| BackendError::internal("the checksum task failed").with_source(e))?
+            .map_err(|e| io_error("checksum", &volume, e))?;
+        let manifest = Manifest {
+            id: id.clone(),
+            database: database.to_string(),
+            branch: branch.to_string(),
+            created_at_ms,
+            lsn,
+            owner: self.owner_of(&name)?,
+            files,
+        };
+        let text = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| BackendError::internal("could not write a manifest").with_source(e))?;
+        let path = dir.join(format!("{id}.json"));
+        std::fs::write(&path, text).map_err(|e| io_error("write", &path, e))?;
+        Ok(manifest)
+    }
+
+    /// Makes branch volume `target` from a verified snapshot.
+    async fn from_snapshot(&self, manifest: &Manifest, target: &Path) -> Result<(), BackendError> {
+        let volume = self.snapshots_dir(&manifest.database).join(&manifest.id);
+        let pgdata = volume.join("pgdata");
+        let checked = manifest.clone();
+        tokio::task::spawn_blocking(move || verify(&checked, &pgdata))
+            .await
+            .map_err(|e| BackendError::internal("the verify task failed").with_source(e))?
+            .map_err(|why| {
+                BackendError::new(
+                    BackendErrorKind::InvalidRequest,
+                    format!(
+                        "snapshot \"{}\" is corrupted ({why}); it will not be used",
+                        manifest.id
+                    ),
+                )
+            })?;
+        self.clone_volume(&volume, target, &manifest.id).await?;
+        if !(self.storage.capabilities().atomic_snapshot && self.user.owns(target)) {
+            self.user
+                .chown_tree(target)
+                .map_err(|e| io_error("hand to the compute user", target, e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the files that make a volume a finished branch.
+    fn finish_branch(&self, dir: &Path, owner: &str, parent: &str) -> Result<(), BackendError> {
+        let _ = std::fs::remove_file(dir.join("postgres.log"));
+        std::fs::write(dir.join("parent"), parent).map_err(|e| io_error("write", dir, e))?;
+        // Written last: its presence marks a finished branch.
+        std::fs::write(dir.join("owner"), owner).map_err(|e| io_error("write", dir, e))
+    }
+
+    /// Creates a branch; on error nothing is left.
+    pub(crate) async fn branch(&self, spec: &BranchSpec) -> Result<(), BackendError> {
+        if spec.branch == "main" || spec.branch.is_empty() || spec.branch.contains(['@', '/']) {
+            return Err(invalid(format!("invalid branch name \"{}\"", spec.branch)));
+        }
+        let parent = compute_name(&spec.database, &spec.parent);
+        let name = compute_name(&spec.database, &spec.branch);
+        if !self.exists(&parent) {
+            return Err(BackendError::not_found(format!(
+                "database \"{}\" has no branch \"{}\"",
+                spec.database, spec.parent
+            )));
+        }
+        if self.exists(&name) {
+            return Err(BackendError::new(
+                BackendErrorKind::AlreadyExists,
+                format!(
+                    "branch \"{}\" of \"{}\" already exists",
+                    spec.branch, spec.database
+                ),
+            ));
+        }
+        self.discard(&name).await?; // a create that did not finish
+        let result = self.branch_inner(spec, &parent, &name).await;
+        if result.is_err() {
+            let _ = self.discard(&name).await;
+        }
+        result
+    }
+
+    async fn branch_inner(
+        &self,
+        spec: &BranchSpec,
+        parent: &str,
+        name: &str,
+    ) -> Result<(), BackendError> {
+        let dir = self.db_dir(name);
+        let owner = self.owner_of(parent)?;
+        match &spec.point {
+            BranchPoint::Now => {
+                self.consistent_clone(parent, &dir).await?;
+            }
+            BranchPoint::Snapshot { id } => {
+                let manifest = self.manifest(&spec.database, id)?;
+                self.from_snapshot(&manifest, &dir).await?;
+            }
+            BranchPoint::Lsn { lsn } => {
+                let target = parse_lsn(lsn).ok_or_else(|| {
+                    invalid(format!("invalid LSN \"{lsn}\" (expected e.g. 0/16B3740)"))
+                })?;
+                let base = self
+                    .manifests(&spec.database)
+                    .into_iter()
+                    .filter(|m| {
+                        m.branch == spec.parent && parse_lsn(&m.lsn).is_some_and(|l| l <= target)
+                    })
+                    .next_back()
+                    .ok_or_else(|| no_base(spec, lsn))?;
+                self.from_snapshot(&base, &dir).await?;
+                self.recover(parent, name, &format!("recovery_target_lsn = '{lsn}'"))
+                    .await?;
+            }
+            BranchPoint::Timestamp { at } => {
+                let target = parse_time_ms(at).ok_or_else(|| {
+                    invalid(format!(
+                        "invalid time \"{at}\" (expected RFC 3339, e.g. 2026-11-25T13:00:00Z)"
+                    ))
+                })?;
+                let base = self
+                    .manifests(&spec.database)
+                    .into_iter()
+                    .filter(|m| m.branch == spec.parent && m.created_at_ms <= target)
+                    .next_back()
+                    .ok_or_else(|| no_base(spec, at))?;
+                self.from_snapshot(&base, &dir).await?;
+                // Postgres's own form: `2026-11-25 13:00:00.123+00`.
+                let at =
+                    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(target))
+                        .to_string()
+                        .replace('T', " ")
+                        .replace('Z', "+00");
+                self.recover(parent, name, &format!("recovery_target_time = '{at}'"))
+                    .await?;
+            }
+        }
+        self.finish_branch(&dir, &owner, &spec.parent)?;
+        // The branch's own base snapshot, for point-in-time branches of it.
+        self.snapshot(&spec.database, &spec.branch).await?;
+        Ok(())
+    }
+
+    /// Replays the parent's WAL into the fresh clone `name` up to `target`,
+    /// then promotes it; the compute is left stopped.
+    async fn recover(&self, parent: &str, name: &str, target: &str) -> Result<(), BackendError> {
+        let pgdata = self.pgdata(name);
+        let archive = self.archive_dir(parent);
+        let parent_wal = self.pgdata(parent).join("pg_wal");
+        let settings = format!(
+            "\n# Point-in-time branch (OgelBase)\nrestore_command = 'cp \"{}/%f\" \"%p\" 2>/dev/null || cp \"{}/%f\" \"%p\"'\n{target}\nrecovery_target_action = 'promote'\n",
+            archive.display(),
+            parent_wal.display()
+        );
+        let auto_conf = pgdata.join("postgresql.auto.conf");
+        let mut conf = std::fs::read_to_string(&auto_conf).unwrap_or_default();
+        conf.push_str(&settings);
+        std::fs::write(&auto_conf, &conf).map_err(|e| io_error("write", &auto_conf, e))?;
+        std::fs::write(pgdata.join("recovery.signal"), "")
+            .map_err(|e| io_error("write", &pgdata, e))?;
+        self.user
+            .chown_tree(&self.db_dir(name))
+            .map_err(|e| io_error("hand to the compute user", &pgdata, e))?;
+        let log_tail = || {
+            let log =
+                std::fs::read_to_string(self.db_dir(name).join("postgres.log")).unwrap_or_default();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("FATAL") || l.contains("recovery"))
+                .rev()
+                .take(2)
+                .collect();
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        };
+        let unreachable = |e: BackendError| {
+            BackendError::new(
+                BackendErrorKind::InvalidRequest,
+                format!(
+                    "the branch could not be brought to that point: {}",
+                    log_tail()
+                ),
+            )
+            .with_source(e)
+        };
+        let port = self.start(name).await.map_err(unreachable)?;
+        let client = self
+            .superuser(port, "postgres")
+            .await
+            .map_err(unreachable)?;
+        let deadline = std::time::Instant::now() + RECOVERY_TIMEOUT;
+        loop {
+            match client.query_one("SELECT pg_is_in_recovery()", &[]).await {
+                Ok(row) if !row.get::<_, bool>(0) => break,
+                Ok(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Ok(_) => {
+                    return Err(BackendError::unavailable(format!(
+                        "replaying WAL for {name} did not finish within {RECOVERY_TIMEOUT:?}"
+                    )))
+                }
+                Err(e) => {
+                    return Err(unreachable(
+                        BackendError::unavailable("the compute went away during recovery")
+                            .with_source(e),
+                    ))
+                }
+            }
+        }
+        drop(client);
+        // The recovery settings only apply in recovery; drop them anyway.
+        let cleaned = conf.replace(&settings, "");
+        std::fs::write(&auto_conf, cleaned).map_err(|e| io_error("write", &auto_conf, e))?;
+        self.stop(name).await
+    }
+
+    /// Deletes branch `branch` of `database` and its WAL archive.
+    pub(crate) async fn drop_branch(
+        &self,
+        database: &str,
+        branch: &str,
+    ) -> Result<(), BackendError> {
+        if branch == "main" {
+            return Err(invalid(
+                "the main branch is deleted with its database (`ogel db delete`)",
+            ));
+        }
+        let name = compute_name(database, branch);
+        self.discard(&name).await?;
+        let _ = std::fs::remove_dir_all(self.archive_dir(&name));
+        Ok(())
+    }
+
+    /// Resets a branch to its parent's current state.
+    pub(crate) async fn reset(&self, database: &str, branch: &str) -> Result<(), BackendError> {
+        let name = compute_name(database, branch);
+        let parent = std::fs::read_to_string(self.db_dir(&name).join("parent"))
+            .map(|p| p.trim().to_string())
+            .map_err(|_| {
+                BackendError::not_found(format!(
+                    "database \"{database}\" has no branch \"{branch}\" with a parent"
+                ))
+            })?;
+        self.drop_branch(database, branch).await?;
+        self.branch(&BranchSpec {
+            database: database.to_string(),
+            branch: branch.to_string(),
+            parent,
+            point: BranchPoint::Now,
+        })
+        .await
+    }
+
+    /// Replaces (or creates) branch `as_branch` with a snapshot's contents;
+    /// a corrupted snapshot is refused and the branch stays as it was.
+    pub(crate) async fn restore(
+        &self,
+        database: &str,
+        id: &str,
+        as_branch: &str,
+    ) -> Result<(), BackendError> {
+        let manifest = self.manifest(database, id)?;
+        let name = compute_name(database, as_branch);
+        let staging = self
+            .root
+            .join("trash")
+            .join(format!("restore-{name}-{}", unix_ms()));
+        std::fs::create_dir_all(self.root.join("trash"))
+            .map_err(|e| io_error("create", &staging, e))?;
+        if let Err(e) = self.from_snapshot(&manifest, &staging).await {
+            let _ = self.storage.delete_volume(&staging);
+            return Err(e);
+        }
+        let parent = std::fs::read_to_string(self.db_dir(&name).join("parent"))
+            .map(|p| p.trim().to_string())
+            .unwrap_or_else(|_| manifest.branch.clone());
+        self.finish_branch(&staging, &manifest.owner, &parent)?;
+        if as_branch == "main" {
+            // Keep `parent` out of main.
+            let _ = std::fs::remove_file(staging.join("parent"));
+        }
+        self.discard(&name).await?;
+        self.storage
+            .rename_volume(&staging, &self.db_dir(&name))
+            .map_err(|e| io_error("move into place", &staging, e))
+    }
+
+    /// The snapshots of a database.
+    pub(crate) fn snapshot_list(&self, database: &str) -> Vec<SnapshotInfo> {
+        self.manifests(database)
+            .into_iter()
+            .map(|m| SnapshotInfo {
+                id: m.id,
+                database: m.database,
+                branch: m.branch,
+                created_at_unix: m.created_at_ms / 1000,
+                size_bytes: Some(m.files.iter().map(|f| f.size).sum()),
+            })
+            .collect()
+    }
+
+    /// Deletes a database's snapshots and the WAL archives of its computes.
+    pub(crate) fn drop_history(&self, database: &str) {
+        let dir = self.snapshots_dir(database);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "json") {
+                    let _ = std::fs::remove_file(&path);
+                } else if let Err(e) = self.storage.delete_volume(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not delete a snapshot");
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Ok(entries) = std::fs::read_dir(self.root.join("archive")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if database_of(&name) == database {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
+}
+
+fn no_base(spec: &BranchSpec, point: &str) -> BackendError {
+    invalid(format!(
+        "branch \"{}\" of \"{}\" has no snapshot from before {point}: point-in-time branches reach back to the branch's creation",
+        spec.parent, spec.database
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_lsns() {
+        assert_eq!(compute_name("shop", "main"), "shop");
+        assert_eq!(compute_name("shop", "dev"), "shop@dev");
+        assert_eq!(database_of("shop@dev"), "shop");
+        assert_eq!(database_of("shop"), "shop");
+        assert_eq!(parse_lsn("0/16B3740"), Some(0x16B3740));
+        assert!(parse_lsn("1/0").unwrap() > parse_lsn("0/FFFFFFFF").unwrap());
+        assert_eq!(parse_lsn("nonsense"), None);
+        assert!(parse_time_ms("2026-11-25T13:00:00Z").is_some());
+        assert!(parse_time_ms("2026-11-25 13:00:00.123").is_some());
+        assert!(parse_time_ms("yesterday").is_none());
+    }
+
+    #[test]
+    fn a_changed_byte_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("base")).unwrap();
+        std::fs::write(dir.path().join("base/1"), b"hello").unwrap();
+        std::fs::write(dir.path().join("PG_VERSION"), b"15\n").unwrap();
+        let manifest = Manifest {
+            id: "x".into(),
+            database: "d".into(),
+            branch: "main".into(),
+            created_at_ms: 0,
+            lsn: "0/0".into(),
+            owner: "o".into(),
+            files: hash_tree(dir.path()).unwrap(),
+        };
+        assert_eq!(manifest.files.len(), 2);
+        verify(&manifest, dir.path()).unwrap();
+        std::fs::write(dir.path().join("base/1"), b"hellp").unwrap();
+        assert!(verify(&manifest, dir.path())
+            .unwrap_err()
+            .contains("base/1"));
+        std::fs::write(dir.path().join("base/1"), b"hello").unwrap();
+        std::fs::write(dir.path().join("extra"), b"").unwrap();
+        assert!(verify(&manifest, dir.path()).unwrap_err().contains("extra"));
+    }
+}
