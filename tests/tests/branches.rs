@@ -348,12 +348,18 @@ async fn branches_with_a_ttl_are_deleted_also_across_a_restart() {
         eventually(Duration::from_secs(15), gone("later")).await,
         "expired while stopped: deleted at start"
     );
-    let (_, list) = gw.api("GET", "/v1/databases/app/branches", None).await;
-    let names: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["main", "kept"]);
+    let listed = || async {
+        let (_, list) = gw.api("GET", "/v1/databases/app/branches", None).await;
+        let names: Vec<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_string())
+            .collect();
+        names == ["main", "kept"]
+    };
+    assert!(
+        eventually(Duration::from_secs(10), listed).await,
+        "the catalog forgets them too"
+    );
 }

@@ -60,6 +60,15 @@ pub struct Manifest {
     pub owner: String,
     /// Every file of the cluster.
     pub files: Vec<FileEntry>,
+    /// Whether `files` holds the checksums yet. Automatic base snapshots are
+    /// sealed in the background right after they are taken (a snapshot is
+    /// never written to), so making a branch does not wait for hashing.
+    #[serde(default = "sealed_by_default")]
+    pub sealed: bool,
+}
+
+fn sealed_by_default() -> bool {
+    true
 }
 
 /// One file of a snapshot.
@@ -311,12 +320,44 @@ impl NativeBackend {
         .map_err(|e| io_error("clone into", dst, e))
     }
 
+    fn write_manifest(&self, manifest: &Manifest) -> Result<(), BackendError> {
+        let dir = self.snapshots_dir(&manifest.database);
+        let text = serde_json::to_vec_pretty(manifest)
+            .map_err(|e| BackendError::internal("could not write a manifest").with_source(e))?;
+        let partial = dir.join(format!("{}.json.partial", manifest.id));
+        let path = dir.join(format!("{}.json", manifest.id));
+        std::fs::write(&partial, text)
+            .and_then(|_| std::fs::rename(&partial, &path))
+            .map_err(|e| io_error("write", &path, e))
+    }
+
+    /// Hashes a snapshot's files into its manifest, if not done yet.
+    async fn seal(&self, mut manifest: Manifest) -> Result<Manifest, BackendError> {
+        if manifest.sealed {
+            return Ok(manifest);
+        }
+        let pgdata = self
+            .snapshots_dir(&manifest.database)
+            .join(&manifest.id)
+            .join("pgdata");
+        let path = pgdata.clone();
+        manifest.files = tokio::task::spawn_blocking(move || hash_tree(&path))
+            .await
+            .map_err(|e| BackendError::internal("the checksum task failed").with_source(e))?
+            .map_err(|e| io_error("checksum", &pgdata, e))?;
+        manifest.sealed = true;
+        self.write_manifest(&manifest)?;
+        Ok(manifest)
+    }
+
     /// Takes a snapshot of compute `name` (database `database`, branch
-    /// `branch`) with its manifest.
+    /// `branch`) with its manifest, hashed now (or, `background`, right
+    /// after returning).
     pub(crate) async fn snapshot(
         &self,
         database: &str,
         branch: &str,
+        background: bool,
     ) -> Result<Manifest, BackendError> {
         let name = compute_name(database, branch);
         if !self.exists(&name) {
@@ -336,29 +377,47 @@ impl NativeBackend {
                 return Err(e);
             }
         };
-        let pgdata = volume.join("pgdata");
-        let files = tokio::task::spawn_blocking(move || hash_tree(&pgdata))
-            .await
-            .map_err(|e| BackendError::internal("the checksum task failed").with_source(e))?
-            .map_err(|e| io_error("checksum", &volume, e))?;
         let manifest = Manifest {
-            id: id.clone(),
+            id,
             database: database.to_string(),
             branch: branch.to_string(),
             created_at_ms,
             lsn,
             owner: self.owner_of(&name)?,
-            files,
+            files: Vec::new(),
+            sealed: false,
         };
-        let text = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| BackendError::internal("could not write a manifest").with_source(e))?;
-        let path = dir.join(format!("{id}.json"));
-        std::fs::write(&path, text).map_err(|e| io_error("write", &path, e))?;
+        self.write_manifest(&manifest)?;
+        if !background {
+            return self.seal(manifest).await;
+        }
+        let pgdata = volume.join("pgdata");
+        let mut sealed = manifest.clone();
+        let dir = self.snapshots_dir(database);
+        tokio::task::spawn_blocking(move || match hash_tree(&pgdata) {
+            Ok(files) => {
+                sealed.files = files;
+                sealed.sealed = true;
+                let partial = dir.join(format!("{}.json.partial", sealed.id));
+                let path = dir.join(format!("{}.json", sealed.id));
+                let written = serde_json::to_vec_pretty(&sealed)
+                    .map_err(std::io::Error::other)
+                    .and_then(|text| std::fs::write(&partial, text))
+                    .and_then(|_| std::fs::rename(&partial, &path));
+                if let Err(e) = written {
+                    tracing::warn!(snapshot = %sealed.id, error = %e, "could not seal a snapshot; it is sealed when first used");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(snapshot = %sealed.id, error = %e, "could not hash a snapshot; it is sealed when first used")
+            }
+        });
         Ok(manifest)
     }
 
     /// Makes branch volume `target` from a verified snapshot.
     async fn from_snapshot(&self, manifest: &Manifest, target: &Path) -> Result<(), BackendError> {
+        let manifest = &self.seal(manifest.clone()).await?;
         let volume = self.snapshots_dir(&manifest.database).join(&manifest.id);
         let pgdata = volume.join("pgdata");
         let checked = manifest.clone();
@@ -478,7 +537,7 @@ impl NativeBackend {
         }
         self.finish_branch(&dir, &owner, &spec.parent)?;
         // The branch's own base snapshot, for point-in-time branches of it.
-        self.snapshot(&spec.database, &spec.branch).await?;
+        self.snapshot(&spec.database, &spec.branch, true).await?;
         Ok(())
     }
 
@@ -635,7 +694,7 @@ impl NativeBackend {
                 database: m.database,
                 branch: m.branch,
                 created_at_unix: m.created_at_ms / 1000,
-                size_bytes: Some(m.files.iter().map(|f| f.size).sum()),
+                size_bytes: m.sealed.then(|| m.files.iter().map(|f| f.size).sum()),
             })
             .collect()
     }
@@ -646,7 +705,10 @@ impl NativeBackend {
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.flatten() {
                 let path = entry.path();
-                if path.extension().is_some_and(|e| e == "json") {
+                if path
+                    .extension()
+                    .is_some_and(|e| e == "json" || e == "partial")
+                {
                     let _ = std::fs::remove_file(&path);
                 } else if let Err(e) = self.storage.delete_volume(&path) {
                     tracing::warn!(path = %path.display(), error = %e, "could not delete a snapshot");
@@ -704,6 +766,7 @@ mod tests {
             lsn: "0/0".into(),
             owner: "o".into(),
             files: hash_tree(dir.path()).unwrap(),
+            sealed: true,
         };
         assert_eq!(manifest.files.len(), 2);
         verify(&manifest, dir.path()).unwrap();

@@ -508,7 +508,7 @@ impl Backend for NativeBackend {
         database: &str,
         branch: &str,
     ) -> Result<SnapshotInfo, BackendError> {
-        let manifest = self.snapshot(database, branch).await?;
+        let manifest = self.snapshot(database, branch, false).await?;
         self.snapshot_list(database)
             .into_iter()
             .find(|s| s.id == manifest.id)
@@ -608,7 +608,7 @@ impl NativeBackend {
         // Written last: its presence marks a finished create.
         std::fs::write(dir.join("owner"), &spec.owner).map_err(|e| io_error("write", dir, e))?;
         // The main branch's base snapshot, for point-in-time branches.
-        self.snapshot(&spec.name, "main").await?;
+        self.snapshot(&spec.name, "main", true).await?;
         Ok(())
     }
 

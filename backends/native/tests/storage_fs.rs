@@ -5,7 +5,7 @@
 
 use ogel_backend_native::storage::{self, StorageDriver};
 use ogel_backend_native::{NativeBackend, NativeConfig};
-use ogel_plugin_sdk::{Backend, Credentials, DatabaseSpec};
+use ogel_plugin_sdk::{Backend, BranchPoint, BranchSpec, Credentials, DatabaseSpec};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -319,13 +319,90 @@ async fn create_connect_delete(fs: &LoopFs, expected_driver: &str) {
     let conn = tokio::spawn(conn);
     let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
+    client
+        .batch_execute("CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 1000)")
+        .await
+        .unwrap();
     drop(client);
     let _ = conn.await;
+
+    // A branch of the running compute: on btrfs in one atomic snapshot
+    // (the parent keeps running), elsewhere stopped, cloned, restarted.
+    let before = backend.compute_status("app").await.unwrap().pid;
+    let started = Instant::now();
+    backend
+        .create_branch(&BranchSpec {
+            database: "app".into(),
+            branch: "dev".into(),
+            parent: "main".into(),
+            point: BranchPoint::Now,
+        })
+        .await
+        .unwrap();
+    eprintln!(
+        "branch of a running compute with {expected_driver}: {} ms",
+        started.elapsed().as_millis()
+    );
+    let after = backend.compute_status("app").await.unwrap().pid;
+    assert!(after.is_some(), "the parent runs again");
+    assert_eq!(
+        before == after,
+        backend.capabilities().online_snapshot,
+        "only an atomic driver leaves the parent running untouched"
+    );
+    assert_eq!(count(&backend, "app@dev").await, 1000);
+    exec(&backend, "app@dev", "DELETE FROM t WHERE n > 10").await;
+    assert_eq!(count(&backend, "app@dev").await, 10);
+    assert_eq!(
+        count(&backend, "app").await,
+        1000,
+        "the parent is untouched"
+    );
+    let snapshots = backend.list_snapshots("app").await.unwrap();
+    assert_eq!(
+        snapshots.len(),
+        2,
+        "base snapshots of main and dev: {snapshots:?}"
+    );
+
     backend.delete_database("app").await.unwrap();
     assert!(backend.list_databases().await.unwrap().is_empty());
     assert!(!fs.mnt.join("native/databases/app").exists());
     let trash = fs.mnt.join("native/trash");
     assert_eq!(std::fs::read_dir(&trash).unwrap().count(), 0);
+}
+
+async fn client_of(backend: &NativeBackend, compute: &str) -> tokio_postgres::Client {
+    let endpoint = backend.ensure_running(compute).await.unwrap();
+    let Credentials::Password { user, password } = &endpoint.credentials;
+    let (client, conn) = tokio_postgres::Config::new()
+        .host(&endpoint.host)
+        .port(endpoint.port)
+        .user(user)
+        .password(password)
+        .dbname(&endpoint.database)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+async fn count(backend: &NativeBackend, compute: &str) -> i64 {
+    client_of(backend, compute)
+        .await
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn exec(backend: &NativeBackend, compute: &str, sql: &str) {
+    client_of(backend, compute)
+        .await
+        .batch_execute(sql)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
