@@ -8,8 +8,11 @@ use ogel_policies::pool::{PoolCounters, WAIT_BUCKETS};
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Reads one counter of a pool.
+type Field = fn(&PoolCounters) -> &AtomicU64;
+
 /// Counters exported per database: (name, help, field).
-const COUNTERS: [(&str, &str, fn(&PoolCounters) -> &AtomicU64); 9] = [
+const COUNTERS: [(&str, &str, Field); 9] = [
     ("ogel_transactions_total", "Transactions completed.", |c| {
         &c.transactions
     }),

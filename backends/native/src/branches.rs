@@ -416,7 +416,7 @@ impl NativeBackend {
     }
 
     /// Makes branch volume `target` from a verified snapshot.
-    async fn from_snapshot(&self, manifest: &Manifest, target: &Path) -> Result<(), BackendError> {
+    async fn clone_snapshot(&self, manifest: &Manifest, target: &Path) -> Result<(), BackendError> {
         let manifest = &self.seal(manifest.clone()).await?;
         let volume = self.snapshots_dir(&manifest.database).join(&manifest.id);
         let pgdata = volume.join("pgdata");
@@ -494,7 +494,7 @@ impl NativeBackend {
             }
             BranchPoint::Snapshot { id } => {
                 let manifest = self.manifest(&spec.database, id)?;
-                self.from_snapshot(&manifest, &dir).await?;
+                self.clone_snapshot(&manifest, &dir).await?;
             }
             BranchPoint::Lsn { lsn } => {
                 let target = parse_lsn(lsn).ok_or_else(|| {
@@ -503,12 +503,11 @@ impl NativeBackend {
                 let base = self
                     .manifests(&spec.database)
                     .into_iter()
-                    .filter(|m| {
+                    .rfind(|m| {
                         m.branch == spec.parent && parse_lsn(&m.lsn).is_some_and(|l| l <= target)
                     })
-                    .next_back()
                     .ok_or_else(|| no_base(spec, lsn))?;
-                self.from_snapshot(&base, &dir).await?;
+                self.clone_snapshot(&base, &dir).await?;
                 self.recover(parent, name, &format!("recovery_target_lsn = '{lsn}'"))
                     .await?;
             }
@@ -521,10 +520,9 @@ impl NativeBackend {
                 let base = self
                     .manifests(&spec.database)
                     .into_iter()
-                    .filter(|m| m.branch == spec.parent && m.created_at_ms <= target)
-                    .next_back()
+                    .rfind(|m| m.branch == spec.parent && m.created_at_ms <= target)
                     .ok_or_else(|| no_base(spec, at))?;
-                self.from_snapshot(&base, &dir).await?;
+                self.clone_snapshot(&base, &dir).await?;
                 // Postgres's own form: `2026-11-25 13:00:00.123+00`.
                 let at =
                     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(target))
@@ -667,7 +665,7 @@ impl NativeBackend {
             .join(format!("restore-{name}-{}", unix_ms()));
         std::fs::create_dir_all(self.root.join("trash"))
             .map_err(|e| io_error("create", &staging, e))?;
-        if let Err(e) = self.from_snapshot(&manifest, &staging).await {
+        if let Err(e) = self.clone_snapshot(&manifest, &staging).await {
             let _ = self.storage.delete_volume(&staging);
             return Err(e);
         }
