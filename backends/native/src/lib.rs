@@ -61,6 +61,9 @@ pub struct NativeConfig {
     /// Storage driver for database volumes: `auto` (the default: from the
     /// filesystem), `btrfs`, `zfs`, `reflink` or `copy`.
     pub storage: Option<String>,
+    /// Save the buffer cache's block list at suspend and load it at wake
+    /// (pg_prewarm's autoprewarm), when pg_prewarm is installed.
+    pub prewarm: bool,
 }
 
 impl Default for NativeConfig {
@@ -71,6 +74,7 @@ impl Default for NativeConfig {
             start_timeout_ms: 30_000,
             stop_timeout_ms: 60_000,
             storage: None,
+            prewarm: true,
         }
     }
 }
@@ -123,7 +127,7 @@ impl NativeBackend {
             .map_err(|e| io_error("read the master secret in", &root, e))?;
         let template = template::ensure_template(&root, &bins, &user, &secret, storage.as_ref())
             .map_err(BackendError::unavailable)?;
-        let prewarm = has_pg_prewarm(&bins);
+        let prewarm = config.prewarm && has_pg_prewarm(&bins);
         let backend = NativeBackend {
             root,
             config,
