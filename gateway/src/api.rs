@@ -38,6 +38,9 @@ pub struct CreateDatabase {
     /// Idle seconds before the compute is suspended; 0 = never; absent = the gateway default.
     #[serde(default)]
     pub suspend_after_secs: Option<u64>,
+    /// Computes of this database kept running (main, then branches); default 0.
+    #[serde(default)]
+    pub min_warm: u32,
 }
 
 /// A compute as the API reports it.
@@ -74,6 +77,8 @@ pub struct DatabaseInfo {
     pub created_at_unix: u64,
     /// Effective idle window in seconds; null = never suspends.
     pub suspend_after_secs: Option<u64>,
+    /// Computes kept running (main, then branches).
+    pub min_warm: u32,
     /// Its compute.
     pub compute: ComputeInfo,
 }
@@ -212,6 +217,7 @@ impl ApiState {
             owner: view.record.owner,
             created_at_unix: view.record.created_at_unix,
             suspend_after_secs: view.suspend_after.map(|d| d.as_secs()),
+            min_warm: view.record.min_warm,
             compute: ComputeInfo {
                 state: view.compute.state.to_string(),
                 pid: view.compute.pid,
@@ -351,7 +357,12 @@ async fn create_database(
     })?;
     let (record, password) = state
         .gateway
-        .create_database(&body.name, body.backend.as_deref(), body.suspend_after_secs)
+        .create_database(
+            &body.name,
+            body.backend.as_deref(),
+            body.suspend_after_secs,
+            body.min_warm,
+        )
         .await?;
     let url = state.gateway.database_url(&record, Some(&password));
     let view = state.gateway.describe(&record.name).await?;

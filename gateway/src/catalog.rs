@@ -50,6 +50,9 @@ pub struct DatabaseRecord {
     /// Idle seconds before suspend; `None` = the gateway's default, `0` = never.
     #[serde(default)]
     pub suspend_after_secs: Option<u64>,
+    /// Computes of this database (main first, then branches) kept running.
+    #[serde(default)]
+    pub min_warm: u32,
 }
 
 /// A role of the gateway's role store.
@@ -246,6 +249,7 @@ mod tests {
                 state: DatabaseState::Ready,
                 created_at_unix: 1,
                 suspend_after_secs: None,
+                min_warm: 0,
             },
             RoleRecord {
                 name: format!("{name}_owner"),

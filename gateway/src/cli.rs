@@ -87,9 +87,13 @@ pub enum DbCommand {
         /// Backend to put it on (`ogel plugins list`); default: native.
         #[arg(long)]
         backend: Option<String>,
-        /// Idle time before its compute is suspended (e.g. 300s, 5m; 0s = never).
+        /// Idle time before its compute is suspended (e.g. 300s, 5m; 0s = never):
+        /// the window a compute is kept warm after its last client.
         #[arg(long, value_parser = humantime::parse_duration)]
         suspend_after: Option<std::time::Duration>,
+        /// Keep this many of its computes running at all times (main, then branches).
+        #[arg(long, default_value_t = 0)]
+        min_warm: u32,
     },
     /// List databases.
     List,
@@ -330,11 +334,13 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
                 name,
                 backend,
                 suspend_after,
+                min_warm,
             } => {
                 let body = serde_json::json!({
                     "name": name,
                     "backend": backend,
                     "suspend_after_secs": suspend_after.map(|d| d.as_secs()),
+                    "min_warm": min_warm,
                 });
                 let created: DatabaseCredentials =
                     api.call(Method::POST, "/v1/databases", Some(body)).await?;

@@ -48,6 +48,47 @@ pub struct Config {
     pub backends: BTreeMap<String, serde_json::Value>,
     /// Connection pooling (`[pool]`); the one section `ogel reload` re-reads.
     pub pool: PoolConfig,
+    /// Pre-waking computes ahead of their clients' usual arrival (`[prewake]`).
+    pub prewake: PrewakeConfig,
+}
+
+/// `[prewake]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct PrewakeConfig {
+    /// Learn and pre-wake at all.
+    pub enabled: bool,
+    /// The rhythm of clients' arrivals (a day).
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// How long before the expected arrival to wake.
+    #[serde(with = "humantime_serde")]
+    pub lead: Duration,
+    /// Earlier periods that must agree before a pre-wake.
+    pub min_history: usize,
+}
+
+impl Default for PrewakeConfig {
+    fn default() -> Self {
+        let d = ogel_policies::warm::PredictorSettings::default();
+        PrewakeConfig {
+            enabled: true,
+            period: d.period,
+            lead: d.lead,
+            min_history: d.min_history,
+        }
+    }
+}
+
+impl PrewakeConfig {
+    /// The predictor's settings.
+    pub fn settings(&self) -> ogel_policies::warm::PredictorSettings {
+        ogel_policies::warm::PredictorSettings {
+            period: self.period,
+            lead: self.lead,
+            min_history: self.min_history.max(1),
+        }
+    }
 }
 
 /// How a client's server connection is shared.
@@ -182,6 +223,7 @@ impl Default for Config {
             native: serde_json::json!({}),
             backends: BTreeMap::new(),
             pool: PoolConfig::default(),
+            prewake: PrewakeConfig::default(),
         }
     }
 }

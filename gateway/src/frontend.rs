@@ -104,6 +104,8 @@ async fn log_in(
     };
     // Wakes the compute now, so a client learns at login if it cannot
     // start, and keeps it awake while the client is connected.
+    let after_idle = session.lifecycle.stats(&session.database).active_clients == 0;
+    gateway.predictor.arrived(&session.database, after_idle);
     let active = match session.lifecycle.connect(&session.database).await {
         Ok((_, active)) => active,
         Err(e) => {

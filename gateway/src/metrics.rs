@@ -5,6 +5,7 @@
 use crate::pooler::registry::{count_clients, ConnState};
 use crate::service::Gateway;
 use ogel_policies::pool::{PoolCounters, WAIT_BUCKETS};
+use ogel_policies::warm::PrewakeStats;
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -177,6 +178,31 @@ pub fn render(gateway: &Gateway) -> String {
             &[("database", &db.name)],
             c.acquires.load(Ordering::Relaxed),
         );
+    }
+    let prewake = gateway.predictor.stats();
+    type Stat = fn(&PrewakeStats) -> u64;
+    let prewake_counters: [(&str, &str, Stat); 3] = [
+        (
+            "ogel_prewakes_total",
+            "Computes woken ahead of their clients' usual arrival.",
+            |s| s.prewakes,
+        ),
+        (
+            "ogel_prewake_hits_total",
+            "Pre-wakes a client arrived for in time.",
+            |s| s.hits,
+        ),
+        (
+            "ogel_prewake_misses_total",
+            "Pre-wakes no client arrived for.",
+            |s| s.misses,
+        ),
+    ];
+    for (name, help, get) in prewake_counters {
+        out.family(name, "counter", help);
+        for (compute, stats) in &prewake {
+            out.sample(name, &[("compute", compute)], get(stats));
+        }
     }
     out.family(
         "ogel_clients_connected",

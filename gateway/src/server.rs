@@ -204,6 +204,18 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     ));
 
     let pool_task = tokio::spawn(gateway.pools.clone().maintain());
+    let (warm_keep, warm_wake) = (gateway.clone(), gateway.clone());
+    let prewake = gateway.config.prewake.enabled;
+    let warm_task = tokio::spawn(ogel_policies::warm::run(
+        gateway.predictor.clone(),
+        move || warm_keep.warm_computes(),
+        move |name: String| {
+            let gateway = warm_wake.clone();
+            async move { gateway.wake_compute(&name).await.map_err(|e| e.to_string()) }
+        },
+        prewake,
+        stopped(stop_rx.clone()),
+    ));
     let (ttl_list, ttl_delete) = (gateway.clone(), gateway.clone());
     let ttl_task = tokio::spawn(ogel_policies::ttl_reaper::run(
         ogel_policies::ttl_reaper::CHECK_INTERVAL,
@@ -255,6 +267,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let _ = api_task.await;
     let _ = idle_task.await;
     let _ = ttl_task.await;
+    let _ = warm_task.await;
     pool_task.abort();
     reload_task.abort();
     gateway.suspend_all().await;
@@ -284,7 +297,7 @@ async fn ensure_default_database(
         Err(_) => {
             eprintln!("ogel: creating the default database \"{name}\"");
             let (record, password) = gateway
-                .create_database(&name, None, None)
+                .create_database(&name, None, None, 0)
                 .await
                 .map_err(|e| anyhow!("creating the default database \"{name}\": {e}"))?;
             let url = gateway.database_url(&record, Some(&password));

@@ -86,6 +86,8 @@ pub struct Gateway {
     pub pools: Arc<Pools>,
     /// Verifier of the admin console's password (the API token).
     pub admin_verifier: Option<ScramVerifier>,
+    /// Learns clients' arrival times; pre-wakes computes ahead of them.
+    pub predictor: Arc<ogel_policies::warm::Predictor>,
     /// Where `reload` re-reads the configuration from.
     pub config_source: Option<(std::path::PathBuf, crate::config::Overrides)>,
     create_lock: tokio::sync::Mutex<()>,
@@ -137,6 +139,9 @@ impl Gateway {
     pub fn new(config: Config, catalog: Catalog, backends: Backends, pg_addr: SocketAddr) -> Self {
         Gateway {
             pools: Arc::new(Pools::new(config.pool.clone())),
+            predictor: Arc::new(ogel_policies::warm::Predictor::new(
+                config.prewake.settings(),
+            )),
             admin_verifier: None,
             config_source: None,
             config,
@@ -189,6 +194,7 @@ impl Gateway {
         name: &str,
         backend: Option<&str>,
         suspend_after_secs: Option<u64>,
+        min_warm: u32,
     ) -> Result<(DatabaseRecord, String), ServiceError> {
         validate_name(name).map_err(ServiceError::invalid)?;
         let backend = backend.unwrap_or(&self.config.default_backend);
@@ -209,6 +215,7 @@ impl Gateway {
             state: DatabaseState::Creating,
             created_at_unix: unix_now(),
             suspend_after_secs,
+            min_warm,
         };
         let role = RoleRecord {
             name: owner.clone(),
@@ -317,15 +324,23 @@ impl Gateway {
                     let window = self
                         .suspend_after(&d)
                         .filter(|_| lifecycle.backend().capabilities().suspend);
-                    // Branches share their database's idle window.
-                    let mut computes = vec![(lifecycle.clone(), d.name.clone(), window)];
-                    computes.extend(
+                    // Branches share their database's idle window; the
+                    // first `min_warm` computes never suspend.
+                    let names = std::iter::once(d.name.clone()).chain(
                         branches
                             .iter()
                             .filter(|b| b.database == d.name)
-                            .map(|b| (lifecycle.clone(), b.key(), window)),
+                            .map(|b| b.key()),
                     );
-                    Some(computes)
+                    let warm = d.min_warm as usize;
+                    Some(
+                        names
+                            .enumerate()
+                            .map(|(i, name)| {
+                                (lifecycle.clone(), name, window.filter(|_| i >= warm))
+                            })
+                            .collect::<Vec<_>>(),
+                    )
                 })
                 .flatten()
                 .collect(),
@@ -437,6 +452,39 @@ impl Gateway {
         let config = Config::load(file, overrides).map_err(|e| format!("configuration: {e}"))?;
         tracing::info!(file = %file.display(), "configuration reloaded: [pool] applied");
         self.pools.reconfigure(config.pool);
+        Ok(())
+    }
+
+    /// Computes `min_warm` keeps running: each database's first N (main,
+    /// then branches).
+    pub fn warm_computes(&self) -> Vec<String> {
+        let branches = self.catalog.branches("").unwrap_or_default();
+        self.catalog
+            .databases()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| d.state == DatabaseState::Ready && d.min_warm > 0)
+            .flat_map(|d| {
+                std::iter::once(d.name.clone())
+                    .chain(
+                        branches
+                            .iter()
+                            .filter(|b| b.database == d.name)
+                            .map(|b| b.key()),
+                    )
+                    .take(d.min_warm as usize)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Wakes a compute (`db` or `db@branch`) unless it runs already.
+    pub async fn wake_compute(&self, name: &str) -> Result<(), ServiceError> {
+        let record = self.ready_database(crate::branches::split(name).0)?;
+        let lifecycle = self.lifecycle(&record)?;
+        if !lifecycle.stats(name).running {
+            lifecycle.wake(name).await?;
+        }
         Ok(())
     }
 
