@@ -207,6 +207,43 @@ impl Predictor {
     }
 }
 
+/// Runs until `shutdown`: every second, wakes what `keep` lists (min_warm)
+/// and what the predictor expects clients for. `wake` is a no-op for a
+/// compute already running.
+pub async fn run<K, W, Fut>(
+    predictor: std::sync::Arc<Predictor>,
+    keep: K,
+    wake: W,
+    prewake: bool,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    K: Fn() -> Vec<String>,
+    W: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    tokio::pin!(shutdown);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = ticker.tick() => {}
+        }
+        let due = if prewake { predictor.due() } else { Vec::new() };
+        for name in due {
+            tracing::info!(compute = %name, "pre-waking ahead of its clients' usual arrival");
+            if let Err(e) = wake(name.clone()).await {
+                tracing::warn!(compute = %name, error = %e, "pre-wake failed");
+            }
+        }
+        for name in keep() {
+            if let Err(e) = wake(name.clone()).await {
+                tracing::warn!(compute = %name, error = %e, "keeping a warm compute failed; will retry");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,42 +299,5 @@ mod tests {
                 misses: 1
             }
         );
-    }
-}
-
-/// Runs until `shutdown`: every second, wakes what `keep` lists (min_warm)
-/// and what the predictor expects clients for. `wake` is a no-op for a
-/// compute already running.
-pub async fn run<K, W, Fut>(
-    predictor: std::sync::Arc<Predictor>,
-    keep: K,
-    wake: W,
-    prewake: bool,
-    shutdown: impl std::future::Future<Output = ()>,
-) where
-    K: Fn() -> Vec<String>,
-    W: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    tokio::pin!(shutdown);
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = ticker.tick() => {}
-        }
-        let due = if prewake { predictor.due() } else { Vec::new() };
-        for name in due {
-            tracing::info!(compute = %name, "pre-waking ahead of its clients' usual arrival");
-            if let Err(e) = wake(name.clone()).await {
-                tracing::warn!(compute = %name, error = %e, "pre-wake failed");
-            }
-        }
-        for name in keep() {
-            if let Err(e) = wake(name.clone()).await {
-                tracing::warn!(compute = %name, error = %e, "keeping a warm compute failed; will retry");
-            }
-        }
     }
 }
