@@ -345,10 +345,108 @@ async fn run_suite(gw: &Throwaway, backend: &str, report: &mut Report) {
             .await,
         );
     }
-    report.skip(
-        "branches and snapshots",
-        "the gateway has no branch or snapshot API yet; they join this suite with it",
-    );
+    let caps = &capabilities["capabilities"];
+    if caps["branching"].as_str().unwrap_or("none") != "none" {
+        report.check(
+            "a branch is a writable copy, isolated from its parent, and deletes cleanly",
+            async {
+                let path = format!("/v1/databases/{DB}/branches");
+                let body = serde_json::json!({"name": "conformance-dev"});
+                expect_status(
+                    "create a branch",
+                    gw.api(Method::POST, &path, Some(body)).await?,
+                    201,
+                )?;
+                let branch_url = format!("{url}@conformance-dev");
+                if count_rows(&branch_url).await? != 100 {
+                    bail!("the branch does not start as its parent");
+                }
+                connect(&branch_url)
+                    .await?
+                    .batch_execute("DELETE FROM conformance WHERE id > 10")
+                    .await?;
+                if count_rows(&branch_url).await? != 10 || count_rows(&url).await? != 100 {
+                    bail!("a write on the branch is not isolated from its parent");
+                }
+                expect_status(
+                    "delete the branch",
+                    gw.api(Method::DELETE, &format!("{path}/conformance-dev"), None)
+                        .await?,
+                    204,
+                )?;
+                match connect(&branch_url).await {
+                    Ok(_) => bail!("the branch is reachable after delete"),
+                    Err(e) if sqlstate(&e) == "3D000" => Ok(()),
+                    Err(e) => bail!("after delete: {} ({e})", sqlstate(&e)),
+                }
+            }
+            .await,
+        );
+    } else {
+        report.check(
+            "branches are refused cleanly (the backend says it cannot)",
+            async {
+                let body = serde_json::json!({"name": "conformance-dev"});
+                let got = gw
+                    .api(
+                        Method::POST,
+                        &format!("/v1/databases/{DB}/branches"),
+                        Some(body),
+                    )
+                    .await?;
+                expect_status("create a branch", got, 422).map(|_| ())
+            }
+            .await,
+        );
+    }
+    if caps["snapshots"] == true {
+        report.check(
+            "a snapshot is listed and restores as a branch",
+            async {
+                let path = format!("/v1/databases/{DB}/snapshots");
+                let snap = expect_status(
+                    "take a snapshot",
+                    gw.api(Method::POST, &path, None).await?,
+                    201,
+                )?;
+                let id = snap["id"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("no id in {snap}"))?
+                    .to_string();
+                let list = expect_status(
+                    "list snapshots",
+                    gw.api(Method::GET, &path, None).await?,
+                    200,
+                )?;
+                if !list.to_string().contains(&id) {
+                    bail!("snapshot {id} not listed: {list}");
+                }
+                let body = serde_json::json!({"as": "conformance-snap"});
+                expect_status(
+                    "restore",
+                    gw.api(Method::POST, &format!("{path}/{id}/restore"), Some(body))
+                        .await?,
+                    200,
+                )?;
+                if count_rows(&format!("{url}@conformance-snap")).await? != 100 {
+                    bail!("the restored branch does not hold the snapshot's rows");
+                }
+                Ok(())
+            }
+            .await,
+        );
+    } else {
+        report.check(
+            "snapshots are refused cleanly (the backend says it cannot)",
+            async {
+                let got = gw
+                    .api(Method::POST, &format!("/v1/databases/{DB}/snapshots"), None)
+                    .await?;
+                expect_status("take a snapshot", got, 422).map(|_| ())
+            }
+            .await,
+        );
+    }
     report.check(
         "delete the database; its URL then gets 3D000",
         async {

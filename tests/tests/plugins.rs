@@ -35,6 +35,12 @@ fn the_native_plugin_passes_the_conformance_suite() {
         stdout.contains("ok    suspend, then a connection wakes it"),
         "{stdout}"
     );
+    for step in [
+        "ok    a branch is a writable copy",
+        "ok    a snapshot is listed and restores as a branch",
+    ] {
+        assert!(stdout.contains(step), "{step}: {stdout}");
+    }
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
 
