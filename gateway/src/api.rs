@@ -235,8 +235,8 @@ impl ApiState {
 #[openapi(
     info(title = "OgelBase API", description = "Databases, computes and status of an OgelBase gateway."),
     paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, pause_database, resume_database, reset_password, reload, status, list_plugins,
-        branches::list_branches, branches::create_branch, branches::delete_branch, branches::reset_branch, branches::list_snapshots, branches::create_snapshot, branches::restore_snapshot),
-    components(schemas(Done, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
+        branches::list_branches, branches::create_branch, branches::delete_branch, branches::reset_branch, branches::list_snapshots, branches::create_snapshot, branches::restore_snapshot, branches::list_operations),
+    components(schemas(Done, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
     modifiers(&BearerAuth),
     security(("admin_token" = []))
 )]

@@ -70,7 +70,36 @@ fn no_branch(database: &str, branch: &str) -> ServiceError {
     )))
 }
 
+/// An operation listed in `GET /v1/operations` while it runs.
+pub struct OperationGuard {
+    operations: std::sync::Arc<
+        std::sync::Mutex<std::collections::BTreeMap<String, (&'static str, std::time::Instant)>>,
+    >,
+    compute: String,
+}
+
+impl Drop for OperationGuard {
+    fn drop(&mut self) {
+        self.operations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.compute);
+    }
+}
+
 impl Gateway {
+    /// Lists `kind` on `compute` as running until the guard is dropped.
+    pub fn operation(&self, compute: &str, kind: &'static str) -> OperationGuard {
+        self.operations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(compute.to_string(), (kind, std::time::Instant::now()));
+        OperationGuard {
+            operations: self.operations.clone(),
+            compute: compute.to_string(),
+        }
+    }
+
     /// Whether `branch` of `database` exists (`main` always does).
     pub fn branch_exists(&self, database: &str, branch: &str) -> Result<bool, ServiceError> {
         Ok(branch == "main" || self.catalog.branch(database, branch)?.is_some())
@@ -170,6 +199,7 @@ impl Gateway {
             point: point.clone(),
         };
         let started = std::time::Instant::now();
+        let _op = self.operation(&compute_name(database, branch), "create branch");
         let parent_compute = compute_name(database, parent);
         if point == BranchPoint::Now {
             // Copying the parent may stop it briefly (drivers without atomic
@@ -251,6 +281,7 @@ impl Gateway {
         let name = compute_name(database, branch);
         let parent_compute = compute_name(database, &branch_record.parent);
         let (db, br) = (database.to_string(), branch.to_string());
+        let _op = self.operation(&name, "reset branch");
         self.quiesced(&parent_compute, !online, async {
             lifecycle
                 .exclusive(&name, "reset a branch", move |backend| async move {
@@ -288,6 +319,7 @@ impl Gateway {
         }
         let name = compute_name(database, branch);
         let (db, br) = (database.to_string(), branch.to_string());
+        let _op = self.operation(&name, "take snapshot");
         self.quiesced(&name, !caps.online_snapshot, async {
             lifecycle
                 .exclusive(&name, "take a snapshot", move |backend| async move {
@@ -333,6 +365,7 @@ impl Gateway {
         validate_branch_name(&target).map_err(invalid)?;
         let name = compute_name(database, &target);
         let (db, snap, br) = (database.to_string(), id.to_string(), target.clone());
+        let _op = self.operation(&name, "restore snapshot");
         self.quiesced(&name, true, async {
             lifecycle
                 .exclusive(&name, "restore a snapshot", move |backend| async move {

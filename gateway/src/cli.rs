@@ -419,6 +419,48 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs a long API call while showing the operation's progress on
+/// `compute` (a bar on a terminal, once the backend reports a size).
+async fn with_progress<T>(
+    api: &ApiClient,
+    compute: &str,
+    call: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    use crate::api::branches::OperationInfo;
+    tokio::pin!(call);
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            result = &mut call => {
+                if let Some(bar) = bar {
+                    bar.finish_and_clear();
+                }
+                return result;
+            }
+            _ = tick.tick() => {
+                let Ok(ops) = api.call::<Vec<OperationInfo>>(reqwest::Method::GET, "/v1/operations", None).await else {
+                    continue;
+                };
+                let Some(op) = ops.into_iter().find(|o| o.compute == compute && o.total_bytes > 0) else {
+                    continue;
+                };
+                let bar = bar.get_or_insert_with(|| {
+                    let bar = indicatif::ProgressBar::new(op.total_bytes);
+                    if let Ok(style) = indicatif::ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})",
+                    ) {
+                        bar.set_style(style.progress_chars("=> "));
+                    }
+                    bar.set_message(format!("{} {}", op.kind, op.compute));
+                    bar
+                });
+                bar.set_position(op.done_bytes);
+            }
+        }
+    }
+}
+
 async fn branch_command(api: &ApiClient, command: &BranchCommand) -> anyhow::Result<()> {
     use reqwest::Method;
     match command {
@@ -439,13 +481,10 @@ async fn branch_command(api: &ApiClient, command: &BranchCommand) -> anyhow::Res
             });
             eprintln!("making branch \"{branch}\" of \"{database}\" from \"{from}\"…");
             let started = std::time::Instant::now();
-            let made: BranchInfo = api
-                .call(
-                    Method::POST,
-                    &format!("/v1/databases/{database}/branches"),
-                    Some(body),
-                )
-                .await?;
+            let path = format!("/v1/databases/{database}/branches");
+            let compute = format!("{database}@{branch}");
+            let made: BranchInfo =
+                with_progress(api, &compute, api.call(Method::POST, &path, Some(body))).await?;
             eprintln!("done in {:.2}s", started.elapsed().as_secs_f64());
             println!("{}", made.url);
         }
@@ -489,13 +528,10 @@ async fn branch_command(api: &ApiClient, command: &BranchCommand) -> anyhow::Res
             println!("deleted branch \"{branch}\" of \"{database}\"");
         }
         BranchCommand::Reset { database, branch } => {
-            let b: BranchInfo = api
-                .call(
-                    Method::POST,
-                    &format!("/v1/databases/{database}/branches/{branch}/reset"),
-                    None,
-                )
-                .await?;
+            let path = format!("/v1/databases/{database}/branches/{branch}/reset");
+            let compute = format!("{database}@{branch}");
+            let b: BranchInfo =
+                with_progress(api, &compute, api.call(Method::POST, &path, None)).await?;
             println!(
                 "reset branch \"{}\" to \"{}\" as it is now",
                 b.name, b.parent
@@ -509,13 +545,15 @@ async fn snapshot_command(api: &ApiClient, command: &SnapshotCommand) -> anyhow:
     use reqwest::Method;
     match command {
         SnapshotCommand::Create { database, branch } => {
-            let s: SnapshotEntry = api
-                .call(
-                    Method::POST,
-                    &format!("/v1/databases/{database}/snapshots"),
-                    Some(serde_json::json!({ "branch": branch })),
-                )
-                .await?;
+            let path = format!("/v1/databases/{database}/snapshots");
+            let body = serde_json::json!({ "branch": branch });
+            let compute = if branch == "main" {
+                database.clone()
+            } else {
+                format!("{database}@{branch}")
+            };
+            let s: SnapshotEntry =
+                with_progress(api, &compute, api.call(Method::POST, &path, Some(body))).await?;
             println!("{}", s.id);
         }
         SnapshotCommand::List { database } => {
@@ -545,13 +583,22 @@ async fn snapshot_command(api: &ApiClient, command: &SnapshotCommand) -> anyhow:
             snapshot,
             as_branch,
         } => {
-            let b: BranchInfo = api
-                .call(
-                    Method::POST,
-                    &format!("/v1/databases/{database}/snapshots/{snapshot}/restore"),
-                    Some(serde_json::json!({ "as": as_branch })),
-                )
-                .await?;
+            let path = format!("/v1/databases/{database}/snapshots/{snapshot}/restore");
+            let body = serde_json::json!({ "as": as_branch });
+            // The snapshot's own branch unless --as names another.
+            let target = as_branch.clone().unwrap_or_else(|| {
+                snapshot
+                    .rsplit_once('-')
+                    .map(|(b, _)| b.to_string())
+                    .unwrap_or_default()
+            });
+            let compute = if target == "main" {
+                database.clone()
+            } else {
+                format!("{database}@{target}")
+            };
+            let b: BranchInfo =
+                with_progress(api, &compute, api.call(Method::POST, &path, Some(body))).await?;
             println!("restored {snapshot} into branch \"{}\": {}", b.name, b.url);
         }
     }

@@ -86,6 +86,9 @@ pub struct Gateway {
     pub pools: Arc<Pools>,
     /// Verifier of the admin console's password (the API token).
     pub admin_verifier: Option<ScramVerifier>,
+    /// Long operations running now, by compute (`GET /v1/operations`).
+    pub operations:
+        Arc<std::sync::Mutex<std::collections::BTreeMap<String, (&'static str, Instant)>>>,
     /// Learns clients' arrival times; pre-wakes computes ahead of them.
     pub predictor: Arc<ogel_policies::warm::Predictor>,
     /// Where `reload` re-reads the configuration from.
@@ -139,6 +142,7 @@ impl Gateway {
     pub fn new(config: Config, catalog: Catalog, backends: Backends, pg_addr: SocketAddr) -> Self {
         Gateway {
             pools: Arc::new(Pools::new(config.pool.clone())),
+            operations: Arc::default(),
             predictor: Arc::new(ogel_policies::warm::Predictor::new(
                 config.prewake.settings(),
             )),

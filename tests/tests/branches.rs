@@ -363,3 +363,51 @@ async fn branches_with_a_ttl_are_deleted_also_across_a_restart() {
         "the catalog forgets them too"
     );
 }
+
+#[tokio::test]
+async fn a_long_branch_copy_reports_its_progress() {
+    let gw = Gateway::start().await;
+    exec(
+        &gw.app_url,
+        "CREATE TABLE big AS SELECT g, repeat('x', 900) AS pad FROM generate_series(1, 150000) g",
+    )
+    .await;
+    let api = gw.api.clone();
+    let token = gw.token.clone();
+    let create = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{api}/v1/databases/app/branches"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": "copy"}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    let mut seen = Vec::new();
+    while !create.is_finished() {
+        let (status, ops) = gw.api("GET", "/v1/operations", None).await;
+        assert_eq!(status, 200);
+        for op in ops.as_array().unwrap() {
+            if op["compute"] == "app@copy" && op["total_bytes"].as_u64().unwrap_or(0) > 0 {
+                seen.push((
+                    op["done_bytes"].as_u64().unwrap(),
+                    op["total_bytes"].as_u64().unwrap(),
+                ));
+                assert_eq!(op["kind"], "create branch");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(create.await.unwrap().unwrap(), 201);
+    assert!(
+        !seen.is_empty(),
+        "the copy's progress was reported while it ran"
+    );
+    assert!(
+        seen.iter()
+            .all(|(done, total)| done <= total && *total > 100_000_000),
+        "{seen:?}"
+    );
+    let (_, ops) = gw.api("GET", "/v1/operations", None).await;
+    assert_eq!(ops, serde_json::json!([]), "nothing listed once done");
+}

@@ -283,13 +283,14 @@ impl NativeBackend {
         &self,
         src: &str,
         dst: &Path,
+        key: &str,
     ) -> Result<String, BackendError> {
         let running = self.live_port(src);
         let atomic = self.storage.capabilities().atomic_snapshot;
         if running.is_some() && !atomic {
             self.stop(src).await?;
         }
-        self.clone_volume(&self.db_dir(src), dst, src).await?;
+        self.clone_volume(&self.db_dir(src), dst, key).await?;
         let _ = std::fs::remove_file(dst.join("pgdata").join("postmaster.pid"));
         let lsn = match running {
             Some(port) if atomic => self.current_lsn(src, port).await?,
@@ -312,12 +313,19 @@ impl NativeBackend {
     async fn clone_volume(&self, src: &Path, dst: &Path, label: &str) -> Result<(), BackendError> {
         let storage = self.storage.clone();
         let (from, to, label) = (src.to_path_buf(), dst.to_path_buf(), label.to_string());
-        tokio::task::spawn_blocking(move || {
-            storage.clone_volume(&from, &to, &mut crate::clone_progress(&label))
+        let map = self.progress.clone();
+        let key = label.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            storage.clone_volume(&from, &to, &mut crate::clone_progress(&label, map))
         })
-        .await
-        .map_err(|e| BackendError::internal("the clone task failed").with_source(e))?
-        .map_err(|e| io_error("clone into", dst, e))
+        .await;
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        result
+            .map_err(|e| BackendError::internal("the clone task failed").with_source(e))?
+            .map_err(|e| io_error("clone into", dst, e))
     }
 
     fn write_manifest(&self, manifest: &Manifest) -> Result<(), BackendError> {
@@ -370,7 +378,7 @@ impl NativeBackend {
         let created_at_ms = unix_ms();
         let id = format!("{branch}-{created_at_ms}");
         let volume = dir.join(&id);
-        let lsn = match self.consistent_clone(&name, &volume).await {
+        let lsn = match self.consistent_clone(&name, &volume, &name).await {
             Ok(lsn) => lsn,
             Err(e) => {
                 let _ = self.storage.delete_volume(&volume);
@@ -416,7 +424,12 @@ impl NativeBackend {
     }
 
     /// Makes branch volume `target` from a verified snapshot.
-    async fn clone_snapshot(&self, manifest: &Manifest, target: &Path) -> Result<(), BackendError> {
+    async fn clone_snapshot(
+        &self,
+        manifest: &Manifest,
+        target: &Path,
+        key: &str,
+    ) -> Result<(), BackendError> {
         let manifest = &self.seal(manifest.clone()).await?;
         let volume = self.snapshots_dir(&manifest.database).join(&manifest.id);
         let pgdata = volume.join("pgdata");
@@ -433,7 +446,7 @@ impl NativeBackend {
                     ),
                 )
             })?;
-        self.clone_volume(&volume, target, &manifest.id).await?;
+        self.clone_volume(&volume, target, key).await?;
         if !(self.storage.capabilities().atomic_snapshot && self.user.owns(target)) {
             self.user
                 .chown_tree(target)
@@ -490,11 +503,11 @@ impl NativeBackend {
         let owner = self.owner_of(parent)?;
         match &spec.point {
             BranchPoint::Now => {
-                self.consistent_clone(parent, &dir).await?;
+                self.consistent_clone(parent, &dir, name).await?;
             }
             BranchPoint::Snapshot { id } => {
                 let manifest = self.manifest(&spec.database, id)?;
-                self.clone_snapshot(&manifest, &dir).await?;
+                self.clone_snapshot(&manifest, &dir, name).await?;
             }
             BranchPoint::Lsn { lsn } => {
                 let target = parse_lsn(lsn).ok_or_else(|| {
@@ -507,7 +520,7 @@ impl NativeBackend {
                         m.branch == spec.parent && parse_lsn(&m.lsn).is_some_and(|l| l <= target)
                     })
                     .ok_or_else(|| no_base(spec, lsn))?;
-                self.clone_snapshot(&base, &dir).await?;
+                self.clone_snapshot(&base, &dir, name).await?;
                 self.recover(parent, name, &format!("recovery_target_lsn = '{lsn}'"))
                     .await?;
             }
@@ -522,7 +535,7 @@ impl NativeBackend {
                     .into_iter()
                     .rfind(|m| m.branch == spec.parent && m.created_at_ms <= target)
                     .ok_or_else(|| no_base(spec, at))?;
-                self.clone_snapshot(&base, &dir).await?;
+                self.clone_snapshot(&base, &dir, name).await?;
                 // Postgres's own form: `2026-11-25 13:00:00.123+00`.
                 let at =
                     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(target))
@@ -665,7 +678,7 @@ impl NativeBackend {
             .join(format!("restore-{name}-{}", unix_ms()));
         std::fs::create_dir_all(self.root.join("trash"))
             .map_err(|e| io_error("create", &staging, e))?;
-        if let Err(e) = self.clone_snapshot(&manifest, &staging).await {
+        if let Err(e) = self.clone_snapshot(&manifest, &staging, &name).await {
             let _ = self.storage.delete_volume(&staging);
             return Err(e);
         }

@@ -33,7 +33,7 @@ ogel_plugin_sdk::export_backend!("native", NativeBackend::from_config);
 use compute::{RunningCompute, StartSpec};
 use ogel_plugin_sdk::{
     Backend, BackendError, BackendErrorKind, BranchSpec, Branching, Capabilities, ComputeEndpoint,
-    ComputeState, ComputeStatus, Credentials, DatabaseSpec, SnapshotInfo,
+    ComputeState, ComputeStatus, Credentials, DatabaseSpec, Progress, SnapshotInfo,
 };
 use os_user::ComputeUser;
 use pg_binaries::PgBinaries;
@@ -92,6 +92,8 @@ pub struct NativeBackend {
     generation: AtomicU64,
     /// pg_prewarm is installed: computes keep their cache warm across suspends.
     prewarm: bool,
+    /// Clones in progress, for `progress`.
+    progress: ProgressMap,
 }
 
 impl NativeBackend {
@@ -139,6 +141,7 @@ impl NativeBackend {
             computes: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             prewarm,
+            progress: ProgressMap::default(),
         };
         backend.adopt_running();
         Ok(backend)
@@ -385,10 +388,21 @@ fn empty_trash(trash: &Path, storage: &dyn StorageDriver) {
     }
 }
 
-/// A progress callback that logs every 10% of a long clone.
-fn clone_progress(database: &str) -> impl FnMut(u64, u64) + '_ {
+/// Progress of running clones, by the compute they are for.
+pub(crate) type ProgressMap = Arc<Mutex<HashMap<String, Progress>>>;
+
+/// A progress callback for a clone for compute `key`: recorded for
+/// [`Backend::progress`] and logged every 10%.
+fn clone_progress(key: &str, map: ProgressMap) -> impl FnMut(u64, u64) + '_ {
     let mut logged = 0;
     move |done, total| {
+        map.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key.to_string(),
+            Progress {
+                done_bytes: done,
+                total_bytes: total,
+            },
+        );
         if total == 0 {
             return;
         }
@@ -396,10 +410,10 @@ fn clone_progress(database: &str) -> impl FnMut(u64, u64) + '_ {
         if tenth > logged {
             logged = tenth;
             tracing::info!(
-                database,
+                compute = key,
                 done_bytes = done,
                 total_bytes = total,
-                "cloning the template: {}%",
+                "cloning: {}%",
                 tenth * 10
             );
         }
@@ -519,6 +533,15 @@ impl Backend for NativeBackend {
             .ok_or_else(|| BackendError::internal("the new snapshot is not listed"))
     }
 
+    async fn progress(&self, name: &str) -> Result<Option<Progress>, BackendError> {
+        Ok(self
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned())
+    }
+
     async fn list_snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, BackendError> {
         self.owner_of(database)?;
         Ok(self.snapshot_list(database))
@@ -586,12 +609,18 @@ impl NativeBackend {
         let storage = self.storage.clone();
         let name = spec.name.clone();
         let target = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            storage.clone_volume(&template, &target, &mut clone_progress(&name))
+        let map = self.progress.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            storage.clone_volume(&template, &target, &mut clone_progress(&name, map))
         })
-        .await
-        .map_err(|e| BackendError::internal("the template clone task failed").with_source(e))?
-        .map_err(|e| io_error("clone the template to", dir, e))?;
+        .await;
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&spec.name);
+        result
+            .map_err(|e| BackendError::internal("the template clone task failed").with_source(e))?
+            .map_err(|e| io_error("clone the template to", dir, e))?;
         let storage = self.storage.as_ref();
         tracing::info!(
             database = %spec.name,

@@ -96,9 +96,59 @@ impl From<ogel_plugin_sdk::SnapshotInfo> for SnapshotEntry {
     }
 }
 
+/// A long operation running now, with its progress.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OperationInfo {
+    /// The compute it works on (`db` or `db@branch`).
+    pub compute: String,
+    /// What it does.
+    pub kind: String,
+    /// Milliseconds since it started.
+    pub elapsed_ms: u64,
+    /// Bytes copied so far (when the backend reports it).
+    pub done_bytes: u64,
+    /// Bytes to copy (0 while unknown).
+    pub total_bytes: u64,
+}
+
+/// Long operations running now (branch copies, snapshots, restores) and
+/// how far they are.
+#[utoipa::path(get, path = "/v1/operations", responses((status = 200, body = [OperationInfo])))]
+pub async fn list_operations(State(state): State<ApiState>) -> ApiResult<Vec<OperationInfo>> {
+    let running: Vec<(String, &'static str, std::time::Instant)> = state
+        .gateway
+        .operations
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(k, (kind, at))| (k.clone(), *kind, *at))
+        .collect();
+    let mut out = Vec::new();
+    for (compute, kind, started) in running {
+        let progress = match state
+            .gateway
+            .ready_database(crate::branches::split(&compute).0)
+            .and_then(|db| state.gateway.lifecycle(&db))
+        {
+            Ok(l) => l.backend().progress(&compute).await.ok().flatten(),
+            Err(_) => None,
+        }
+        .unwrap_or_default();
+        out.push(OperationInfo {
+            compute,
+            kind: kind.to_string(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            done_bytes: progress.done_bytes,
+            total_bytes: progress.total_bytes,
+        });
+    }
+    Ok(Json(out))
+}
+
 /// The routes (they need the admin token, like the rest of `/v1`).
 pub fn routes() -> Router<ApiState> {
     Router::new()
+        .route("/v1/operations", get(list_operations))
         .route(
             "/v1/databases/{name}/branches",
             get(list_branches).post(create_branch),

@@ -13,8 +13,11 @@ use ogel_plugin_sdk::abi::{self, EntryFn, PluginDescriptor, RawBuffer};
 use ogel_plugin_sdk::wire::{Request, Response};
 use ogel_plugin_sdk::{
     Backend, BackendError, BranchSpec, Capabilities, ComputeEndpoint, ComputeStatus, DatabaseSpec,
-    SnapshotInfo,
+    Progress, SnapshotInfo,
 };
+
+/// The least time a call that copies data may take ([`Request::is_long`]).
+const LONG_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 use std::ffi::{c_void, CStr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -291,6 +294,11 @@ impl PluginBackend {
         &self,
         request: Request,
     ) -> Result<T, BackendError> {
+        let limit = if request.is_long() {
+            self.call_timeout.max(LONG_CALL_TIMEOUT)
+        } else {
+            self.call_timeout
+        };
         let bytes =
             serde_json::to_vec(&request).map_err(|e| BackendError::internal(e.to_string()))?;
         let plugin = self.plugin.clone();
@@ -307,13 +315,13 @@ impl PluginBackend {
             in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             plugin.take_response(out)
         });
-        let response = tokio::time::timeout(self.call_timeout, task)
+        let response = tokio::time::timeout(limit, task)
             .await
             .map_err(|_| {
                 tracing::error!(plugin = %self.plugin.name, "plugin call timed out");
                 BackendError::unavailable(format!(
-                    "backend {} did not answer within {:?}",
-                    self.plugin.name, self.call_timeout
+                    "backend {} did not answer within {limit:?}",
+                    self.plugin.name
                 ))
             })?
             .map_err(|e| {
@@ -421,5 +429,12 @@ impl Backend for PluginBackend {
             as_branch: as_branch.into(),
         })
         .await
+    }
+    async fn progress(&self, name: &str) -> Result<Option<Progress>, BackendError> {
+        // A 1.0 plugin does not know the request: no progress to report.
+        if self.plugin.abi.1 < 1 {
+            return Ok(None);
+        }
+        self.call(Request::Progress { name: name.into() }).await
     }
 }

@@ -22,7 +22,7 @@ pub const DESCRIPTOR_MAGIC: u64 = 0x4f47_454c_504c_5547;
 /// Incompatible changes bump this; the loader refuses other majors.
 pub const ABI_MAJOR: u32 = 1;
 /// Compatible additions bump this.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// The SDK version, NUL-terminated.
 pub const SDK_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 /// `rustc --version` of the build, NUL-terminated (informational: the ABI

@@ -176,6 +176,7 @@ async fn dispatch(backend: &dyn Backend, request: Request) -> Response {
                 .restore_snapshot(&database, &snapshot, &as_branch)
                 .await,
         ),
+        Request::Progress { name } => Response::from_result(backend.progress(&name).await),
     }
 }
 

@@ -123,6 +123,15 @@ pub struct BranchSpec {
     pub point: BranchPoint,
 }
 
+/// How far a long operation on a compute has come (a clone, a restore).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes done.
+    pub done_bytes: u64,
+    /// Bytes in all (0 while unknown).
+    pub total_bytes: u64,
+}
+
 /// A snapshot a backend keeps.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SnapshotInfo {
@@ -393,5 +402,13 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<(), BackendError> {
         let _ = (database, snapshot, as_branch);
         Err(unsupported(self.name(), "restore snapshots"))
+    }
+
+    /// Progress of the long operation running on compute `name` (a branch
+    /// being made, restored or snapshotted), if any. Asked while that
+    /// operation's call is still running. (ABI 1.1.)
+    async fn progress(&self, name: &str) -> Result<Option<Progress>, BackendError> {
+        let _ = name;
+        Ok(None)
     }
 }

@@ -81,6 +81,26 @@ pub enum Request {
         /// Branch to restore into.
         as_branch: String,
     },
+    /// [`Backend::progress`](crate::Backend::progress) (ABI 1.1).
+    Progress {
+        /// Compute name.
+        name: String,
+    },
+}
+
+impl Request {
+    /// Calls that copy data and may take long (minutes on large data with
+    /// a copying driver): they get a longer time limit.
+    pub fn is_long(&self) -> bool {
+        matches!(
+            self,
+            Request::CreateDatabase { .. }
+                | Request::CreateBranch { .. }
+                | Request::ResetBranch { .. }
+                | Request::CreateSnapshot { .. }
+                | Request::RestoreSnapshot { .. }
+        )
+    }
 }
 
 /// A plugin's answer: the method's value as JSON, or an error.
