@@ -92,6 +92,18 @@ impl Gateway {
         data_dir.join("no-such-ogel.toml")
     }
 
+    /// The Prometheus exposition at `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.api))
+            .send()
+            .await
+            .expect("metrics reachable")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     /// A client of the admin console (database `ogel`, user `ogel`, the
     /// API token as password).
     pub async fn admin(&self) -> tokio_postgres::Client {

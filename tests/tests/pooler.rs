@@ -477,12 +477,7 @@ async fn admin_console_and_metrics() {
     let as_app = gw.app_url.replace("/app", "/ogel");
     assert_eq!(sqlstate(&connect(&as_app).await.unwrap_err()), "28P01");
 
-    let metrics = reqwest::get(format!("{}/metrics", gw.api))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("ogel_transactions_total{database=\"app\"}"))

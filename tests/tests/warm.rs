@@ -60,13 +60,9 @@ async fn a_compute_is_woken_ahead_of_its_clients_usual_arrival() {
     tokio::time::sleep_until((t0 + Duration::from_secs(16)).into()).await;
     visit().await;
     let hit = || async {
-        let metrics = reqwest::get(format!("{}/metrics", gw.api))
+        gw.metrics()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metrics.contains("ogel_prewake_hits_total{compute=\"daily\"} 1")
+            .contains("ogel_prewake_hits_total{compute=\"daily\"} 1")
     };
     assert!(
         eventually(Duration::from_secs(5), hit).await,

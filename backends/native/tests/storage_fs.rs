@@ -305,18 +305,7 @@ async fn create_connect_delete(fs: &LoopFs, expected_driver: &str) {
         );
         driver.delete_volume(&dst).unwrap();
     }
-    let endpoint = backend.ensure_running("app").await.unwrap();
-    let Credentials::Password { user, password } = &endpoint.credentials;
-    let (client, conn) = tokio_postgres::Config::new()
-        .host(&endpoint.host)
-        .port(endpoint.port)
-        .user(user)
-        .password(password)
-        .dbname(&endpoint.database)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
+    let client = client_of(&backend, "app").await;
     let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
     client
@@ -324,7 +313,6 @@ async fn create_connect_delete(fs: &LoopFs, expected_driver: &str) {
         .await
         .unwrap();
     drop(client);
-    let _ = conn.await;
 
     // A branch of the running compute: on btrfs in one atomic snapshot
     // (the parent keeps running), elsewhere stopped, cloned, restarted.
