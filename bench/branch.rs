@@ -665,9 +665,26 @@ async fn wake(args: WakeArgs) -> Result<Map<String, Value>> {
     let db = &gw.db;
 
     let client = connect(&gw.url).await.context("connecting")?;
-    let preload: String = query_value(&client, "SHOW shared_preload_libraries").await?;
     let shared_buffers: String = query_value(&client, "SHOW shared_buffers").await?;
-    let prewarm = preload.split(',').any(|l| l.trim() == "pg_prewarm");
+    // shared_preload_libraries is for superusers to read; the compute's
+    // command line (the backend passes its settings as -c) and its
+    // background workers are not.
+    let leader: i64 = query_value(
+        &client,
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autoprewarm leader'",
+    )
+    .await?;
+    let cmdline = compute_cmdline(&api, db).await;
+    let prewarm = match &cmdline {
+        Some(line) => line.contains("shared_preload_libraries=pg_prewarm"),
+        None => leader > 0,
+    };
+    let how = match &cmdline {
+        Some(_) if prewarm => "shared_preload_libraries=pg_prewarm on the compute's command line",
+        Some(_) => "no pg_prewarm on the compute's command line",
+        None if leader > 0 => "an autoprewarm leader in pg_stat_activity",
+        None => "no autoprewarm leader in pg_stat_activity",
+    };
     // Rows per page from the statistics (the table was analyzed after the fill).
     let rows = query(
         &client,
@@ -694,7 +711,7 @@ async fn wake(args: WakeArgs) -> Result<Map<String, Value>> {
     let step = (hot_rows / args.lookups.max(1) as i64).max(1);
     let lookups = (hot_rows + step - 1) / step;
     eprintln!(
-        "branch-bench: wake of \"{db}\": pg_prewarm {} (shared_preload_libraries '{preload}'), shared_buffers {shared_buffers}; hot set g <= {hot_rows} (~{} MB), first query = {lookups} index lookups (every {step}th row)",
+        "branch-bench: wake of \"{db}\": pg_prewarm {} ({how}), shared_buffers {shared_buffers}; hot set g <= {hot_rows} (~{} MB), first query = {lookups} index lookups (every {step}th row)",
         if prewarm { "loaded" } else { "not loaded" },
         args.hot_mb
     );
@@ -799,6 +816,20 @@ async fn wake(args: WakeArgs) -> Result<Map<String, Value>> {
         out.insert(format!("{os}_wakes"), json!(wake_all.len()));
     }
     Ok(out)
+}
+
+/// The command line of `db`'s running compute (its postmaster), read from
+/// /proc with the pid the API reports; None when that does not work.
+async fn compute_cmdline(api: &Api, db: &str) -> Option<String> {
+    let info = api.get(&format!("/v1/databases/{db}")).await.ok()?;
+    let pid = info["compute"]["pid"].as_u64()?;
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 /// One wake: warm the hot set, suspend, (drop the OS cache), connect +

@@ -220,7 +220,7 @@ trap 'exit 143' TERM
 run_bench() {
     local out="$1" rc=0
     shift
-    OGEL_TOKEN="$TOKEN" "$BENCH" "$@" >"$out" &
+    OGEL_TOKEN="$TOKEN" RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 "$BENCH" "$@" >"$out" &
     BENCH_PID=$!
     wait "$BENCH_PID" || rc=$?
     BENCH_PID=""
@@ -234,16 +234,24 @@ field() {
 }
 
 # start_driver_gateway PREWARM: the gateway on GW_DIR with native.storage =
-# DRIVER and native.prewarm = PREWARM (true/false).
+# DRIVER and native.prewarm = PREWARM (true/false); its log is
+# gateway-DRIVER.log, then -2, -3, … for restarts.
 start_driver_gateway() {
+    local n=1 line
+    GW_LOG="$TMP/gateway-$DRIVER.log"
+    while [[ -e "$GW_LOG" ]]; do
+        n=$((n + 1))
+        GW_LOG="$TMP/gateway-$DRIVER-$n.log"
+    done
     rm -f "$GW_DIR/gateway.json" # left only if an earlier one was killed
     export OGEL_NATIVE__STORAGE="$DRIVER" OGEL_NATIVE__PREWARM="$1"
     start_gateway "$TMP/no-config.toml" ogel=info,ogel_policies=info,ogel_backend_native=info \
         "native.storage = \"$DRIVER\" on $MNT"
     unset OGEL_NATIVE__STORAGE OGEL_NATIVE__PREWARM
-    local line
-    line="$(grep -m 1 'native storage driver' "$GW_LOG" || true)"
-    [[ "$line" == *"driver=$DRIVER"* ]] || warn "the gateway's log does not name storage driver $DRIVER: ${line:-no 'native storage driver' line}"
+    # Its start-up banner: "native: PostgreSQL …, computes run as OS user
+    # 'ogel', storage DRIVER".
+    line="$(grep -m 1 'computes run as OS user' "$GW_LOG" || true)"
+    [[ "$line" =~ storage\ $DRIVER( |$) ]] || warn "the gateway's log does not name storage driver $DRIVER: ${line:-no banner line}"
     # The listen port changes with every start.
     [[ -z "${URL:-}" ]] || URL="$(sed -E "s#@[^@/]+/#@$LISTEN/#" <<<"$URL")"
 }
@@ -277,9 +285,8 @@ run_driver() {
     echo "    $(findmnt -n -o SOURCE,FSTYPE,OPTIONS "$MNT")" >&2
 
     GW_DIR="$MNT/ogel"
-    GW_LOG="$TMP/gateway-$DRIVER.log"
     URL=""
-    say "[$DRIVER] Starting the gateway: ogel up --data-dir $GW_DIR, OGEL_NATIVE__STORAGE=$DRIVER (log $GW_LOG)"
+    say "[$DRIVER] Starting the gateway: ogel up --data-dir $GW_DIR, OGEL_NATIVE__STORAGE=$DRIVER (log $TMP/gateway-$DRIVER.log)"
     start_driver_gateway true
 
     say "[$DRIVER] Creating database \"bench\" (suspend_after_secs 0) through the API"
@@ -291,7 +298,8 @@ run_driver() {
 
     for idx in "${!SIZES[@]}"; do
         size="${SIZES[$idx]}"
-        target="$(awk -v s="$size" 'BEGIN { printf "%d", s * 1073741824 }')"
+        # %.0f, not %d: mawk's %d stops at 2^31 - 1.
+        target="$(awk -v s="$size" 'BEGIN { printf "%.0f", s * 1073741824 }')"
         say "[$DRIVER] Filling \"bench\" to ${size} GiB (pg_database_size)"
         out="$RES/$DRIVER-$idx-fill.json"
         run_bench "$out" fill --url "$URL" --target-bytes "$target" || {

@@ -689,14 +689,7 @@ impl Session {
             if flush(&self.stream, &mut server.to_client).is_err() || self.closing {
                 return End::ClientGone(None);
             }
-            if self.queue.is_empty()
-                && server.outbox.is_empty()
-                && server.status == b'I'
-                && self.client_stream_left == 0
-                && self.server_stream_left == 0
-                && self.mode == PoolMode::Transaction
-                && self.pinned.is_none()
-            {
+            if self.at_rest(server) && self.mode == PoolMode::Transaction && self.pinned.is_none() {
                 return End::Released;
             }
             let want_client = server.outbox.len() < HIGH_WATER && !self.closing;
@@ -763,18 +756,25 @@ impl Session {
         }
     }
 
+    /// Whether the server connection is between transactions with nothing
+    /// outstanding: no answer pending, idle, not skipping to a Sync after
+    /// an error, not in COPY, no message half relayed. Only then may it
+    /// serve another client.
+    fn at_rest(&self, server: &ServerConn) -> bool {
+        self.queue.is_empty()
+            && server.outbox.is_empty()
+            && server.status == b'I'
+            && !self.skipping
+            && !self.copy_in
+            && self.client_stream_left == 0
+            && self.server_stream_left == 0
+    }
+
     /// After the client left while attached: a clean connection goes back
     /// to the pool (reset first if it carried session state); anything
     /// mid-flight is closed.
     async fn finish(&mut self, mut lease: Lease<ServerConn>) {
-        let clean = {
-            let server = lease.conn();
-            self.queue.is_empty()
-                && server.status == b'I'
-                && server.outbox.is_empty()
-                && self.client_stream_left == 0
-                && self.server_stream_left == 0
-        };
+        let clean = self.at_rest(lease.conn());
         if !clean {
             return; // dropping the lease closes the connection
         }
