@@ -101,6 +101,11 @@ struct BranchArgs {
     /// the parent's (wakes the branch's compute).
     #[arg(long)]
     verify: bool,
+    /// Before each timed branch, write back the dirty page cache of this
+    /// path's filesystem (`sync -f`, not timed), so that the branch does
+    /// not pay for writing back what the database wrote before.
+    #[arg(long)]
+    sync_first: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -396,6 +401,8 @@ async fn fill(args: FillArgs) -> Result<Map<String, Value>> {
 
 struct Run {
     branch_ms: f64,
+    /// Dirty + Writeback of the page cache (machine-wide) just before, MiB.
+    dirty_mib: u64,
     /// The parent's connected client after the branch: its next SELECT 1.
     parent_after: Result<f64, String>,
     seal_ms: Option<f64>,
@@ -425,6 +432,10 @@ async fn branch(args: BranchArgs) -> Result<Map<String, Value>> {
             eprintln!("branch-bench: warning: {}: the parent's compute is \"{state}\", not running, before the branch", context());
         }
 
+        if let Some(path) = &args.sync_first {
+            sync_fs(path)?;
+        }
+        let dirty_mib = dirty_kib() >> 10;
         let started = Instant::now();
         let (status, info) = api
             .call(
@@ -489,7 +500,7 @@ async fn branch(args: BranchArgs) -> Result<Map<String, Value>> {
             }
         }
         eprintln!(
-            "  run {run}: branch {branch_ms:8.1} ms   parent's next query {}   seal {}   delete {delete_ms:7.1} ms{}",
+            "  run {run}: branch {branch_ms:8.1} ms (dirty page cache before: {dirty_mib} MiB)   parent's next query {}   seal {}   delete {delete_ms:7.1} ms{}",
             match &parent_after {
                 Ok(v) => format!("{v:.1} ms"),
                 Err(_) => "FAILED".to_string(),
@@ -507,6 +518,7 @@ async fn branch(args: BranchArgs) -> Result<Map<String, Value>> {
         );
         runs.push(Run {
             branch_ms,
+            dirty_mib,
             parent_after,
             seal_ms,
             delete_ms,
@@ -537,6 +549,15 @@ async fn branch(args: BranchArgs) -> Result<Map<String, Value>> {
             .collect::<Vec<_>>()
             .join(",")),
     );
+    out.insert(
+        "dirty_mib_runs".into(),
+        json!(runs
+            .iter()
+            .map(|r| r.dirty_mib.to_string())
+            .collect::<Vec<_>>()
+            .join(",")),
+    );
+    out.insert("synced_first".into(), json!(args.sync_first.is_some()));
     out.insert("delete_median_ms".into(), json!(round1(median(&delete))));
     out.insert(
         "seal_max_s".into(),
@@ -795,15 +816,10 @@ async fn wake(args: WakeArgs) -> Result<Map<String, Value>> {
                 format!("{os}_{when}_q_p99"),
                 json!(round1(percentile(&cell.query_ms, 99.0))),
             );
-            let touched = cell.hit + cell.read;
-            out.insert(
-                format!("{os}_{when}_hit_pct"),
-                json!(if touched == 0 {
-                    0.0
-                } else {
-                    round1(100.0 * cell.hit as f64 / touched as f64)
-                }),
-            );
+            // Pages the query found outside shared buffers, per query.
+            let n = cell.query_ms.len().max(1) as u64;
+            out.insert(format!("{os}_{when}_read"), json!((cell.read + n / 2) / n));
+            out.insert(format!("{os}_{when}_hit"), json!((cell.hit + n / 2) / n));
         }
         out.insert(
             format!("{os}_wake_p50"),
@@ -896,14 +912,39 @@ fn plan_buffers(plan: &[Vec<Option<String>>]) -> Option<(u64, u64)> {
     Some((field("hit="), field("read=")))
 }
 
-fn drop_os_cache(sync_path: Option<&Path>) -> Result<()> {
-    let mut sync = std::process::Command::new("sync");
-    if let Some(path) = sync_path {
-        sync.arg("-f").arg(path);
-    }
-    let status = sync.status().context("running sync")?;
+/// `sync -f PATH`: writes back the dirty pages of PATH's filesystem.
+fn sync_fs(path: &Path) -> Result<()> {
+    let status = std::process::Command::new("sync")
+        .arg("-f")
+        .arg(path)
+        .status()
+        .context("running sync")?;
     if !status.success() {
-        bail!("sync failed: {status}");
+        bail!("sync -f {} failed: {status}", path.display());
+    }
+    Ok(())
+}
+
+/// Dirty + Writeback of /proc/meminfo, KiB (0 when unreadable).
+fn dirty_kib() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("Dirty:") || l.starts_with("Writeback:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+fn drop_os_cache(sync_path: Option<&Path>) -> Result<()> {
+    match sync_path {
+        Some(path) => sync_fs(path)?,
+        None => {
+            let status = std::process::Command::new("sync")
+                .status()
+                .context("running sync")?;
+            if !status.success() {
+                bail!("sync failed: {status}");
+            }
+        }
     }
     std::fs::write("/proc/sys/vm/drop_caches", "3\n")
         .context("writing /proc/sys/vm/drop_caches (needs root)")

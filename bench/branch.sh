@@ -53,6 +53,10 @@
 #                     (default 96; shared_buffers is 128MB)
 #   DROP_CACHES       1 (default): also measure wakes with the OS page cache
 #                     dropped; 0: OS cache warm only
+#   SYNC_FIRST=1      write back the filesystem's dirty page cache (sync -f,
+#                     not timed) before each timed branch; default: branch
+#                     as the database left it (the dirty page cache at that
+#                     moment is shown per run)
 #   PG_BIN            Postgres bin dir (default: `pg_config --bindir`, else the
 #                     newest /usr/lib/postgresql/*/bin)
 #   CARGO_TARGET_DIR  default /var/tmp/ogel-target
@@ -71,6 +75,8 @@ DRIVERS="${DRIVERS:-btrfs reflink copy}"
 WAKES="${WAKES:-10}"
 HOT_MB="${HOT_MB:-96}"
 DROP_CACHES="${DROP_CACHES:-1}"
+SYNC_FIRST="${SYNC_FIRST:-}"
+[[ "$SYNC_FIRST" == 0 ]] && SYNC_FIRST=""
 KEEP_IMAGES="${KEEP_IMAGES:-}"
 
 # ------------------------------------------------------------ arguments
@@ -262,7 +268,7 @@ declare -A FAILED=()
 # run_driver: the whole sequence for DRIVER; a failed step marks the driver
 # failed (its cells read "fail") and skips the rest of it.
 run_driver() {
-    local fs idx size target prefix out
+    local fs idx size target prefix out sync_first
     case "$DRIVER" in
         btrfs) fs=btrfs ;;
         reflink) fs=xfs ;;
@@ -312,8 +318,10 @@ run_driver() {
         say "[$DRIVER] Timing $RUNS branches of \"bench\" at ${size} GiB"
         prefix="s$((idx + 1))"
         out="$RES/$DRIVER-$idx-branch.json"
+        sync_first=()
+        [[ -n "$SYNC_FIRST" ]] && sync_first=(--sync-first "$MNT")
         run_bench "$out" branch --api "$API" --url "$URL" --db bench --runs "$RUNS" \
-            --prefix "$prefix" --native-root "$GW_DIR/native" --verify || {
+            --prefix "$prefix" --native-root "$GW_DIR/native" --verify "${sync_first[@]}" || {
             warn "[$DRIVER] timing branches at ${size} GiB failed"
             FAILED[$DRIVER]=1
             return 0
@@ -372,7 +380,7 @@ LAST=$((${#SIZES[@]} - 1))
 FIRST_SIZE="${SIZES[0]}" LAST_SIZE="${SIZES[$LAST]}"
 {
     echo
-    echo "Branch creation: POST /v1/databases/bench/branches until 201, wall-clock, median of $RUNS; parent's compute running with a client connected"
+    echo "Branch creation: POST /v1/databases/bench/branches until 201, wall-clock, median of $RUNS; parent's compute running with a client connected$([[ -n "$SYNC_FIRST" ]] && echo "; dirty page cache written back before each (SYNC_FIRST=1)")"
     printf '%-9s %-6s' driver fs
     for size in "${SIZES[@]}"; do printf ' %11s' "${size}GB ms"; done
     ((LAST > 0)) && printf ' %10s' "${LAST_SIZE}/${FIRST_SIZE}"
@@ -398,15 +406,16 @@ FIRST_SIZE="${SIZES[0]}" LAST_SIZE="${SIZES[$LAST]}"
         fi
     done
     echo
-    echo "Details per driver and size: runs ms | delete (median) ms | base snapshot sealed after (max) s | connected client's next query on the parent (max) ms | data"
+    echo "Details per driver and size: runs ms [dirty page cache before each, MiB] | delete (median) ms | base snapshot sealed after (max) s | connected client's next query on the parent (max) ms | data"
     for driver in "${DRIVER_LIST[@]}"; do
         for idx in "${!SIZES[@]}"; do
             b="$RES/$driver-$idx-branch.json" f="$RES/$driver-$idx-fill.json"
             [[ -s "$f" ]] || continue
             size_mib="$(awk -v b="$(field "$f" size_bytes)" 'BEGIN { printf "%d", b / 1048576 }')"
             pf="$(field "$b" parent_failures)"
-            printf '  %-8s %5s GB  runs %-24s delete %7s  sealed %6s  parent next query %7s%s  | %s MiB, %s rows, filled in %ss\n' \
-                "$driver" "${SIZES[$idx]}" "$(cell "$(field "$b" runs_ms)")" "$(cell "$(field "$b" delete_median_ms)")" \
+            printf '  %-8s %5s GB  runs %-24s %-16s delete %7s  sealed %6s  parent next query %7s%s  | %s MiB, %s rows, filled in %ss\n' \
+                "$driver" "${SIZES[$idx]}" "$(cell "$(field "$b" runs_ms)")" "[$(field "$b" dirty_mib_runs)]" \
+                "$(cell "$(field "$b" delete_median_ms)")" \
                 "$(field "$b" seal_max_s)" "$(field "$b" parent_next_query_max_ms)" \
                 "$([[ -n "$pf" && "$pf" != 0 ]] && echo " ($pf FAILED: $(field "$b" parent_failure))")" \
                 "$size_mib" "$(field "$f" rows)" "$(field "$f" fill_secs)"
@@ -439,13 +448,13 @@ FIRST_SIZE="${SIZES[0]}" LAST_SIZE="${SIZES[$LAST]}"
                 "$(cell "$(field "$on" "${os}_wake_p50")") / $(cell "$(field "$on" "${os}_wake_p99")")" \
                 "$(cell "$(field "$off" "${os}_wake_p50")") / $(cell "$(field "$off" "${os}_wake_p99")")"
         done
-        echo "first query after the wake ($(field "$on" lookups) index lookups in the hot set), p50 ms (shared-buffer hits)"
+        echo "first query after the wake ($(field "$on" lookups) index lookups in the hot set), p50 ms (pages read from outside shared buffers)"
         for os in "${oses[@]}"; do
             for when in now later; do
                 label="$([[ "$when" == now ]] && echo "right after the wake" || echo "1 s after the wake"), OS page cache $([[ "$os" == warm ]] && echo warm || echo dropped)"
                 printf '  %-56s %18s %18s\n' "$label" \
-                    "$(cell "$(field "$on" "${os}_${when}_q_p50")") ($(field "$on" "${os}_${when}_hit_pct")%)" \
-                    "$(cell "$(field "$off" "${os}_${when}_q_p50")") ($(field "$off" "${os}_${when}_hit_pct")%)"
+                    "$(cell "$(field "$on" "${os}_${when}_q_p50")") ($(field "$on" "${os}_${when}_read") read)" \
+                    "$(cell "$(field "$off" "${os}_${when}_q_p50")") ($(field "$off" "${os}_${when}_read") read)"
             done
         done
     fi

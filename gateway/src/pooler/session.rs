@@ -763,6 +763,7 @@ impl Session {
     fn at_rest(&self, server: &ServerConn) -> bool {
         self.queue.is_empty()
             && server.outbox.is_empty()
+            && server.inbox.is_empty()
             && server.status == b'I'
             && !self.skipping
             && !self.copy_in
@@ -778,6 +779,8 @@ impl Session {
         if !clean {
             return; // dropping the lease closes the connection
         }
+        // Whatever was meant for the departed client stays with it.
+        lease.conn().to_client.clear();
         if self.mode == PoolMode::Session || self.pinned.is_some() {
             match tokio::time::timeout(RESET_TIMEOUT, lease.conn().discard_all()).await {
                 Ok(Ok(())) => lease.release(),
@@ -1036,7 +1039,10 @@ impl Session {
                 if self.copy_in {
                     self.copy_in = false;
                 } else {
+                    // Marks where a COPY that has not started yet ends; with
+                    // nothing pending before it, no COPY can start: dropped.
                     self.push(Expect::CopyEnd);
+                    self.drain_synth(server);
                 }
             }
             b'F' => {
@@ -1044,9 +1050,17 @@ impl Session {
                 self.push(Expect::Query);
             }
             b'X' => self.closing = true,
-            // Flush, CopyData/CopyDone/CopyFail and anything else: as is
-            // (the server answers unknown messages with its own error).
-            _ => server.outbox.extend_from_slice(msg),
+            // Flush and CopyData: no answer (outside COPY the server ignores
+            // CopyData).
+            b'H' | b'd' => server.outbox.extend_from_slice(msg),
+            // Anything else would make the server fail the connection,
+            // possibly after it went back to the pool: refused here, as
+            // Postgres refuses it.
+            _ => {
+                return Err(ClientError::protocol(format!(
+                    "invalid frontend message type {tag}"
+                )))
+            }
         }
         Ok(())
     }
