@@ -50,6 +50,8 @@ pub struct Config {
     pub pool: PoolConfig,
     /// Pre-waking computes ahead of their clients' usual arrival (`[prewake]`).
     pub prewake: PrewakeConfig,
+    /// Who may connect, how often (`[limits]`).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// `[prewake]`.
@@ -224,6 +226,7 @@ impl Default for Config {
             backends: BTreeMap::new(),
             pool: PoolConfig::default(),
             prewake: PrewakeConfig::default(),
+            limits: crate::limits::LimitsConfig::default(),
         }
     }
 }

@@ -30,11 +30,16 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, peer)) => {
+            Ok((mut stream, peer)) => {
                 let gateway = gateway.clone();
                 tokio::spawn(async move {
+                    let admitted = match gateway.limits.admit(peer.ip()) {
+                        Ok(admitted) => admitted,
+                        Err(e) => return send_fatal(&mut stream, &e).await,
+                    };
                     let _ = stream.set_nodelay(true);
                     handle_client(stream, gateway).await;
+                    drop(admitted);
                     tracing::trace!(%peer, "client gone");
                 });
             }
@@ -219,7 +224,7 @@ async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Tar
         let verifier = (user == admin::ADMIN_USER)
             .then(|| gateway.admin_verifier.clone())
             .flatten();
-        auth::authenticate(stream, &user, verifier, &gateway.mock_secret).await?;
+        checked_login(stream, gateway, &user, verifier).await?;
         return Ok(Some(Target::Admin));
     }
     let Ok(record) = gateway.ready_database(&database) else {
@@ -245,7 +250,7 @@ async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Tar
                 None
             }
         });
-    auth::authenticate(stream, &user, verifier, &gateway.mock_secret).await?;
+    checked_login(stream, gateway, &user, verifier).await?;
     let lifecycle = gateway
         .lifecycle(&record)
         .map_err(|e| ClientError::new("57P03", e.to_string()))?;
@@ -260,6 +265,25 @@ async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Tar
         lifecycle,
         params,
     })))
+}
+
+/// SCRAM, with failed logins counted against the client's address.
+async fn checked_login(
+    stream: &mut TcpStream,
+    gateway: &Gateway,
+    user: &str,
+    verifier: Option<ScramVerifier>,
+) -> Result<(), AuthError> {
+    let ip = stream.peer_addr().ok().map(|a| a.ip());
+    let result = auth::authenticate(stream, user, verifier, &gateway.mock_secret).await;
+    if let Some(ip) = ip {
+        match &result {
+            Ok(()) => gateway.limits.auth_succeeded(ip),
+            Err(AuthError::Client(e)) if e.code == "28P01" => gateway.limits.auth_failed(ip),
+            Err(_) => {}
+        }
+    }
+    result
 }
 
 /// Takes `branch=NAME` out of the `options` startup parameter: (the other

@@ -20,6 +20,7 @@ mod config;
 mod conformance;
 mod error;
 mod frontend;
+mod limits;
 mod metrics;
 mod pooler;
 mod protocol;

@@ -89,6 +89,8 @@ pub struct Gateway {
     /// Long operations running now, by compute (`GET /v1/operations`).
     pub operations:
         Arc<std::sync::Mutex<std::collections::BTreeMap<String, (&'static str, Instant)>>>,
+    /// Who may connect (`[limits]`).
+    pub limits: crate::limits::Limits,
     /// Learns clients' arrival times; pre-wakes computes ahead of them.
     pub predictor: Arc<ogel_policies::warm::Predictor>,
     /// Where `reload` re-reads the configuration from.
@@ -143,6 +145,7 @@ impl Gateway {
         Gateway {
             pools: Arc::new(Pools::new(config.pool.clone())),
             operations: Arc::default(),
+            limits: crate::limits::Limits::new(config.limits.clone()),
             predictor: Arc::new(ogel_policies::warm::Predictor::new(
                 config.prewake.settings(),
             )),
