@@ -4,9 +4,11 @@
 //! `SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | HELP`,
 //! `PAUSE [db]`, `RESUME [db]`, `RELOAD`.
 
+use crate::client_stream::ClientStream;
 use crate::error::ClientError;
 use crate::pooler::messages;
 use crate::pooler::registry::{count_clients, ConnState};
+use crate::pooler::session::send;
 use crate::pooler::DbPool;
 use crate::protocol::{self, ReadError};
 use crate::service::Gateway;
@@ -14,8 +16,6 @@ use bytes::{BufMut, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 /// The console's user name.
 pub const ADMIN_USER: &str = "ogel";
@@ -34,7 +34,7 @@ struct Table {
 }
 
 /// Serves an authenticated admin until it disconnects.
-pub async fn serve(mut stream: TcpStream, gateway: &Arc<Gateway>) {
+pub async fn serve(mut stream: ClientStream, gateway: &Arc<Gateway>) {
     let mut out = BytesMut::new();
     protocol::auth_ok(&mut out);
     for (name, value) in [
@@ -51,7 +51,7 @@ pub async fn serve(mut stream: TcpStream, gateway: &Arc<Gateway>) {
     messages::ready_for_query(&mut out, b'I');
     let mut failed_batch = false;
     loop {
-        if stream.write_all(&out).await.is_err() {
+        if send(&mut stream, &out).await.is_err() {
             return;
         }
         out.clear();
@@ -60,7 +60,7 @@ pub async fn serve(mut stream: TcpStream, gateway: &Arc<Gateway>) {
             Err(ReadError::Io(_)) => return,
             Err(ReadError::Malformed(m)) => {
                 messages::error_response(&mut out, true, "08P01", &m, None);
-                let _ = stream.write_all(&out).await;
+                let _ = send(&mut stream, &out).await;
                 return;
             }
         };

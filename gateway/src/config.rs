@@ -52,6 +52,8 @@ pub struct Config {
     pub prewake: PrewakeConfig,
     /// Who may connect, how often (`[limits]`).
     pub limits: crate::limits::LimitsConfig,
+    /// TLS on the Postgres listener (`[tls]`).
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// `[prewake]`.
@@ -227,6 +229,7 @@ impl Default for Config {
             pool: PoolConfig::default(),
             prewake: PrewakeConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }

@@ -5,14 +5,16 @@
 
 use crate::admin;
 use crate::auth::{self, scram::ScramVerifier, AuthError};
+use crate::client_stream::ClientStream;
 use crate::error::ClientError;
+use crate::pooler::session::send;
 use crate::pooler::{self, session::Login};
 use crate::protocol::{self, FirstPacket, PROTOCOL_3_0};
 use crate::service::Gateway;
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// SSLRequest and GSSENCRequest may each precede the startup message once.
 const NEGOTIATION_PACKETS_MAX: usize = 2;
@@ -30,15 +32,18 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((mut stream, peer)) => {
+            Ok((stream, peer)) => {
                 let gateway = gateway.clone();
                 tokio::spawn(async move {
                     let admitted = match gateway.limits.admit(peer.ip()) {
                         Ok(admitted) => admitted,
-                        Err(e) => return send_fatal(&mut stream, &e).await,
+                        Err(e) => {
+                            let mut stream = ClientStream::Plain(stream);
+                            return send_fatal(&mut stream, &e).await;
+                        }
                     };
                     let _ = stream.set_nodelay(true);
-                    handle_client(stream, gateway).await;
+                    handle_client(ClientStream::Plain(stream), gateway).await;
                     drop(admitted);
                     tracing::trace!(%peer, "client gone");
                 });
@@ -69,7 +74,7 @@ struct Session {
     params: Vec<(String, String)>,
 }
 
-async fn handle_client(stream: TcpStream, gateway: Arc<Gateway>) {
+async fn handle_client(stream: ClientStream, gateway: Arc<Gateway>) {
     // Logging in is boxed: its state (SCRAM, startup packet) is freed once
     // done, so an idle client's task keeps only what the session needs.
     let Some((pool, login)) = Box::pin(log_in(stream, &gateway)).await else {
@@ -81,7 +86,7 @@ async fn handle_client(stream: TcpStream, gateway: Arc<Gateway>) {
 /// Authenticates and wakes; `None` once the client was answered (an error,
 /// a cancel, the admin console).
 async fn log_in(
-    mut stream: TcpStream,
+    mut stream: ClientStream,
     gateway: &Arc<Gateway>,
 ) -> Option<(Arc<pooler::DbPool>, Login)> {
     let timeout = gateway.config.auth_timeout;
@@ -135,19 +140,37 @@ async fn log_in(
 }
 
 /// Reads the first packets and authenticates. `Ok(None)` for a cancel.
-async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Target>, AuthError> {
+async fn startup(
+    stream: &mut ClientStream,
+    gateway: &Gateway,
+) -> Result<Option<Target>, AuthError> {
     let max = gateway.config.startup_packet_max_bytes;
     let mut negotiations = 0;
     let (version, params) = loop {
         match protocol::read_first_packet(stream, max).await? {
-            FirstPacket::SslRequest | FirstPacket::GssEncRequest
-                if negotiations < NEGOTIATION_PACKETS_MAX =>
-            {
+            FirstPacket::SslRequest if negotiations < NEGOTIATION_PACKETS_MAX => {
                 negotiations += 1;
-                stream
-                    .write_all(b"N")
-                    .await
-                    .map_err(|_| AuthError::Closed)?;
+                match (
+                    gateway.tls.acceptor(),
+                    std::mem::replace(stream, ClientStream::Handshaking),
+                ) {
+                    (Some(acceptor), ClientStream::Plain(mut tcp)) => {
+                        tcp.write_all(b"S").await.map_err(|_| AuthError::Closed)?;
+                        let tls = acceptor.accept(tcp).await.map_err(|e| {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            AuthError::Closed
+                        })?;
+                        *stream = ClientStream::Tls(Box::new(tls));
+                    }
+                    (_, other) => {
+                        *stream = other;
+                        send(stream, b"N").await.map_err(|_| AuthError::Closed)?;
+                    }
+                }
+            }
+            FirstPacket::GssEncRequest if negotiations < NEGOTIATION_PACKETS_MAX => {
+                negotiations += 1;
+                send(stream, b"N").await.map_err(|_| AuthError::Closed)?;
             }
             FirstPacket::SslRequest | FirstPacket::GssEncRequest => {
                 return Err(ClientError::protocol("too many encryption requests").into());
@@ -169,10 +192,7 @@ async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Tar
         // We speak 3.0 only. The field is the whole version number
         // (major << 16 | minor), as PostgreSQL sends it and libpq reads it.
         protocol::negotiate_protocol_version(&mut out, PROTOCOL_3_0, &unrecognized);
-        stream
-            .write_all(&out)
-            .await
-            .map_err(|_| AuthError::Closed)?;
+        send(stream, &out).await.map_err(|_| AuthError::Closed)?;
     }
     let param = |name: &str| {
         params
@@ -203,8 +223,41 @@ async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Tar
             )
             .into())
         }
-        (a, b) => a.or(b).unwrap_or_else(|| "main".to_string()),
+        (a, b) => a.or(b),
     };
+    // The TLS server name may name the database and branch too
+    // (`shop--dev.<domain>`): all that is given must agree.
+    let sni_route = stream
+        .sni()
+        .and_then(|sni| gateway.tls.route(sni))
+        .map(|(d, b)| (d.to_string(), b.map(str::to_string)));
+    let branch = match (&sni_route, branch) {
+        (Some((sni_db, _)), _) if *sni_db != database => {
+            return Err(ClientError::new(
+                "08P01",
+                format!("the TLS server name selects database \"{sni_db}\" but the startup packet asks for \"{database}\""),
+            )
+            .into())
+        }
+        (Some((_, Some(b))), Some(a)) if *b != a => {
+            return Err(ClientError::new(
+                "08P01",
+                format!("the TLS server name selects branch \"{b}\" but the connection asks for \"{a}\""),
+            )
+            .into())
+        }
+        (Some((_, sni_branch)), a) => a.or(sni_branch.clone()),
+        (None, a) => a,
+    }
+    .unwrap_or_else(|| "main".to_string());
+    let remote = stream.peer_addr().is_some_and(|a| !a.ip().is_loopback());
+    if remote && !stream.is_tls() && gateway.tls.config.require_for_remote {
+        return Err(
+            ClientError::new("28000", "connections from other hosts must use TLS")
+                .hint("connect with sslmode=require (or verify-full with the gateway's CA)")
+                .into(),
+        );
+    }
 
     if param("replication").is_some_and(|r| !matches!(r.as_str(), "false" | "off" | "no" | "0")) {
         return Err(ClientError::new(
@@ -269,12 +322,12 @@ async fn startup(stream: &mut TcpStream, gateway: &Gateway) -> Result<Option<Tar
 
 /// SCRAM, with failed logins counted against the client's address.
 async fn checked_login(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     gateway: &Gateway,
     user: &str,
     verifier: Option<ScramVerifier>,
 ) -> Result<(), AuthError> {
-    let ip = stream.peer_addr().ok().map(|a| a.ip());
+    let ip = stream.peer_addr().map(|a| a.ip());
     let result = auth::authenticate(stream, user, verifier, &gateway.mock_secret).await;
     if let Some(ip) = ip {
         match &result {
@@ -307,9 +360,9 @@ fn branch_option(options: Option<&str>) -> (Option<String>, Option<String>) {
     (rest, branch)
 }
 
-async fn send_fatal(stream: &mut TcpStream, e: &ClientError) {
+async fn send_fatal(stream: &mut ClientStream, e: &ClientError) {
     let mut out = BytesMut::new();
     protocol::fatal_response(&mut out, e.code, &e.message, e.hint.as_deref());
-    let _ = stream.write_all(&out).await;
+    let _ = send(stream, &out).await;
     let _ = stream.shutdown().await;
 }

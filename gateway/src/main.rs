@@ -15,6 +15,7 @@ mod branches;
 mod cancel;
 mod catalog;
 mod cli;
+mod client_stream;
 mod compute;
 mod config;
 mod conformance;
@@ -26,6 +27,7 @@ mod pooler;
 mod protocol;
 mod server;
 mod service;
+mod tls;
 
 use clap::Parser;
 use cli::{Cli, Command};

@@ -161,7 +161,8 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let pg_addr = pg_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
 
-    let mut gateway = Gateway::new(config.clone(), catalog, backends, pg_addr);
+    let tls = crate::tls::Tls::load(&data_dir, &config.tls).context("setting up TLS")?;
+    let mut gateway = Gateway::new(config.clone(), catalog, backends, pg_addr, tls);
     gateway.admin_verifier = ScramVerifier::parse(&ScramVerifier::hash_password(&token)).ok();
     gateway.config_source = source;
     let gateway = Arc::new(gateway);
@@ -252,6 +253,12 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     println!("  backend:  {}", gateway.backend_description());
     if let Some(url) = default_url {
         println!("  database \"{}\": {url}", config.default_database);
+    }
+    if let Some(ca) = &gateway.tls.ca_file {
+        println!(
+            "  tls:      sslmode=require, or sslmode=verify-full sslrootcert={} (host localhost or 127.0.0.1)",
+            ca.display()
+        );
     }
     println!(
         "  admin:    psql postgresql://{}@{pg_addr}/ogel (password: the API token in {})",

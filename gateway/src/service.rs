@@ -89,6 +89,8 @@ pub struct Gateway {
     /// Long operations running now, by compute (`GET /v1/operations`).
     pub operations:
         Arc<std::sync::Mutex<std::collections::BTreeMap<String, (&'static str, Instant)>>>,
+    /// TLS for the Postgres listener.
+    pub tls: crate::tls::Tls,
     /// Who may connect (`[limits]`).
     pub limits: crate::limits::Limits,
     /// Learns clients' arrival times; pre-wakes computes ahead of them.
@@ -141,8 +143,15 @@ fn new_password() -> String {
 
 impl Gateway {
     /// Builds the core; `recover` must run before serving.
-    pub fn new(config: Config, catalog: Catalog, backends: Backends, pg_addr: SocketAddr) -> Self {
+    pub fn new(
+        config: Config,
+        catalog: Catalog,
+        backends: Backends,
+        pg_addr: SocketAddr,
+        tls: crate::tls::Tls,
+    ) -> Self {
         Gateway {
+            tls,
             pools: Arc::new(Pools::new(config.pool.clone())),
             operations: Arc::default(),
             limits: crate::limits::Limits::new(config.limits.clone()),
@@ -457,7 +466,10 @@ impl Gateway {
             return Err("this gateway was not started from a configuration file".into());
         };
         let config = Config::load(file, overrides).map_err(|e| format!("configuration: {e}"))?;
-        tracing::info!(file = %file.display(), "configuration reloaded: [pool] applied");
+        self.tls
+            .reload()
+            .map_err(|e| format!("TLS certificate: {e:#}; the previous one stays in use"))?;
+        tracing::info!(file = %file.display(), "configuration reloaded: [pool] applied, TLS certificate re-read");
         self.pools.reconfigure(config.pool);
         Ok(())
     }

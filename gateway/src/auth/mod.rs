@@ -116,6 +116,7 @@ async fn expect_password_message<S: AsyncRead + Unpin>(
 
 async fn write<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut BytesMut) -> Result<(), AuthError> {
     stream.write_all(out).await.map_err(|_| AuthError::Closed)?;
+    stream.flush().await.map_err(|_| AuthError::Closed)?;
     out.clear();
     Ok(())
 }

@@ -23,6 +23,7 @@ use super::server_conn::ServerConn;
 use super::sql::{self, SessionEffect};
 use super::DbPool;
 use crate::cancel::CancelKey;
+use crate::client_stream::ClientStream;
 use crate::config::PoolMode;
 use crate::error::ClientError;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -38,7 +39,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 
 /// Stop reading one side while this much waits to be written to the other.
 const HIGH_WATER: usize = 256 * 1024;
@@ -112,7 +112,7 @@ enum End {
 
 /// One connected client.
 pub struct Session {
-    stream: TcpStream,
+    stream: ClientStream,
     db: Arc<DbPool>,
     mode: PoolMode,
     /// Unprocessed bytes from the client (small between transactions).
@@ -147,7 +147,7 @@ pub struct Session {
 /// What `frontend` hands over after authentication.
 pub struct Login {
     /// The client's socket.
-    pub stream: TcpStream,
+    pub stream: ClientStream,
     /// Gateway role.
     pub user: String,
     /// Startup parameters.
@@ -207,7 +207,7 @@ async fn greet(
             return None;
         }
     };
-    let addr = stream.peer_addr().ok();
+    let addr = stream.peer_addr();
     let info = registry.register(|id| ClientInfo {
         id,
         user,
@@ -232,7 +232,7 @@ async fn greet(
     }
     crate::protocol::backend_key_data(&mut out, cancel.pid, cancel.secret);
     messages::ready_for_query(&mut out, b'I');
-    if stream.write_all(&out).await.is_err() {
+    if send(&mut stream, &out).await.is_err() {
         return None;
     }
     Some(Session {
@@ -383,27 +383,26 @@ fn server_statement_name(query: &str, types: &[u8]) -> Arc<str> {
     name.into()
 }
 
-async fn send_fatal(stream: &mut TcpStream, e: &ClientError) {
+/// Writes `bytes` to the client and flushes (TLS buffers records).
+pub async fn send(stream: &mut ClientStream, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
+async fn send_fatal(stream: &mut ClientStream, e: &ClientError) {
     let mut out = BytesMut::new();
     messages::error_response(&mut out, true, e.code, &e.message, e.hint.as_deref());
-    let _ = stream.write_all(&out).await;
+    let _ = send(stream, &out).await;
     let _ = stream.shutdown().await;
 }
 
-/// Writes as much of `buf` as the socket takes now.
-fn flush(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<()> {
-    while !buf.is_empty() {
-        match stream.try_write(buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf.advance(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
+/// Writes as much of `buf` as the socket takes now, without waiting.
+fn flush<S: AsyncWrite + Unpin>(stream: &mut S, buf: &mut BytesMut) -> io::Result<()> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match poll_write_all(stream, &mut cx, buf) {
+        Poll::Ready(Err(e)) => Err(e),
+        _ => Ok(()),
     }
-    if buf.is_empty() {
-        buf.clear();
-    }
-    Ok(())
 }
 
 /// What one turn of the relay's I/O did.
@@ -418,8 +417,8 @@ enum Io {
 /// Reads what `stream` has into `buf`'s spare room (at least `room`):
 /// `Ok(0)` at end of stream. Through `poll_read`, so a short read clears
 /// tokio's readiness and the next wait costs no extra `recv`.
-fn poll_read_into(
-    stream: &mut TcpStream,
+fn poll_read_into<S: AsyncRead + Unpin>(
+    stream: &mut S,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
     room: usize,
@@ -440,8 +439,8 @@ fn poll_read_into(
 
 /// Writes as much of `buf` as `stream` takes: `Ready(Ok(n))` with the bytes
 /// written once `buf` is empty or the socket is full after some progress.
-fn poll_write_all(
-    stream: &mut TcpStream,
+fn poll_write_all<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
@@ -457,6 +456,10 @@ fn poll_write_all(
             Poll::Pending if written == 0 => return Poll::Pending,
             Poll::Pending => break,
         }
+    }
+    // TLS keeps records until flushed (a no-op for TCP).
+    if let Poll::Ready(Err(e)) = Pin::new(&mut *stream).poll_flush(cx) {
+        return Poll::Ready(Err(e));
     }
     if buf.is_empty() {
         buf.clear();
@@ -474,7 +477,7 @@ impl Session {
                 return; // Terminate between transactions
             }
             if let Some(answered) = self.answer_locally() {
-                if self.stream.write_all(&answered).await.is_err() {
+                if send(&mut self.stream, &answered).await.is_err() {
                     return;
                 }
                 continue;
@@ -493,7 +496,7 @@ impl Session {
                     let server = lease.conn();
                     let rest = server.to_client.split();
                     lease.release();
-                    if !rest.is_empty() && self.stream.write_all(&rest).await.is_err() {
+                    if send(&mut self.stream, &rest).await.is_err() {
                         return;
                     }
                     if self.rbuf.is_empty() && self.rbuf.capacity() > 4096 {
@@ -511,7 +514,7 @@ impl Session {
                     let server = lease.conn();
                     let rest = server.to_client.split();
                     drop(lease);
-                    let _ = self.stream.write_all(&rest).await;
+                    let _ = send(&mut self.stream, &rest).await;
                     if !notified {
                         let e = ClientError::new(
                             "08006",
@@ -538,25 +541,29 @@ impl Session {
                     return true; // bad lengths are reported by the relay
                 }
             }
-            if self.stream.readable().await.is_err() {
-                return false;
-            }
-            // Read without awaiting, so the chunk is not part of the
-            // task's state (an idle client keeps no buffer).
-            let mut chunk = [0u8; 4096];
-            let mut cx = Context::from_waker(Waker::noop());
-            let mut buf = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut self.stream).poll_read(&mut cx, &mut buf) {
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => return false,
-                Poll::Ready(Ok(())) => {
-                    let n = buf.filled().len();
-                    self.rbuf.extend_from_slice(buf.filled());
+            // The chunk lives inside one poll only, so it is not part of
+            // the task's state: an idle client keeps no buffer.
+            let (stream, rbuf) = (&mut self.stream, &mut self.rbuf);
+            let read = std::future::poll_fn(|cx| {
+                let mut chunk = [0u8; 4096];
+                let mut buf = ReadBuf::new(&mut chunk);
+                match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) => {
+                        rbuf.extend_from_slice(buf.filled());
+                        Poll::Ready(Ok(buf.filled().len()))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            match read {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => {
                     counters(&self.db)
                         .bytes_in
                         .fetch_add(n as u64, Ordering::Relaxed);
                 }
-                Poll::Ready(Err(_)) => return false,
-                Poll::Pending => {}
             }
         }
     }
@@ -683,10 +690,10 @@ impl Session {
             return End::ClientGone(Some(e));
         }
         loop {
-            if flush(&server.stream, &mut server.outbox).is_err() {
+            if flush(&mut server.stream, &mut server.outbox).is_err() {
                 return End::ServerLost { notified: false };
             }
-            if flush(&self.stream, &mut server.to_client).is_err() || self.closing {
+            if flush(&mut self.stream, &mut server.to_client).is_err() || self.closing {
                 return End::ClientGone(None);
             }
             if self.at_rest(server) && self.mode == PoolMode::Transaction && self.pinned.is_none() {
