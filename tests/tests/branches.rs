@@ -221,6 +221,15 @@ async fn reset_and_delete() {
     cli_ok(&gw, &["branch", "delete", "app", "dev"]);
     assert_eq!(sqlstate(&connect(&dev).await.unwrap_err()), "3D000");
     assert!(!gw.data_dir.join("native/databases/app@dev").exists());
+    let (_, snapshots) = gw.api("GET", "/v1/databases/app/snapshots", None).await;
+    assert!(
+        snapshots
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["branch"] != "dev"),
+        "a deleted branch's base snapshots go with it: {snapshots}"
+    );
     let (status, _) = gw
         .api("DELETE", "/v1/databases/app/branches/dev", None)
         .await;

@@ -65,6 +65,10 @@ pub struct Manifest {
     /// never written to), so making a branch does not wait for hashing.
     #[serde(default = "sealed_by_default")]
     pub sealed: bool,
+    /// A base snapshot the backend took itself (deleted with its branch);
+    /// snapshots users take are kept until the database goes.
+    #[serde(default)]
+    pub automatic: bool,
 }
 
 fn sealed_by_default() -> bool {
@@ -394,6 +398,7 @@ impl NativeBackend {
             owner: self.owner_of(&name)?,
             files: Vec::new(),
             sealed: false,
+            automatic: background,
         };
         self.write_manifest(&manifest)?;
         if !background {
@@ -639,7 +644,21 @@ impl NativeBackend {
         let name = compute_name(database, branch);
         self.discard(&name).await?;
         let _ = std::fs::remove_dir_all(self.archive_dir(&name));
+        for manifest in self.manifests(database) {
+            if manifest.automatic && manifest.branch == branch {
+                self.drop_snapshot(&manifest);
+            }
+        }
         Ok(())
+    }
+
+    fn drop_snapshot(&self, manifest: &Manifest) {
+        let dir = self.snapshots_dir(&manifest.database);
+        let volume = dir.join(&manifest.id);
+        if let Err(e) = self.storage.delete_volume(&volume) {
+            tracing::warn!(snapshot = %manifest.id, error = %e, "could not delete a snapshot");
+        }
+        let _ = std::fs::remove_file(dir.join(format!("{}.json", manifest.id)));
     }
 
     /// Resets a branch to its parent's current state.
@@ -778,6 +797,7 @@ mod tests {
             owner: "o".into(),
             files: hash_tree(dir.path()).unwrap(),
             sealed: true,
+            automatic: false,
         };
         assert_eq!(manifest.files.len(), 2);
         verify(&manifest, dir.path()).unwrap();

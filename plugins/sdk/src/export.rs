@@ -91,6 +91,18 @@ pub unsafe fn create(
     } else {
         std::slice::from_raw_parts(config, config_len)
     };
+    // A plugin library has its own copy of `tracing`: give it a subscriber
+    // that writes to the gateway's stderr with the same filter (`OGEL_LOG`),
+    // so the plugin's log lines land in the gateway's log. (Linked into the
+    // gateway itself, one is set already and this does nothing.)
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OGEL_LOG")
+                .unwrap_or_else(|_| "warn,ogel_backend_native=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<Instance, BackendError> {
         let value: serde_json::Value = if bytes.is_empty() {
             serde_json::Value::Object(Default::default())

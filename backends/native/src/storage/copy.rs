@@ -81,6 +81,20 @@ pub(crate) fn clone_tree(
         // Files shrank under us; still tell the caller it is over.
         progress(total, total);
     }
+    // Durable before the clone is reported made: a crash must not leave a
+    // branch that exists but lost its files.
+    sync_filesystem(dst)
+}
+
+/// Flushes the filesystem holding `path` (`syncfs`: one call, not one
+/// `fsync` per file).
+fn sync_filesystem(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(path)?;
+    // SAFETY: a valid open file descriptor for the duration of the call.
+    if unsafe { nix::libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }
 
