@@ -32,6 +32,7 @@
 //!     answered with CopyFail and a fresh probe (COPY FROM STDIN rightly
 //!     waits for data); a query_canceled error (the cancels above) with a
 //!     fresh probe. A close without a FATAL error is a suspect.
+//!
 //!   An input that may pin its server connection (LISTEN, PREPARE, temp
 //!   tables, WITH HOLD cursors, SET ROLE, advisory locks) ends its
 //!   connection after the probe, so pinned clients cannot starve the pool.
@@ -40,12 +41,21 @@
 //! `SELECT 1` (10 s; a failure counts as a hang) and the gateway's --pid
 //! is checked: gone or a zombie is a crash, and the run stops.
 //!
+//! When the gateway listens on loopback, pre-auth inputs connect from a
+//! fresh 127.x.y.z address each and post-auth workers from one address
+//! each: the gateway's per-address limits (new connections per second,
+//! failed-login backoff) would otherwise turn most inputs away before
+//! they reach the code behind them.
+//!
 //! Each input is a pure function of --seed and its id (`pre:J`, `post:K`);
 //! post-auth input K always goes to worker K mod --concurrency, whose
 //! logins and their parameters follow from the seed too. What runs at the
 //! same time, and the real cancel keys, depend on timing. `--only ID,...`
 //! replays chosen inputs (post-auth ones in order on one connection);
-//! with `--dump` it prints their bytes instead.
+//! with `--dump` it prints their bytes instead. `--send HEX,...` sends
+//! bytes of your own the same way, `HEX@SECONDS` without the probe (for
+//! repros with a second client). `--skip-known-hangs` defuses the triggers
+//! of the hangs found so far, so that a run goes on to find others.
 //!
 //! `bench/fuzz.sh` starts a gateway and runs this; see there.
 
@@ -55,11 +65,12 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 
 /// A message cut short is completed with zero bytes up to this many.
@@ -129,14 +140,28 @@ struct Args {
     #[arg(long, env = "OGEL_TOKEN", hide_env_values = true)]
     admin_password: Option<String>,
     /// Findings of each kind printed in full.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 20)]
     max_reports: usize,
     /// Only these inputs (e.g. post:17,post:49,pre:3), one at a time.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// With --only: print the inputs' bytes, send nothing.
-    #[arg(long, requires = "only")]
+    #[arg(long)]
     dump: bool,
+    /// Only these post-auth inputs, given as hex (e.g. 4800000005005800000004),
+    /// in order on one connection, judged as above. HEX@SECONDS sends the
+    /// bytes as they are (no probe), reads for that long and leaves.
+    #[arg(long, value_delimiter = ',')]
+    send: Vec<String>,
+    /// Change the triggers of the gateway hangs this tool has found into
+    /// harmless neighbours, so that a run goes on to find others: (1) a
+    /// post-auth message length of exactly 2^30 (the session spins: it
+    /// leases and releases a server connection forever and never reads its
+    /// client again); (2) a Flush with a body (the server fails it and
+    /// ignores everything up to the next Sync, but the connection goes back
+    /// to the pool, where the next client's simple Query goes unanswered).
+    #[arg(long)]
+    skip_known_hangs: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -335,6 +360,18 @@ fn error_field(body: &[u8], code: u8) -> Option<String> {
     None
 }
 
+/// The message of a FATAL error in raw pre-auth answers.
+fn raw_fatal(buf: &[u8]) -> Option<String> {
+    let at = buf.windows(7).position(|w| w == b"SFATAL\0")?;
+    let rest = &buf[at..];
+    let m = rest.windows(2).position(|w| w == b"\0M")? + 2;
+    let end = rest[m..]
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(rest.len() - m);
+    Some(String::from_utf8_lossy(&rest[m..m + end]).into_owned())
+}
+
 fn is_fatal(body: &[u8]) -> bool {
     let severity = error_field(body, b'V').or_else(|| error_field(body, b'S'));
     matches!(severity.as_deref(), Some("FATAL" | "PANIC"))
@@ -426,12 +463,16 @@ const PIN_WORDS: &[&[u8]] = &[
     b"characteristics",
 ];
 
-const NAMES: &[&[u8]] = &[b"", b"", b"s1", b"s2", b"p", b"c2", b"\xff\xfe"];
-const KNOWN_TAGS: &[u8] = b"QPBDESHCcdfFX";
+const NAMES: &[&[u8]] = &[b"", b"", b"s1", b"s2", b"p", b"c2"];
 
 fn name(rng: &mut Rng) -> &'static [u8] {
-    rng.pick(NAMES)
+    if rng.chance(1, 40) {
+        b"\xff\xfe" // not UTF-8: the gateway refuses the message
+    } else {
+        rng.pick(NAMES)
+    }
 }
+const KNOWN_TAGS: &[u8] = b"QPBDESHCcdfFX";
 
 fn sql(rng: &mut Rng) -> Vec<u8> {
     match rng.below(400) {
@@ -696,8 +737,9 @@ enum Plan {
 
 /// Walks the messages of `bytes` as the gateway frames them, completing a
 /// message cut short (at most [`PAD_MAX`] zero bytes), and says what the
-/// gateway owes it.
-fn plan(bytes: &mut Vec<u8>) -> Plan {
+/// gateway owes it. With `skip_known`, the triggers of the known hangs
+/// (see `--skip-known-hangs`) are changed into harmless neighbours.
+fn plan(bytes: &mut Vec<u8>, skip_known: bool) -> Plan {
     let mut at = 0;
     while at < bytes.len() {
         let have = bytes.len() - at;
@@ -707,9 +749,19 @@ fn plan(bytes: &mut Vec<u8>) -> Plan {
             let template = [0u8, 0, 0, 0, 4];
             bytes.extend_from_slice(&template[have..]);
         }
-        let tag = bytes[at];
-        let field =
+        let mut tag = bytes[at];
+        let mut field =
             u32::from_be_bytes([bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4]]);
+        if skip_known && field == MESSAGE_MAX {
+            // Known hang 1: one more is a plain bad length.
+            field += 1;
+            bytes[at + 1..at + 5].copy_from_slice(&field.to_be_bytes());
+        }
+        if skip_known && tag == b'H' && field > 4 {
+            // Known hang 2: CopyData outside COPY, which the server ignores.
+            tag = b'd';
+            bytes[at] = tag;
+        }
         if !(4..=MESSAGE_MAX).contains(&field) {
             // A Terminate first in line may end the session before its
             // length is looked at.
@@ -733,7 +785,7 @@ fn plan(bytes: &mut Vec<u8>) -> Plan {
 }
 
 /// Post-auth input `k`: its bytes (completed) and what it is owed.
-fn post_input(seed: u64, k: u64) -> (Vec<u8>, Plan) {
+fn post_input(seed: u64, k: u64, skip_known: bool) -> (Vec<u8>, Plan) {
     let mut rng = Rng::derive(seed, STREAM_POST, k);
     let frames = 1 + rng.skewed(10);
     let mut bytes = Vec::new();
@@ -741,7 +793,7 @@ fn post_input(seed: u64, k: u64) -> (Vec<u8>, Plan) {
         frame(&mut rng, &mut bytes);
     }
     mutate(&mut rng, &mut bytes);
-    let plan = plan(&mut bytes);
+    let plan = plan(&mut bytes, skip_known);
     (bytes, plan)
 }
 
@@ -1117,8 +1169,8 @@ struct Conn {
     pos: usize,
     /// The gateway closed it (or reset it).
     closed: bool,
-    /// An ErrorResponse with severity FATAL came.
-    fatal: bool,
+    /// An ErrorResponse with severity FATAL came: its message.
+    fatal: Option<String>,
     /// The last messages received (tag, and SQLSTATE for errors).
     trail: VecDeque<String>,
 }
@@ -1131,7 +1183,7 @@ impl Conn {
             buf: Vec::new(),
             pos: 0,
             closed: false,
-            fatal: false,
+            fatal: None,
             trail: VecDeque::new(),
         }
     }
@@ -1204,7 +1256,7 @@ impl Conn {
         }
         if tag == b'E' {
             if is_fatal(&body) {
-                self.fatal = true;
+                self.fatal = error_field(&body, b'M');
             }
             let code = error_field(&body, b'C').unwrap_or_default();
             let text = error_field(&body, b'M').unwrap_or_default();
@@ -1256,7 +1308,7 @@ impl Conn {
             match self.fill(deadline).await {
                 Ok(()) => {}
                 Err(End::Closed) => {
-                    self.fatal = contains(&self.buf, b"SFATAL\0");
+                    self.fatal = raw_fatal(&self.buf);
                     return Ok(());
                 }
                 Err(e) => return Err(e),
@@ -1595,6 +1647,10 @@ fn get(counter: &AtomicU64) -> u64 {
 
 struct Ctx {
     addr: String,
+    /// `addr` resolved.
+    target: SocketAddr,
+    /// Connect from many loopback addresses (the target is on loopback).
+    spread: bool,
     url: String,
     user: String,
     password: String,
@@ -1610,8 +1666,12 @@ struct Ctx {
     markers: AtomicU64,
     /// Cancel keys seen at logins (for hostile cancel requests).
     keys: Mutex<Vec<(u32, u32)>>,
+    /// `--skip-known-hangs`.
+    skip_known: bool,
     /// Findings printed so far, by kind.
     reported: Mutex<HashMap<&'static str, usize>>,
+    /// Why the gateway closed connections (its FATAL errors), counted.
+    reasons: Mutex<HashMap<String, u64>>,
     started: Instant,
 }
 
@@ -1651,6 +1711,37 @@ impl Ctx {
         }
     }
 
+    /// Counts a FATAL error the gateway closed a connection with (numbers
+    /// and quoted names folded, so that alike errors count together).
+    fn reason(&self, phase: &str, text: &str) {
+        let mut folded = String::new();
+        let mut quoted = false;
+        for c in text.chars().take(120) {
+            match c {
+                '"' => {
+                    quoted = !quoted;
+                    if quoted {
+                        folded.push_str("\"…\"");
+                    }
+                }
+                _ if quoted => {}
+                c if c.is_ascii_digit() => {
+                    if !folded.ends_with('#') {
+                        folded.push('#');
+                    }
+                }
+                c => folded.push(c),
+            }
+        }
+        let key = format!("{phase}: {folded}");
+        *self
+            .reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
     fn marker(&self) -> String {
         format!("fz-probe-{}", self.markers.fetch_add(1, Relaxed))
     }
@@ -1671,10 +1762,11 @@ impl Ctx {
     /// Connects, retrying while the kernel runs short of ports or the
     /// listener refuses (until `deadline`). `None`: a crash or a hang was
     /// recorded.
-    async fn connect(&self, deadline: Instant, what: &str) -> Option<Conn> {
+    async fn connect(&self, deadline: Instant, what: &str, source: Ipv4Addr) -> Option<Conn> {
+        let source = self.spread.then_some(IpAddr::V4(source));
         let mut last = String::new();
         loop {
-            match timeout_at(deadline, TcpStream::connect(&self.addr)).await {
+            match timeout_at(deadline, dial(self.target, source)).await {
                 Ok(Ok(stream)) => return Some(Conn::new(stream)),
                 Ok(Err(e)) => {
                     if e.kind() == ErrorKind::ConnectionRefused
@@ -1708,6 +1800,35 @@ impl Ctx {
     }
 }
 
+/// Connects to `target` from `source` (any port), if given.
+async fn dial(target: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(target).await;
+    };
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(target).await
+}
+
+/// The loopback address pre-auth input `j` connects from: one of
+/// 127.2.0.1 to 127.255.255.254, so that the gateway's per-address limits
+/// (new connections per second, failed-login backoff) let the inputs
+/// through to the code behind them.
+fn pre_source(seed: u64, j: u64) -> Ipv4Addr {
+    let r = mix(mix(seed ^ 0x5EED) ^ j);
+    Ipv4Addr::new(
+        127,
+        2 + (r % 254) as u8,
+        (r >> 8) as u8,
+        1 + ((r >> 16) % 254) as u8,
+    )
+}
+
+/// The loopback address post-auth worker `w` logs in from.
+fn post_source(w: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 1, (w / 254 % 256) as u8, 1 + (w % 254) as u8)
+}
+
 /// Alive and not a zombie.
 fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -1723,15 +1844,14 @@ fn process_alive(pid: i32) -> bool {
 struct Session {
     conn: Conn,
     /// Ids of the inputs sent on it (the last 32).
-    history: VecDeque<u64>,
+    history: VecDeque<String>,
     /// The extra startup parameters it logged in with.
     params: String,
 }
 
 impl Session {
     fn history(&self) -> String {
-        let ids: Vec<String> = self.history.iter().map(|k| format!("post:{k}")).collect();
-        format!("[{}]", ids.join(","))
+        format!("[{}]", Vec::from(self.history.clone()).join(","))
     }
 }
 
@@ -1769,7 +1889,7 @@ async fn open_session(ctx: &Ctx, w: usize, logins: &mut u64) -> Option<Session> 
             Vec::new()
         };
         let deadline = Instant::now() + ctx.reply_timeout;
-        let Some(mut conn) = ctx.connect(deadline, "login").await else {
+        let Some(mut conn) = ctx.connect(deadline, "login", post_source(w)).await else {
             failures += 1;
             continue;
         };
@@ -1808,7 +1928,11 @@ async fn open_session(ctx: &Ctx, w: usize, logins: &mut u64) -> Option<Session> 
             Auth::Refused(code) if hostile => {
                 inc(&ctx.stats.hostile_refused);
                 inc(&ctx.stats.closed_by_gateway);
-                if conn.until_closed(deadline).await == Err(End::Timeout) {
+                let closed = conn.until_closed(deadline).await;
+                if let Some(text) = &conn.fatal {
+                    ctx.reason("login with hostile parameters", text);
+                }
+                if closed == Err(End::Timeout) {
                     ctx.hang(|| {
                         format!("worker {w}: login with startup parameters {desc} refused ({code}) but the connection stayed open")
                     });
@@ -1835,7 +1959,7 @@ async fn open_session(ctx: &Ctx, w: usize, logins: &mut u64) -> Option<Session> 
                     failures += 1;
                 }
                 inc(&ctx.stats.closed_by_gateway);
-                if !conn.fatal {
+                if conn.fatal.is_none() {
                     inc(&ctx.stats.suspects);
                     let trail = conn.trail();
                     ctx.report("SUSPECT", || {
@@ -1859,10 +1983,17 @@ enum Outcome {
     Failed,
 }
 
-/// Sends post-auth input `k` on `session` and judges the gateway.
-async fn run_post(ctx: &Ctx, w: usize, session: &mut Session, k: u64) -> Outcome {
-    let (bytes, plan) = post_input(ctx.seed, k);
-    session.history.push_back(k);
+/// Sends post-auth input `id` (`bytes`, completed by [`plan`]) on
+/// `session` and judges the gateway.
+async fn run_post(
+    ctx: &Ctx,
+    w: usize,
+    session: &mut Session,
+    id: String,
+    bytes: Vec<u8>,
+    plan: Plan,
+) -> Outcome {
+    session.history.push_back(id.clone());
     if session.history.len() > 32 {
         session.history.pop_front();
     }
@@ -1870,7 +2001,7 @@ async fn run_post(ctx: &Ctx, w: usize, session: &mut Session, k: u64) -> Outcome
     let deadline = Instant::now() + ctx.reply_timeout;
     let what = |session_params: &str, history: &str, detail: String| {
         format!(
-            "post:{k} (worker {w}, plan {plan:?}): {detail}\n    login parameters: {session_params}\n    inputs on this connection: {history}\n    input: {}",
+            "{id} (worker {w}, plan {plan:?}): {detail}\n    login parameters: {session_params}\n    inputs on this connection: {history}\n    input: {}",
             show(&bytes)
         )
     };
@@ -1970,7 +2101,8 @@ async fn run_post(ctx: &Ctx, w: usize, session: &mut Session, k: u64) -> Outcome
     match end {
         End::Closed => {
             inc(&ctx.stats.closed_by_gateway);
-            if conn.fatal {
+            if let Some(text) = &conn.fatal {
+                ctx.reason("post-auth", text);
                 inc(&ctx.stats.post_fatal);
             } else {
                 inc(&ctx.stats.post_silent);
@@ -2024,10 +2156,20 @@ async fn run_post(ctx: &Ctx, w: usize, session: &mut Session, k: u64) -> Outcome
                 what(
                     &session.params,
                     &session.history(),
-                    format!(
-                        "neither answered (marker {marker}) nor closed within {:?}; received: {trail}{poke}",
-                        ctx.reply_timeout
-                    ),
+                    match plan {
+                        Plan::Probe => format!(
+                            "neither answered (probe marker {marker}) nor closed within {:?}; received: {trail}{poke}",
+                            ctx.reply_timeout
+                        ),
+                        Plan::Close { .. } => format!(
+                            "not closed within {:?} after a bad length or a Terminate; received: {trail}",
+                            ctx.reply_timeout
+                        ),
+                        Plan::HalfClose => format!(
+                            "not closed within {:?} after our half-close; received: {trail}",
+                            ctx.reply_timeout
+                        ),
+                    },
                 )
             });
             Outcome::Failed
@@ -2061,7 +2203,8 @@ async fn post_worker(ctx: Arc<Ctx>, w: usize, workers: usize, total: u64) {
             }
         }
         let s = session.as_mut().expect("a session");
-        let outcome = run_post(&ctx, w, s, k).await;
+        let (bytes, plan) = post_input(ctx.seed, k, ctx.skip_known);
+        let outcome = run_post(&ctx, w, s, format!("post:{k}"), bytes, plan).await;
         ctx.count_input(true);
         if !matches!(outcome, Outcome::Answered) {
             session = None;
@@ -2086,7 +2229,11 @@ async fn run_pre(ctx: &Ctx, j: u64) {
     let started = Instant::now();
     let deadline = started + ctx.auth_timeout + Duration::from_secs(5);
     let Some(mut conn) = ctx
-        .connect(started + ctx.reply_timeout, "pre-auth connect")
+        .connect(
+            started + ctx.reply_timeout,
+            "pre-auth connect",
+            pre_source(ctx.seed, j),
+        )
         .await
     else {
         return;
@@ -2108,7 +2255,8 @@ async fn run_pre(ctx: &Ctx, j: u64) {
                     if conn.buf.first() == Some(&b'S') {
                         inc(&ctx.stats.pre_tls);
                     }
-                    if conn.fatal {
+                    if let Some(text) = &conn.fatal {
+                        ctx.reason("pre-auth", text);
                         inc(&ctx.stats.pre_fatal);
                     } else {
                         inc(&ctx.stats.pre_silent);
@@ -2192,7 +2340,8 @@ async fn run_pre(ctx: &Ctx, j: u64) {
             match end {
                 End::Closed => {
                     inc(&ctx.stats.closed_by_gateway);
-                    if conn.fatal {
+                    if let Some(text) = &conn.fatal {
+                        ctx.reason("pre-auth SCRAM", text);
                         inc(&ctx.stats.pre_fatal);
                     } else {
                         inc(&ctx.stats.pre_silent);
@@ -2334,6 +2483,7 @@ async fn monitor(
     let mut admin = None;
     let mut next_check = check_every;
     let mut next_progress = progress_every;
+    let mut last_line = Instant::now();
     while !done.load(Relaxed) {
         let n = get(&ctx.stats.inputs);
         if check_every > 0 && n >= next_check {
@@ -2342,7 +2492,12 @@ async fn monitor(
                 next_check += check_every;
             }
         }
-        if progress_every > 0 && n >= next_progress {
+        // A line per --progress-every inputs, and at least one a minute
+        // (a crawl shows).
+        if progress_every > 0
+            && (n >= next_progress || last_line.elapsed() >= Duration::from_secs(60))
+        {
+            last_line = Instant::now();
             let s = &ctx.stats;
             let pool = pool_figures(&ctx, &mut admin).await;
             eprintln!(
@@ -2425,33 +2580,92 @@ fn parse_url(url: &str) -> Result<(String, String, String)> {
     ))
 }
 
-/// `--only`: the chosen inputs one at a time (post-auth ones in order on
-/// one connection), or with `--dump` their bytes.
-async fn replay(ctx: Arc<Ctx>, ids: &[String], dump: bool) -> Result<()> {
+/// What `--only` and `--send` replay.
+enum Replay {
+    Pre(u64),
+    Post(String, Vec<u8>, Plan),
+    /// Bytes sent as they are (no completion, no probe); then what comes
+    /// within the seconds given is read, and the client leaves.
+    Leave(String, Vec<u8>, Duration),
+}
+
+fn unhex(text: &str) -> Result<Vec<u8>> {
+    let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if text.len() & 1 == 1 {
+        bail!("odd number of hex digits in {text:?}");
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&text[i..i + 2], 16).with_context(|| format!("not hex: {text:?}"))
+        })
+        .collect()
+}
+
+/// The inputs of `--only` and `--send`.
+fn replay_items(ctx: &Ctx, only: &[String], send: &[String]) -> Result<Vec<Replay>> {
+    let mut items = Vec::new();
+    for id in only {
+        let parsed = id
+            .split_once(':')
+            .and_then(|(k, n)| Some((k, n.parse::<u64>().ok()?)));
+        match parsed {
+            Some(("pre", n)) => items.push(Replay::Pre(n)),
+            Some(("post", n)) => {
+                let (bytes, plan) = post_input(ctx.seed, n, ctx.skip_known);
+                items.push(Replay::Post(id.clone(), bytes, plan));
+            }
+            _ => bail!("--only takes pre:N or post:N, not {id:?}"),
+        }
+    }
+    for (i, text) in send.iter().enumerate() {
+        match text.split_once('@') {
+            Some((hex, secs)) => {
+                let secs: f64 = secs
+                    .parse()
+                    .with_context(|| format!("--send HEX@SECONDS, not {text:?}"))?;
+                items.push(Replay::Leave(
+                    format!("send:{i}"),
+                    unhex(hex)?,
+                    Duration::from_secs_f64(secs),
+                ));
+            }
+            None => {
+                let mut bytes = unhex(text)?;
+                let plan = plan(&mut bytes, false);
+                items.push(Replay::Post(format!("send:{i}"), bytes, plan));
+            }
+        }
+    }
+    Ok(items)
+}
+
+/// `--only` / `--send`: the chosen inputs one at a time (post-auth ones in
+/// order on one connection), or with `--dump` their bytes.
+async fn replay(ctx: Arc<Ctx>, items: Vec<Replay>, dump: bool) -> Result<()> {
     let mut session: Option<Session> = None;
     let mut logins = 0;
-    for id in ids {
-        let (kind, n) = id
-            .split_once(':')
-            .and_then(|(k, n)| Some((k, n.parse::<u64>().ok()?)))
-            .with_context(|| format!("--only takes pre:N or post:N, not {id:?}"))?;
-        match (kind, dump) {
-            ("post", true) => {
-                let (bytes, plan) = post_input(ctx.seed, n);
-                println!("{id} (plan {plan:?}, may pin: {}): {}", may_pin(&bytes), show(&bytes));
+    for item in items {
+        match (item, dump) {
+            (Replay::Post(id, bytes, plan), true) => {
+                println!(
+                    "{id} (plan {plan:?}, may pin: {}): {}",
+                    may_pin(&bytes),
+                    show(&bytes)
+                );
             }
-            ("pre", true) => match pre_input(ctx.seed, n, &[]) {
+            (Replay::Pre(n), true) => match pre_input(ctx.seed, n, &[]) {
                 PreInput::Raw { bytes, half_close } => println!(
-                    "{id} (half-close {half_close}, owed {:?}): {}",
+                    "pre:{n} (half-close {half_close}, owed {:?}): {}",
                     owed(&bytes, half_close),
                     show(&bytes)
                 ),
                 PreInput::Scram(case) => println!(
-                    "{id}: interactive SCRAM as {:?}, client-first spoiler {}, client-final spoiler {}",
+                    "pre:{n}: interactive SCRAM as {:?}, client-first spoiler {}, client-final spoiler {}",
                     case.who, case.first, case.last
                 ),
             },
-            ("post", false) => {
+            (Replay::Post(id, bytes, plan), false) => {
                 if session.is_none() {
                     session = open_session(&ctx, 0, &mut logins).await;
                 }
@@ -2459,7 +2673,7 @@ async fn replay(ctx: Arc<Ctx>, ids: &[String], dump: bool) -> Result<()> {
                     bail!("could not log in");
                 };
                 let before = get(&ctx.stats.hangs) + get(&ctx.stats.suspects);
-                let outcome = run_post(&ctx, 0, s, n).await;
+                let outcome = run_post(&ctx, 0, s, id.clone(), bytes, plan).await;
                 let verdict = match outcome {
                     Outcome::Answered => "answered",
                     Outcome::Closed => "closed by the gateway",
@@ -2467,18 +2681,42 @@ async fn replay(ctx: Arc<Ctx>, ids: &[String], dump: bool) -> Result<()> {
                 };
                 let trail = s.conn.trail();
                 let flagged = get(&ctx.stats.hangs) + get(&ctx.stats.suspects) > before;
-                println!("{id}: {verdict}{} (received: {trail})", if flagged { ", flagged" } else { "" });
+                println!(
+                    "{id} (plan {plan:?}): {verdict}{} (received: {trail})",
+                    if flagged { ", flagged" } else { "" }
+                );
                 if !matches!(outcome, Outcome::Answered) {
                     session = None;
                 }
             }
-            ("pre", false) => {
+            (Replay::Leave(id, bytes, _), true) => println!("{id} (no probe): {}", show(&bytes)),
+            (Replay::Leave(id, bytes, wait), false) => {
+                if session.is_none() {
+                    session = open_session(&ctx, 0, &mut logins).await;
+                }
+                let Some(mut s) = session.take() else {
+                    bail!("could not log in");
+                };
+                let deadline = Instant::now() + wait;
+                let sent = s.conn.send(&bytes, deadline).await;
+                let end = s.conn.until_closed(deadline).await;
+                println!(
+                    "{id} (no probe; {}; then {}): received: {}",
+                    if sent.is_ok() { "sent" } else { "not all sent" },
+                    if end.is_ok() {
+                        "closed by the gateway".to_string()
+                    } else {
+                        format!("left after {wait:?}")
+                    },
+                    s.conn.trail()
+                );
+            }
+            (Replay::Pre(n), false) => {
                 let before = get(&ctx.stats.hangs) + get(&ctx.stats.suspects);
                 run_pre(&ctx, n).await;
                 let flagged = get(&ctx.stats.hangs) + get(&ctx.stats.suspects) > before;
-                println!("{id}: {}", if flagged { "flagged" } else { "as owed" });
+                println!("pre:{n}: {}", if flagged { "flagged" } else { "as owed" });
             }
-            _ => bail!("--only takes pre:N or post:N, not {id:?}"),
         }
     }
     Ok(())
@@ -2494,8 +2732,16 @@ async fn main() -> Result<()> {
         bail!("--concurrency and --pre-auth-concurrency must be at least 1");
     }
     let (user, password, database) = parse_url(&args.url)?;
+    let target = tokio::net::lookup_host(&args.addr)
+        .await
+        .with_context(|| format!("resolving --addr {}", args.addr))?
+        .next()
+        .with_context(|| format!("--addr {} resolves to nothing", args.addr))?;
+    let spread = matches!(target.ip(), IpAddr::V4(ip) if ip.is_loopback());
     let ctx = Arc::new(Ctx {
         addr: args.addr.clone(),
+        target,
+        spread,
         url: args.url.clone(),
         user,
         password,
@@ -2506,15 +2752,18 @@ async fn main() -> Result<()> {
         reply_timeout: args.reply_timeout,
         pid: args.pid,
         max_reports: args.max_reports,
+        skip_known: args.skip_known_hangs,
         stats: Stats::default(),
         stop: AtomicBool::new(false),
         markers: AtomicU64::new(0),
         keys: Mutex::new(Vec::new()),
         reported: Mutex::new(HashMap::new()),
+        reasons: Mutex::new(HashMap::new()),
         started: Instant::now(),
     });
-    if !args.only.is_empty() {
-        replay(ctx.clone(), &args.only, args.dump).await?;
+    if !args.only.is_empty() || !args.send.is_empty() {
+        let items = replay_items(&ctx, &args.only, &args.send)?;
+        replay(ctx.clone(), items, args.dump).await?;
         let s = &ctx.stats;
         if !args.dump {
             println!(
@@ -2606,6 +2855,17 @@ async fn main() -> Result<()> {
         get(&s.connect_retries),
         rate(&ctx),
     );
+    let mut reasons: Vec<(String, u64)> = ctx
+        .reasons
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain()
+        .collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    eprintln!("fuzz-gateway: the gateway's FATAL errors, most frequent first:");
+    for (reason, n) in reasons.iter().take(25) {
+        eprintln!("  {n:>9}  {reason}");
+    }
     let (crashes, hangs) = (get(&s.crashes), get(&s.hangs));
     println!(
         "inputs {} pre-auth {} post-auth {} crashes {crashes} hangs {hangs} closed-by-gateway {} elapsed {elapsed:.1}",
