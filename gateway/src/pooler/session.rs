@@ -929,8 +929,9 @@ impl Session {
                     "invalid message length {}",
                     len - 1
                 )));
-            } // Sync, Flush, CopyDone and Terminate have no body (Postgres
-              // refuses one too); waiting for one would wait forever.
+            }
+            // Sync, Flush, CopyDone and Terminate have no body (Postgres
+            // refuses one too); waiting for one would wait forever.
             if matches!(tag, b'S' | b'H' | b'c' | b'X') && len != HEADER {
                 return Err(ClientError::protocol(format!(
                     "invalid length {} for message type '{}'",
@@ -938,7 +939,6 @@ impl Session {
                     tag as char
                 )));
             }
-
             if self.rbuf.len() < len {
                 if tag == b'd' && len > STREAM_THRESHOLD && !self.skipping {
                     let n = self.rbuf.len();
