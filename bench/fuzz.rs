@@ -89,6 +89,10 @@ const BYSTANDER_TIMEOUT: Duration = Duration::from_secs(10);
 const POKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Consecutive failed clean logins of one worker before the run stops.
 const LOGIN_FAILURES_MAX: u32 = 150;
+/// The probe's marker text: this, then a number.
+const MARKER_PREFIX: &str = "fz-probe-";
+/// Markers whose owner is remembered.
+const MARKERS_KEPT: usize = 100_000;
 /// Bytes of an input shown in a report (the rest: `--only ID --dump`).
 const SHOW_MAX: usize = 1024;
 
@@ -135,6 +139,13 @@ struct Args {
     /// Inputs between progress lines.
     #[arg(long, default_value_t = 50_000)]
     progress_every: u64,
+    /// Stop the run when no input completes for this long (the gateway is
+    /// wedged); counted as a hang.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    stall_timeout: Duration,
+    /// Stop the run after this many hangs (0: never).
+    #[arg(long, default_value_t = 100)]
+    max_hangs: u64,
     /// The admin console's password (the API token): pool figures in the
     /// progress lines, and SCRAM against the real admin verifier.
     #[arg(long, env = "OGEL_TOKEN", hide_env_values = true)]
@@ -1622,6 +1633,8 @@ struct Stats {
     post_fatal: AtomicU64,
     post_silent: AtomicU64,
     suspects: AtomicU64,
+    /// Probe answers of one client that reached another.
+    leaks: AtomicU64,
     half_closes: AtomicU64,
     probes: AtomicU64,
     copy_fails: AtomicU64,
@@ -1664,10 +1677,15 @@ struct Ctx {
     stats: Stats,
     stop: AtomicBool,
     markers: AtomicU64,
+    /// Whose probe each recent marker is (to name the input whose answer
+    /// went to another client).
+    owners: Mutex<(HashMap<u64, String>, VecDeque<u64>)>,
     /// Cancel keys seen at logins (for hostile cancel requests).
     keys: Mutex<Vec<(u32, u32)>>,
     /// `--skip-known-hangs`.
     skip_known: bool,
+    /// `--max-hangs`.
+    max_hangs: u64,
     /// Findings printed so far, by kind.
     reported: Mutex<HashMap<&'static str, usize>>,
     /// Why the gateway closed connections (its FATAL errors), counted.
@@ -1700,8 +1718,11 @@ impl Ctx {
     }
 
     fn hang(&self, text: impl FnOnce() -> String) {
-        inc(&self.stats.hangs);
+        let n = self.stats.hangs.fetch_add(1, Relaxed) + 1;
         self.report("HANG", text);
+        if n == self.max_hangs && !self.stop.swap(true, Relaxed) {
+            eprintln!("fuzz-gateway: {n} hangs: stopping the run");
+        }
     }
 
     fn crash(&self, text: impl FnOnce() -> String) {
@@ -1742,8 +1763,40 @@ impl Ctx {
             .or_default() += 1;
     }
 
-    fn marker(&self) -> String {
-        format!("fz-probe-{}", self.markers.fetch_add(1, Relaxed))
+    /// A new probe marker, owned by input `id`.
+    fn marker(&self, id: &str) -> String {
+        let n = self.markers.fetch_add(1, Relaxed);
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, order) = &mut *owners;
+        map.insert(n, id.to_string());
+        order.push_back(n);
+        if order.len() > MARKERS_KEPT {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+        format!("{MARKER_PREFIX}{n}")
+    }
+
+    /// The input whose probe marker is in `row` (a DataRow body), if any.
+    fn marker_owner(&self, row: &[u8]) -> Option<String> {
+        let at = row
+            .windows(MARKER_PREFIX.len())
+            .position(|w| w == MARKER_PREFIX.as_bytes())?;
+        let digits: String = row[at + MARKER_PREFIX.len()..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .map(|b| *b as char)
+            .collect();
+        let n: u64 = digits.parse().ok()?;
+        let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        Some(
+            owners
+                .0
+                .get(&n)
+                .cloned()
+                .unwrap_or_else(|| format!("an input of marker {n}")),
+        )
     }
 
     fn gateway_gone(&self) -> bool {
@@ -1849,10 +1902,8 @@ struct Session {
     params: String,
 }
 
-impl Session {
-    fn history(&self) -> String {
-        format!("[{}]", Vec::from(self.history.clone()).join(","))
-    }
+fn history_text(history: &VecDeque<String>) -> String {
+    format!("[{}]", Vec::from(history.clone()).join(","))
 }
 
 fn describe_params(params: &[(Vec<u8>, Vec<u8>)]) -> String {
@@ -1997,7 +2048,11 @@ async fn run_post(
     if session.history.len() > 32 {
         session.history.pop_front();
     }
-    let conn = &mut session.conn;
+    let Session {
+        conn,
+        history,
+        params,
+    } = session;
     let deadline = Instant::now() + ctx.reply_timeout;
     let what = |session_params: &str, history: &str, detail: String| {
         format!(
@@ -2005,7 +2060,8 @@ async fn run_post(
             show(&bytes)
         )
     };
-    let mut marker = ctx.marker();
+    let mut marker = ctx.marker(&id);
+    let mut leaked = false;
     let end = match plan {
         Plan::Close { .. } | Plan::HalfClose => {
             if conn.send(&bytes, deadline).await.is_ok() {
@@ -2037,6 +2093,26 @@ async fn run_post(
             while pending.is_none() {
                 match conn.read_message(deadline).await {
                     Ok((b'D', body)) if contains(&body, marker.as_bytes()) => seen = true,
+                    Ok((b'D', body))
+                        if !leaked
+                            && contains(&body, MARKER_PREFIX.as_bytes())
+                            && ctx.marker_owner(&body).as_deref() != Some(id.as_str()) =>
+                    {
+                        // Another client's probe answer (not an earlier
+                        // probe of this input's): a response went to the
+                        // wrong client.
+                        leaked = true;
+                        inc(&ctx.stats.leaks);
+                        let owner = ctx.marker_owner(&body).unwrap_or_default();
+                        let trail = conn.trail();
+                        ctx.report("CROSSED-ANSWER", || {
+                            what(
+                                params,
+                                &history_text(history),
+                                format!("received the probe answer of {owner} (whose answer went astray); received: {trail}"),
+                            )
+                        });
+                    }
                     Ok((b'Z', _)) if seen => {
                         if may_pin(&bytes) {
                             inc(&ctx.stats.pinned_closes);
@@ -2046,8 +2122,8 @@ async fn run_post(
                             if conn.until_closed(deadline).await == Err(End::Timeout) {
                                 ctx.hang(|| {
                                     what(
-                                        &session.params,
-                                        &session.history(),
+                                        params,
+                                        &history_text(history),
                                         "a Terminate after the probe did not close the connection"
                                             .into(),
                                     )
@@ -2062,7 +2138,7 @@ async fn run_post(
                         // COPY FROM STDIN waits for data: end it, probe again.
                         copy_fails += 1;
                         inc(&ctx.stats.copy_fails);
-                        marker = ctx.marker();
+                        marker = ctx.marker(&id);
                         seen = false;
                         let mut again = Vec::new();
                         put(&mut again, b'f', &cstr(b"fuzz-gateway"));
@@ -2080,7 +2156,7 @@ async fn run_post(
                         // A cancel request (ours, hostile) may hit the probe.
                         reprobes += 1;
                         inc(&ctx.stats.reprobes);
-                        marker = ctx.marker();
+                        marker = ctx.marker(&id);
                         seen = false;
                         let mut again = Vec::new();
                         put(&mut again, b'S', &[]);
@@ -2112,8 +2188,8 @@ async fn run_post(
                     let trail = conn.trail();
                     ctx.report("SUSPECT", || {
                         what(
-                            &session.params,
-                            &session.history(),
+                            params,
+                            &history_text(history),
                             format!("closed without a FATAL error; received: {trail}"),
                         )
                     });
@@ -2125,7 +2201,7 @@ async fn run_post(
             let trail = conn.trail();
             // Diagnosis: does a second probe get through?
             let poke = if plan == Plan::Probe && !conn.closed {
-                let poke_marker = ctx.marker();
+                let poke_marker = ctx.marker(&format!("{id} (second probe)"));
                 let mut again = Vec::new();
                 put(&mut again, b'S', &[]);
                 put(
@@ -2154,8 +2230,8 @@ async fn run_post(
             };
             ctx.hang(|| {
                 what(
-                    &session.params,
-                    &session.history(),
+                    params,
+                    &history_text(history),
                     match plan {
                         Plan::Probe => format!(
                             "neither answered (probe marker {marker}) nor closed within {:?}; received: {trail}{poke}",
@@ -2179,8 +2255,8 @@ async fn run_post(
             let trail = conn.trail();
             ctx.report("GARBLED", || {
                 what(
-                    &session.params,
-                    &session.history(),
+                    params,
+                    &history_text(history),
                     format!(
                         "the gateway sent a message with an impossible length; received: {trail}"
                     ),
@@ -2478,14 +2554,24 @@ async fn monitor(
     total: u64,
     check_every: u64,
     progress_every: u64,
+    stall_timeout: Duration,
 ) {
     let mut bystander = None;
     let mut admin = None;
     let mut next_check = check_every;
     let mut next_progress = progress_every;
     let mut last_line = Instant::now();
+    let (mut last_n, mut last_change) = (0, Instant::now());
     while !done.load(Relaxed) {
         let n = get(&ctx.stats.inputs);
+        if n != last_n {
+            (last_n, last_change) = (n, Instant::now());
+        } else if last_change.elapsed() >= stall_timeout && !ctx.stopped() {
+            ctx.hang(|| {
+                format!("no input completed for {stall_timeout:?} (at {n} inputs): the gateway looks wedged; stopping the run")
+            });
+            ctx.stop.store(true, Relaxed);
+        }
         if check_every > 0 && n >= next_check {
             check(&ctx, &mut bystander, &format!("check after {n} inputs")).await;
             while next_check <= n {
@@ -2753,9 +2839,11 @@ async fn main() -> Result<()> {
         pid: args.pid,
         max_reports: args.max_reports,
         skip_known: args.skip_known_hangs,
+        max_hangs: args.max_hangs,
         stats: Stats::default(),
         stop: AtomicBool::new(false),
         markers: AtomicU64::new(0),
+        owners: Mutex::new((HashMap::new(), VecDeque::new())),
         keys: Mutex::new(Vec::new()),
         reported: Mutex::new(HashMap::new()),
         reasons: Mutex::new(HashMap::new()),
@@ -2767,10 +2855,11 @@ async fn main() -> Result<()> {
         let s = &ctx.stats;
         if !args.dump {
             println!(
-                "crashes {} hangs {} suspects {}",
+                "crashes {} hangs {} suspects {} crossed-answers {}",
                 get(&s.crashes),
                 get(&s.hangs),
-                get(&s.suspects)
+                get(&s.suspects),
+                get(&s.leaks)
             );
         }
         return Ok(());
@@ -2799,6 +2888,7 @@ async fn main() -> Result<()> {
         args.inputs,
         args.check_every,
         args.progress_every,
+        args.stall_timeout,
     ));
     let mut workers = Vec::new();
     let post_workers = args.concurrency.min(post_total.max(1) as usize);
@@ -2849,8 +2939,9 @@ async fn main() -> Result<()> {
         get(&s.post_silent),
     );
     eprintln!(
-        "fuzz-gateway: suspects {} (closes without the FATAL error owed, garbled answers), checks {}, connect retries {}, rate {:.0} inputs/s",
+        "fuzz-gateway: suspects {} (closes without the FATAL error owed, garbled answers), answers that reached the wrong client {}, checks {}, connect retries {}, rate {:.0} inputs/s",
         get(&s.suspects),
+        get(&s.leaks),
         get(&s.checks),
         get(&s.connect_retries),
         rate(&ctx),

@@ -17,6 +17,10 @@
 #   inputs N pre-auth P post-auth Q crashes C hangs H closed-by-gateway K elapsed S
 # with the panics found in the gateway log added to the crashes. The exit
 # status is non-zero on any crash or hang, or if the final checks fail.
+# fuzz-gateway stops early after 100 hangs, or when no input completes for
+# 60 s (a wedged gateway); its findings (HANG, SUSPECT, CROSSED-ANSWER:
+# one client's answer reaching another) show the input's bytes and its id
+# for a replay.
 #
 # Environment:
 #   INPUTS                inputs to send (default 1000000)
@@ -157,7 +161,10 @@ read -r _ N _ PRE _ POST _ CRASHES _ HANGS _ CLOSED _ ELAPSED <<<"$SUMMARY"
 CRASHES=$((CRASHES + PANICS))
 RATE="$(awk -v n="$N" -v s="$ELAPSED" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "n/a" }')"
 
+# Answers of one client that reached another (fuzz-gateway's detail line).
+CROSSED="$(grep -o 'answers that reached the wrong client [0-9]*' "$FUZZ_LOG" | grep -o '[0-9]*$' | tail -n 1 || true)"
+
 say "Summary"
-echo "gateway: alive $ALIVE, serves SELECT 1 $SERVES, panics in its log $PANICS; fuzz-gateway exit $FUZZ_RC; rate $RATE inputs/s" >&2
+echo "gateway: alive $ALIVE, serves SELECT 1 $SERVES, panics in its log $PANICS, answers that reached the wrong client ${CROSSED:-?}; fuzz-gateway exit $FUZZ_RC; rate $RATE inputs/s" >&2
 echo "inputs $N pre-auth $PRE post-auth $POST crashes $CRASHES hangs $HANGS closed-by-gateway $CLOSED elapsed $ELAPSED"
 ((CRASHES + HANGS == 0 && FAILED == 0 && FUZZ_RC == 0))
