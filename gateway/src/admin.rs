@@ -165,8 +165,7 @@ fn targets(gateway: &Arc<Gateway>, name: Option<&str>) -> Result<Vec<Arc<DbPool>
     match name {
         None => Ok(gateway.pools.all()),
         Some(name) => gateway
-            .pool(name)
-            .map(|db| vec![db])
+            .pools_of(name)
             .map_err(|_| ClientError::unknown_database(name)),
     }
 }
@@ -189,7 +188,7 @@ fn pools(gateway: &Arc<Gateway>) -> Table {
             let snap = db.pool.snapshot();
             let count = |state| count_clients(&clients, &db.name, state).to_string();
             vec![
-                db.name.clone(),
+                db.label(),
                 config.mode(&db.name, "").as_str().to_string(),
                 count(ConnState::Active),
                 count(ConnState::Waiting),

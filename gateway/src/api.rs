@@ -4,14 +4,17 @@
 //! token. Errors are `{"error": {"code", "message"}}` with a message that
 //! says what to do.
 
+pub mod access;
 pub mod branches;
 
+use crate::access::Scope;
 use crate::service::{DatabaseView, Gateway, ServiceError};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -41,6 +44,10 @@ pub struct CreateDatabase {
     /// Computes of this database kept running (main, then branches); default 0.
     #[serde(default)]
     pub min_warm: u32,
+    /// Tenant that owns it (only with the gateway's admin token; a
+    /// tenant's token creates in its own tenant).
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// A compute as the API reports it.
@@ -79,6 +86,8 @@ pub struct DatabaseInfo {
     pub suspend_after_secs: Option<u64>,
     /// Computes kept running (main, then branches).
     pub min_warm: u32,
+    /// Tenant that owns it.
+    pub tenant: String,
     /// Its compute.
     pub compute: ComputeInfo,
 }
@@ -218,6 +227,7 @@ impl ApiState {
             created_at_unix: view.record.created_at_unix,
             suspend_after_secs: view.suspend_after.map(|d| d.as_secs()),
             min_warm: view.record.min_warm,
+            tenant: view.record.tenant,
             compute: ComputeInfo {
                 state: view.compute.state.to_string(),
                 pid: view.compute.pid,
@@ -235,8 +245,9 @@ impl ApiState {
 #[openapi(
     info(title = "OgelBase API", description = "Databases, computes and status of an OgelBase gateway."),
     paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, pause_database, resume_database, reset_password, reload, status, list_plugins,
-        branches::list_branches, branches::create_branch, branches::delete_branch, branches::reset_branch, branches::list_snapshots, branches::create_snapshot, branches::restore_snapshot, branches::list_operations),
-    components(schemas(Done, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
+        branches::list_branches, branches::create_branch, branches::delete_branch, branches::reset_branch, branches::list_snapshots, branches::create_snapshot, branches::restore_snapshot, branches::list_operations,
+        access::create_token, access::list_tokens, access::revoke_token, access::list_keys, access::rotate_key, access::remove_key, access::list_tenants, access::create_tenant, access::delete_tenant),
+    components(schemas(Done, access::CreateToken, access::CreateTenant, access::TenantInfo, access::CreatedTenant, crate::access::IssuedToken, crate::catalog::TokenRecord, crate::tokens::KeyInfo, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
     modifiers(&BearerAuth),
     security(("admin_token" = []))
 )]
@@ -283,10 +294,12 @@ pub fn router(gateway: Arc<Gateway>, token: String, api_addr: SocketAddr) -> Rou
         .route("/v1/databases/{name}/resume", post(resume_database))
         .route("/v1/reload", post(reload))
         .merge(branches::routes())
+        .merge(access::routes())
         .route("/v1/status", get(status))
         .route("/v1/plugins", get(list_plugins))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .route("/.well-known/jwks.json", get(access::jwks))
         .route(
             "/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }),
@@ -313,32 +326,65 @@ pub fn router(gateway: Arc<Gateway>, token: String, api_addr: SocketAddr) -> Rou
         .with_state(state)
 }
 
-async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+/// Resolves the bearer token to a [`Scope`] (the admin token, or a
+/// tenant's) and keeps tenant tokens to their own databases: another
+/// tenant's database is "not found", gateway-wide routes are forbidden.
+async fn require_token(
+    State(state): State<ApiState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => next.run(request).await,
-        _ => ApiError::new(
+    let Some(scope) = presented.and_then(|t| state.gateway.scope_of(t, &state.token)) else {
+        return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing or wrong admin token: send `Authorization: Bearer <token>` with the token from <data-dir>/admin-token",
+            "missing or wrong admin token: send `Authorization: Bearer <token>` with the token from <data-dir>/admin-token (or a tenant's token from `ogel tenants create`)",
         )
-        .into_response(),
+        .into_response();
+    };
+    if let Scope::Tenant(_) = &scope {
+        let path = request.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match segments.as_slice() {
+            ["v1", "databases"] | ["v1", "operations"] | ["v1", "tokens", _, "revoke"] => {}
+            ["v1", "databases", name, ..] => {
+                if let Err(e) = state.gateway.database_in_scope(name, &scope) {
+                    return ApiError::from(e).into_response();
+                }
+            }
+            _ => {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "a tenant's token cannot use this route; it needs the gateway's admin token",
+                )
+                .into_response()
+            }
+        }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    request.extensions_mut().insert(scope);
+    next.run(request).await
 }
 
 /// List databases.
 #[utoipa::path(get, path = "/v1/databases", responses((status = 200, body = [DatabaseInfo])))]
-async fn list_databases(State(state): State<ApiState>) -> ApiResult<Vec<DatabaseInfo>> {
+async fn list_databases(
+    State(state): State<ApiState>,
+    Extension(scope): Extension<Scope>,
+) -> ApiResult<Vec<DatabaseInfo>> {
     let views = state.gateway.describe_all().await?;
-    Ok(Json(views.into_iter().map(|v| state.info(v)).collect()))
+    Ok(Json(
+        views
+            .into_iter()
+            .filter(|v| scope.sees(&v.record))
+            .map(|v| state.info(v))
+            .collect(),
+    ))
 }
 
 /// Create a database (its compute starts running).
@@ -346,6 +392,7 @@ async fn list_databases(State(state): State<ApiState>) -> ApiResult<Vec<Database
     responses((status = 201, body = DatabaseCredentials), (status = 400, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
 async fn create_database(
     State(state): State<ApiState>,
+    Extension(scope): Extension<Scope>,
     body: Result<Json<CreateDatabase>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<DatabaseCredentials>), ApiError> {
     let Json(body) = body.map_err(|e| {
@@ -355,6 +402,19 @@ async fn create_database(
             format!("{}; expected {{\"name\": \"shop\"}}", e.body_text()),
         )
     })?;
+    let tenant = match (&scope, &body.tenant) {
+        (Scope::Global, Some(t)) => t.as_str(),
+        (Scope::Tenant(t), Some(asked)) if asked != t => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                "this token belongs to tenant \"{t}\"; it cannot create databases for \"{asked}\""
+            ),
+            ))
+        }
+        (scope, _) => scope.tenant(),
+    };
     let (record, password) = state
         .gateway
         .create_database(
@@ -362,6 +422,7 @@ async fn create_database(
             body.backend.as_deref(),
             body.suspend_after_secs,
             body.min_warm,
+            tenant,
         )
         .await?;
     let url = state.gateway.database_url(&record, Some(&password));
@@ -449,15 +510,18 @@ async fn pause_database(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<Done> {
-    let db = state.gateway.pool(&name)?;
     let timeout = state.gateway.pools.config().pause_timeout;
-    db.pool.pause(timeout).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "pause_timeout",
-            format!("{e}; retry when long transactions have finished, or raise pool.pause_timeout"),
-        )
-    })?;
+    for db in state.gateway.pools_of(&name)? {
+        db.pool.pause(timeout).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "pause_timeout",
+                format!(
+                    "{e}; retry when long transactions have finished, or raise pool.pause_timeout"
+                ),
+            )
+        })?;
+    }
     Ok(Json(Done {
         done: format!("paused {name}"),
     }))
@@ -470,7 +534,9 @@ async fn resume_database(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<Done> {
-    state.gateway.pool(&name)?.pool.resume();
+    for db in state.gateway.pools_of(&name)? {
+        db.pool.resume();
+    }
     Ok(Json(Done {
         done: format!("resumed {name}"),
     }))

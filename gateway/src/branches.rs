@@ -128,8 +128,12 @@ impl Gateway {
         quiesce: bool,
         op: impl std::future::Future<Output = Result<T, ServiceError>>,
     ) -> Result<T, ServiceError> {
-        let pool = if quiesce { self.pools.find(name) } else { None };
-        if let Some(pool) = &pool {
+        let pools = if quiesce {
+            self.pools.find_all(name)
+        } else {
+            Vec::new()
+        };
+        for pool in &pools {
             pool.pool
                 .pause(self.pools.config().pause_timeout)
                 .await
@@ -141,7 +145,7 @@ impl Gateway {
             pool.pool.close_idle();
         }
         let result = op.await;
-        if let Some(pool) = &pool {
+        for pool in &pools {
             pool.pool.resume();
         }
         result
@@ -291,7 +295,7 @@ impl Gateway {
                 .map_err(ServiceError::from)
         })
         .await?;
-        if let Some(pool) = self.pools.find(&name) {
+        for pool in self.pools.find_all(&name) {
             pool.pool.close_idle();
         }
         branch_record.created_at_unix = unix_now();

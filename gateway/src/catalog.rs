@@ -14,6 +14,17 @@ const DATABASES: TableDefinition<&str, &[u8]> = TableDefinition::new("databases"
 const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
 /// Branches other than `main`, keyed `database@branch`.
 const BRANCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("branches");
+/// Tenants, by name.
+const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
+/// Issued tokens (ids and claims, never the token), by id.
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+
+/// The tenant of databases made without one (and of the global admin).
+pub const DEFAULT_TENANT: &str = "default";
+
+fn default_tenant() -> String {
+    DEFAULT_TENANT.to_string()
+}
 
 /// A catalog failure (disk, corruption); the message says what failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +64,47 @@ pub struct DatabaseRecord {
     /// Computes of this database (main first, then branches) kept running.
     #[serde(default)]
     pub min_warm: u32,
+    /// The tenant that owns it.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+}
+
+/// A tenant: owns databases; its admin token sees only them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TenantRecord {
+    /// Name.
+    pub name: String,
+    /// SHA-256 (hex) of its admin API token (the token itself is shown once).
+    pub token_sha256: String,
+    /// Clients at once across its databases (`None`: `limits.clients_per_tenant`).
+    #[serde(default)]
+    pub max_clients: Option<u32>,
+    /// Unix time of creation.
+    pub created_at_unix: u64,
+}
+
+/// A token the gateway issued: what it grants, never the token itself.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct TokenRecord {
+    /// Token id (its `jti`).
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Database.
+    pub database: String,
+    /// Branch.
+    pub branch: String,
+    /// Read-only.
+    pub read_only: bool,
+    /// Signing key id.
+    pub kid: String,
+    /// Unix time issued.
+    pub issued_at_unix: u64,
+    /// Unix time it expires.
+    pub expires_at_unix: u64,
+    /// Unix time it was revoked, if it was.
+    #[serde(default)]
+    pub revoked_at_unix: Option<u64>,
 }
 
 /// A role of the gateway's role store.
@@ -109,6 +161,8 @@ impl Catalog {
         txn.open_table(DATABASES).map_err(err("open table"))?;
         txn.open_table(ROLES).map_err(err("open table"))?;
         txn.open_table(BRANCHES).map_err(err("open table"))?;
+        txn.open_table(TENANTS).map_err(err("open table"))?;
+        txn.open_table(TOKENS).map_err(err("open table"))?;
         txn.commit().map_err(err("commit"))?;
         Ok(Catalog { db })
     }
@@ -202,8 +256,12 @@ impl Catalog {
             .iter()
             .map(BranchRecord::key)
             .collect();
+        // Its tokens go too: a new database of the same name must not
+        // accept them (they would fail the tenant check only if it moved).
+        let tokens: Vec<String> = self.tokens(&db.name)?.into_iter().map(|t| t.id).collect();
         let mut ops: Vec<WriteOp<'_>> = vec![(DATABASES, &db.name, None), (ROLES, &db.owner, None)];
         ops.extend(branches.iter().map(|k| (BRANCHES, k.as_str(), None)));
+        ops.extend(tokens.iter().map(|k| (TOKENS, k.as_str(), None)));
         self.write(&ops)
     }
 
@@ -228,6 +286,45 @@ impl Catalog {
     /// Records a branch.
     pub fn put_branch(&self, branch: &BranchRecord) -> Result<(), CatalogError> {
         self.write(&[(BRANCHES, &branch.key(), Some(Self::encode(branch)?))])
+    }
+
+    /// One tenant.
+    pub fn tenant(&self, name: &str) -> Result<Option<TenantRecord>, CatalogError> {
+        self.get(TENANTS, name)
+    }
+
+    /// Every tenant.
+    pub fn tenants(&self) -> Result<Vec<TenantRecord>, CatalogError> {
+        self.list(TENANTS)
+    }
+
+    /// Records a tenant.
+    pub fn put_tenant(&self, tenant: &TenantRecord) -> Result<(), CatalogError> {
+        self.write(&[(TENANTS, &tenant.name, Some(Self::encode(tenant)?))])
+    }
+
+    /// Forgets a tenant.
+    pub fn remove_tenant(&self, name: &str) -> Result<(), CatalogError> {
+        self.write(&[(TENANTS, name, None)])
+    }
+
+    /// One issued token.
+    pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, CatalogError> {
+        self.get(TOKENS, id)
+    }
+
+    /// Issued tokens of `database` (every database's when empty).
+    pub fn tokens(&self, database: &str) -> Result<Vec<TokenRecord>, CatalogError> {
+        Ok(self
+            .list::<TokenRecord>(TOKENS)?
+            .into_iter()
+            .filter(|t| database.is_empty() || t.database == database)
+            .collect())
+    }
+
+    /// Records an issued (or revoked) token.
+    pub fn put_token(&self, token: &TokenRecord) -> Result<(), CatalogError> {
+        self.write(&[(TOKENS, &token.id, Some(Self::encode(token)?))])
     }
 
     /// Forgets a branch.

@@ -54,6 +54,8 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// TLS on the Postgres listener (`[tls]`).
     pub tls: crate::tls::TlsConfig,
+    /// Token URLs (`[tokens]`).
+    pub tokens: crate::access::TokensConfig,
 }
 
 /// `[prewake]`.
@@ -230,6 +232,7 @@ impl Default for Config {
             prewake: PrewakeConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
             tls: crate::tls::TlsConfig::default(),
+            tokens: crate::access::TokensConfig::default(),
         }
     }
 }

@@ -69,18 +69,24 @@ enum Target {
 struct Session {
     /// The compute: `database` or `database@branch`.
     database: String,
+    /// The role (for a token login, the role it grants, never the token).
     user: String,
     lifecycle: std::sync::Arc<ogel_policies::Lifecycle>,
     params: Vec<(String, String)>,
+    /// Served by the backend's read-only role.
+    read_only: bool,
+    /// Counts the client against its tenant's limit while it is connected.
+    tenant_slot: crate::limits::Admitted,
 }
 
 async fn handle_client(stream: ClientStream, gateway: Arc<Gateway>) {
     // Logging in is boxed: its state (SCRAM, startup packet) is freed once
     // done, so an idle client's task keeps only what the session needs.
-    let Some((pool, login)) = Box::pin(log_in(stream, &gateway)).await else {
+    let Some((pool, login, tenant_slot)) = Box::pin(log_in(stream, &gateway)).await else {
         return;
     };
     pooler::session::run(pool, login, &gateway.pools.clients).await;
+    drop(tenant_slot);
 }
 
 /// Authenticates and wakes; `None` once the client was answered (an error,
@@ -88,7 +94,7 @@ async fn handle_client(stream: ClientStream, gateway: Arc<Gateway>) {
 async fn log_in(
     mut stream: ClientStream,
     gateway: &Arc<Gateway>,
-) -> Option<(Arc<pooler::DbPool>, Login)> {
+) -> Option<(Arc<pooler::DbPool>, Login, crate::limits::Admitted)> {
     let timeout = gateway.config.auth_timeout;
     let target = match tokio::time::timeout(timeout, startup(&mut stream, gateway)).await {
         Ok(Ok(Some(target))) => target,
@@ -124,7 +130,9 @@ async fn log_in(
             return None;
         }
     };
-    let pool = gateway.pools.get(&session.database, &session.lifecycle);
+    let pool = gateway
+        .pools
+        .get(&session.database, &session.lifecycle, session.read_only);
     let login = Login {
         stream,
         mode: gateway
@@ -136,7 +144,7 @@ async fn log_in(
         cancel: gateway.cancels.register(),
         active,
     };
-    Some((pool, login))
+    Some((pool, login, session.tenant_slot))
 }
 
 /// Reads the first packets and authenticates. `Ok(None)` for a cancel.
@@ -206,9 +214,18 @@ async fn startup(
             "no PostgreSQL user name specified in startup packet",
         )
     })?;
+    let token_in_user = crate::tokens::looks_like_jwt(&user);
+    // Without a database name libpq sends the user name: for a token, the
+    // token's own database is meant.
     let requested = param("database")
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| user.clone());
+        .filter(|d| !d.is_empty() && !(token_in_user && *d == user))
+        .unwrap_or_else(|| {
+            if token_in_user {
+                String::new()
+            } else {
+                user.clone()
+            }
+        });
     // `shop@dev`, or `options=branch=dev` (Neon's style); both must agree.
     let (options, option_branch) = branch_option(param("options").as_deref());
     let (database, name_branch) = match requested.split_once('@') {
@@ -231,8 +248,8 @@ async fn startup(
         .sni()
         .and_then(|sni| gateway.tls.route(sni))
         .map(|(d, b)| (d.to_string(), b.map(str::to_string)));
-    let branch = match (&sni_route, branch) {
-        (Some((sni_db, _)), _) if *sni_db != database => {
+    let (database, asked_branch) = match (&sni_route, branch) {
+        (Some((sni_db, _)), _) if !database.is_empty() && *sni_db != database => {
             return Err(ClientError::new(
                 "08P01",
                 format!("the TLS server name selects database \"{sni_db}\" but the startup packet asks for \"{database}\""),
@@ -246,10 +263,9 @@ async fn startup(
             )
             .into())
         }
-        (Some((_, sni_branch)), a) => a.or(sni_branch.clone()),
-        (None, a) => a,
-    }
-    .unwrap_or_else(|| "main".to_string());
+        (Some((sni_db, sni_branch)), a) => (sni_db.clone(), a.or(sni_branch.clone())),
+        (None, a) => (database, a),
+    };
     let remote = stream.peer_addr().is_some_and(|a| !a.ip().is_loopback());
     if remote && !stream.is_tls() && gateway.tls.config.require_for_remote {
         return Err(
@@ -274,36 +290,79 @@ async fn startup(
         ))
     };
     if admin::is_admin_database(&database) {
+        // Only the admin user with the gateway's admin token: never a
+        // database token, never a tenant's.
         let verifier = (user == admin::ADMIN_USER)
             .then(|| gateway.admin_verifier.clone())
             .flatten();
         checked_login(stream, gateway, &user, verifier).await?;
         return Ok(Some(Target::Admin));
     }
-    let Ok(record) = gateway.ready_database(&database) else {
-        return Err(ClientError::unknown_database(&requested).into());
+
+    // Who the client is: a token (in the user name, or in the password of
+    // the reserved user `tokens.password_user`), or a role with SCRAM.
+    let token_in_password = user == gateway.config.tokens.password_user;
+    let (record, role, branch, read_only) = if token_in_user || token_in_password {
+        let token = if token_in_user {
+            user.clone()
+        } else {
+            if !(stream.is_tls() || !remote) {
+                return Err(ClientError::new(
+                    "28000",
+                    "a token in the password field needs TLS (or a loopback connection)",
+                )
+                .hint("connect with sslmode=require")
+                .into());
+            }
+            auth::cleartext_password(stream).await?
+        };
+        let ip = stream.peer_addr().map(|a| a.ip());
+        let grant = counted(ip, gateway, async {
+            gateway
+                .check_token(
+                    &token,
+                    (!database.is_empty()).then_some(database.as_str()),
+                    asked_branch.as_deref(),
+                )
+                .map_err(AuthError::Client)
+        })
+        .await?;
+        tracing::debug!(token = %grant.id, database = %grant.record.name, branch = %grant.branch, read_only = grant.read_only, "token login");
+        (grant.record, grant.role, grant.branch, grant.read_only)
+    } else {
+        let branch = asked_branch.unwrap_or_else(|| "main".to_string());
+        let Ok(record) = gateway.ready_database(&database) else {
+            return Err(ClientError::unknown_database(&requested).into());
+        };
+        let verifier = gateway
+            .catalog
+            .role(&user)
+            .map_err(catalog_error)?
+            .filter(|role| role.databases.contains(&database))
+            .and_then(|role| match ScramVerifier::parse(&role.verifier) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::error!(role = %role.name, error = %e, "stored verifier is invalid");
+                    None
+                }
+            });
+        checked_login(stream, gateway, &user, verifier).await?;
+        (record, user, branch, false)
     };
-    if !gateway.branch_exists(&database, &branch).unwrap_or(false) {
+    if !gateway
+        .branch_exists(&record.name, &branch)
+        .unwrap_or(false)
+    {
         return Err(ClientError::new(
             "3D000",
-            format!("database \"{database}\" has no branch \"{branch}\""),
+            format!("database \"{}\" has no branch \"{branch}\"", record.name),
         )
-        .hint(format!("see `ogel branch list {database}`"))
+        .hint(format!("see `ogel branch list {}`", record.name))
         .into());
     }
-    let verifier = gateway
-        .catalog
-        .role(&user)
-        .map_err(catalog_error)?
-        .filter(|role| role.databases.contains(&database))
-        .and_then(|role| match ScramVerifier::parse(&role.verifier) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                tracing::error!(role = %role.name, error = %e, "stored verifier is invalid");
-                None
-            }
-        });
-    checked_login(stream, gateway, &user, verifier).await?;
+    let tenant_slot = gateway
+        .limits
+        .admit_tenant(&record.tenant, gateway.tenant_client_limit(&record.tenant))?;
     let lifecycle = gateway
         .lifecycle(&record)
         .map_err(|e| ClientError::new("57P03", e.to_string()))?;
@@ -313,11 +372,33 @@ async fn startup(
         params.push(("options".to_string(), options));
     }
     Ok(Some(Target::Database(Session {
-        database: crate::branches::compute_name(&database, &branch),
-        user,
+        database: crate::branches::compute_name(&record.name, &branch),
+        user: role,
         lifecycle,
         params,
+        read_only,
+        tenant_slot,
     })))
+}
+
+/// Runs a login step, counting its failure (a wrong password or token)
+/// against the client's address, and its success as clearing them.
+async fn counted<T>(
+    ip: Option<std::net::IpAddr>,
+    gateway: &Gateway,
+    step: impl std::future::Future<Output = Result<T, AuthError>>,
+) -> Result<T, AuthError> {
+    let result = step.await;
+    if let Some(ip) = ip {
+        match &result {
+            Ok(_) => gateway.limits.auth_succeeded(ip),
+            Err(AuthError::Client(e)) if matches!(e.code, "28P01" | "28000") => {
+                gateway.limits.auth_failed(ip)
+            }
+            Err(_) => {}
+        }
+    }
+    result
 }
 
 /// SCRAM, with failed logins counted against the client's address.
@@ -328,15 +409,12 @@ async fn checked_login(
     verifier: Option<ScramVerifier>,
 ) -> Result<(), AuthError> {
     let ip = stream.peer_addr().map(|a| a.ip());
-    let result = auth::authenticate(stream, user, verifier, &gateway.mock_secret).await;
-    if let Some(ip) = ip {
-        match &result {
-            Ok(()) => gateway.limits.auth_succeeded(ip),
-            Err(AuthError::Client(e)) if e.code == "28P01" => gateway.limits.auth_failed(ip),
-            Err(_) => {}
-        }
-    }
-    result
+    counted(
+        ip,
+        gateway,
+        auth::authenticate(stream, user, verifier, &gateway.mock_secret),
+    )
+    .await
 }
 
 /// Takes `branch=NAME` out of the `options` startup parameter: (the other

@@ -30,6 +30,9 @@ pub struct LimitsConfig {
     /// The longest an address is refused after failed logins.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// Clients at once across one tenant's databases (0: no limit); a
+    /// tenant's own `max_clients` overrides it.
+    pub clients_per_tenant: usize,
 }
 
 impl Default for LimitsConfig {
@@ -40,6 +43,7 @@ impl Default for LimitsConfig {
             auth_failures_before_backoff: 10,
             failure_window: Duration::from_secs(60),
             max_backoff: Duration::from_secs(60),
+            clients_per_tenant: 0,
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct Limits {
     config: LimitsConfig,
     sources: Mutex<HashMap<IpAddr, Source>>,
     connections: Arc<AtomicUsize>,
+    /// Clients of each tenant now.
+    tenants: Mutex<HashMap<String, Arc<AtomicUsize>>>,
 }
 
 /// Counts a connection until dropped.
@@ -81,7 +87,37 @@ impl Limits {
             config,
             sources: Mutex::new(HashMap::new()),
             connections: Arc::new(AtomicUsize::new(0)),
+            tenants: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &LimitsConfig {
+        &self.config
+    }
+
+    /// Admits a client of `tenant` when it has fewer than `max` (0: no
+    /// limit); the slot is held until dropped.
+    pub fn admit_tenant(&self, tenant: &str, max: usize) -> Result<Admitted, ClientError> {
+        let counter = self
+            .tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(tenant.to_string())
+            .or_default()
+            .clone();
+        let open = counter.fetch_add(1, Ordering::Relaxed);
+        let admitted = Admitted {
+            connections: counter,
+        };
+        if max > 0 && open >= max {
+            return Err(ClientError::new(
+                "53300",
+                format!("too many clients for tenant \"{tenant}\" ({max} at most)"),
+            )
+            .hint("close idle connections, or raise the tenant's max_clients (limits.clients_per_tenant)"));
+        }
+        Ok(admitted)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Source>> {

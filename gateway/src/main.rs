@@ -7,6 +7,7 @@
 //! → `pooler` (a server connection per transaction or session, relayed);
 //! `cancel` forwards CancelRequests; `admin` is the console database.
 
+mod access;
 mod admin;
 mod api;
 mod auth;
@@ -28,6 +29,7 @@ mod protocol;
 mod server;
 mod service;
 mod tls;
+mod tokens;
 
 use clap::Parser;
 use cli::{Cli, Command};

@@ -149,6 +149,11 @@ fn put_cstr(buf: &mut BytesMut, s: &str) {
     buf.put_u8(0);
 }
 
+/// AuthenticationCleartextPassword.
+pub fn auth_cleartext(buf: &mut BytesMut) {
+    message(buf, b'R', |b| b.put_u32(3));
+}
+
 /// AuthenticationSASL offering SCRAM-SHA-256 only.
 pub fn auth_sasl(buf: &mut BytesMut) {
     message(buf, b'R', |b| {

@@ -162,7 +162,8 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let api_addr = api_listener.local_addr()?;
 
     let tls = crate::tls::Tls::load(&data_dir, &config.tls).context("setting up TLS")?;
-    let mut gateway = Gateway::new(config.clone(), catalog, backends, pg_addr, tls);
+    let keys = crate::tokens::KeyRing::open(&data_dir).context("loading the token signing keys")?;
+    let mut gateway = Gateway::new(config.clone(), catalog, backends, pg_addr, tls, keys);
     gateway.admin_verifier = ScramVerifier::parse(&ScramVerifier::hash_password(&token)).ok();
     gateway.config_source = source;
     let gateway = Arc::new(gateway);
@@ -304,7 +305,7 @@ async fn ensure_default_database(
         Err(_) => {
             eprintln!("ogel: creating the default database \"{name}\"");
             let (record, password) = gateway
-                .create_database(&name, None, None, 0)
+                .create_database(&name, None, None, 0, crate::catalog::DEFAULT_TENANT)
                 .await
                 .map_err(|e| anyhow!("creating the default database \"{name}\": {e}"))?;
             let url = gateway.database_url(&record, Some(&password));

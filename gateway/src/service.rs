@@ -95,6 +95,8 @@ pub struct Gateway {
     pub limits: crate::limits::Limits,
     /// Learns clients' arrival times; pre-wakes computes ahead of them.
     pub predictor: Arc<ogel_policies::warm::Predictor>,
+    /// Token signing keys.
+    pub keys: crate::tokens::KeyRing,
     /// Where `reload` re-reads the configuration from.
     pub config_source: Option<(std::path::PathBuf, crate::config::Overrides)>,
     create_lock: tokio::sync::Mutex<()>,
@@ -149,9 +151,11 @@ impl Gateway {
         backends: Backends,
         pg_addr: SocketAddr,
         tls: crate::tls::Tls,
+        keys: crate::tokens::KeyRing,
     ) -> Self {
         Gateway {
             tls,
+            keys,
             pools: Arc::new(Pools::new(config.pool.clone())),
             operations: Arc::default(),
             limits: crate::limits::Limits::new(config.limits.clone()),
@@ -211,8 +215,14 @@ impl Gateway {
         backend: Option<&str>,
         suspend_after_secs: Option<u64>,
         min_warm: u32,
+        tenant: &str,
     ) -> Result<(DatabaseRecord, String), ServiceError> {
         validate_name(name).map_err(ServiceError::invalid)?;
+        if !self.tenant_exists(tenant)? {
+            return Err(ServiceError::invalid(format!(
+                "tenant \"{tenant}\" does not exist; create it with `ogel tenants create {tenant}`"
+            )));
+        }
         let backend = backend.unwrap_or(&self.config.default_backend);
         let lifecycle = self.backend_named(backend)?.clone();
         let _guard = self.create_lock.lock().await;
@@ -232,6 +242,7 @@ impl Gateway {
             created_at_unix: unix_now(),
             suspend_after_secs,
             min_warm,
+            tenant: tenant.to_string(),
         };
         let role = RoleRecord {
             name: owner.clone(),
@@ -302,18 +313,13 @@ impl Gateway {
 
     /// The connection URL; with the password when it is known.
     pub fn database_url(&self, record: &DatabaseRecord, password: Option<&str>) -> String {
-        let host = match self.pg_addr.ip() {
-            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-            ip => ip.to_string(),
-        };
         let credentials = match password {
             Some(p) => format!("{}:{p}", record.owner),
             None => record.owner.clone(),
         };
         format!(
-            "postgresql://{credentials}@{host}:{}/{}",
-            self.pg_addr.port(),
+            "postgresql://{credentials}@{}/{}",
+            self.host_port(),
             record.name
         )
     }
@@ -427,7 +433,7 @@ impl Gateway {
             ))));
         }
         lifecycle.suspend(name).await?;
-        if let Some(pool) = self.pools.find(name) {
+        for pool in self.pools.find_all(name) {
             pool.pool.close_idle();
         }
         self.describe(name).await
@@ -451,11 +457,13 @@ impl Gateway {
             .join("; ")
     }
 
-    /// The pool of a ready database (made on first use).
-    pub fn pool(&self, name: &str) -> Result<Arc<crate::pooler::DbPool>, ServiceError> {
+    /// The pools of a ready database: its read-write pool (made on first
+    /// use) and its read-only one if it has one.
+    pub fn pools_of(&self, name: &str) -> Result<Vec<Arc<crate::pooler::DbPool>>, ServiceError> {
         let record = self.ready_database(name)?;
         let lifecycle = self.lifecycle(&record)?;
-        Ok(self.pools.get(name, &lifecycle))
+        self.pools.get(name, &lifecycle, false);
+        Ok(self.pools.find_all(name))
     }
 
     /// `ogel reload` / SIGHUP / RELOAD: re-reads the configuration and

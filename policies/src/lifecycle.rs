@@ -389,6 +389,7 @@ mod tests {
                     user: "u".into(),
                     password: "p".into(),
                 },
+                read_only: None,
             })
         }
         async fn suspend(&self, _: &str) -> Result<(), BackendError> {

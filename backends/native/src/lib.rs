@@ -37,7 +37,7 @@ use ogel_plugin_sdk::{
 };
 use os_user::ComputeUser;
 use pg_binaries::PgBinaries;
-use secrets::{MasterSecret, SUPERUSER};
+use secrets::{MasterSecret, READ_ONLY_ROLE};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -233,6 +233,7 @@ impl NativeBackend {
             database: name.to_string(),
             generation: self.generation.load(Ordering::SeqCst),
             credentials: Credentials::Password { user, password },
+            read_only: None,
         }
     }
 
@@ -322,20 +323,51 @@ impl NativeBackend {
         Ok(())
     }
 
+    /// Makes (once per compute) the role read-only clients log in as: it
+    /// reads every table (`pg_read_all_data`) and owns nothing, so it cannot
+    /// write whatever the session sets; its transactions default to read
+    /// only as well. A marker file records that it exists.
+    async fn ensure_read_only_role(&self, name: &str, port: u16) -> Result<(), BackendError> {
+        let marker = self.db_dir(name).join("read_only_role");
+        if marker.exists() {
+            return Ok(());
+        }
+        let database = branches::database_of(name);
+        let verifier = postgres_protocol::password::scram_sha_256(
+            self.secret
+                .role_password(database, READ_ONLY_ROLE)
+                .as_bytes(),
+        );
+        let role = quote_ident(READ_ONLY_ROLE);
+        let client = self.superuser(port, "postgres").await?;
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM pg_roles WHERE rolname = $1",
+                &[&READ_ONLY_ROLE],
+            )
+            .await
+            .map(|row| row.is_some());
+        let sql = match exists {
+            Ok(true) => format!("ALTER ROLE {role} LOGIN PASSWORD '{verifier}'"),
+            _ => format!("CREATE ROLE {role} LOGIN PASSWORD '{verifier}'"),
+        };
+        let result = client
+            .batch_execute(&format!(
+                "{sql}; GRANT pg_read_all_data TO {role}; \
+                 ALTER ROLE {role} SET default_transaction_read_only = on"
+            ))
+            .await;
+        drop(client);
+        result.map_err(|e| {
+            BackendError::internal("could not create the read-only role").with_source(e)
+        })?;
+        std::fs::write(&marker, b"")
+            .map_err(|e| BackendError::internal(format!("writing {}: {e}", marker.display())))
+    }
+
     /// Creates the owner role and the database inside a freshly cloned cluster.
     async fn bootstrap(&self, spec: &DatabaseSpec, port: u16) -> Result<(), BackendError> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .port(port)
-            .user(SUPERUSER)
-            .password(self.secret.superuser_password())
-            .dbname("postgres")
-            .connect_timeout(Duration::from_secs(10));
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
-            BackendError::unavailable("could not log in to the new compute").with_source(e)
-        })?;
-        let conn_task = tokio::spawn(connection);
+        let client = self.superuser(port, "postgres").await?;
         let verifier = postgres_protocol::password::scram_sha_256(
             self.secret
                 .role_password(&spec.name, &spec.owner)
@@ -356,7 +388,6 @@ impl NativeBackend {
             }
         }
         drop(client);
-        let _ = conn_task.await;
         result.map_err(|e| {
             BackendError::internal("could not create the database's owner role").with_source(e)
         })
@@ -506,7 +537,20 @@ impl Backend for NativeBackend {
         // Branches are clones: same database, same role, same password.
         let database = branches::database_of(name);
         let password = self.secret.role_password(database, &owner);
-        Ok(self.endpoint(database, port, owner, password))
+        let mut endpoint = self.endpoint(database, port, owner, password);
+        match self.ensure_read_only_role(name, port).await {
+            Ok(()) => {
+                endpoint.read_only = Some(Credentials::Password {
+                    user: READ_ONLY_ROLE.to_string(),
+                    password: self.secret.role_password(database, READ_ONLY_ROLE),
+                })
+            }
+            // Read-write clients are unaffected; read-only ones are refused.
+            Err(e) => {
+                tracing::warn!(compute = %name, error = %e, cause = ?e.source, "no read-only role")
+            }
+        }
+        Ok(endpoint)
     }
 
     async fn create_branch(&self, spec: &BranchSpec) -> Result<(), BackendError> {

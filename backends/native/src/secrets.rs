@@ -14,6 +14,8 @@ use std::path::Path;
 
 /// The superuser created at `initdb` in the template; every cloned cluster has it.
 pub const SUPERUSER: &str = "ogel_admin";
+/// The role read-only clients log in as (in every compute).
+pub const READ_ONLY_ROLE: &str = "ogel_readonly";
 
 pub use ogel_plugin_sdk::files::write_private;
 

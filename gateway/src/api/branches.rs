@@ -171,7 +171,7 @@ pub fn routes() -> Router<ApiState> {
         )
 }
 
-fn bad_body(e: axum::extract::rejection::JsonRejection, example: &str) -> ApiError {
+pub(super) fn bad_body(e: axum::extract::rejection::JsonRejection, example: &str) -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_request",

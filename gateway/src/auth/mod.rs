@@ -85,6 +85,23 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Asks for a cleartext password (only over TLS or loopback; the caller
+/// checks) and returns it: how a token arrives in the password field.
+pub async fn cleartext_password<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+) -> Result<String, AuthError> {
+    let mut out = BytesMut::new();
+    protocol::auth_cleartext(&mut out);
+    write(stream, &mut out).await?;
+    let body = expect_password_message(stream).await?;
+    let mut rest = body.as_slice();
+    let password = protocol::take_cstr(&mut rest)?;
+    if !rest.is_empty() {
+        return Err(ClientError::protocol("PasswordMessage has bytes after the password").into());
+    }
+    Ok(password)
+}
+
 impl From<ClientError> for AuthError {
     fn from(e: ClientError) -> Self {
         AuthError::Client(e)

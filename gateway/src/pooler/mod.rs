@@ -27,8 +27,10 @@ use std::time::Duration;
 /// One database's pool and what the relay needs to open and describe its
 /// server connections.
 pub struct DbPool {
-    /// The database.
+    /// The compute: `database` or `database@branch`.
     pub name: String,
+    /// Logs in as the backend's read-only role (read-only tokens).
+    pub read_only: bool,
     /// Server connections.
     pub pool: Arc<Pool<ServerConn>>,
     /// The lifecycle that wakes the database's compute.
@@ -42,6 +44,16 @@ pub struct DbPool {
     /// prepared without error: a client's Parse of one of these is
     /// answered without a server connection.
     known_statements: Mutex<HashSet<Arc<str>>>,
+}
+
+/// Pools are keyed by compute; a read-only pool's key has a suffix no
+/// compute name can have.
+fn pool_key(database: &str, read_only: bool) -> String {
+    if read_only {
+        format!("{database} (read-only)")
+    } else {
+        database.to_string()
+    }
 }
 
 /// Bound on [`DbPool`]'s set of known statements (cleared when full).
@@ -87,16 +99,19 @@ impl Pools {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
-    /// The pool of `database`, made on first use.
-    pub fn get(&self, database: &str, lifecycle: &Arc<Lifecycle>) -> Arc<DbPool> {
+    /// The pool of `database` (its read-write or its read-only one), made
+    /// on first use.
+    pub fn get(&self, database: &str, lifecycle: &Arc<Lifecycle>, read_only: bool) -> Arc<DbPool> {
+        let key = pool_key(database, read_only);
         let mut pools = lock(&self.pools);
-        if let Some(db) = pools.get(database) {
+        if let Some(db) = pools.get(&key) {
             if Arc::ptr_eq(&db.lifecycle, lifecycle) {
                 return db.clone();
             }
         }
         let db = Arc::new(DbPool {
             name: database.to_string(),
+            read_only,
             // Branches (`db@branch`) take their database's settings.
             pool: Pool::new(self.config().settings(crate::branches::split(database).0)),
             lifecycle: lifecycle.clone(),
@@ -104,13 +119,17 @@ impl Pools {
             servers: Arc::new(Registry::default()),
             known_statements: Mutex::new(HashSet::new()),
         });
-        pools.insert(database.to_string(), db.clone());
+        pools.insert(key, db.clone());
         db
     }
 
-    /// An existing pool.
-    pub fn find(&self, database: &str) -> Option<Arc<DbPool>> {
-        lock(&self.pools).get(database).cloned()
+    /// The existing pools of a compute (read-write and read-only).
+    pub fn find_all(&self, database: &str) -> Vec<Arc<DbPool>> {
+        let pools = lock(&self.pools);
+        [false, true]
+            .iter()
+            .filter_map(|ro| pools.get(&pool_key(database, *ro)).cloned())
+            .collect()
     }
 
     /// Every pool, by database name.
@@ -118,10 +137,12 @@ impl Pools {
         lock(&self.pools).values().cloned().collect()
     }
 
-    /// Drops a deleted database's pool (its connections close).
+    /// Drops a deleted database's pools (their connections close).
     pub fn remove(&self, database: &str) {
-        if let Some(db) = lock(&self.pools).remove(database) {
-            db.pool.close_idle();
+        for ro in [false, true] {
+            if let Some(db) = lock(&self.pools).remove(&pool_key(database, ro)) {
+                db.pool.close_idle();
+            }
         }
     }
 
@@ -153,6 +174,11 @@ impl Pools {
 }
 
 impl DbPool {
+    /// How SHOW POOLS names it: the compute, marked when read-only.
+    pub fn label(&self) -> String {
+        pool_key(&self.name, self.read_only)
+    }
+
     /// Opens and logs in a new server connection, waking the compute if it
     /// is suspended. A cached endpoint that no longer answers (the compute
     /// died) is forgotten and woken once more.
@@ -165,6 +191,20 @@ impl DbPool {
                 tracing::warn!(database = %db, error = %e, cause = ?e.source, "wake failed");
                 ClientError::from(&e)
             })?;
+            let endpoint = match (self.read_only, endpoint.read_only.clone()) {
+                (false, _) => endpoint,
+                (true, Some(credentials)) => ogel_plugin_sdk::ComputeEndpoint {
+                    credentials,
+                    ..endpoint
+                },
+                (true, None) => {
+                    return Err(ClientError::new(
+                        "0A000",
+                        format!("the backend of database \"{db}\" has no read-only role, so read-only tokens cannot be served"),
+                    )
+                    .hint("use a read-write token, or a backend that offers read-only credentials"))
+                }
+            };
             match compute::connect(&endpoint, &[]).await {
                 Ok(link) => {
                     let conn = ServerConn::new(link, endpoint.generation, &self.servers);

@@ -35,6 +35,7 @@
 //!             database: db.into(),
 //!             generation: 1,
 //!             credentials: Credentials::Password { user: "app".into(), password: "secret".into() },
+//!             read_only: None, // no read-only role: read-only tokens are refused
 //!         })
 //!     }
 //!     async fn suspend(&self, _: &str) -> Result<(), BackendError> {
@@ -195,6 +196,12 @@ pub struct ComputeEndpoint {
     pub generation: u64,
     /// How the gateway logs in.
     pub credentials: Credentials,
+    /// How the gateway logs in for read-only clients (token URLs minted
+    /// `--read-only`): a role that cannot write, enforced by the database,
+    /// not by a session setting. `None`: the backend has none, and
+    /// read-only tokens are refused for its databases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<Credentials>,
 }
 
 /// The lifecycle state of a compute.

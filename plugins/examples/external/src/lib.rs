@@ -373,6 +373,8 @@ impl Backend for ExternalBackend {
                 user: owner,
                 password,
             },
+            // This example keeps one role per database: no read-only tokens.
+            read_only: None,
         })
     }
 

@@ -3,6 +3,8 @@
 //! running gateway's `<data-dir>/gateway.json`, else the default address;
 //! authenticated with `--token`/`OGEL_TOKEN`, else `<data-dir>/admin-token`.
 
+mod access;
+
 use crate::api::branches::{BranchInfo, SnapshotEntry};
 use crate::api::{DatabaseCredentials, DatabaseInfo, GatewayStatus, PluginList};
 use crate::server::{run_info_path, token_path, RunInfo};
@@ -59,6 +61,15 @@ pub enum Command {
     /// Backend plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Token URLs issued (`ogel db url NAME --token` mints one).
+    #[command(subcommand)]
+    Tokens(access::TokensCommand),
+    /// Token signing keys (Ed25519): list, rotate, remove.
+    #[command(subcommand)]
+    Keys(access::KeysCommand),
+    /// Tenants: each owns databases, with an admin token scoped to them.
+    #[command(subcommand)]
+    Tenants(access::TenantsCommand),
 }
 
 /// `ogel plugins …`.
@@ -94,16 +105,33 @@ pub enum DbCommand {
         /// Keep this many of its computes running at all times (main, then branches).
         #[arg(long, default_value_t = 0)]
         min_warm: u32,
+        /// Tenant that owns it (with the gateway's admin token; a tenant's
+        /// token creates in its own tenant).
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// List databases.
     List,
-    /// Print a database's URL.
+    /// Print a database's URL; with `--token`, a token URL that needs no
+    /// password: `postgresql://<JWT>@host:port/db?sslmode=require`.
     Url {
         /// Database.
         name: String,
         /// Give the owner a new password and print the full URL with it.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "token")]
         reset_password: bool,
+        /// Mint a signed token URL (revocable: `ogel tokens revoke ID`).
+        #[arg(long = "token")]
+        token: bool,
+        /// The token's branch (default main).
+        #[arg(long, requires = "token")]
+        branch: Option<String>,
+        /// The token can only read: the backend serves it as a read-only role.
+        #[arg(long, requires = "token")]
+        read_only: bool,
+        /// The token's lifetime, e.g. 30d, 12h (default tokens.default_ttl).
+        #[arg(long, requires = "token")]
+        ttl: Option<String>,
     },
     /// Stop a database's compute now.
     Suspend {
@@ -304,6 +332,9 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
             print_databases(&status.databases);
         }
         Command::Branch(command) => branch_command(&api, command).await?,
+        Command::Tokens(command) => access::tokens(&api, command).await?,
+        Command::Keys(command) => access::keys(&api, command).await?,
+        Command::Tenants(command) => access::tenants(&api, command).await?,
         Command::Snapshot(command) => snapshot_command(&api, command).await?,
         Command::Reload => {
             let done: crate::api::Done = api.call(Method::POST, "/v1/reload", None).await?;
@@ -335,12 +366,14 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
                 backend,
                 suspend_after,
                 min_warm,
+                tenant,
             } => {
                 let body = serde_json::json!({
                     "name": name,
                     "backend": backend,
                     "suspend_after_secs": suspend_after.map(|d| d.as_secs()),
                     "min_warm": min_warm,
+                    "tenant": tenant,
                 });
                 let created: DatabaseCredentials =
                     api.call(Method::POST, "/v1/databases", Some(body)).await?;
@@ -357,8 +390,14 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
             DbCommand::Url {
                 name,
                 reset_password,
+                token,
+                branch,
+                read_only,
+                ttl,
             } => {
-                if *reset_password {
+                if *token {
+                    access::mint(&api, name, branch.as_deref(), *read_only, ttl.as_deref()).await?;
+                } else if *reset_password {
                     let creds: DatabaseCredentials = api
                         .call(
                             Method::POST,

@@ -1,0 +1,412 @@
+//! Who may do what: tenants and their scoped admin tokens, and the token
+//! URLs the gateway issues (minting, listing, revoking, and the check at
+//! login). A tenant owns databases; a tenant-scoped admin token sees only
+//! them, and a database of another tenant is "not found" to it, never
+//! "forbidden", so its existence does not leak.
+
+use crate::catalog::{DatabaseRecord, TenantRecord, TokenRecord, DEFAULT_TENANT};
+use crate::error::ClientError;
+use crate::service::{unix_now, Gateway, ServiceError};
+use crate::tokens::{TokenClaims, TokenError, ISSUER};
+use ogel_plugin_sdk::{BackendError, BackendErrorKind};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// `[tokens]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct TokensConfig {
+    /// The `aud` claim: tokens of another deployment are refused.
+    pub audience: String,
+    /// Lifetime of a token when none is asked for.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// The longest lifetime a token may get.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// The user name that says "my password is a token" (cleartext
+    /// password, only over TLS or from loopback). Reserved: no role has it.
+    pub password_user: String,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            audience: "ogelbase".into(),
+            default_ttl: Duration::from_secs(30 * 86_400),
+            max_ttl: Duration::from_secs(366 * 86_400),
+            password_user: "token".into(),
+        }
+    }
+}
+
+/// Whose request the API is serving.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The gateway's admin token: everything.
+    Global,
+    /// A tenant's admin token: that tenant's databases only.
+    Tenant(String),
+}
+
+impl Scope {
+    /// Whether this scope sees `db`.
+    pub fn sees(&self, db: &DatabaseRecord) -> bool {
+        match self {
+            Scope::Global => true,
+            Scope::Tenant(t) => *t == db.tenant,
+        }
+    }
+
+    /// The tenant new databases go to.
+    pub fn tenant(&self) -> &str {
+        match self {
+            Scope::Global => DEFAULT_TENANT,
+            Scope::Tenant(t) => t,
+        }
+    }
+}
+
+/// What a verified token lets a client do.
+#[derive(Clone, Debug)]
+pub struct TokenGrant {
+    /// The database it is for.
+    pub record: DatabaseRecord,
+    /// The token's id.
+    pub id: String,
+    /// Branch.
+    pub branch: String,
+    /// Read-only.
+    pub read_only: bool,
+    /// The role it acts as.
+    pub role: String,
+}
+
+/// A token as minted: shown once.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IssuedToken {
+    /// What the catalog keeps about it.
+    pub record: TokenRecord,
+    /// The token (a JWT).
+    pub token: String,
+    /// `postgresql://<token>@host:port/db?sslmode=require`.
+    pub url: String,
+}
+
+fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn invalid(message: impl Into<String>) -> ServiceError {
+    ServiceError::Backend(BackendError::new(BackendErrorKind::InvalidRequest, message))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut rng = rand::thread_rng();
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.gen::<u8>()))
+        .collect()
+}
+
+/// Tenant names: like database names.
+fn validate_tenant(name: &str) -> Result<(), ServiceError> {
+    let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && name.len() <= 48;
+    if !ok || name == DEFAULT_TENANT {
+        return Err(invalid(format!(
+            "invalid tenant name \"{name}\": use 1–48 characters a-z, 0-9, _ and -, starting with a letter (\"{DEFAULT_TENANT}\" is reserved)"
+        )));
+    }
+    Ok(())
+}
+
+impl Gateway {
+    /// The scope of an API bearer token: the admin token, or a tenant's.
+    pub fn scope_of(&self, bearer: &str, admin_token: &str) -> Option<Scope> {
+        if constant_time_eq(bearer.as_bytes(), admin_token.as_bytes()) {
+            return Some(Scope::Global);
+        }
+        let hash = sha256_hex(bearer);
+        // Hashes are compared, so timing tells nothing about the token.
+        self.catalog
+            .tenants()
+            .ok()?
+            .into_iter()
+            .find(|t| t.token_sha256 == hash)
+            .map(|t| Scope::Tenant(t.name))
+    }
+
+    /// A database this scope sees (others are "not found").
+    pub fn database_in_scope(
+        &self,
+        name: &str,
+        scope: &Scope,
+    ) -> Result<DatabaseRecord, ServiceError> {
+        let record = self.ready_database(name)?;
+        if scope.sees(&record) {
+            Ok(record)
+        } else {
+            Err(ServiceError::Backend(BackendError::not_found(format!(
+                "database \"{name}\" does not exist; see `ogel db list`"
+            ))))
+        }
+    }
+
+    /// Makes a tenant; returns it and its admin token (shown once).
+    pub fn create_tenant(
+        &self,
+        name: &str,
+        max_clients: Option<u32>,
+    ) -> Result<(TenantRecord, String), ServiceError> {
+        validate_tenant(name)?;
+        if self.catalog.tenant(name)?.is_some() {
+            return Err(ServiceError::Backend(BackendError::new(
+                BackendErrorKind::AlreadyExists,
+                format!("tenant \"{name}\" already exists"),
+            )));
+        }
+        let token = format!("ogt_{}", random_hex(32));
+        let record = TenantRecord {
+            name: name.to_string(),
+            token_sha256: sha256_hex(&token),
+            max_clients,
+            created_at_unix: unix_now(),
+        };
+        self.catalog.put_tenant(&record)?;
+        Ok((record, token))
+    }
+
+    /// Removes a tenant that owns no database.
+    pub fn delete_tenant(&self, name: &str) -> Result<(), ServiceError> {
+        if self.catalog.tenant(name)?.is_none() {
+            return Err(ServiceError::Backend(BackendError::not_found(format!(
+                "tenant \"{name}\" does not exist; see `ogel tenants list`"
+            ))));
+        }
+        let owned: Vec<String> = self
+            .catalog
+            .databases()?
+            .into_iter()
+            .filter(|d| d.tenant == name)
+            .map(|d| d.name)
+            .collect();
+        if !owned.is_empty() {
+            return Err(ServiceError::Backend(BackendError::new(
+                BackendErrorKind::InvalidRequest,
+                format!(
+                    "tenant \"{name}\" still owns {}; delete them first",
+                    owned.join(", ")
+                ),
+            )));
+        }
+        Ok(self.catalog.remove_tenant(name)?)
+    }
+
+    /// Whether a tenant exists (the default one always does).
+    pub fn tenant_exists(&self, name: &str) -> Result<bool, ServiceError> {
+        Ok(name == DEFAULT_TENANT || self.catalog.tenant(name)?.is_some())
+    }
+
+    /// The client limit of a tenant (0: none).
+    pub fn tenant_client_limit(&self, tenant: &str) -> usize {
+        let configured = self.limits.config().clients_per_tenant;
+        match self.catalog.tenant(tenant) {
+            Ok(Some(TenantRecord {
+                max_clients: Some(n),
+                ..
+            })) => n as usize,
+            _ => configured,
+        }
+    }
+
+    /// Mints a token URL for a database (and branch) this scope sees.
+    pub fn mint_token(
+        &self,
+        database: &str,
+        branch: Option<&str>,
+        read_only: bool,
+        ttl: Option<Duration>,
+        scope: &Scope,
+    ) -> Result<IssuedToken, ServiceError> {
+        let record = self.database_in_scope(database, scope)?;
+        let branch = branch.unwrap_or("main");
+        if !self.branch_exists(database, branch)? {
+            return Err(ServiceError::Backend(BackendError::not_found(format!(
+                "database \"{database}\" has no branch \"{branch}\"; see `ogel branch list {database}`"
+            ))));
+        }
+        let ttl = ttl.unwrap_or(self.config.tokens.default_ttl);
+        if ttl.is_zero() || ttl > self.config.tokens.max_ttl {
+            return Err(invalid(format!(
+                "a token lives between 1 s and {} (tokens.max_ttl)",
+                humantime::format_duration(self.config.tokens.max_ttl)
+            )));
+        }
+        let now = unix_now();
+        let claims = TokenClaims {
+            iss: ISSUER.into(),
+            aud: self.config.tokens.audience.clone(),
+            sub: record.owner.clone(),
+            tenant: record.tenant.clone(),
+            db: record.name.clone(),
+            branch: branch.to_string(),
+            ro: read_only,
+            iat: now,
+            exp: now + ttl.as_secs(),
+            jti: format!("tok_{}", random_hex(8)),
+        };
+        let (token, kid) = self.keys.mint(&claims).map_err(|e| {
+            ServiceError::Backend(BackendError::internal(format!("could not sign: {e:#}")))
+        })?;
+        let token_record = TokenRecord {
+            id: claims.jti.clone(),
+            tenant: claims.tenant.clone(),
+            database: claims.db.clone(),
+            branch: claims.branch.clone(),
+            read_only,
+            kid,
+            issued_at_unix: now,
+            expires_at_unix: claims.exp,
+            revoked_at_unix: None,
+        };
+        self.catalog.put_token(&token_record)?;
+        let url = format!(
+            "postgresql://{token}@{}/{}?sslmode=require",
+            self.host_port(),
+            record.name
+        );
+        Ok(IssuedToken {
+            record: token_record,
+            token,
+            url,
+        })
+    }
+
+    /// The tokens of a database this scope sees.
+    pub fn list_tokens(
+        &self,
+        database: &str,
+        scope: &Scope,
+    ) -> Result<Vec<TokenRecord>, ServiceError> {
+        self.database_in_scope(database, scope)?;
+        Ok(self.catalog.tokens(database)?)
+    }
+
+    /// Revokes a token by id: it stops working at the next login.
+    pub fn revoke_token(&self, id: &str, scope: &Scope) -> Result<TokenRecord, ServiceError> {
+        let not_found = || {
+            ServiceError::Backend(BackendError::not_found(format!(
+                "no token \"{id}\"; see `ogel tokens list <database>`"
+            )))
+        };
+        let mut record = self.catalog.token(id)?.ok_or_else(not_found)?;
+        if let Scope::Tenant(t) = scope {
+            if *t != record.tenant {
+                return Err(not_found());
+            }
+        }
+        if record.revoked_at_unix.is_none() {
+            record.revoked_at_unix = Some(unix_now());
+            self.catalog.put_token(&record)?;
+            tracing::info!(token = %id, database = %record.database, "token revoked");
+        }
+        Ok(record)
+    }
+
+    /// Checks a token a client presented (for `asked_database` and
+    /// `asked_branch`, when the connection names them): signature, expiry,
+    /// audience, that the gateway issued it and has not revoked it, and
+    /// that it is for this tenant's database and this branch.
+    pub fn check_token(
+        &self,
+        token: &str,
+        asked_database: Option<&str>,
+        asked_branch: Option<&str>,
+    ) -> Result<TokenGrant, ClientError> {
+        let refused = |why: String| {
+            ClientError::new("28000", format!("token refused: {why}"))
+                .hint("mint a new one with `ogel db url <database> --token`")
+        };
+        let claims = self
+            .keys
+            .verify(token, &self.config.tokens.audience)
+            .map_err(|e| match e {
+                TokenError::Invalid(_) | TokenError::UnknownKey(_) => {
+                    ClientError::new("28P01", format!("token authentication failed: {e}"))
+                }
+                TokenError::Expired => refused(e.to_string()),
+            })?;
+        if let Some(asked) = asked_database {
+            if asked != claims.db {
+                return Err(refused(format!(
+                    "it is for database \"{}\", not \"{asked}\"",
+                    claims.db
+                )));
+            }
+        }
+        if let Some(asked) = asked_branch {
+            if asked != claims.branch {
+                return Err(refused(format!(
+                    "it is for branch \"{}\", not \"{asked}\"",
+                    claims.branch
+                )));
+            }
+        }
+        let catalog_error = |e: crate::catalog::CatalogError| {
+            tracing::error!(error = %e, "catalog read failed during token login");
+            ClientError::new(
+                "XX000",
+                "the gateway could not read its catalog; see its log",
+            )
+        };
+        let issued = self.catalog.token(&claims.jti).map_err(catalog_error)?;
+        let Some(issued) = issued else {
+            return Err(refused(
+                "this gateway has no record of it (its database was deleted?)".into(),
+            ));
+        };
+        if issued.revoked_at_unix.is_some() {
+            return Err(refused(format!("token \"{}\" was revoked", claims.jti)));
+        }
+        let record = self
+            .ready_database(&claims.db)
+            .ok()
+            .filter(|r| r.tenant == claims.tenant && issued.database == r.name)
+            .ok_or_else(|| {
+                refused(format!(
+                    "database \"{}\" is not this token's any more",
+                    claims.db
+                ))
+            })?;
+        Ok(TokenGrant {
+            record,
+            id: claims.jti,
+            branch: claims.branch,
+            read_only: claims.ro,
+            role: claims.sub,
+        })
+    }
+
+    /// `host:port` of the Postgres listener, for URLs.
+    pub fn host_port(&self) -> String {
+        let host = match self.pg_addr.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        format!("{host}:{}", self.pg_addr.port())
+    }
+}
+
+/// Equal bytes, in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
