@@ -347,12 +347,17 @@ impl Core {
                     (branch.native_branch.clone(), parent.native_branch.clone())
                 };
                 let parent_compute = DataPlane::compute(project_id, &parent_native);
-                let lsn = match point {
-                    BranchPoint::Now => self.data.current_lsn(&parent_compute).await,
-                    _ => None,
+                // A running parent is not interrupted: "now" becomes its
+                // current LSN and the branch is made by WAL replay.
+                let (point, lsn) = match point {
+                    BranchPoint::Now => match self.data.live_branch_point(&parent_compute).await? {
+                        Some(lsn) => (BranchPoint::Lsn { lsn: lsn.clone() }, Some(lsn)),
+                        None => (BranchPoint::Now, None),
+                    },
+                    other => (other.clone(), None),
                 };
                 self.data
-                    .create_branch(project_id, &native, &parent_native, point.clone())
+                    .create_branch(project_id, &native, &parent_native, point)
                     .await?;
                 // Roles and databases are the cluster's: a branch at a past
                 // point has only those that existed then.

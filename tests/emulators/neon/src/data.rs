@@ -177,15 +177,28 @@ impl DataPlane {
         Ok(())
     }
 
-    /// The WAL position a running compute has written up to.
-    pub(crate) async fn current_lsn(&self, compute: &str) -> Option<String> {
-        let port = self.running_port(compute).await?;
-        let client = self.superuser(port).await.ok()?;
+    /// For a branch "at now" of a running compute, without stopping it: the
+    /// WAL position now, made durable and followed by a record so that
+    /// recovery can reach it (the branch is then made by WAL replay, as a
+    /// point-in-time branch). `None` when the compute is not running (a
+    /// stopped cluster is cloned as it is).
+    pub(crate) async fn live_branch_point(&self, compute: &str) -> anyhow::Result<Option<String>> {
+        let Some(port) = self.running_port(compute).await else {
+            return Ok(None);
+        };
+        let client = self.superuser(port).await?;
         let row = client
             .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?;
+        let lsn: String = row.try_get(0)?;
+        client
+            .batch_execute(
+                "SELECT pg_logical_emit_message(false, 'neon-emulator', 'branch point'); \
+                 SELECT pg_switch_wal()",
+            )
             .await
-            .ok()?;
-        row.try_get(0).ok()
+            .map_err(|e| anyhow::anyhow!("{}", pg_error_text(&e)))?;
+        Ok(Some(lsn))
     }
 
     /// The login roles (members of `neon_superuser`) and the visible

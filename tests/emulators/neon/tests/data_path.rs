@@ -415,12 +415,12 @@ async fn failed_operations_and_proxy_refusals() {
         .post(&format!("/projects/{project}/branches"), json!({}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "a retry works: {body}");
-    api.wait_ok(&project).await;
+    api.wait_newest_ok(&project, 1).await;
 
     // A failed wake: the client gets an error, the next connection works.
     api.post(&format!("/projects/{project}/endpoints/{endpoint}/suspend"), json!({}))
         .await;
-    api.wait_ok(&project).await;
+    api.wait_newest_ok(&project, 1).await;
     http.post(&faults)
         .json(&json!({"fail_next_operation": true}))
         .send()

@@ -126,6 +126,15 @@ impl Api {
         ops
     }
 
+    /// Waits and asserts the newest `n` operations finished (older ones may have failed).
+    pub async fn wait_newest_ok(&self, project_id: &str, n: usize) -> Vec<Value> {
+        let ops = self.wait_ops(project_id).await;
+        for op in ops.iter().take(n) {
+            assert_eq!(op["status"], "finished", "operation: {op}");
+        }
+        ops
+    }
+
     /// Creates a project and waits for it; returns the creation response.
     pub async fn create_project(&self, name: &str) -> Value {
         let (status, body) = self
