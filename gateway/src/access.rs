@@ -297,7 +297,9 @@ impl Gateway {
         scope: &Scope,
     ) -> Result<Vec<TokenRecord>, ServiceError> {
         self.database_in_scope(database, scope)?;
-        Ok(self.catalog.tokens(database)?)
+        let mut tokens = self.catalog.tokens(database)?;
+        tokens.sort_by_key(|t| t.issued_at_unix);
+        Ok(tokens)
     }
 
     /// Revokes a token by id: it stops working at the next login.

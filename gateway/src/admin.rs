@@ -129,13 +129,14 @@ async fn run(gateway: &Arc<Gateway>, sql: &str) -> Result<(Option<Table>, String
         },
         ["PAUSE"] | ["PAUSE", _] => {
             let timeout = gateway.pools.config().pause_timeout;
-            for db in targets(gateway, arg.as_deref())? {
-                db.pool.pause(timeout).await.map_err(|e| {
-                    ClientError::new("55000", format!("PAUSE {}: {e}", db.name)).hint(
+            let pools = targets(gateway, arg.as_deref())?;
+            crate::pooler::pause_all(&pools, timeout)
+                .await
+                .map_err(|e| {
+                    ClientError::new("55000", format!("PAUSE: {e}")).hint(
                         "retry when long transactions have finished, or raise pool.pause_timeout",
                     )
                 })?;
-            }
             return Ok((None, "PAUSE".into()));
         }
         ["RESUME"] | ["RESUME", _] => {

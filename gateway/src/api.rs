@@ -511,8 +511,10 @@ async fn pause_database(
     Path(name): Path<String>,
 ) -> ApiResult<Done> {
     let timeout = state.gateway.pools.config().pause_timeout;
-    for db in state.gateway.pools_of(&name)? {
-        db.pool.pause(timeout).await.map_err(|e| {
+    let pools = state.gateway.pools_of(&name)?;
+    crate::pooler::pause_all(&pools, timeout)
+        .await
+        .map_err(|e| {
             ApiError::new(
                 StatusCode::CONFLICT,
                 "pause_timeout",
@@ -521,7 +523,6 @@ async fn pause_database(
                 ),
             )
         })?;
-    }
     Ok(Json(Done {
         done: format!("paused {name}"),
     }))

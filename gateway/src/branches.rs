@@ -133,15 +133,14 @@ impl Gateway {
         } else {
             Vec::new()
         };
+        crate::pooler::pause_all(&pools, self.pools.config().pause_timeout)
+            .await
+            .map_err(|e| {
+                invalid(format!(
+                    "could not pause \"{name}\" for a consistent copy: {e}"
+                ))
+            })?;
         for pool in &pools {
-            pool.pool
-                .pause(self.pools.config().pause_timeout)
-                .await
-                .map_err(|e| {
-                    invalid(format!(
-                        "could not pause \"{name}\" for a consistent copy: {e}"
-                    ))
-                })?;
             pool.pool.close_idle();
         }
         let result = op.await;

@@ -43,7 +43,7 @@ pub enum KeysCommand {
 #[derive(Debug, Subcommand)]
 pub enum TenantsCommand {
     /// Make a tenant; prints its admin API token (shown only now). Use it
-    /// as `--token`/`OGEL_TOKEN`: it sees and manages only its databases.
+    /// as `--admin-token`/`OGEL_TOKEN`: it sees and manages only its databases.
     Create {
         /// Name: a-z, 0-9, _, -.
         name: String,

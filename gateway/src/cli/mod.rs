@@ -1,7 +1,7 @@
 //! The `ogel` command line: `up` runs the gateway; every other command is
 //! a client of the HTTP API, found through `--api`/`OGEL_API`, else the
 //! running gateway's `<data-dir>/gateway.json`, else the default address;
-//! authenticated with `--token`/`OGEL_TOKEN`, else `<data-dir>/admin-token`.
+//! authenticated with `--admin-token`/`OGEL_TOKEN`, else `<data-dir>/admin-token`.
 
 mod access;
 
@@ -23,9 +23,10 @@ pub struct Cli {
     /// HTTP API address (for `up`: where to listen; otherwise: where to connect).
     #[arg(long, global = true, env = "OGEL_API")]
     pub api: Option<String>,
-    /// Admin token for the API (default: read from <data-dir>/admin-token).
+    /// Admin token for the API: the gateway's (default: read from
+    /// <data-dir>/admin-token) or a tenant's.
     #[arg(long, global = true, env = "OGEL_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub admin_token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -257,13 +258,13 @@ impl ApiClient {
         } else {
             format!("http://{addr}")
         };
-        let token = match &cli.token {
+        let token = match &cli.admin_token {
             Some(t) => t.clone(),
             None => std::fs::read_to_string(token_path(&data_dir))
                 .map(|t| t.trim().to_string())
                 .with_context(|| {
                     format!(
-                        "no admin token: pass --token or OGEL_TOKEN, or run where {} is readable (start the gateway with `ogel up --data-dir {}`)",
+                        "no admin token: pass --admin-token or OGEL_TOKEN, or run where {} is readable (start the gateway with `ogel up --data-dir {}`)",
                         token_path(&data_dir).display(),
                         data_dir.display()
                     )

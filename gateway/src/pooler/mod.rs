@@ -46,6 +46,23 @@ pub struct DbPool {
     known_statements: Mutex<HashSet<Arc<str>>>,
 }
 
+/// PAUSEs every pool of `pools` (a compute's read-write and read-only
+/// pools): all paused, or, on a timeout, all resumed again.
+pub async fn pause_all(
+    pools: &[Arc<DbPool>],
+    timeout: Duration,
+) -> Result<(), ogel_policies::pool::PauseTimeout> {
+    for (i, db) in pools.iter().enumerate() {
+        if let Err(e) = db.pool.pause(timeout).await {
+            for paused in &pools[..i] {
+                paused.pool.resume();
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Pools are keyed by compute; a read-only pool's key has a suffix no
 /// compute name can have.
 fn pool_key(database: &str, read_only: bool) -> String {
