@@ -108,9 +108,14 @@ fn parse<T: DeserializeOwned>(body: &Bytes, empty_ok: bool) -> Result<T, ApiErro
 pub(crate) fn router(state: AppState) -> Router {
     let neon = Router::new()
         .route("/projects", get(list_projects).post(create_project))
+        .route("/projects/shared", get(list_shared_projects))
+        .route("/users/me", get(current_user))
+        .route("/users/me/organizations", get(user_organizations))
         .route(
             "/projects/{project_id}",
-            get(get_project).patch(update_project).delete(delete_project),
+            get(get_project)
+                .patch(update_project)
+                .delete(delete_project),
         )
         .route("/projects/{project_id}/operations", get(list_operations))
         .route(
@@ -190,7 +195,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn unknown_route() -> ApiError {
+async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    tracing::warn!(%method, %uri, "a route the emulator does not implement");
     ApiError::not_found("route")
 }
 
@@ -229,10 +235,11 @@ async fn gate(State(app): State<AppState>, request: Request, next: Next) -> Resp
         });
     match key {
         None => ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response(),
-        Some(key) if !app.api_keys.iter().any(|k| k == key) => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "authentication failed: invalid API key")
-                .into_response()
-        }
+        Some(key) if !app.api_keys.iter().any(|k| k == key) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication failed: invalid API key",
+        )
+        .into_response(),
         Some(_) => next.run(request).await,
     }
 }
@@ -389,16 +396,28 @@ fn new_endpoint(
     let defaults = &project.project.default_endpoint_settings;
     let suspend = options
         .suspend_timeout_seconds
-        .or_else(|| defaults.get("suspend_timeout_seconds").and_then(Value::as_i64))
+        .or_else(|| {
+            defaults
+                .get("suspend_timeout_seconds")
+                .and_then(Value::as_i64)
+        })
         .unwrap_or(0);
     check_suspend_timeout(suspend)?;
     let min_cu = options
         .autoscaling_limit_min_cu
-        .or_else(|| defaults.get("autoscaling_limit_min_cu").and_then(Value::as_f64))
+        .or_else(|| {
+            defaults
+                .get("autoscaling_limit_min_cu")
+                .and_then(Value::as_f64)
+        })
         .unwrap_or(0.25);
     let max_cu = options
         .autoscaling_limit_max_cu
-        .or_else(|| defaults.get("autoscaling_limit_max_cu").and_then(Value::as_f64))
+        .or_else(|| {
+            defaults
+                .get("autoscaling_limit_max_cu")
+                .and_then(Value::as_f64)
+        })
         .unwrap_or(min_cu.max(0.25));
     if min_cu < 0.25 || max_cu < min_cu {
         return Err(ApiError::bad_request(
@@ -477,7 +496,12 @@ fn suspend_op(project_id: &str, endpoint: &Endpoint) -> (Operation, Step) {
 }
 
 /// An `apply_config` operation on a branch (its read-write endpoint named, if any).
-fn config_op(project: &ProjectState, branch_id: &str, sql: Vec<String>, undo: Undo) -> (Operation, Step) {
+fn config_op(
+    project: &ProjectState,
+    branch_id: &str,
+    sql: Vec<String>,
+    undo: Undo,
+) -> (Operation, Step) {
     let endpoint = project.read_write_endpoint(branch_id).map(|e| e.id.clone());
     (
         Operation::new(
@@ -561,6 +585,33 @@ async fn list_projects(
     }))
 }
 
+/// Projects shared with the caller: none in the emulator.
+async fn list_shared_projects() -> ApiResult {
+    ok(json!({ "projects": [], "pagination": {"cursor": ""} }))
+}
+
+/// The caller: one emulator user without organizations.
+async fn current_user() -> ApiResult {
+    ok(json!({
+        "id": "emulator-user",
+        "email": "emulator@localtest.neon",
+        "name": "Neon",
+        "last_name": "Emulator",
+        "login": "emulator",
+        "image": "",
+        "active_seconds_limit": 0,
+        "auth_accounts": [],
+        "projects_limit": 1000,
+        "branches_limit": 5000,
+        "max_autoscaling_limit": 8,
+        "plan": "free",
+    }))
+}
+
+async fn user_organizations() -> ApiResult {
+    ok(json!({ "organizations": [] }))
+}
+
 #[derive(Deserialize)]
 struct CreateProjectRequest {
     project: Option<CreateProject>,
@@ -608,7 +659,9 @@ async fn create_project(State(app): State<AppState>, body: Bytes) -> ApiResult {
     }
     if let Some(name) = &spec.name {
         if name.is_empty() || name.len() > 256 {
-            return Err(ApiError::bad_request("project name must be 1 to 256 characters"));
+            return Err(ApiError::bad_request(
+                "project name must be 1 to 256 characters",
+            ));
         }
     }
     let history = spec.history_retention_seconds.unwrap_or(86_400);
@@ -625,7 +678,9 @@ async fn create_project(State(app): State<AppState>, body: Bytes) -> ApiResult {
     check_name("database", &database_name)?;
     check_name("role", &role_name)?;
     if role_name == NEON_SUPERUSER || role_name.starts_with("pg_") {
-        return Err(ApiError::bad_request(format!("role name \"{role_name}\" is reserved")));
+        return Err(ApiError::bad_request(format!(
+            "role name \"{role_name}\" is reserved"
+        )));
     }
     let branch_name = branch_spec.name.unwrap_or_else(|| "main".into());
     let mut endpoint_defaults = match spec.default_endpoint_settings {
@@ -800,7 +855,9 @@ async fn update_project(
     let project = mutate_project(&app, &project_id, |p, _| {
         if let Some(name) = update.name {
             if name.is_empty() || name.len() > 256 {
-                return Err(ApiError::bad_request("project name must be 1 to 256 characters"));
+                return Err(ApiError::bad_request(
+                    "project name must be 1 to 256 characters",
+                ));
             }
             p.project.name = name;
         }
@@ -987,7 +1044,8 @@ fn valid_lsn(lsn: &str) -> bool {
 }
 
 fn valid_timestamp(at: &str) -> bool {
-    humantime::parse_rfc3339_weak(at.trim().trim_end_matches('Z').trim_end_matches("+00:00")).is_ok()
+    humantime::parse_rfc3339_weak(at.trim().trim_end_matches('Z').trim_end_matches("+00:00"))
+        .is_ok()
 }
 
 async fn create_branch(
@@ -1005,7 +1063,9 @@ async fn create_branch(
     }
     let point = match (&spec.parent_lsn, &spec.parent_timestamp) {
         (Some(lsn), _) if !valid_lsn(lsn) => {
-            return Err(ApiError::bad_request(format!("invalid parent_lsn \"{lsn}\"")))
+            return Err(ApiError::bad_request(format!(
+                "invalid parent_lsn \"{lsn}\""
+            )))
         }
         (Some(lsn), _) => BranchPoint::Lsn { lsn: lsn.clone() },
         (_, Some(at)) if !valid_timestamp(at) => {
@@ -1024,12 +1084,16 @@ async fn create_branch(
             ))
         }
         Some(other) => {
-            return Err(ApiError::bad_request(format!("invalid init_source \"{other}\"")))
+            return Err(ApiError::bad_request(format!(
+                "invalid init_source \"{other}\""
+            )))
         }
     }
     if let Some(name) = &spec.name {
         if name.is_empty() || name.len() > 256 {
-            return Err(ApiError::bad_request("branch name must be 1 to 256 characters"));
+            return Err(ApiError::bad_request(
+                "branch name must be 1 to 256 characters",
+            ));
         }
     }
     if endpoint_specs
@@ -1044,7 +1108,9 @@ async fn create_branch(
     }
     let (response, jobs) = mutate_project(&app, &project_id, |p, next_id| {
         let parent = match spec.parent_id.as_deref().filter(|s| !s.is_empty()) {
-            Some(id) => p.branch(id).ok_or_else(|| ApiError::not_found("parent branch"))?,
+            Some(id) => p
+                .branch(id)
+                .ok_or_else(|| ApiError::not_found("parent branch"))?,
             None => p
                 .default_branch()
                 .ok_or_else(|| ApiError::not_found("default branch"))?,
@@ -1052,7 +1118,9 @@ async fn create_branch(
         .clone();
         if let Some(name) = &spec.name {
             if p.branches.iter().any(|b| b.name == *name) {
-                return Err(ApiError::conflict(format!("branch \"{name}\" already exists")));
+                return Err(ApiError::conflict(format!(
+                    "branch \"{name}\" already exists"
+                )));
             }
         }
         let id = model::generate_id("br");
@@ -1173,10 +1241,17 @@ async fn update_branch(
     let branch = mutate_project(&app, &project_id, |p, _| {
         if let Some(name) = &update.name {
             if name.is_empty() || name.len() > 256 {
-                return Err(ApiError::bad_request("branch name must be 1 to 256 characters"));
+                return Err(ApiError::bad_request(
+                    "branch name must be 1 to 256 characters",
+                ));
             }
-            if p.branches.iter().any(|b| b.name == *name && b.id != branch_id) {
-                return Err(ApiError::conflict(format!("branch \"{name}\" already exists")));
+            if p.branches
+                .iter()
+                .any(|b| b.name == *name && b.id != branch_id)
+            {
+                return Err(ApiError::conflict(format!(
+                    "branch \"{name}\" already exists"
+                )));
             }
         }
         let branch = p
@@ -1211,7 +1286,10 @@ async fn delete_branch(
                 "cannot delete the project's default branch",
             ));
         }
-        if p.branches.iter().any(|b| b.parent_id.as_deref() == Some(&branch_id)) {
+        if p.branches
+            .iter()
+            .any(|b| b.parent_id.as_deref() == Some(&branch_id))
+        {
             return Err(ApiError::unprocessable(
                 "cannot delete a branch that has child branches; delete them first",
             ));
@@ -1249,7 +1327,11 @@ async fn list_branch_endpoints(
     let endpoints = with_project(&app, &project_id, |p, _| {
         p.branch(&branch_id)
             .ok_or_else(|| ApiError::not_found("branch"))?;
-        let list: Vec<&Endpoint> = p.endpoints.iter().filter(|e| e.branch_id == branch_id).collect();
+        let list: Vec<&Endpoint> = p
+            .endpoints
+            .iter()
+            .filter(|e| e.branch_id == branch_id)
+            .collect();
         Ok(to_value(&list))
     })?;
     ok(json!({ "endpoints": endpoints }))
@@ -1298,14 +1380,18 @@ async fn create_role(
         .ok_or_else(|| ApiError::bad_request("role name is required"))?;
     check_name("role", &name)?;
     if name == NEON_SUPERUSER || name.starts_with("pg_") || name == "ogel_admin" {
-        return Err(ApiError::bad_request(format!("role name \"{name}\" is reserved")));
+        return Err(ApiError::bad_request(format!(
+            "role name \"{name}\" is reserved"
+        )));
     }
     let no_login = spec.no_login.unwrap_or(false);
     let (response, jobs) = mutate_project(&app, &project_id, |p, _| {
         p.branch(&branch_id)
             .ok_or_else(|| ApiError::not_found("branch"))?;
         if p.role(&branch_id, &name).is_some() {
-            return Err(ApiError::conflict(format!("role \"{name}\" already exists")));
+            return Err(ApiError::conflict(format!(
+                "role \"{name}\" already exists"
+            )));
         }
         let now = model::now();
         let password = (!no_login).then(model::generate_password);
@@ -1342,7 +1428,10 @@ async fn create_role(
         );
         p.roles.push(role.clone());
         let (ops, jobs) = Core::record(p, vec![op]);
-        Ok((json!({ "role": to_value(&role), "operations": ops_json(&ops) }), jobs))
+        Ok((
+            json!({ "role": to_value(&role), "operations": ops_json(&ops) }),
+            jobs,
+        ))
     })?;
     app.core.schedule(&project_id, jobs);
     created(response)
@@ -1456,7 +1545,10 @@ async fn reset_password(
             .retain(|r| !(r.branch_id == branch_id && r.name == role_name));
         p.roles.push(role.clone());
         let (ops, jobs) = Core::record(p, vec![op]);
-        Ok((json!({ "role": to_value(&role), "operations": ops_json(&ops) }), jobs))
+        Ok((
+            json!({ "role": to_value(&role), "operations": ops_json(&ops) }),
+            jobs,
+        ))
     })?;
     app.core.schedule(&project_id, jobs);
     ok(response)
@@ -1471,7 +1563,11 @@ async fn list_databases(
     let databases = with_project(&app, &project_id, |p, _| {
         p.branch(&branch_id)
             .ok_or_else(|| ApiError::not_found("branch"))?;
-        let list: Vec<&Database> = p.databases.iter().filter(|d| d.branch_id == branch_id).collect();
+        let list: Vec<&Database> = p
+            .databases
+            .iter()
+            .filter(|d| d.branch_id == branch_id)
+            .collect();
         Ok(to_value(&list))
     })?;
     ok(json!({ "databases": databases }))
@@ -1505,16 +1601,22 @@ async fn create_database(
         .ok_or_else(|| ApiError::bad_request("owner_name is required"))?;
     check_name("database", &name)?;
     if matches!(name.as_str(), "postgres" | "template0" | "template1") || name == project_id {
-        return Err(ApiError::bad_request(format!("database name \"{name}\" is reserved")));
+        return Err(ApiError::bad_request(format!(
+            "database name \"{name}\" is reserved"
+        )));
     }
     let (response, jobs) = mutate_project(&app, &project_id, |p, next_id| {
         p.branch(&branch_id)
             .ok_or_else(|| ApiError::not_found("branch"))?;
         if p.role(&branch_id, &owner).is_none() {
-            return Err(ApiError::bad_request(format!("role \"{owner}\" does not exist")));
+            return Err(ApiError::bad_request(format!(
+                "role \"{owner}\" does not exist"
+            )));
         }
         if p.database(&branch_id, &name).is_some() {
-            return Err(ApiError::conflict(format!("database \"{name}\" already exists")));
+            return Err(ApiError::conflict(format!(
+                "database \"{name}\" already exists"
+            )));
         }
         let now = model::now();
         *next_id += 1;
@@ -1738,7 +1840,12 @@ async fn update_endpoint(
             ops.push(suspend_op(&project_id, ep));
         } else if ep.current_state == "active" {
             ops.push((
-                Operation::new(&project_id, Some(&ep.branch_id), Some(&ep.id), "apply_config"),
+                Operation::new(
+                    &project_id,
+                    Some(&ep.branch_id),
+                    Some(&ep.id),
+                    "apply_config",
+                ),
                 Step::ApplyConfig {
                     branch_id: ep.branch_id.clone(),
                     sql: Vec::new(),
@@ -1782,7 +1889,12 @@ async fn delete_endpoint(
 }
 
 /// `start`, `suspend` or `restart` of an endpoint.
-async fn endpoint_action(app: AppState, project_id: String, endpoint_id: String, action: &str) -> ApiResult {
+async fn endpoint_action(
+    app: AppState,
+    project_id: String,
+    endpoint_id: String,
+    action: &str,
+) -> ApiResult {
     let (response, jobs) = mutate_project(&app, &project_id, |p, _| {
         let Some(ep) = p.endpoint_mut(&endpoint_id) else {
             return Err(ApiError::not_found("endpoint"));

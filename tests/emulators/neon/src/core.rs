@@ -220,7 +220,12 @@ impl Core {
         for (op_id, step) in jobs {
             if failure.is_some() {
                 self.undo(project_id, &step);
-                self.finish(project_id, &op_id, "cancelled", Some("a previous operation failed".into()));
+                self.finish(
+                    project_id,
+                    &op_id,
+                    "cancelled",
+                    Some("a previous operation failed".into()),
+                );
                 continue;
             }
             self.set_running(project_id, &op_id);
@@ -229,7 +234,9 @@ impl Core {
             let result = if self.faults.take_operation_failure() {
                 Err("operation failed (injected by the emulator)".to_string())
             } else {
-                self.execute(project_id, &step).await.map_err(|e| format!("{e:#}"))
+                self.execute(project_id, &step)
+                    .await
+                    .map_err(|e| format!("{e:#}"))
             };
             if let Some(rest) = delay.checked_sub(started.elapsed()) {
                 tokio::time::sleep(rest).await;
@@ -275,7 +282,10 @@ impl Core {
 
     fn set_running(&self, project_id: &str, op_id: &str) {
         let mut state = self.state();
-        if let Some(op) = state.project_mut(project_id).and_then(|p| p.operation_mut(op_id)) {
+        if let Some(op) = state
+            .project_mut(project_id)
+            .and_then(|p| p.operation_mut(op_id))
+        {
             op.status = "running".into();
             op.updated_at = model::now();
             op.started_ms = model::unix_ms();
@@ -284,7 +294,10 @@ impl Core {
 
     fn finish(&self, project_id: &str, op_id: &str, status: &str, error: Option<String>) {
         let mut state = self.state();
-        if let Some(op) = state.project_mut(project_id).and_then(|p| p.operation_mut(op_id)) {
+        if let Some(op) = state
+            .project_mut(project_id)
+            .and_then(|p| p.operation_mut(op_id))
+        {
             op.status = status.into();
             op.updated_at = model::now();
             if op.started_ms > 0 {
@@ -418,7 +431,10 @@ impl Core {
                             && e.id != *endpoint_id
                             && e.current_state == "active"
                     });
-                    (DataPlane::compute(project_id, &branch.native_branch), others)
+                    (
+                        DataPlane::compute(project_id, &branch.native_branch),
+                        others,
+                    )
                 };
                 // Endpoints of one branch share its cluster.
                 if !others_active {
@@ -622,7 +638,9 @@ impl Core {
     fn idle_timeout(&self, suspend_timeout_seconds: i64) -> Option<Duration> {
         match suspend_timeout_seconds {
             s if s < 0 => None,
-            0 => Some(Duration::from_secs(self.settings.default_suspend_timeout_seconds)),
+            0 => Some(Duration::from_secs(
+                self.settings.default_suspend_timeout_seconds,
+            )),
             s => Some(Duration::from_secs(s as u64)),
         }
     }
@@ -700,7 +718,10 @@ impl Core {
 
     /// Stops every compute of a project and deletes its clusters, after its
     /// running operations are done.
-    pub(crate) async fn delete_project_data(self: &Arc<Self>, project_id: &str) -> anyhow::Result<()> {
+    pub(crate) async fn delete_project_data(
+        self: &Arc<Self>,
+        project_id: &str,
+    ) -> anyhow::Result<()> {
         let lock = self.project_lock(project_id);
         let _guard = lock.lock().await;
         self.data.delete_project(project_id).await

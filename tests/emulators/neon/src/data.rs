@@ -34,7 +34,11 @@ pub(crate) fn quote_ident(name: &str) -> String {
 
 impl DataPlane {
     /// Opens (or initialises: `initdb` of the template) the native backend at `root`.
-    pub(crate) async fn open(root: &Path, pg_bin: Option<PathBuf>, os_user: String) -> anyhow::Result<DataPlane> {
+    pub(crate) async fn open(
+        root: &Path,
+        pg_bin: Option<PathBuf>,
+        os_user: String,
+    ) -> anyhow::Result<DataPlane> {
         std::fs::create_dir_all(root)?;
         let config = NativeConfig {
             pg_bin,
@@ -116,7 +120,11 @@ impl DataPlane {
     }
 
     /// Deletes a branch cluster.
-    pub(crate) async fn delete_branch(&self, project: &str, native_branch: &str) -> anyhow::Result<()> {
+    pub(crate) async fn delete_branch(
+        &self,
+        project: &str,
+        native_branch: &str,
+    ) -> anyhow::Result<()> {
         self.native
             .delete_branch(project, native_branch)
             .await
@@ -228,7 +236,10 @@ impl DataPlane {
             .await?
             .iter()
             .filter_map(|row| {
-                Some((row.try_get::<_, String>(0).ok()?, row.try_get::<_, String>(1).ok()?))
+                Some((
+                    row.try_get::<_, String>(0).ok()?,
+                    row.try_get::<_, String>(1).ok()?,
+                ))
             })
             .filter(|(name, _)| !hidden_database(name, project))
             .collect();
@@ -289,7 +300,10 @@ pub(crate) fn stop_all_blocking(root: &Path) {
 fn is_zombie(pid: nix::unistd::Pid) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 

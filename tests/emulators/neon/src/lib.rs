@@ -179,7 +179,14 @@ pub async fn serve(config: Config) -> anyhow::Result<RunningEmulator> {
 
     let app = api::router(api::AppState {
         core: core.clone(),
-        api_keys: Arc::new(config.api_keys.iter().filter(|k| !k.is_empty()).cloned().collect()),
+        api_keys: Arc::new(
+            config
+                .api_keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect(),
+        ),
     });
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(async move {

@@ -112,7 +112,12 @@ fn startup_message(params: &[(String, String)]) -> Vec<u8> {
 /// A FATAL ErrorResponse.
 fn error_response(code: &str, message: &str) -> Vec<u8> {
     let mut body = BytesMut::new();
-    for (tag, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', code), (b'M', message)] {
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', code),
+        (b'M', message),
+    ] {
         body.put_u8(tag);
         body.put_slice(value.as_bytes());
         body.put_u8(0);
@@ -125,7 +130,11 @@ fn error_response(code: &str, message: &str) -> Vec<u8> {
     msg.to_vec()
 }
 
-async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, code: &str, message: &str) -> anyhow::Result<()> {
+async fn refuse<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    code: &str,
+    message: &str,
+) -> anyhow::Result<()> {
     stream.write_all(&error_response(code, message)).await?;
     stream.flush().await?;
     let _ = stream.shutdown().await;
@@ -161,7 +170,11 @@ pub(crate) fn endpoint_from_options(options: &str) -> (Option<String>, String) {
     (endpoint, rest.join(" "))
 }
 
-async fn handle(mut stream: TcpStream, core: Arc<Core>, tls: tokio_rustls::TlsAcceptor) -> anyhow::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    core: Arc<Core>,
+    tls: tokio_rustls::TlsAcceptor,
+) -> anyhow::Result<()> {
     let _ = stream.set_nodelay(true);
     // Direct TLS (a ClientHello first) or the SSLRequest dance.
     let mut peek = [0u8; 1];
@@ -195,7 +208,12 @@ async fn handle(mut stream: TcpStream, core: Arc<Core>, tls: tokio_rustls::TlsAc
         First::Startup(params) => params,
         First::Cancel => return Ok(()),
         First::Ssl | First::Gss => {
-            return refuse(&mut tls_stream, "08P01", "unexpected encryption request inside TLS").await
+            return refuse(
+                &mut tls_stream,
+                "08P01",
+                "unexpected encryption request inside TLS",
+            )
+            .await
         }
     };
     let mut params: Vec<(String, String)> = params;
@@ -272,7 +290,10 @@ mod tests {
             Some("ep-a-b-1")
         );
         assert_eq!(endpoint_from_sni("localhost", "localtest.neon"), None);
-        assert_eq!(endpoint_from_sni("x.y.localtest.neon", "localtest.neon"), None);
+        assert_eq!(
+            endpoint_from_sni("x.y.localtest.neon", "localtest.neon"),
+            None
+        );
         let (ep, rest) = endpoint_from_options("-c search_path=x endpoint=ep-1 -c a=b");
         assert_eq!(ep.as_deref(), Some("ep-1"));
         assert_eq!(rest, "-c search_path=x -c a=b");
@@ -283,9 +304,15 @@ mod tests {
 
     #[test]
     fn startup_round_trip() {
-        let params = vec![("user".to_string(), "u".to_string()), ("database".to_string(), "d".to_string())];
+        let params = vec![
+            ("user".to_string(), "u".to_string()),
+            ("database".to_string(), "d".to_string()),
+        ];
         let msg = startup_message(&params);
-        assert_eq!(i32::from_be_bytes([msg[0], msg[1], msg[2], msg[3]]) as usize, msg.len());
+        assert_eq!(
+            i32::from_be_bytes([msg[0], msg[1], msg[2], msg[3]]) as usize,
+            msg.len()
+        );
         assert_eq!(parse_params(&msg[8..]).unwrap(), params);
     }
 }

@@ -40,11 +40,12 @@ pub(crate) fn make(dir: &Path, domain: &str) -> anyhow::Result<ProxyTls> {
         CertificateDer::from(ca_cert.der().to_vec()),
     ];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
     // PostgreSQL 17's direct SSL negotiation requires this ALPN.
     config.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(ProxyTls {

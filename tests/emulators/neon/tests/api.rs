@@ -47,7 +47,9 @@ async fn auth_errors_validation_and_api_faults() {
     let (status, body) = api.post("/projects", json!({"project": {"name": 5}})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_neon_error(&body);
-    let (status, body) = api.post("/projects", json!({"project": {"pg_version": 9}})).await;
+    let (status, body) = api
+        .post("/projects", json!({"project": {"pg_version": 9}}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
     // Injected 429s (with Retry-After), then 500s, then down (503), then back.
@@ -56,7 +58,12 @@ async fn auth_errors_validation_and_api_faults() {
         let faults = faults.clone();
         let url = format!("{}/faults", e.emu.emulator_url);
         async move {
-            let r = faults.post(url).json(&body).send().await.expect("faults set");
+            let r = faults
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("faults set");
             assert_eq!(r.status(), StatusCode::OK);
         }
     };
@@ -81,7 +88,10 @@ async fn auth_errors_validation_and_api_faults() {
     }
     assert_eq!(api.get("/projects").await.0, StatusCode::OK);
     set(json!({"server_error_next": 1})).await;
-    assert_eq!(api.get("/projects").await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        api.get("/projects").await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
     assert_eq!(api.get("/projects").await.0, StatusCode::OK);
     set(json!({"down": true})).await;
     let (status, body) = api.get("/projects").await;

@@ -32,7 +32,14 @@ async fn projects_branches_roles_and_databases_on_real_postgres() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let project = str_of(&created["project"]["id"], "project id").to_string();
-    for key in ["connection_uris", "roles", "databases", "operations", "branch", "endpoints"] {
+    for key in [
+        "connection_uris",
+        "roles",
+        "databases",
+        "operations",
+        "branch",
+        "endpoints",
+    ] {
         assert!(created.get(key).is_some(), "{key} missing: {created}");
     }
     assert_eq!(created["branch"]["name"], "main");
@@ -111,7 +118,9 @@ async fn projects_branches_roles_and_databases_on_real_postgres() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["uri"], created["connection_uris"][0]["connection_uri"]);
     let (status, _) = api
-        .get(&format!("/projects/{project}/connection_uri?database_name=neondb"))
+        .get(&format!(
+            "/projects/{project}/connection_uri?database_name=neondb"
+        ))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
@@ -134,7 +143,9 @@ async fn projects_branches_roles_and_databases_on_real_postgres() {
     assert_eq!(dev_ops, ["create_branch", "start_compute"]);
     api.wait_ok(&project).await;
     let dev_id = str_of(&dev["branch"]["id"], "branch id").to_string();
-    let (_, dev_branch) = api.get(&format!("/projects/{project}/branches/{dev_id}")).await;
+    let (_, dev_branch) = api
+        .get(&format!("/projects/{project}/branches/{dev_id}"))
+        .await;
     assert_eq!(dev_branch["branch"]["current_state"], "ready");
     let dev_params = &dev["connection_uris"][0]["connection_parameters"];
     assert_eq!(dev_params["password"], params["password"]);
@@ -143,7 +154,10 @@ async fn projects_branches_roles_and_databases_on_real_postgres() {
         .query("SELECT id FROM items ORDER BY id", &[])
         .await
         .expect("read on branch");
-    assert_eq!(rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
+        [1, 2]
+    );
     dev_client
         .batch_execute("INSERT INTO items VALUES (100)")
         .await
@@ -165,12 +179,16 @@ async fn projects_branches_roles_and_databases_on_real_postgres() {
     assert_eq!(status, StatusCode::CREATED, "{old}");
     assert_eq!(old["branch"]["parent_lsn"], lsn.as_str());
     api.wait_ok(&project).await;
-    let old_client = connect_params(&e.emu, &old["connection_uris"][0]["connection_parameters"]).await;
+    let old_client =
+        connect_params(&e.emu, &old["connection_uris"][0]["connection_parameters"]).await;
     let rows = old_client
         .query("SELECT id FROM items ORDER BY id", &[])
         .await
         .expect("read on LSN branch");
-    assert_eq!(rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(), [1]);
+    assert_eq!(
+        rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
+        [1]
+    );
     drop(old_client);
 
     // Bad branch requests.
@@ -220,7 +238,9 @@ async fn projects_branches_roles_and_databases_on_real_postgres() {
     let new_pw = str_of(&reset["role"]["password"], "password").to_string();
     assert_ne!(new_pw, alice_pw);
     api.wait_ok(&project).await;
-    assert!(connect(&e.emu, &host, "alice", &alice_pw, "neondb").await.is_err());
+    assert!(connect(&e.emu, &host, "alice", &alice_pw, "neondb")
+        .await
+        .is_err());
     connect(&e.emu, &host, "alice", &new_pw, "neondb")
         .await
         .expect("the reset password works");
@@ -244,10 +264,14 @@ async fn projects_branches_roles_and_databases_on_real_postgres() {
     let app = connect(&e.emu, &host, "alice", &new_pw, "appdb")
         .await
         .expect("the new database accepts connections");
-    app.batch_execute("CREATE TABLE t (x int)").await.expect("owner can create");
+    app.batch_execute("CREATE TABLE t (x int)")
+        .await
+        .expect("owner can create");
     drop(app);
     let (_, dbs) = api
-        .get(&format!("/projects/{project}/branches/{main_branch}/databases"))
+        .get(&format!(
+            "/projects/{project}/branches/{main_branch}/databases"
+        ))
         .await;
     let names: Vec<&str> = dbs["databases"]
         .as_array()
@@ -263,7 +287,9 @@ async fn projects_branches_roles_and_databases_on_real_postgres() {
         .await;
     assert_eq!(status, StatusCode::OK);
     api.wait_ok(&project).await;
-    assert!(connect(&e.emu, &host, "alice", &new_pw, "appdb").await.is_err());
+    assert!(connect(&e.emu, &host, "alice", &new_pw, "appdb")
+        .await
+        .is_err());
 
     // Deleting: the default branch cannot go; a child branch can; then the project.
     let (status, _) = api
@@ -276,7 +302,9 @@ async fn projects_branches_roles_and_databases_on_real_postgres() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     api.wait_ok(&project).await;
-    let (status, _) = api.get(&format!("/projects/{project}/branches/{dev_id}")).await;
+    let (status, _) = api
+        .get(&format!("/projects/{project}/branches/{dev_id}"))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = api.get(&format!("/projects/{project}/operations")).await;
     assert_eq!(status, StatusCode::OK);
@@ -301,7 +329,10 @@ async fn scale_to_zero_wake_on_connect_and_locking() {
 
     // Suspend through the API: the endpoint goes idle.
     let (status, body) = api
-        .post(&format!("/projects/{project}/endpoints/{endpoint}/suspend"), json!({}))
+        .post(
+            &format!("/projects/{project}/endpoints/{endpoint}/suspend"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["operations"][0]["action"], "suspend_compute");
@@ -310,7 +341,11 @@ async fn scale_to_zero_wake_on_connect_and_locking() {
 
     // A connection wakes it (a start_compute operation is recorded).
     let client = connect_params(&e.emu, &params).await;
-    let one: i32 = client.query_one("SELECT 1", &[]).await.expect("query").get(0);
+    let one: i32 = client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("query")
+        .get(0);
     assert_eq!(one, 1);
     assert_eq!(endpoint_state(api, &project, &endpoint).await, "active");
     let ops = api.wait_ok(&project).await;
@@ -341,7 +376,10 @@ async fn scale_to_zero_wake_on_connect_and_locking() {
     let ops = api.wait_ok(&project).await;
     assert_eq!(ops[0]["action"], "suspend_compute");
     let client = connect_params(&e.emu, &params).await;
-    client.query_one("SELECT 1", &[]).await.expect("woken again");
+    client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("woken again");
     drop(client);
 
     // 423 Locked while an operation runs (slowed down by a fault).
@@ -360,16 +398,25 @@ async fn scale_to_zero_wake_on_connect_and_locking() {
         .await
         .expect("fault set");
     let (status, body) = api
-        .post(&format!("/projects/{project}/endpoints/{endpoint}/suspend"), json!({}))
+        .post(
+            &format!("/projects/{project}/endpoints/{endpoint}/suspend"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = api
-        .post(&format!("/projects/{project}/endpoints/{endpoint}/start"), json!({}))
+        .post(
+            &format!("/projects/{project}/endpoints/{endpoint}/start"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::LOCKED, "{body}");
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
     // Reads are still served while locked.
-    assert_eq!(api.get(&format!("/projects/{project}")).await.0, StatusCode::OK);
+    assert_eq!(
+        api.get(&format!("/projects/{project}")).await.0,
+        StatusCode::OK
+    );
     api.wait_ok(&project).await;
     assert_eq!(endpoint_state(api, &project, &endpoint).await, "idle");
 
@@ -409,7 +456,9 @@ async fn failed_operations_and_proxy_refusals() {
     assert_eq!(ops[1]["failures_count"], 1);
     assert_eq!(ops[0]["action"], "start_compute");
     assert_eq!(ops[0]["status"], "cancelled");
-    let (status, _) = api.get(&format!("/projects/{project}/branches/{branch_id}")).await;
+    let (status, _) = api
+        .get(&format!("/projects/{project}/branches/{branch_id}"))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, body) = api
         .post(&format!("/projects/{project}/branches"), json!({}))
@@ -418,8 +467,11 @@ async fn failed_operations_and_proxy_refusals() {
     api.wait_newest_ok(&project, 1).await;
 
     // A failed wake: the client gets an error, the next connection works.
-    api.post(&format!("/projects/{project}/endpoints/{endpoint}/suspend"), json!({}))
-        .await;
+    api.post(
+        &format!("/projects/{project}/endpoints/{endpoint}/suspend"),
+        json!({}),
+    )
+    .await;
     api.wait_newest_ok(&project, 1).await;
     http.post(&faults)
         .json(&json!({"fail_next_operation": true}))
@@ -434,8 +486,7 @@ async fn failed_operations_and_proxy_refusals() {
         "neondb",
     )
     .await
-    .err()
-    .expect("the wake fails");
+    .expect_err("the wake fails");
     let text = err
         .as_db_error()
         .map(|d| d.message().to_string())

@@ -38,7 +38,9 @@ pub async fn start() -> Emu {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let mut config = Config::new(dir.path().join("emu"), KEY);
     config.idle_check_interval = Duration::from_millis(200);
-    let emu = ogel_neon_emulator::serve(config).await.expect("emulator starts");
+    let emu = ogel_neon_emulator::serve(config)
+        .await
+        .expect("emulator starts");
     let api = Api::new(&emu.api_url, KEY);
     Emu {
         emu,
@@ -103,7 +105,9 @@ impl Api {
     pub async fn wait_ops(&self, project_id: &str) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
-            let (status, body) = self.get(&format!("/projects/{project_id}/operations")).await;
+            let (status, body) = self
+                .get(&format!("/projects/{project_id}/operations"))
+                .await;
             assert_eq!(status, StatusCode::OK, "{body}");
             let ops = body["operations"].as_array().cloned().unwrap_or_default();
             if ops
@@ -112,7 +116,10 @@ impl Api {
             {
                 return ops;
             }
-            assert!(Instant::now() < deadline, "operations did not finish: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "operations did not finish: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -141,7 +148,10 @@ impl Api {
             .post("/projects", json!({"project": {"name": name}}))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        let id = body["project"]["id"].as_str().expect("project id").to_string();
+        let id = body["project"]["id"]
+            .as_str()
+            .expect("project id")
+            .to_string();
         self.wait_ok(&id).await;
         body
     }
