@@ -46,8 +46,11 @@ const HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// A DataRow or CopyData longer than this is relayed in pieces.
 const STREAM_THRESHOLD: usize = 64 * 1024;
-/// Postgres's own limit on a message.
-const MESSAGE_MAX: usize = 1 << 30;
+/// Postgres's own limit on a message (`PQ_LARGE_MESSAGE_LIMIT`).
+const MESSAGE_MAX: usize = (1 << 30) - 1;
+/// Postgres's limit on the body of Close, Describe, Execute and CopyFail
+/// (`PQ_SMALL_MESSAGE_LIMIT`).
+const SMALL_MESSAGE_MAX: usize = 10_000;
 /// Longest `DISCARD ALL` may take before the connection is closed instead.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -537,7 +540,7 @@ impl Session {
     async fn wait_for_message(&mut self) -> bool {
         loop {
             if let Some((_, len)) = header(&self.rbuf) {
-                if self.rbuf.len() >= len || !(HEADER..=MESSAGE_MAX).contains(&len) {
+                if self.rbuf.len() >= len || !(HEADER..=MESSAGE_MAX + 1).contains(&len) {
                     return true; // bad lengths are reported by the relay
                 }
             }
@@ -928,6 +931,16 @@ impl Session {
                 return Err(ClientError::protocol(format!(
                     "invalid message length {}",
                     len - 1
+                )));
+            }
+            // Postgres's limits by type: small messages (Close, Describe,
+            // Execute, CopyFail) carry at most 10,000 bytes, so a header
+            // claiming more is refused now, not after waiting for the body.
+            if matches!(tag, b'C' | b'D' | b'E' | b'f') && len - HEADER > SMALL_MESSAGE_MAX {
+                return Err(ClientError::protocol(format!(
+                    "invalid length {} for message type '{}'",
+                    len - 1,
+                    tag as char
                 )));
             }
             // Sync, Flush, CopyDone and Terminate have no body (Postgres
