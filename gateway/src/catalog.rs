@@ -347,6 +347,7 @@ mod tests {
                 created_at_unix: 1,
                 suspend_after_secs: None,
                 min_warm: 0,
+                tenant: DEFAULT_TENANT.into(),
             },
             RoleRecord {
                 name: format!("{name}_owner"),

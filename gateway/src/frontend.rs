@@ -218,7 +218,7 @@ async fn startup(
     // Without a database name libpq sends the user name: for a token, the
     // token's own database is meant.
     let requested = param("database")
-        .filter(|d| !d.is_empty() && !(token_in_user && *d == user))
+        .filter(|d| !(d.is_empty() || token_in_user && *d == user))
         .unwrap_or_else(|| {
             if token_in_user {
                 String::new()
@@ -306,7 +306,7 @@ async fn startup(
         let token = if token_in_user {
             user.clone()
         } else {
-            if !(stream.is_tls() || !remote) {
+            if !stream.is_tls() && remote {
                 return Err(ClientError::new(
                     "28000",
                     "a token in the password field needs TLS (or a loopback connection)",

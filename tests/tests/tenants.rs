@@ -212,10 +212,10 @@ async fn one_tenant_never_reaches_another() {
     // A's owner password on B's database (and B's owner with A's password).
     let a_password = a_url.split(':').nth(2).unwrap().split('@').next().unwrap();
     let a_as_b = with_password(&b_url, a_password);
-    let e = connect(&a_as_b).await.err().expect("refused");
+    let e = connect(&a_as_b).await.expect_err("refused");
     assert_eq!(sqlstate(&e), "28P01");
     let a_owner_on_b = a_url.replace("/adb", "/bdb");
-    let e = connect(&a_owner_on_b).await.err().expect("refused");
+    let e = connect(&a_owner_on_b).await.expect_err("refused");
     assert_eq!(sqlstate(&e), "28P01");
 
     // The tenant's client limit (3 at once across its databases).
@@ -225,10 +225,12 @@ async fn one_tenant_never_reaches_another() {
     }
     let e = connect(&a_url)
         .await
-        .err()
-        .expect("a fourth client is refused");
+        .expect_err("a fourth client is refused");
     assert_eq!(sqlstate(&e), "53300", "{e}");
-    let message = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
     assert!(message.contains("tenant \"acme\""), "{message}");
     connect(&b_url).await.expect("another tenant is unaffected");
     held.pop();
