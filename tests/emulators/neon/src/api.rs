@@ -240,7 +240,12 @@ async fn gate(State(app): State<AppState>, request: Request, next: Next) -> Resp
             "authentication failed: invalid API key",
         )
         .into_response(),
-        Some(_) => next.run(request).await,
+        Some(_) => {
+            let (method, uri) = (request.method().clone(), request.uri().clone());
+            let response = next.run(request).await;
+            tracing::debug!(%method, %uri, status = response.status().as_u16(), "api call");
+            response
+        }
     }
 }
 

@@ -94,6 +94,16 @@ async fn projects_branches_roles_and_databases_on_real_postgres() {
         .await
         .expect("lsn")
         .get(0);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let at: String = client
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+            &[],
+        )
+        .await
+        .expect("timestamp")
+        .get(0);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     client
         .batch_execute("INSERT INTO items VALUES (2)")
         .await
@@ -190,6 +200,28 @@ async fn projects_branches_roles_and_databases_on_real_postgres() {
         [1]
     );
     drop(old_client);
+
+    // A branch at a time between the two writes: only row 1 too.
+    let (status, then) = api
+        .post(
+            &format!("/projects/{project}/branches"),
+            json!({"branch": {"parent_timestamp": at}, "endpoints": [{"type": "read_write"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{then}");
+    assert_eq!(then["branch"]["parent_timestamp"], at.as_str());
+    api.wait_ok(&project).await;
+    let then_client =
+        connect_params(&e.emu, &then["connection_uris"][0]["connection_parameters"]).await;
+    let rows = then_client
+        .query("SELECT id FROM items ORDER BY id", &[])
+        .await
+        .expect("read on timestamp branch");
+    assert_eq!(
+        rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
+        [1]
+    );
+    drop(then_client);
 
     // Bad branch requests.
     let (status, _) = api
