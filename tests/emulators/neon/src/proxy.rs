@@ -242,6 +242,15 @@ async fn handle(
         )
         .await;
     };
+    if core.state().endpoint_project(&endpoint).is_none() {
+        return refuse(
+            &mut tls_stream,
+            "XX000",
+            &format!("The requested endpoint could not be found, or you don't have access to it: {endpoint}"),
+        )
+        .await;
+    }
+    // Counted from here: an endpoint being connected to is not idle.
     let _conn = core.connection(&endpoint);
     let port = match core.wake(&endpoint).await {
         Ok(port) => port,

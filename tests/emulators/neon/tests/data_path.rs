@@ -582,3 +582,32 @@ async fn failed_operations_and_proxy_refusals() {
 
     e.emu.shutdown().await;
 }
+
+/// Dropping the emulator (as a panicking test does) stops its postgres processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_emulator_stops_every_postgres() {
+    let _serial = SERIAL.lock().await;
+    let e = start().await;
+    e.api.create_project("dropped").await;
+    let databases = e.dir.path().join("emu/native/databases");
+    let pids: Vec<i32> = std::fs::read_dir(&databases)
+        .expect("databases dir")
+        .flatten()
+        .filter_map(|d| std::fs::read_to_string(d.path().join("pgdata/postmaster.pid")).ok())
+        .filter_map(|text| text.lines().next().and_then(|l| l.trim().parse().ok()))
+        .collect();
+    assert!(!pids.is_empty(), "a compute runs");
+    let Emu { emu, api: _, dir } = e;
+    drop(emu);
+    for pid in pids {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+        });
+        assert!(
+            !alive,
+            "postgres {pid} still runs after the emulator was dropped"
+        );
+    }
+    drop(dir);
+}

@@ -19,7 +19,7 @@ pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 pub struct Emu {
     pub emu: RunningEmulator,
     pub api: Api,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 pub async fn start() -> Emu {
@@ -42,11 +42,7 @@ pub async fn start() -> Emu {
         .await
         .expect("emulator starts");
     let api = Api::new(&emu.api_url, KEY);
-    Emu {
-        emu,
-        api,
-        _dir: dir,
-    }
+    Emu { emu, api, dir }
 }
 
 /// A minimal Neon API client.
