@@ -343,6 +343,35 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
+/// The password in a `postgresql://user:password@…` URL.
+pub fn password_of(url: &str) -> &str {
+    url.split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('@').next())
+        .and_then(|userinfo| userinfo.split(':').nth(1))
+        .unwrap_or("")
+}
+
+/// Runs `psql conninfo -Atc sql` (stopping at the first error) with extra
+/// environment; its trimmed output, or its error text.
+pub fn psql_with(conninfo: &str, sql: &str, env: &[(&str, &str)]) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args([conninfo, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
+        .envs(env.iter().copied())
+        .output()
+        .expect("psql installed");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// `psql_with` without extra environment.
+pub fn psql(conninfo: &str, sql: &str) -> Result<String, String> {
+    psql_with(conninfo, sql, &[])
+}
+
 /// Replaces the password in a URL.
 pub fn with_password(url: &str, password: &str) -> String {
     let (scheme_user, rest) = url.split_once("://").expect("url");

@@ -5,18 +5,9 @@
 //! B's database, and the admin console. A tenant's client limit holds.
 
 use ogel_e2e::{connect, sqlstate, with_password, Gateway};
-use std::process::Command;
 
 fn psql(conninfo: &str) -> Result<String, String> {
-    let out = Command::new("psql")
-        .args([conninfo, "-Atc", "SELECT current_database()"])
-        .output()
-        .expect("psql installed");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    ogel_e2e::psql(conninfo, "SELECT current_database()")
 }
 
 /// Calls the API with `token`.
@@ -210,7 +201,7 @@ async fn one_tenant_never_reaches_another() {
     assert!(err.contains("authentication failed"), "{err}");
 
     // A's owner password on B's database (and B's owner with A's password).
-    let a_password = a_url.split(':').nth(2).unwrap().split('@').next().unwrap();
+    let a_password = ogel_e2e::password_of(&a_url);
     let a_as_b = with_password(&b_url, a_password);
     let e = connect(&a_as_b).await.expect_err("refused");
     assert_eq!(sqlstate(&e), "28P01");

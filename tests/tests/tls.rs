@@ -3,34 +3,14 @@
 //! `<db>--<branch>.localhost` selects a branch, and a name that disagrees
 //! with the database asked for is refused.
 
-use ogel_e2e::{connect, Gateway};
-
-fn psql(conninfo: &str, sql: &str) -> Result<String, String> {
-    let out = std::process::Command::new("psql")
-        .args([conninfo, "-Atc", sql])
-        .output()
-        .expect("psql installed");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
+use ogel_e2e::{connect, password_of, psql, Gateway};
 
 #[tokio::test]
 async fn tls_verify_full_and_sni_routing() {
     let gw = Gateway::start().await;
     let ca = gw.data_dir.join("tls/ca.pem");
     assert!(ca.exists(), "a local CA is made on first start");
-    let password = gw
-        .app_url
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .split('@')
-        .next()
-        .unwrap()
-        .to_string();
+    let password = password_of(&gw.app_url).to_string();
     let port = gw.pg_addr.rsplit(':').next().unwrap().to_string();
     let base = format!(
         "port={port} user=app_owner password={password} sslrootcert={}",

@@ -7,26 +7,9 @@
 //! token or password reaches the gateway's log.
 
 use base64::Engine;
-use ogel_e2e::{sqlstate, Gateway};
+use ogel_e2e::{password_of, psql, psql_with as psql_env, sqlstate, Gateway};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn psql(conninfo: &str, sql: &str) -> Result<String, String> {
-    psql_env(conninfo, sql, &[])
-}
-
-fn psql_env(conninfo: &str, sql: &str, env: &[(&str, &str)]) -> Result<String, String> {
-    let out = Command::new("psql")
-        .args([conninfo, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
-        .envs(env.iter().copied())
-        .output()
-        .expect("psql installed");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
 
 /// `ogel db url …` with the given flags: the URL on stdout.
 fn mint(gw: &Gateway, args: &[&str]) -> String {
@@ -101,6 +84,16 @@ async fn tokio_connect(
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// The gateway's JWKS document.
+async fn fetch_jwks(gw: &Gateway) -> serde_json::Value {
+    reqwest::get(format!("{}/.well-known/jwks.json", gw.api))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Checks an Ed25519 JWT's signature against the gateway's JWKS.
@@ -297,24 +290,14 @@ async fn token_urls_work_in_every_driver_and_are_bound_to_their_grant() {
     );
 
     // JWKS and rotation: old tokens verify until their key is removed.
-    let jwks: serde_json::Value = reqwest::get(format!("{}/.well-known/jwks.json", gw.api))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = fetch_jwks(&gw).await;
     assert!(verifies_with_jwks(&token, &jwks));
     assert!(!verifies_with_jwks(&forged, &jwks));
     let keys_before = cli_ok(&gw, &["keys", "list"]);
     let old_kid = keys_before.split_whitespace().next().unwrap().to_string();
     cli_ok(&gw, &["keys", "rotate"]);
     let fresh = mint(&gw, &["app", "--token"]);
-    let jwks: serde_json::Value = reqwest::get(format!("{}/.well-known/jwks.json", gw.api))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = fetch_jwks(&gw).await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
     assert!(verifies_with_jwks(&token_of(&fresh), &jwks));
     assert_eq!(
@@ -339,14 +322,7 @@ async fn token_urls_work_in_every_driver_and_are_bound_to_their_grant() {
         .collect();
     assert!(log.contains("token login"), "debug logging was on");
     assert!(!log.contains("eyJ"), "a token reached the log");
-    let password = gw
-        .app_url
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .split('@')
-        .next()
-        .unwrap();
+    let password = password_of(&gw.app_url);
     let leaks: Vec<&str> = log.lines().filter(|l| l.contains(password)).collect();
     assert!(leaks.is_empty(), "a password reached the log: {leaks:?}");
     use std::os::unix::fs::PermissionsExt;
