@@ -390,6 +390,7 @@ mod tests {
                     password: "p".into(),
                 },
                 read_only: None,
+                tls: None,
             })
         }
         async fn suspend(&self, _: &str) -> Result<(), BackendError> {

@@ -234,6 +234,7 @@ impl NativeBackend {
             generation: self.generation.load(Ordering::SeqCst),
             credentials: Credentials::Password { user, password },
             read_only: None,
+            tls: None,
         }
     }
 

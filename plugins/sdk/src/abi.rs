@@ -21,8 +21,10 @@ pub const ENTRY_SYMBOL: &str = "ogel_plugin_entry";
 pub const DESCRIPTOR_MAGIC: u64 = 0x4f47_454c_504c_5547;
 /// Incompatible changes bump this; the loader refuses other majors.
 pub const ABI_MAJOR: u32 = 1;
-/// Compatible additions bump this.
-pub const ABI_MINOR: u32 = 1;
+/// Compatible additions bump this. 1.1: `progress`. 1.2: optional
+/// `ComputeEndpoint.read_only` and `ComputeEndpoint.tls` (a 1.0/1.1 plugin
+/// omits them: no read-only role, plaintext to its computes).
+pub const ABI_MINOR: u32 = 2;
 /// The SDK version, NUL-terminated.
 pub const SDK_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 /// `rustc --version` of the build, NUL-terminated (informational: the ABI

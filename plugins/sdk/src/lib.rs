@@ -36,6 +36,7 @@
 //!             generation: 1,
 //!             credentials: Credentials::Password { user: "app".into(), password: "secret".into() },
 //!             read_only: None, // no read-only role: read-only tokens are refused
+//!             tls: None,       // a compute on loopback
 //!         })
 //!     }
 //!     async fn suspend(&self, _: &str) -> Result<(), BackendError> {
@@ -202,6 +203,24 @@ pub struct ComputeEndpoint {
     /// read-only tokens are refused for its databases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<Credentials>,
+    /// Connect with TLS (SSLRequest, then a verified handshake): needed by
+    /// computes across a network, such as Neon's (which routes by SNI) or
+    /// RDS's. `None`: plaintext, for computes on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ComputeTls>,
+}
+
+/// How the gateway speaks TLS to a compute.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputeTls {
+    /// Sent as SNI and verified against the certificate (a host name, e.g.
+    /// `ep-cool-name-123456.us-east-2.aws.neon.tech`); `host` may then be
+    /// another address that reaches it (a tunnel, a test proxy).
+    pub server_name: String,
+    /// PEM certificates to trust instead of the public web roots (a
+    /// private CA, an emulator's). `None`: the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 /// The lifecycle state of a compute.

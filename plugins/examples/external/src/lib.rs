@@ -375,6 +375,7 @@ impl Backend for ExternalBackend {
             },
             // This example keeps one role per database: no read-only tokens.
             read_only: None,
+            tls: None,
         })
     }
 
