@@ -10,6 +10,7 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use std::net::SocketAddr;
 use std::time::Duration;
+use crate::server_stream::{start_tls, ServerStream};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -21,7 +22,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A logged-in compute connection, ready for the client's first query.
 pub struct ComputeLink {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     /// Where it goes (for cancels).
     pub addr: SocketAddr,
     /// ParameterStatus/NoticeResponse messages and the final ReadyForQuery,
@@ -79,9 +80,15 @@ async fn connect_inner(
         addr: target.clone(),
         source,
     };
-    let mut stream = TcpStream::connect(&target).await.map_err(unreachable)?;
-    let addr = stream.peer_addr().map_err(unreachable)?;
-    let _ = stream.set_nodelay(true);
+    let tcp = TcpStream::connect(&target).await.map_err(unreachable)?;
+    let addr = tcp.peer_addr().map_err(unreachable)?;
+    let _ = tcp.set_nodelay(true);
+    let mut stream = match &endpoint.tls {
+        None => ServerStream::Plain(tcp),
+        Some(tls) => start_tls(tcp, tls)
+            .await
+            .map_err(ComputeConnectError::Protocol)?,
+    };
     let Credentials::Password { user, password } = &endpoint.credentials;
 
     let mut params: Vec<(&str, &str)> = vec![("user", user), ("database", &endpoint.database)];
@@ -185,9 +192,13 @@ fn reencode(tag: u8, body: &[u8]) -> BytesMut {
     buf
 }
 
-async fn send(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), ComputeConnectError> {
+async fn send(stream: &mut ServerStream, out: &mut BytesMut) -> Result<(), ComputeConnectError> {
     stream
         .write_all(out)
+        .await
+        .map_err(|e| ComputeConnectError::Protocol(format!("write to compute: {e}")))?;
+    stream
+        .flush()
         .await
         .map_err(|e| ComputeConnectError::Protocol(format!("write to compute: {e}")))?;
     out.clear();
@@ -196,4 +207,111 @@ async fn send(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), ComputeC
 
 fn protocol_err(e: impl std::fmt::Display) -> ComputeConnectError {
     ComputeConnectError::Protocol(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ogel_plugin_sdk::ComputeTls;
+    use tokio::io::AsyncReadExt;
+
+    /// A TLS "compute" for `name` on loopback: answers the SSLRequest with
+    /// `answer`, then (after a handshake) logs anyone in.
+    async fn fake_compute(answer: u8) -> (SocketAddr, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["ep-test.example.neon".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let ca_pem = cert.pem();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 8];
+                    tcp.read_exact(&mut request).await.unwrap();
+                    assert_eq!(&request[4..], &80_877_103u32.to_be_bytes());
+                    tcp.write_all(&[answer]).await.unwrap();
+                    if answer != b'S' {
+                        return;
+                    }
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut len = [0u8; 4];
+                    tls.read_exact(&mut len).await.unwrap();
+                    let mut rest = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+                    tls.read_exact(&mut rest).await.unwrap();
+                    let mut out = BytesMut::new();
+                    for (tag, body) in [
+                        (b'R', vec![0, 0, 0, 0]),
+                        (b'K', vec![0, 0, 0, 7, 0, 0, 0, 9]),
+                        (b'Z', vec![b'I']),
+                    ] {
+                        out.extend_from_slice(&reencode(tag, &body));
+                    }
+                    tls.write_all(&out).await.unwrap();
+                    tls.flush().await.unwrap();
+                });
+            }
+        });
+        (addr, ca_pem)
+    }
+
+    fn endpoint(addr: SocketAddr, server_name: &str, ca_pem: &str) -> ComputeEndpoint {
+        ComputeEndpoint {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            database: "db".into(),
+            generation: 1,
+            credentials: Credentials::Password {
+                user: "u".into(),
+                password: "p".into(),
+            },
+            read_only: None,
+            tls: Some(ComputeTls {
+                server_name: server_name.into(),
+                ca_pem: Some(ca_pem.into()),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn tls_to_a_compute_verifies_its_name() {
+        let (addr, ca) = fake_compute(b'S').await;
+        let link = connect(&endpoint(addr, "ep-test.example.neon", &ca), &[])
+            .await
+            .unwrap();
+        assert!(matches!(link.stream, ServerStream::Tls(_)));
+        assert_eq!(link.key, (7, 9));
+        let err = connect(&endpoint(addr, "ep-other.example.neon", &ca), &[])
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("TLS handshake"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_compute_refusing_tls_is_a_clear_error() {
+        let (addr, ca) = fake_compute(b'N').await;
+        let err = connect(&endpoint(addr, "ep-test.example.neon", &ca), &[])
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("does not accept TLS"), "{err}");
+    }
 }

@@ -27,6 +27,7 @@ mod metrics;
 mod pooler;
 mod protocol;
 mod server;
+mod server_stream;
 mod service;
 mod tls;
 mod tokens;

@@ -15,7 +15,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::net::TcpStream;
+use crate::server_stream::ServerStream;
 
 /// A server connection (SHOW SERVERS).
 pub struct ServerInfo {
@@ -38,7 +38,7 @@ pub struct ServerInfo {
 /// A logged-in server connection.
 pub struct ServerConn {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     /// The compute's BackendKeyData.
     pub key: (u32, u32),
     /// Bytes read from the server, not yet relayed.
@@ -111,11 +111,11 @@ impl ServerConn {
         // Nothing arrived since the last read (tokio saw no event): no
         // syscall needed. Otherwise look.
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if self.stream.poll_read_ready(&mut cx).is_pending() {
+        if self.stream.tcp().poll_read_ready(&mut cx).is_pending() {
             return true;
         }
         let mut byte = [0u8; 1];
-        let fd = self.stream.as_fd().as_raw_fd();
+        let fd = self.stream.tcp().as_fd().as_raw_fd();
         match recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
             Err(nix::errno::Errno::EAGAIN) => self.inbox.is_empty() && self.outbox.is_empty(),
             _ => false,
@@ -128,6 +128,7 @@ impl ServerConn {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         messages::query(&mut self.outbox, "DISCARD ALL");
         self.stream.write_all(&self.outbox).await?;
+        self.stream.flush().await?;
         self.outbox.clear();
         let mut failed = None;
         loop {
