@@ -4,13 +4,13 @@
 //! (ParameterStatus, BackendKeyData, ReadyForQuery) to hand to the client.
 
 use crate::protocol::{self, ReadError};
+use crate::server_stream::{start_tls, ServerStream};
 use bytes::{BufMut, BytesMut};
 use ogel_plugin_sdk::{ComputeEndpoint, Credentials};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use std::net::SocketAddr;
 use std::time::Duration;
-use crate::server_stream::{start_tls, ServerStream};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

@@ -77,11 +77,7 @@ fn client_config(ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, Stri
         OnceLock::new();
     let configs = CONFIGS.get_or_init(Mutex::default);
     let key = ca_pem.map(str::to_string);
-    if let Some(config) = configs
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
-    {
+    if let Some(config) = configs.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return Ok(config.clone());
     }
     let mut roots = rustls::RootCertStore::empty();

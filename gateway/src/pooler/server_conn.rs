@@ -8,6 +8,7 @@ use super::messages;
 use super::params::Params;
 use super::registry::{AtomicState, ConnState, Registered, Registry};
 use crate::compute::ComputeLink;
+use crate::server_stream::ServerStream;
 use bytes::BytesMut;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -15,7 +16,6 @@ use std::os::fd::AsFd;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::SystemTime;
-use crate::server_stream::ServerStream;
 
 /// A server connection (SHOW SERVERS).
 pub struct ServerInfo {
