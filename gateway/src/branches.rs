@@ -159,6 +159,7 @@ impl Gateway {
         parent: Option<&str>,
         point: BranchPoint,
         ttl: Option<Duration>,
+        allow_slow: bool,
     ) -> Result<BranchRecord, ServiceError> {
         validate_branch_name(branch).map_err(invalid)?;
         if branch == "main" {
@@ -172,6 +173,12 @@ impl Gateway {
         if caps.branching == Branching::None {
             return Err(ServiceError::Backend(BackendError::unsupported(format!(
                 "backend {} cannot make branches",
+                record.backend
+            ))));
+        }
+        if caps.branching == Branching::SnapshotCopy && !allow_slow {
+            return Err(ServiceError::Backend(BackendError::unsupported(format!(
+                "backend {} makes a branch as a full copy through a snapshot, which takes minutes on large data; ask for it with --allow-slow (\"allow_slow\": true)",
                 record.backend
             ))));
         }

@@ -351,7 +351,8 @@ async fn run_suite(gw: &Throwaway, backend: &str, report: &mut Report) {
             "a branch is a writable copy, isolated from its parent, and deletes cleanly",
             async {
                 let path = format!("/v1/databases/{DB}/branches");
-                let body = serde_json::json!({"name": "conformance-dev"});
+                // The kit accepts slow (snapshot-copy) branches: it tests them.
+                let body = serde_json::json!({"name": "conformance-dev", "allow_slow": true});
                 expect_status(
                     "create a branch",
                     gw.api(Method::POST, &path, Some(body)).await?,

@@ -30,6 +30,10 @@ pub struct CreateBranch {
     /// Delete the branch this many seconds after it is made.
     #[serde(default)]
     pub ttl_secs: Option<u64>,
+    /// Accept a slow branch (a backend that copies through a snapshot,
+    /// such as RDS); refused without it.
+    #[serde(default)]
+    pub allow_slow: bool,
 }
 
 /// A branch as the API reports it.
@@ -246,7 +250,14 @@ pub async fn create_branch(
     let ttl = body.ttl_secs.map(std::time::Duration::from_secs);
     let record = state
         .gateway
-        .create_branch(&name, &body.name, body.parent.as_deref(), point, ttl)
+        .create_branch(
+            &name,
+            &body.name,
+            body.parent.as_deref(),
+            point,
+            ttl,
+            body.allow_slow,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(state.branch_info(record).await)))
 }

@@ -182,6 +182,10 @@ pub enum BranchCommand {
         /// Delete the branch after this long (e.g. 2h, 30m).
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<std::time::Duration>,
+        /// Accept a slow branch: on backends that copy through a snapshot
+        /// (RDS) a branch takes minutes.
+        #[arg(long)]
+        allow_slow: bool,
     },
     /// List a database's branches.
     List {
@@ -511,6 +515,7 @@ async fn branch_command(api: &ApiClient, command: &BranchCommand) -> anyhow::Res
             at,
             snapshot,
             ttl,
+            allow_slow,
         } => {
             let body = serde_json::json!({
                 "name": branch,
@@ -518,6 +523,7 @@ async fn branch_command(api: &ApiClient, command: &BranchCommand) -> anyhow::Res
                 "at": at,
                 "snapshot": snapshot,
                 "ttl_secs": ttl.map(|t| t.as_secs()),
+                "allow_slow": allow_slow,
             });
             eprintln!("making branch \"{branch}\" of \"{database}\" from \"{from}\"…");
             let started = std::time::Instant::now();
