@@ -1,0 +1,110 @@
+"""moto's RDS in server mode, with faults a test can switch on through files.
+
+Usage: python3 moto_faults.py PORT FAULTS_DIR
+
+moto itself is unchanged; this launcher only adds what moto cannot be asked
+for through the API, so the plugin's handling of real RDS behaviour can be
+tested:
+
+- FAULTS_DIR/status/<DBInstanceIdentifier>: while this file exists, moto
+  reports the instance in the state the file holds (for example
+  `modifying`, to test an instance stuck in a long modification). moto
+  itself otherwise makes every change at once.
+- FAULTS_DIR/throttle: holds a number N; the next N API requests are
+  answered with RDS's `Throttling` error (HTTP 400), as AWS does under
+  load. The number counts down; the file is removed at 0.
+- FAULTS_DIR/requests.log: one line per API request, `Action` only
+  (never parameters: they can hold passwords).
+"""
+
+import os
+import sys
+import threading
+from urllib.parse import parse_qs
+
+from werkzeug.serving import run_simple
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.rds.models import DBInstance
+
+PORT = int(sys.argv[1])
+FAULTS = sys.argv[2]
+LOCK = threading.Lock()
+STATUS = {}
+
+os.environ.setdefault("MOTO_PORT", str(PORT))
+
+
+def _status_get(self):
+    path = os.path.join(FAULTS, "status", self.db_instance_identifier)
+    try:
+        with open(path) as f:
+            forced = f.read().strip()
+        if forced:
+            return forced
+    except OSError:
+        pass
+    return STATUS.get(id(self), "available")
+
+
+def _status_set(self, value):
+    # Kept outside the instance's __dict__: moto copies that dict into
+    # instances restored from a snapshot.
+    STATUS[id(self)] = value
+
+
+DBInstance.status = property(_status_get, _status_set)
+
+THROTTLED = (
+    b'<ErrorResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/">'
+    b"<Error><Type>Sender</Type><Code>Throttling</Code>"
+    b"<Message>Rate exceeded</Message></Error>"
+    b"<RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+)
+
+
+def _take_throttle():
+    path = os.path.join(FAULTS, "throttle")
+    with LOCK:
+        try:
+            with open(path) as f:
+                n = int(f.read().strip() or "0")
+        except (OSError, ValueError):
+            return False
+        if n <= 0:
+            os.remove(path)
+            return False
+        with open(path, "w") as f:
+            f.write(str(n - 1))
+        return True
+
+
+class Faults:
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") == "POST" and not environ.get(
+            "PATH_INFO", ""
+        ).startswith("/moto-api"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length)
+            import io
+
+            environ["wsgi.input"] = io.BytesIO(body)
+            action = parse_qs(body.decode("utf-8", "replace")).get("Action", ["?"])[0]
+            with LOCK:
+                with open(os.path.join(FAULTS, "requests.log"), "a") as f:
+                    f.write(action + "\n")
+            if _take_throttle():
+                start_response(
+                    "400 Bad Request",
+                    [("Content-Type", "text/xml"), ("Content-Length", str(len(THROTTLED)))],
+                )
+                return [THROTTLED]
+        return self.app(environ, start_response)
+
+
+os.makedirs(os.path.join(FAULTS, "status"), exist_ok=True)
+app = DomainDispatcherApplication(create_backend_app)
+run_simple("127.0.0.1", PORT, Faults(app), threaded=True)
