@@ -539,3 +539,144 @@ async fn reload_resizes_pools_without_dropping_clients() {
     client.simple_query("SELECT 1").await.unwrap();
     gw.stop();
 }
+
+/// A raw protocol connection (token login: no password exchange).
+struct Raw {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    async fn login(addr: &str, token: &str, database: &str) -> Raw {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut params = Vec::new();
+        for (k, v) in [("user", token), ("database", database)] {
+            params.extend_from_slice(k.as_bytes());
+            params.push(0);
+            params.extend_from_slice(v.as_bytes());
+            params.push(0);
+        }
+        params.push(0);
+        let mut packet = ((params.len() + 8) as u32).to_be_bytes().to_vec();
+        packet.extend_from_slice(&196_608u32.to_be_bytes());
+        packet.extend_from_slice(&params);
+        stream.write_all(&packet).await.unwrap();
+        let mut raw = Raw {
+            stream,
+            buf: Vec::new(),
+        };
+        raw.until(b'Z', Duration::from_secs(10)).await;
+        raw
+    }
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    fn query(sql: &str) -> Vec<u8> {
+        Raw::message(b'Q', format!("{sql}\0").as_bytes())
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Messages (tag, body) until one with `tag`, or until `timeout`.
+    async fn until(&mut self, tag: u8, timeout: Duration) -> Vec<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = Vec::new();
+        loop {
+            while self.buf.len() >= 5 {
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
+                if self.buf.len() < 1 + len {
+                    break;
+                }
+                let t = self.buf[0];
+                let body = self.buf[5..1 + len].to_vec();
+                self.buf.drain(..1 + len);
+                out.push((t, body));
+                if t == tag {
+                    return out;
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                _ => return out,
+            }
+        }
+    }
+}
+
+fn contains(messages: &[(u8, Vec<u8>)], text: &str) -> bool {
+    messages
+        .iter()
+        .any(|(_, body)| body.windows(text.len()).any(|w| w == text.as_bytes()))
+}
+
+// Found by bench/fuzz.sh: a Sync sent inside COPY data is ignored by the
+// server if the COPY is still running, and answered if the data failed
+// first. Miscounted, the pooler thought the connection was free while an
+// answer was still coming, and the next client got it.
+#[tokio::test]
+async fn a_sync_inside_copy_data_never_sends_an_answer_to_another_client() {
+    let gw = Gateway::start_with_config("[pool]\nsize = 1\n").await;
+    connect(&gw.app_url)
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE copy_t (a int, b text)")
+        .await
+        .unwrap();
+    let out = gw.cli(&["db", "url", "app", "--token"]);
+    assert!(out.status.success());
+    let url = String::from_utf8_lossy(&out.stdout);
+    let token = url
+        .trim()
+        .trim_start_matches("postgresql://")
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string();
+    for pipelined in [false, true] {
+        let mut a = Raw::login(&gw.pg_addr, &token, "app").await;
+        let copy = Raw::query("COPY copy_t FROM STDIN");
+        let mut rest = Raw::message(b'd', b"not-a-number\tx\n");
+        rest.extend(Raw::message(b'S', b""));
+        rest.extend(Raw::query("SELECT pg_sleep(1)::text, 'answer-of-a'"));
+        if pipelined {
+            // Everything before the server's CopyInResponse is seen.
+            a.send(&[copy, rest].concat()).await;
+        } else {
+            a.send(&copy).await;
+            let got = a.until(b'G', Duration::from_secs(10)).await;
+            assert_eq!(got.last().map(|m| m.0), Some(b'G'), "{pipelined}");
+            a.send(&rest).await;
+        }
+        // B asks while A's slow answer is still coming.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut b = Raw::login(&gw.pg_addr, &token, "app").await;
+        b.send(&Raw::query("SELECT 'answer-of-b'")).await;
+        let a_got = a.until(b'D', Duration::from_secs(10)).await;
+        assert!(
+            contains(&a_got, "answer-of-a"),
+            "pipelined {pipelined}: A lost its answer: {a_got:?}"
+        );
+        drop(a);
+        let b_got = b.until(b'Z', Duration::from_secs(10)).await;
+        assert!(
+            !contains(&b_got, "answer-of-a"),
+            "pipelined {pipelined}: B got A's answer"
+        );
+        assert!(
+            contains(&b_got, "answer-of-b"),
+            "pipelined {pipelined}: {b_got:?}"
+        );
+    }
+}

@@ -136,6 +136,13 @@ pub struct Session {
     /// In COPY FROM STDIN: the server ignores Sync and Flush until the
     /// client's CopyDone or CopyFail.
     copy_in: bool,
+    /// CopyData went to the server before its CopyInResponse was seen.
+    data_before_copy_seen: bool,
+    /// The server may answer a Sync the pooler could not place: one sent
+    /// inside COPY data is ignored if the COPY is still running when the
+    /// server reads it, and answered if the data failed first. The client
+    /// keeps this connection, and it is closed, never reused, after it.
+    uncertain: bool,
     /// Bytes of a long client message still to relay.
     client_stream_left: usize,
     /// Bytes of a long server message still to relay.
@@ -252,6 +259,8 @@ async fn greet(
         queue: VecDeque::new(),
         skipping: false,
         copy_in: false,
+        data_before_copy_seen: false,
+        uncertain: false,
         client_stream_left: 0,
         server_stream_left: 0,
         closing: false,
@@ -777,6 +786,7 @@ impl Session {
             && server.status == b'I'
             && !self.skipping
             && !self.copy_in
+            && !self.uncertain
             && self.client_stream_left == 0
             && self.server_stream_left == 0
     }
@@ -859,18 +869,34 @@ impl Session {
             .unwrap_or(self.queue.len());
         let mut i = 1;
         let mut end = end;
+        let mut removed = false;
         while i < end {
             if matches!(self.queue[i], Expect::Sync) {
                 self.queue.remove(i);
                 end -= 1;
+                removed = true;
             } else {
                 i += 1;
             }
+        }
+        // A Sync that may have followed CopyData: whether the server
+        // ignores it depends on whether the data failed first.
+        if removed && std::mem::take(&mut self.data_before_copy_seen) {
+            self.mark_uncertain();
         }
         if end < self.queue.len() {
             self.queue.remove(end); // the CopyEnd: the copy is already over
         } else {
             self.copy_in = true;
+        }
+    }
+
+    /// See [`Session::uncertain`].
+    fn mark_uncertain(&mut self) {
+        if !self.uncertain {
+            tracing::debug!(database = %self.db.name, "a Sync inside COPY data: the server connection will be closed after this client");
+            self.uncertain = true;
+            self.pin("a Sync inside COPY data");
         }
     }
 
@@ -1059,7 +1085,9 @@ impl Session {
             b'S' => {
                 self.skipping = false;
                 server.outbox.extend_from_slice(msg);
-                if !self.copy_in {
+                if self.copy_in {
+                    self.mark_uncertain();
+                } else {
                     self.push(Expect::Sync);
                 }
             }
@@ -1081,7 +1109,12 @@ impl Session {
             b'X' => self.closing = true,
             // Flush and CopyData: no answer (outside COPY the server ignores
             // CopyData).
-            b'H' | b'd' => server.outbox.extend_from_slice(msg),
+            b'H' | b'd' => {
+                if tag == b'd' && !self.copy_in && !self.queue.is_empty() {
+                    self.data_before_copy_seen = true;
+                }
+                server.outbox.extend_from_slice(msg)
+            }
             // Anything else would make the server fail the connection,
             // possibly after it went back to the pool: refused here, as
             // Postgres refuses it.
