@@ -12,6 +12,7 @@ use crate::config::RdsConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
+use aws_sdk_rds::config::http::HttpResponse;
 use aws_sdk_rds::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use ogel_plugin_sdk::{BackendError, BackendErrorKind};
 use std::time::Duration;
@@ -69,7 +70,11 @@ const AUTH_CODES: &[&str] = &[
     "MissingAuthenticationToken",
 ];
 
-const ACCESS_CODES: &[&str] = &["AccessDenied", "AccessDeniedException", "UnauthorizedOperation"];
+const ACCESS_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+];
 
 const THROTTLE_CODES: &[&str] = &[
     "Throttling",
@@ -98,17 +103,22 @@ pub fn code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str> {
 
 /// Maps a failed call `what` (e.g. "describe RDS instance ogel-shop-…") to
 /// a backend error.
-pub fn error<E, R>(what: &str, e: SdkError<E, R>) -> BackendError
+pub fn error<E>(what: &str, e: SdkError<E, HttpResponse>) -> BackendError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let detail = DisplayErrorContext(&e).to_string();
     let (kind, message) = match &e {
         SdkError::ServiceError(s) => {
-            let code = s.err().code().unwrap_or("unknown");
+            // An error body the SDK cannot parse still has its HTTP status:
+            // 403 is AWS refusing the request's credentials or rights.
+            let code = match (s.err().code(), s.raw().status().as_u16()) {
+                (Some(code), _) => code,
+                (None, 403) => "HTTP 403 (Forbidden)",
+                (None, _) => "unknown",
+            };
             let aws_message = s.err().message().unwrap_or("");
-            if AUTH_CODES.contains(&code) {
+            if AUTH_CODES.contains(&code) || code.starts_with("HTTP 403") {
                 (
                     BackendErrorKind::Internal,
                     format!(

@@ -177,7 +177,11 @@ impl RdsConfig {
     }
 
     fn check(&self) -> Result<(), BackendError> {
-        let bad = |m: String| Err(invalid(format!("invalid [backends.rds] configuration: {m}")));
+        let bad = |m: String| {
+            Err(invalid(format!(
+                "invalid [backends.rds] configuration: {m}"
+            )))
+        };
         if self.secret.len() < 16 {
             return bad("`secret` must be at least 16 characters (a long random string)".into());
         }
@@ -252,9 +256,7 @@ fn valid_region(region: &str) -> bool {
         && parts[..parts.len() - 1]
             .iter()
             .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
-        && parts[parts.len() - 1]
-            .chars()
-            .all(|c| c.is_ascii_digit())
+        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
         && !parts[parts.len() - 1].is_empty()
 }
 

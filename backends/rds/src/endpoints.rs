@@ -51,7 +51,10 @@ mod tests {
     #[test]
     fn exact_then_longest_suffix() {
         let mut o = BTreeMap::new();
-        o.insert("*.rds.amazonaws.com".to_string(), "127.0.0.1:5433".to_string());
+        o.insert(
+            "*.rds.amazonaws.com".to_string(),
+            "127.0.0.1:5433".to_string(),
+        );
         o.insert(
             "*.us-east-1.rds.amazonaws.com".to_string(),
             "127.0.0.1:5434".to_string(),
@@ -72,7 +75,10 @@ mod tests {
             resolve(&o, "b.eu-west-1.rds.amazonaws.com", 5432),
             ("127.0.0.1".to_string(), 5433)
         );
-        assert_eq!(resolve(&o, "db.example.com", 5432), ("db.example.com".to_string(), 5432));
+        assert_eq!(
+            resolve(&o, "db.example.com", 5432),
+            ("db.example.com".to_string(), 5432)
+        );
         assert!(parse_host_port("nohost").is_err());
         assert!(parse_host_port(":5432").is_err());
         assert!(parse_host_port("h:99999").is_err());

@@ -93,8 +93,7 @@ use crate::rds::{Instance, Phase, Rds, WaitError};
 use crate::secrets::{Password, Secret};
 use ogel_plugin_sdk::{
     Backend, BackendError, BackendErrorKind, BranchPoint, BranchSpec, Branching, Capabilities,
-    ComputeEndpoint, ComputeStatus, ComputeTls, Credentials, DatabaseSpec, Progress,
-    SnapshotInfo,
+    ComputeEndpoint, ComputeStatus, ComputeTls, Credentials, DatabaseSpec, Progress, SnapshotInfo,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -185,9 +184,18 @@ impl RdsBackend {
         }
     }
 
-    fn tags(&self, database: &str, branch: &str, owner: &str, dbname: &str) -> BTreeMap<String, String> {
+    fn tags(
+        &self,
+        database: &str,
+        branch: &str,
+        owner: &str,
+        dbname: &str,
+    ) -> BTreeMap<String, String> {
         BTreeMap::from([
-            (TAG_PREFIX.to_string(), self.config.identifier_prefix.clone()),
+            (
+                TAG_PREFIX.to_string(),
+                self.config.identifier_prefix.clone(),
+            ),
             (TAG_DATABASE.to_string(), database.to_string()),
             (TAG_BRANCH.to_string(), branch.to_string()),
             (TAG_OWNER.to_string(), owner.to_string()),
@@ -293,19 +301,29 @@ impl RdsBackend {
     }
 
     /// Waits for a new or restored instance to be usable, reporting progress.
-    async fn wait_created(&self, compute: &str, id: &str, what: &str) -> Result<Instance, BackendError> {
+    async fn wait_created(
+        &self,
+        compute: &str,
+        id: &str,
+        what: &str,
+    ) -> Result<Instance, BackendError> {
         let bound = self.config.create_timeout;
         let result = self
             .rds
-            .wait(id, bound, |p| p == Phase::Usable, |i| {
-                self.set_progress(
-                    compute,
-                    Some(Progress {
-                        done_bytes: 0,
-                        total_bytes: i.storage_gib << 30,
-                    }),
-                )
-            })
+            .wait(
+                id,
+                bound,
+                |p| p == Phase::Usable,
+                |i| {
+                    self.set_progress(
+                        compute,
+                        Some(Progress {
+                            done_bytes: 0,
+                            total_bytes: i.storage_gib << 30,
+                        }),
+                    )
+                },
+            )
             .await;
         match result {
             Ok(i) => Ok(i),
@@ -345,7 +363,9 @@ impl RdsBackend {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "could not reach the shared data server to clean up"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not reach the shared data server to clean up")
+            }
         }
     }
 
@@ -638,7 +658,11 @@ impl Backend for RdsBackend {
             c.region.as_deref().unwrap_or("from the AWS environment"),
             c.instance_class,
             c.allocated_storage_gib,
-            if self.ca_pem.is_some() { "verified" } else { "off" },
+            if self.ca_pem.is_some() {
+                "verified"
+            } else {
+                "off"
+            },
             if c.endpoint_overrides.is_empty() {
                 String::new()
             } else {
@@ -726,18 +750,21 @@ impl Backend for RdsBackend {
         match rds::phase(&i.status) {
             Phase::Stopped | Phase::Stopping => return Ok(()),
             Phase::Usable => {}
-            _ => {
-                return Err(BackendError::unavailable(format!(
-                    "the RDS instance of \"{name}\" ({}) cannot be stopped while \"{}\"; retry later",
-                    i.id, i.status
-                )))
-            }
+            _ => return Err(BackendError::unavailable(format!(
+                "the RDS instance of \"{name}\" ({}) cannot be stopped while \"{}\"; retry later",
+                i.id, i.status
+            ))),
         }
         tracing::info!(instance = %i.id, "stopping the RDS instance");
         self.rds.stop(&i.id).await?;
         match self
             .rds
-            .wait(&i.id, self.config.stop_timeout, |p| p == Phase::Stopped, |_| {})
+            .wait(
+                &i.id,
+                self.config.stop_timeout,
+                |p| p == Phase::Stopped,
+                |_| {},
+            )
             .await
         {
             Ok(_) => Ok(()),
@@ -773,7 +800,9 @@ impl Backend for RdsBackend {
             .list()
             .await?
             .into_iter()
-            .filter(|i| i.status != "deleting" && i.tags.get(TAG_BRANCH).map(String::as_str) == Some("main"))
+            .filter(|i| {
+                i.status != "deleting" && i.tags.get(TAG_BRANCH).map(String::as_str) == Some("main")
+            })
             .filter_map(|i| i.tags.get(TAG_DATABASE).cloned())
             .collect();
         names.sort();
@@ -822,7 +851,8 @@ impl Backend for RdsBackend {
                 let r = self.restore_into(&compute, &snap, &target, tags).await;
                 if r.is_err() {
                     let _ = self.rds.delete_snapshot(&snap.id).await;
-                    self.drop_shared(&parent, std::slice::from_ref(&snap.id)).await;
+                    self.drop_shared(&parent, std::slice::from_ref(&snap.id))
+                        .await;
                 }
                 r.map(|_| ())
             }
@@ -838,7 +868,9 @@ impl Backend for RdsBackend {
                             spec.database
                         ))
                     })?;
-                self.restore_into(&compute, &snap, &target, tags).await.map(|_| ())
+                self.restore_into(&compute, &snap, &target, tags)
+                    .await
+                    .map(|_| ())
             }
             BranchPoint::Lsn { .. } | BranchPoint::Timestamp { .. } => {
                 Err(BackendError::unsupported(
@@ -854,7 +886,9 @@ impl Backend for RdsBackend {
         check_database(database)?;
         check_branch(branch)?;
         if branch == "main" {
-            return Err(config::invalid("\"main\" is the database itself: delete the database"));
+            return Err(config::invalid(
+                "\"main\" is the database itself: delete the database",
+            ));
         }
         let instances = self.delete_instances(database, Some(branch)).await?;
         let via = match instances.first() {
@@ -907,7 +941,11 @@ impl Backend for RdsBackend {
             .filter(|s| !s.tags.contains_key(TAG_BASE_OF))
             .map(|s| SnapshotInfo {
                 database: database.to_string(),
-                branch: s.tags.get(TAG_BRANCH).cloned().unwrap_or_else(|| "main".into()),
+                branch: s
+                    .tags
+                    .get(TAG_BRANCH)
+                    .cloned()
+                    .unwrap_or_else(|| "main".into()),
                 created_at_unix: s.created_unix,
                 size_bytes: None,
                 id: s.id,
@@ -980,10 +1018,6 @@ impl Backend for RdsBackend {
     }
 
     async fn progress(&self, name: &str) -> Result<Option<Progress>, BackendError> {
-        Ok(self
-            .progress
-            .lock()
-            .ok()
-            .and_then(|m| m.get(name).cloned()))
+        Ok(self.progress.lock().ok().and_then(|m| m.get(name).cloned()))
     }
 }

@@ -89,7 +89,10 @@ fn short_hash(parts: &[&str]) -> String {
         h.update(p.as_bytes());
         h.update([0]);
     }
-    h.finalize()[..4].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `s` with `_` → `-`, runs of `-` collapsed, no `-` at either end.

@@ -431,10 +431,7 @@ impl Rds {
             .send()
             .await
             .map_err(|e| {
-                aws::error(
-                    &format!("take snapshot {id} of RDS instance {instance}"),
-                    e,
-                )
+                aws::error(&format!("take snapshot {id} of RDS instance {instance}"), e)
             })?;
         Ok(())
     }

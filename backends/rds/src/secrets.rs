@@ -92,7 +92,10 @@ mod tests {
         assert_eq!(p, s.owner_password("shop", "shop_owner"));
         assert_ne!(p, s.owner_password("shop2", "shop_owner"));
         assert_ne!(s.owner_password("ab", "c"), s.owner_password("a", "bc"));
-        assert_ne!(s.master_password("m"), Secret::new("k2").master_password("m"));
+        assert_ne!(
+            s.master_password("m"),
+            Secret::new("k2").master_password("m")
+        );
         assert_eq!(format!("{p:?} {p}"), "<redacted> <redacted>");
         assert_eq!(format!("{s:?}"), "<redacted>");
     }

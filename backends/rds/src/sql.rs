@@ -154,7 +154,10 @@ pub fn sql_error(what: &str, e: tokio_postgres::Error) -> BackendError {
     };
     BackendError::new(
         kind,
-        format!("the instance's Postgres refused to {what}{}", db_message(&e)),
+        format!(
+            "the instance's Postgres refused to {what}{}",
+            db_message(&e)
+        ),
     )
     .with_source(e)
 }

@@ -13,6 +13,9 @@ tested:
 - FAULTS_DIR/throttle: holds a number N; the next N API requests are
   answered with RDS's `Throttling` error (HTTP 400), as AWS does under
   load. The number counts down; the file is removed at 0.
+- moto's credential check (`INITIAL_NO_AUTH_ACTION_COUNT`) answers in the
+  EC2 shape (`<Errors><Error>`); RDS (awsQuery) answers
+  `<ErrorResponse><Error>`, which is what the SDK parses: rewritten.
 - FAULTS_DIR/requests.log: one line per API request, `Action` only
   (never parameters: they can hold passwords).
 """
@@ -102,7 +105,24 @@ class Faults:
                     [("Content-Type", "text/xml"), ("Content-Length", str(len(THROTTLED)))],
                 )
                 return [THROTTLED]
-        return self.app(environ, start_response)
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"] = status
+            captured["headers"] = headers
+            return lambda data: None
+
+        body = b"".join(self.app(environ, capture))
+        if body.find(b"<Errors><Error>") != -1:
+            body = body.replace(b"<Errors><Error>", b"<Error>").replace(
+                b"</Error></Errors>", b"</Error>"
+            )
+            captured["headers"] = [
+                (k, str(len(body)) if k.lower() == "content-length" else v)
+                for k, v in captured["headers"]
+            ]
+        start_response(captured["status"], captured["headers"])
+        return [body]
 
 
 os.makedirs(os.path.join(FAULTS, "status"), exist_ok=True)
