@@ -57,6 +57,14 @@ pub struct NeonConfig {
     /// Timeout of one HTTP request.
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
+    /// Make the read-only role `ogel_readonly` in each compute (for
+    /// read-only tokens).
+    #[serde(default = "default_true")]
+    pub read_only_role: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_api_url() -> String {
@@ -150,6 +158,8 @@ pub struct Settings {
     pub operation_timeout: Duration,
     /// One request's timeout.
     pub request_timeout: Duration,
+    /// Whether computes get the read-only role.
+    pub read_only_role: bool,
 }
 
 fn invalid(message: impl Into<String>) -> BackendError {
@@ -250,6 +260,7 @@ impl Settings {
             retry_budget: Duration::from_secs(config.retry_budget_secs),
             operation_timeout: Duration::from_secs(config.operation_timeout_secs),
             request_timeout: Duration::from_secs(config.request_timeout_secs),
+            read_only_role: config.read_only_role,
         })
     }
 

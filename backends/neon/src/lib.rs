@@ -3,7 +3,8 @@
 //! mapping between OgelBase's databases, branches and computes and Neon's
 //! projects, branches and endpoints, and implements the SDK's [`Backend`]
 //! with it. (`config` owns the configuration section, `api` the HTTP
-//! client with its retries and operation polling.)
+//! client with its retries and operation polling, `readonly` the read-only
+//! role.)
 //!
 //! # Mapping
 //!
@@ -13,7 +14,8 @@
 //! | branch `main` (compute `db`) | the project's default branch and its `read_write` endpoint |
 //! | branch `dev` (compute `db@dev`) | a Neon branch named `dev` (copy-on-write) with a `read_write` endpoint |
 //! | branch at now / LSN / time | `parent_id` + nothing / `parent_lsn` / `parent_timestamp` |
-//! | credentials | the owner role and its password (`reveal_password`); no read-only role (`read_only: None`) |
+//! | credentials | the owner role and its password (`reveal_password`) |
+//! | read-only credentials | role `ogel_readonly` made over SQL by the owner (`GRANT pg_read_all_data`), password derived from the owner's ([`readonly`]); `None` if that fails or `read_only_role = false` |
 //! | compute address | the endpoint's `host` is the TLS server name (SNI); TCP to `host:5432` unless `endpoint_overrides` maps it |
 //! | suspend / wake | `POST …/endpoints/{id}/suspend` / `…/start` (Neon also wakes a suspended endpoint on connect) |
 //! | compute state | the endpoint's `current_state` and `pending_state` |
@@ -40,12 +42,14 @@
 //! `region_id`, `pg_version`, `org_id`, `suspend_timeout_seconds` (Neon's
 //! own autosuspend of our endpoints), `endpoint_overrides` (host or
 //! `*.<suffix>` → `host:port`), `ca_file` (PEM), `retry_budget_secs` (60),
-//! `operation_timeout_secs` (600), `request_timeout_secs` (30). Unknown keys
+//! `operation_timeout_secs` (600), `request_timeout_secs` (30),
+//! `read_only_role` (true). Unknown keys
 //! are refused. The API key is never logged, shown by `describe()`, put in
 //! an error or printed by `Debug`.
 
 pub mod api;
 pub mod config;
+pub mod readonly;
 
 use api::{ApiError, NeonApi};
 use config::{KeySource, Settings, API_KEY_ENV};
@@ -174,6 +178,8 @@ pub struct NeonBackend {
     /// Compute name → (endpoint id, generation).
     generations: Mutex<HashMap<String, (String, u64)>>,
     next_generation: AtomicU64,
+    /// (project, branch, read-only password) → whether the role is there.
+    read_only: Mutex<HashMap<(String, String, String), bool>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -203,6 +209,7 @@ impl NeonBackend {
             passwords: Mutex::new(HashMap::new()),
             generations: Mutex::new(HashMap::new()),
             next_generation: AtomicU64::new(first_generation),
+            read_only: Mutex::new(HashMap::new()),
         })
     }
 
@@ -218,6 +225,9 @@ impl NeonBackend {
         let mut cursor = String::new();
         loop {
             let mut path = format!("/projects?limit={LIMIT}&search={}", pct(search));
+            if let Some(org) = &self.settings.org_id {
+                path.push_str(&format!("&org_id={}", pct(org)));
+            }
             if !cursor.is_empty() {
                 path.push_str(&format!("&cursor={}", pct(&cursor)));
             }
@@ -497,6 +507,43 @@ impl NeonBackend {
         }
     }
 
+    /// The read-only credentials of a compute, making the role once per
+    /// branch and owner password (see [`readonly`]); `None` if it cannot be
+    /// made (logged once): read-only tokens are then refused.
+    async fn read_only_role(
+        &self,
+        name: &str,
+        target: &Target,
+        compute: &ComputeEndpoint,
+        owner_password: &str,
+    ) -> Option<Credentials> {
+        let password = readonly::password(owner_password, &target.database);
+        let key = (
+            target.project_id.clone(),
+            target.branch_id.clone(),
+            password.clone(),
+        );
+        let known = lock(&self.read_only).get(&key).copied();
+        let ready = match known {
+            Some(ready) => ready,
+            None => {
+                let ready = match readonly::ensure(compute, &password).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(compute = name, "could not make the read-only role {}: {e}; read-only tokens are refused for it", readonly::ROLE);
+                        false
+                    }
+                };
+                lock(&self.read_only).insert(key, ready);
+                ready
+            }
+        };
+        ready.then(|| Credentials::Password {
+            user: readonly::ROLE.to_string(),
+            password,
+        })
+    }
+
     fn new_endpoint_spec(&self) -> Value {
         let mut endpoint = json!({"type": "read_write"});
         if let Some(secs) = self.settings.suspend_timeout_seconds {
@@ -686,21 +733,27 @@ impl Backend for NeonBackend {
         };
         let password = self.password(&target).await?;
         let (host, port) = self.settings.address_of(&endpoint.host);
-        Ok(ComputeEndpoint {
+        let mut compute = ComputeEndpoint {
             host,
             port,
             database: target.database.clone(),
             generation: self.generation(name, &endpoint.id),
             credentials: Credentials::Password {
                 user: target.owner.clone(),
-                password,
+                password: password.clone(),
             },
             read_only: None,
             tls: Some(ComputeTls {
                 server_name: endpoint.host.clone(),
                 ca_pem: self.settings.ca_pem.clone(),
             }),
-        })
+        };
+        if self.settings.read_only_role {
+            compute.read_only = self
+                .read_only_role(name, &target, &compute, &password)
+                .await;
+        }
+        Ok(compute)
     }
 
     async fn suspend(&self, name: &str) -> Result<(), BackendError> {

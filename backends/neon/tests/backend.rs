@@ -10,7 +10,7 @@ mod common;
 use common::{connect, ids, start, SERIAL};
 use ogel_backend_neon::NeonBackend;
 use ogel_plugin_sdk::{
-    Backend, BackendErrorKind, BranchPoint, BranchSpec, ComputeState, DatabaseSpec,
+    Backend, BackendErrorKind, BranchPoint, BranchSpec, ComputeEndpoint, ComputeState, DatabaseSpec,
 };
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -28,6 +28,14 @@ fn branch(db: &str, name: &str, point: BranchPoint) -> BranchSpec {
         branch: name.into(),
         parent: "main".into(),
         point,
+    }
+}
+
+/// The endpoint with its read-only credentials.
+fn read_only(ep: &ComputeEndpoint) -> ComputeEndpoint {
+    ComputeEndpoint {
+        credentials: ep.read_only.clone().expect("a read-only role"),
+        ..ep.clone()
     }
 }
 
@@ -77,6 +85,18 @@ async fn databases_branches_suspend_and_delete_with_real_data() {
         ComputeState::Running
     );
 
+    // The read-only role reads everything and cannot write.
+    let ro = read_only(&ep);
+    assert_eq!(ids(&ro).await, vec![1]);
+    let e = connect(&ro)
+        .await
+        .unwrap()
+        // READ WRITE: the privileges refuse it, not a session setting.
+        .batch_execute("BEGIN READ WRITE; INSERT INTO t VALUES (99)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e}");
+
     // A branch at now: later writes on either side stay on their side.
     neon.create_branch(&branch("shop", "dev", BranchPoint::Now))
         .await
@@ -101,6 +121,7 @@ async fn databases_branches_suspend_and_delete_with_real_data() {
         .unwrap();
     assert_eq!(ids(&dev).await, vec![1, 10]);
     assert_eq!(ids(&ep).await, vec![1, 2]);
+    assert_eq!(ids(&read_only(&dev)).await, vec![1, 10]);
 
     // A branch at an LSN: the write after it is absent.
     let lsn: String = client

@@ -91,6 +91,7 @@ async fn the_neon_plugin_passes_the_conformance_suite_against_the_emulator() {
         .expect("the check ran");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}"); // shown with --nocapture
     assert!(out.status.success(), "{stdout}\n{stderr}");
     for step in [
         "plugin neon passes the conformance suite",

@@ -1,0 +1,134 @@
+//! The read-only role `ogel_readonly` of a Neon compute: its password
+//! (derived, never stored: `hex(HMAC-SHA256(owner password,
+//! "ogel-neon-readonly\0" + database))`, so it survives restarts and
+//! follows a reset of the owner's password) and making it over SQL as the
+//! owner (`CREATE ROLE … LOGIN`, `ALTER ROLE … PASSWORD <SCRAM verifier>`,
+//! `GRANT pg_read_all_data`), through the same TLS + SNI path the gateway
+//! uses. Roles made over SQL are not Neon API roles: API roles are members
+//! of `neon_superuser`, which can write.
+
+use hmac::{Hmac, Mac};
+use ogel_plugin_sdk::ComputeEndpoint;
+use ogel_plugin_sdk::Credentials;
+use sha2::Sha256;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The role's name.
+pub const ROLE: &str = "ogel_readonly";
+
+/// The read-only role's password for `database`, given the owner's.
+pub fn password(owner_password: &str, database: &str) -> String {
+    // HMAC takes keys of any length: new_from_slice cannot fail here, but
+    // the fallback keeps this free of panics all the same.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(owner_password.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(b"ogel-neon-readonly\0");
+    mac.update(database.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A rustls client configuration trusting `ca_pem`, or the public web roots.
+fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+                let cert = cert.map_err(|e| format!("ca_file: {e}"))?;
+                roots.add(cert).map_err(|e| format!("ca_file: {e}"))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Makes (or updates) the read-only role in `ep`'s compute, logged in as
+/// the owner `ep.credentials`; its password is `password`.
+pub async fn ensure(ep: &ComputeEndpoint, password: &str) -> Result<(), String> {
+    let Credentials::Password {
+        user,
+        password: owner_password,
+    } = &ep.credentials;
+    let mut config = tokio_postgres::Config::new();
+    match &ep.tls {
+        Some(tls) => {
+            config.host(&tls.server_name);
+            match ep.host.parse::<std::net::IpAddr>() {
+                Ok(ip) => {
+                    config.hostaddr(ip);
+                }
+                Err(_) if ep.host != tls.server_name => {
+                    // A tunnel given by name: resolve it, keep the server name for TLS.
+                    let addr = tokio::net::lookup_host((ep.host.as_str(), ep.port))
+                        .await
+                        .map_err(|e| format!("resolving {}: {e}", ep.host))?
+                        .next()
+                        .ok_or_else(|| format!("{} has no address", ep.host))?;
+                    config.hostaddr(addr.ip());
+                }
+                Err(_) => {}
+            }
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
+        None => {
+            config.host(&ep.host);
+        }
+    }
+    config
+        .port(ep.port)
+        .user(user)
+        .password(owner_password)
+        .dbname(&ep.database)
+        .application_name("ogel-backend-neon")
+        .connect_timeout(Duration::from_secs(30));
+    let tls = tls_config(ep.tls.as_ref().and_then(|t| t.ca_pem.as_deref()))?;
+    let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+    let (client, connection) = config
+        .connect(connector)
+        .await
+        .map_err(|e| format!("connecting as {user}: {e}"))?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+    // The verifier is base64 and `$`/`:`: no quote can occur in it.
+    let sql = format!(
+        "DO $ogel$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ROLE}') THEN \
+         CREATE ROLE {ROLE} LOGIN; END IF; END$ogel$; \
+         ALTER ROLE {ROLE} LOGIN NOCREATEDB NOCREATEROLE PASSWORD '{verifier}'; \
+         GRANT pg_read_all_data TO {ROLE}"
+    );
+    let result = client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        });
+    drop(client);
+    let _ = driver.await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_derived_per_database_and_owner_password() {
+        let a = password("owner-pw", "shop");
+        assert_eq!(a.len(), 64);
+        assert_eq!(a, password("owner-pw", "shop"));
+        assert_ne!(a, password("owner-pw", "shop2"));
+        assert_ne!(a, password("other-pw", "shop"));
+    }
+}
