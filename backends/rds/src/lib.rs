@@ -67,7 +67,8 @@
 //!
 //! rds:CreateDBInstance, DescribeDBInstances, DeleteDBInstance,
 //! StartDBInstance, StopDBInstance, CreateDBSnapshot, DescribeDBSnapshots,
-//! DeleteDBSnapshot, RestoreDBInstanceFromDBSnapshot, AddTagsToResource.
+//! DeleteDBSnapshot, RestoreDBInstanceFromDBSnapshot, and AddTagsToResource
+//! (RDS requires it for the tags given on create and restore).
 //!
 //! # Secrets
 //!
@@ -114,9 +115,9 @@ pub(crate) fn now_millis() -> u128 {
 }
 
 fn human(d: Duration) -> String {
-    if d.as_secs() >= 60 && d.as_secs() % 60 == 0 {
+    if d.as_secs() >= 60 && d.as_secs().is_multiple_of(60) {
         format!("{} min", d.as_secs() / 60)
-    } else if d.as_millis() % 1000 == 0 {
+    } else if d.as_millis().is_multiple_of(1000) {
         format!("{} s", d.as_secs())
     } else {
         format!("{} ms", d.as_millis())
@@ -750,10 +751,12 @@ impl Backend for RdsBackend {
         match rds::phase(&i.status) {
             Phase::Stopped | Phase::Stopping => return Ok(()),
             Phase::Usable => {}
-            _ => return Err(BackendError::unavailable(format!(
+            _ => {
+                return Err(BackendError::unavailable(format!(
                 "the RDS instance of \"{name}\" ({}) cannot be stopped while \"{}\"; retry later",
                 i.id, i.status
-            ))),
+            )))
+            }
         }
         tracing::info!(instance = %i.id, "stopping the RDS instance");
         self.rds.stop(&i.id).await?;

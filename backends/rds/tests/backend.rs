@@ -414,3 +414,104 @@ async fn control_plane_failures_are_clear_and_leave_nothing() {
     assert!(!b.describe().contains(SECRET));
     assert!(!b.describe().contains(&master_password()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_instances_is_verified_against_the_configured_ca() {
+    let _serial = SERIAL.lock().await;
+    aws_env();
+    let moto = Moto::start();
+    let pg = Postgres::start_with(&master_password(), true);
+    let ca_file = pg.ca_file.clone().expect("ca");
+    let mut config = config(&moto.url(), pg.port);
+    config["tls"] = true.into();
+    config["ca_file"] = ca_file.display().to_string().into();
+    let b = backend(config.clone());
+    assert!(b.describe().contains("TLS verified"), "{}", b.describe());
+
+    // The master's connection (create) runs over verified TLS.
+    b.create_database(&spec("secure"))
+        .await
+        .expect("create over TLS");
+    let ep = b.ensure_running("secure").await.expect("endpoint");
+    let tls = ep.tls.clone().expect("the endpoint asks for TLS");
+    let id = b.instance_id("secure", "main");
+    assert_eq!(
+        tls.server_name,
+        format!("{id}.aaaaaaaaaa.us-east-1.rds.amazonaws.com")
+    );
+    let ca_pem = std::fs::read_to_string(&ca_file).expect("ca");
+    assert_eq!(tls.ca_pem.as_deref(), Some(ca_pem.as_str()));
+    assert_eq!((ep.host.as_str(), ep.port), ("127.0.0.1", pg.port));
+
+    // What the gateway does with it: connect to host:port, verify server_name.
+    let tls_config = ogel_backend_rds::sql::tls_config(&ca_pem).expect("roots");
+    let Credentials::Password { user, password } = &ep.credentials;
+    let mut c = tokio_postgres::Config::new();
+    c.host(&tls.server_name)
+        .hostaddr("127.0.0.1".parse().expect("ip"))
+        .port(ep.port)
+        .user(user)
+        .password(password)
+        .dbname(&ep.database)
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let (client, conn) = c
+        .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config))
+        .await
+        .expect("verified TLS login");
+    tokio::spawn(conn);
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("pg_stat_ssl")
+        .get(0);
+    assert!(ssl);
+
+    // A CA that did not sign the server's certificate: refused, nothing left.
+    let other = tempfile::tempdir().expect("dir");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "k",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+        ])
+        .current_dir(other.path())
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    let mut wrong = config.clone();
+    wrong["ca_file"] = other.path().join("ca.pem").display().to_string().into();
+    let err = backend(wrong)
+        .create_database(&spec("mitm"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message.contains("could not log in to RDS instance"),
+        "{}",
+        err.message
+    );
+    let client_rds = rds(&config).await;
+    assert_eq!(
+        status_in_moto(&client_rds, &b.instance_id("mitm", "main")).await,
+        None
+    );
+    // A ca_file that is not PEM: refused at start.
+    let mut garbage = config.clone();
+    garbage["ca_file"] = other.path().join("k").display().to_string().into();
+    assert!(RdsBackend::from_config(garbage).is_err());
+    b.delete_database("secure").await.expect("delete");
+}

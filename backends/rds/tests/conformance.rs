@@ -37,17 +37,33 @@ fn artifacts() -> (PathBuf, PathBuf) {
 
 #[test]
 fn the_rds_plugin_passes_the_conformance_suite() {
+    conformance(false);
+}
+
+/// The same with TLS to the instances: the gateway's compute connections
+/// (ABI 1.2 `ComputeEndpoint.tls`) and the plugin's master connections
+/// verify the RDS host name against the configured CA.
+#[test]
+fn the_rds_plugin_passes_the_conformance_suite_over_tls() {
+    conformance(true);
+}
+
+fn conformance(tls: bool) {
+    let _serial = SERIAL.blocking_lock();
     let (ogel, so) = artifacts();
     let started = Instant::now();
     let moto = Moto::start();
-    let pg = Postgres::start(&master_password());
+    let pg = Postgres::start_with(&master_password(), tls);
+    let tls_keys = match &pg.ca_file {
+        Some(ca) => format!("tls = true\nca_file = \"{}\"\n", ca.display()),
+        None => "tls = false\n".to_string(),
+    };
     let section = format!(
         r#"region = "us-east-1"
 endpoint_url = "{}"
 secret = "{SECRET}"
 master_username = "{MASTER}"
-tls = false
-shared_data_server = true
+{tls_keys}shared_data_server = true
 poll_interval = "100ms"
 create_timeout = "60s"
 start_timeout = "20s"

@@ -158,10 +158,96 @@ pub struct Postgres {
     child: Child,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    /// With TLS: the CA that signed the server's certificate for
+    /// `*.aaaaaaaaaa.us-east-1.rds.amazonaws.com` (moto's endpoint names).
+    pub ca_file: Option<PathBuf>,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a server certificate for moto's RDS host names, in `dir`.
+fn make_certs(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test RDS CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(&ca, dir);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=rds",
+    ]);
+    openssl(&csr, dir);
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:*.aaaaaaaaaa.us-east-1.rds.amazonaws.com\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+        dir,
+    );
 }
 
 impl Postgres {
     pub fn start(master_password: &str) -> Postgres {
+        Postgres::start_with(master_password, false)
+    }
+
+    /// With `tls`, the server also speaks TLS (`ssl = on`) with a
+    /// certificate for moto's RDS host names.
+    pub fn start_with(master_password: &str, tls: bool) -> Postgres {
         let bin = PathBuf::from(PG_BIN);
         assert!(
             bin.join("postgres").exists(),
@@ -208,7 +294,30 @@ impl Postgres {
         let _ = std::fs::remove_file(&pwfile);
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("postgres.log")).expect("log");
+        let mut ssl = Vec::new();
+        let mut ca_file = None;
+        if tls {
+            make_certs(&home);
+            for f in ["server.key", "server.crt"] {
+                nix::unistd::chown(&home.join(f), Some(user.uid), Some(user.gid)).expect("chown");
+            }
+            std::fs::set_permissions(
+                home.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .expect("chmod");
+            ssl = vec![
+                "-c".to_string(),
+                "ssl=on".to_string(),
+                "-c".to_string(),
+                format!("ssl_cert_file={}", home.join("server.crt").display()),
+                "-c".to_string(),
+                format!("ssl_key_file={}", home.join("server.key").display()),
+            ];
+            ca_file = Some(home.join("ca.pem"));
+        }
         let mut child = as_ogel(&bin.join("postgres"))
+            .args(&ssl)
             .arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string()])
@@ -222,7 +331,12 @@ impl Postgres {
             .spawn()
             .expect("postgres starts");
         wait_port(port, &mut child, "postgres");
-        Postgres { child, port, dir }
+        Postgres {
+            child,
+            port,
+            dir,
+            ca_file,
+        }
     }
 
     /// A connection as `user` to `dbname`.
