@@ -32,7 +32,7 @@ macro_rules! export_backend {
             config_len: usize,
             out: *mut $crate::abi::RawBuffer,
         ) -> *mut ::std::ffi::c_void {
-            $crate::export::create(config, config_len, out, |value| {
+            $crate::export::create(config, config_len, out, env!("CARGO_CRATE_NAME"), |value| {
                 $constructor(value).map(|b| Box::new(b) as Box<dyn $crate::Backend>)
             })
         }
@@ -84,6 +84,7 @@ pub unsafe fn create(
     config: *const u8,
     config_len: usize,
     out: *mut RawBuffer,
+    log_target: &str,
     constructor: impl FnOnce(serde_json::Value) -> Result<Box<dyn Backend>, BackendError>,
 ) -> *mut c_void {
     let bytes = if config.is_null() {
@@ -98,7 +99,7 @@ pub unsafe fn create(
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OGEL_LOG")
-                .unwrap_or_else(|_| "warn,ogel_backend_native=info".into()),
+                .unwrap_or_else(|_| format!("warn,{log_target}=info").into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(false)
