@@ -141,6 +141,22 @@ impl Drop for RunningEmulator {
     }
 }
 
+/// For tests: an emulator on free loopback ports with its data in a new
+/// temp dir under /tmp (mode 0755: the compute OS user must reach it),
+/// endpoints suspending after 200 ms checks. Drop the emulator before the
+/// dir (its computes stop first).
+pub async fn serve_in_temp_dir(
+    prefix: &str,
+    api_key: &str,
+) -> anyhow::Result<(RunningEmulator, tempfile::TempDir)> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp")?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let mut config = Config::new(dir.path().join("emu"), api_key);
+    config.idle_check_interval = Duration::from_millis(200);
+    Ok((serve(config).await?, dir))
+}
+
 /// Starts the emulator: the native backend under `data_dir/native` (the
 /// first start runs `initdb` once), the CA and proxy certificate under
 /// `data_dir/tls`, the API, the proxy and the idle-suspend loop.

@@ -3,10 +3,9 @@
 //! proxy, verified against the emulator's CA.
 #![allow(dead_code)]
 
-use ogel_neon_emulator::{Config, RunningEmulator};
+use ogel_neon_emulator::RunningEmulator;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,15 +29,7 @@ pub async fn start() -> Emu {
         )
         .with_test_writer()
         .try_init();
-    // The compute user must reach the data dir: /tmp, mode 0755.
-    let dir = tempfile::Builder::new()
-        .prefix("neon-emu-test-")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let mut config = Config::new(dir.path().join("emu"), KEY);
-    config.idle_check_interval = Duration::from_millis(200);
-    let emu = ogel_neon_emulator::serve(config)
+    let (emu, dir) = ogel_neon_emulator::serve_in_temp_dir("neon-emu-test-", KEY)
         .await
         .expect("emulator starts");
     let api = Api::new(&emu.api_url, KEY);
