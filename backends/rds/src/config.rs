@@ -8,6 +8,29 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+/// What a database is made of (`engine`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum Engine {
+    /// One RDS for PostgreSQL DB instance (engine `postgres`).
+    #[default]
+    #[serde(rename = "postgres")]
+    Postgres,
+    /// One Aurora PostgreSQL DB cluster with one writer instance (engine
+    /// `aurora-postgresql`); branches are copy-on-write clones.
+    #[serde(rename = "aurora-postgresql")]
+    AuroraPostgres,
+}
+
+impl Engine {
+    /// The RDS engine name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+            Engine::AuroraPostgres => "aurora-postgresql",
+        }
+    }
+}
+
 /// `[backends.rds]`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +46,10 @@ pub struct RdsConfig {
     pub endpoint_url: Option<String>,
     /// Key every password derives from (master and owners). Required.
     pub secret: String,
+    /// `postgres` (default: one DB instance per database) or
+    /// `aurora-postgresql` (one DB cluster and its writer instance).
+    #[serde(default)]
+    pub engine: Engine,
     /// Master user of every instance.
     #[serde(default = "default_master_username")]
     pub master_username: String,
@@ -32,10 +59,12 @@ pub struct RdsConfig {
     /// First part of every instance and snapshot identifier.
     #[serde(default = "default_prefix")]
     pub identifier_prefix: String,
-    /// `DBInstanceClass` of new instances.
-    #[serde(default = "default_instance_class")]
-    pub instance_class: String,
-    /// `AllocatedStorage` of new instances, GiB.
+    /// `DBInstanceClass` of new instances (of an Aurora cluster's writer);
+    /// unset: `db.t4g.micro`, or `db.t4g.medium` for Aurora (its smallest).
+    #[serde(default)]
+    pub instance_class: Option<String>,
+    /// `AllocatedStorage` of new instances, GiB (not used by Aurora,
+    /// whose storage grows by itself).
     #[serde(default = "default_storage")]
     pub allocated_storage_gib: i32,
     /// `StorageType` (gp3, gp2, io1, …); unset: RDS's default.
@@ -113,9 +142,6 @@ fn default_master_database() -> String {
 fn default_prefix() -> String {
     "ogel".into()
 }
-fn default_instance_class() -> String {
-    "db.t4g.micro".into()
-}
 fn default_storage() -> i32 {
     20
 }
@@ -153,6 +179,7 @@ impl fmt::Debug for RdsConfig {
             .field("secret", &"<redacted>")
             .field("master_username", &self.master_username)
             .field("identifier_prefix", &self.identifier_prefix)
+            .field("engine", &self.engine)
             .field("instance_class", &self.instance_class)
             .field("allocated_storage_gib", &self.allocated_storage_gib)
             .field("tls", &self.tls)
@@ -167,6 +194,20 @@ pub(crate) fn invalid(message: impl Into<String>) -> BackendError {
 }
 
 impl RdsConfig {
+    /// Whether databases are Aurora clusters.
+    pub fn aurora(&self) -> bool {
+        self.engine == Engine::AuroraPostgres
+    }
+
+    /// `DBInstanceClass` of new instances.
+    pub fn instance_class(&self) -> &str {
+        match (&self.instance_class, self.engine) {
+            (Some(c), _) => c,
+            (None, Engine::Postgres) => "db.t4g.micro",
+            (None, Engine::AuroraPostgres) => "db.t4g.medium",
+        }
+    }
+
     /// Parses and checks the section.
     pub fn from_json(value: serde_json::Value) -> Result<RdsConfig, BackendError> {
         // serde's messages name the key, never a value.
@@ -274,6 +315,17 @@ mod tests {
         assert_eq!(c.master_username, "ogel_master");
         assert_eq!(c.identifier_prefix, "ogel");
         assert_eq!(c.start_timeout, Duration::from_secs(60));
+        assert_eq!(c.engine, Engine::Postgres);
+        assert_eq!(c.instance_class(), "db.t4g.micro");
+        let mut v = base();
+        v["engine"] = "aurora-postgresql".into();
+        let c = RdsConfig::from_json(v).unwrap();
+        assert!(c.aurora());
+        assert_eq!(c.instance_class(), "db.t4g.medium");
+        let mut v = base();
+        v["engine"] = "mysql".into();
+        let e = RdsConfig::from_json(v).unwrap_err();
+        assert!(e.message.contains("aurora-postgresql"), "{}", e.message);
         let mut v = base();
         v["region"] = "nowhere".into();
         let e = RdsConfig::from_json(v).unwrap_err();

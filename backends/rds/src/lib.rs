@@ -26,14 +26,34 @@
 //!   `Unavailable` ("… is starting; retry shortly") instead of holding the
 //!   client; the start goes on at RDS and a later connection finds it
 //!   running. (RDS starts an instance by itself after 7 days stopped.)
-//! - Point in time: not offered (`point_in_time: false`).
+//! - Point in time: not offered for instances (`point_in_time: false`).
 //!   `RestoreDBInstanceToPointInTime` would be the path for RDS instances.
-//! - Aurora: instances of engine `aurora-postgresql` belong to a cluster,
-//!   whose clone path is `RestoreDBClusterToPointInTime` with
-//!   `RestoreType=copy-on-write` (then a `CreateDBInstance` in the new
-//!   cluster): a copy-on-write branch in minutes regardless of size. This
-//!   plugin creates and handles engine `postgres` instances only; Aurora is
-//!   not implemented.
+//!
+//! ## Aurora (`engine = "aurora-postgresql"`)
+//!
+//! - A database `shop` is the DB cluster `ogel-shop-<hash>` (CreateDBCluster,
+//!   engine `aurora-postgresql`, the same master user and password) plus
+//!   its writer instance (CreateDBInstance with `DBClusterIdentifier`, same
+//!   identifier as the cluster, tag `ogel:writer-of`), made once the cluster
+//!   is available. The cluster carries the tags; the endpoint is the
+//!   cluster's writer endpoint (through `endpoint_overrides`). Owner role
+//!   and database are made inside as for an instance.
+//! - A branch is a copy-on-write clone of its parent's cluster:
+//!   RestoreDBClusterToPointInTime with `RestoreType=copy-on-write` and
+//!   `UseLatestRestorableTime`, then a writer instance in the new cluster
+//!   (capability `branching: copy_on_write`: no `--allow-slow`). A failed
+//!   clone deletes the partial cluster.
+//! - A branch at a timestamp is RestoreDBClusterToPointInTime with
+//!   `RestoreToTime` — as `RestoreType=full-copy`, since RDS refuses
+//!   `RestoreToTime` with copy-on-write — within the parent's restorable
+//!   window (`point_in_time: true`, except on a shared data server, which
+//!   cannot reproduce past data and so refuses it).
+//! - Snapshots are manual DB cluster snapshots (CreateDBClusterSnapshot,
+//!   RestoreDBClusterFromSnapshot + a writer). Suspend/wake are
+//!   StopDBCluster/StartDBCluster. Delete removes the writer instance and
+//!   then the cluster.
+//! - On a shared data server a clone's data is a `CREATE DATABASE …
+//!   TEMPLATE` copy of the parent's database, as for snapshot restores.
 //!
 //! # Configuration (`[backends.rds]`)
 //!
@@ -68,7 +88,11 @@
 //! rds:CreateDBInstance, DescribeDBInstances, DeleteDBInstance,
 //! StartDBInstance, StopDBInstance, CreateDBSnapshot, DescribeDBSnapshots,
 //! DeleteDBSnapshot, RestoreDBInstanceFromDBSnapshot, and AddTagsToResource
-//! (RDS requires it for the tags given on create and restore).
+//! (RDS requires it for the tags given on create and restore). Aurora adds
+//! CreateDBCluster, DescribeDBClusters, DeleteDBCluster, StartDBCluster,
+//! StopDBCluster, RestoreDBClusterToPointInTime, CreateDBClusterSnapshot,
+//! DescribeDBClusterSnapshots, DeleteDBClusterSnapshot and
+//! RestoreDBClusterFromSnapshot.
 //!
 //! # Secrets
 //!
@@ -245,8 +269,10 @@ impl RdsBackend {
     fn address(&self, i: &Instance) -> Result<(String, u16, String), BackendError> {
         let rds_host = i.address.clone().ok_or_else(|| {
             BackendError::unavailable(format!(
-                "RDS instance {} has no endpoint yet (status \"{}\"); retry shortly",
-                i.id, i.status
+                "{} {} has no endpoint yet (status \"{}\"); retry shortly",
+                self.rds.unit(),
+                i.id,
+                i.status
             ))
         })?;
         let port = i.port.unwrap_or(5432);
@@ -309,31 +335,41 @@ impl RdsBackend {
         what: &str,
     ) -> Result<Instance, BackendError> {
         let bound = self.config.create_timeout;
-        let result = self
-            .rds
-            .wait(
-                id,
-                bound,
-                |p| p == Phase::Usable,
-                |i| {
-                    self.set_progress(
-                        compute,
-                        Some(Progress {
-                            done_bytes: 0,
-                            total_bytes: i.storage_gib << 30,
-                        }),
+        let started = std::time::Instant::now();
+        let mut result = Ok(());
+        if self.config.aurora() {
+            result = self.rds.add_writer(id, bound).await;
+        }
+        let unit = self.rds.unit();
+        let result = match result {
+            Err(e) => Err(e),
+            Ok(()) => {
+                self.rds
+                    .wait(
+                        id,
+                        bound.saturating_sub(started.elapsed()),
+                        |p| p == Phase::Usable,
+                        |i| {
+                            self.set_progress(
+                                compute,
+                                Some(Progress {
+                                    done_bytes: 0,
+                                    total_bytes: i.storage_gib << 30,
+                                }),
+                            )
+                        },
                     )
-                },
-            )
-            .await;
+                    .await
+            }
+        };
         match result {
             Ok(i) => Ok(i),
             Err(WaitError::Timeout(status)) => Err(BackendError::unavailable(format!(
-                "RDS instance {id} was still \"{status}\" after {} while {what}; it has been deleted: retry, or raise `create_timeout`",
+                "{unit} {id} was still \"{status}\" after {} while {what}; it has been deleted: retry, or raise `create_timeout`",
                 human(bound)
             ))),
             Err(WaitError::Gone) => Err(BackendError::unavailable(format!(
-                "RDS instance {id} disappeared while {what} (deleted by someone else?)"
+                "{unit} {id} disappeared while {what} (deleted by someone else?)"
             ))),
             Err(WaitError::Failed(e)) => Err(e),
         }
@@ -434,6 +470,55 @@ impl RdsBackend {
         match result {
             Ok(i) => Ok(i),
             Err(e) => {
+                self.undo_instance(target).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Aurora: makes cluster `target` (tags `tags`) as a clone of `parent`'s
+    /// cluster — copy-on-write as it is now, or a full copy at `at` — with
+    /// its writer and, on a shared data server, its data copy. On error,
+    /// nothing is left.
+    async fn clone_into(
+        &self,
+        compute: &str,
+        parent: &Instance,
+        target: &str,
+        mut tags: BTreeMap<String, String>,
+        at: Option<aws_smithy_types::DateTime>,
+    ) -> Result<Instance, BackendError> {
+        let source_db = parent
+            .tags
+            .get(TAG_DBNAME)
+            .cloned()
+            .unwrap_or_else(|| tags.get(TAG_DATABASE).cloned().unwrap_or_default());
+        let dbname = if self.config.shared_data_server {
+            target.to_string()
+        } else {
+            source_db.clone()
+        };
+        tags.insert(TAG_DBNAME.to_string(), dbname.clone());
+        self.rds
+            .clone_cluster(&parent.id, target, &tags, at)
+            .await?;
+        let result = async {
+            let i = self
+                .wait_created(compute, target, "it was being cloned")
+                .await?;
+            if self.config.shared_data_server {
+                let owner = tags.get(TAG_OWNER).cloned().unwrap_or_default();
+                let client = self.master(&i).await?;
+                sql::drop_database(&client, &dbname).await?;
+                sql::copy_database(&client, &source_db, &dbname, &owner).await?;
+            }
+            Ok(i)
+        }
+        .await;
+        match result {
+            Ok(i) => Ok(i),
+            Err(e) => {
+                tracing::warn!(cluster = %target, error = %e, "clone failed: deleting the new cluster");
                 self.undo_instance(target).await;
                 Err(e)
             }
@@ -571,6 +656,43 @@ impl RdsBackend {
         Ok(())
     }
 
+    /// Aurora: `at` (RFC 3339) as a restore time of `parent`'s cluster,
+    /// checked against its restorable window.
+    fn restore_time(
+        &self,
+        parent: &Instance,
+        at: &str,
+    ) -> Result<aws_smithy_types::DateTime, BackendError> {
+        use aws_smithy_types::date_time::Format;
+        if self.config.shared_data_server {
+            return Err(BackendError::unsupported(
+                "backend rds with `shared_data_server` cannot branch at a point in time: the shared server holds only the present data",
+            ));
+        }
+        let t =
+            aws_smithy_types::DateTime::from_str(at.trim(), Format::DateTime).map_err(|_| {
+                config::invalid(format!(
+                    "invalid time \"{at}\" (expected RFC 3339, e.g. 2026-11-25T13:00:00Z)"
+                ))
+            })?;
+        if let Some((earliest, latest)) = parent.restorable {
+            if t.secs() < earliest || t.secs() > latest {
+                let show = |s: i64| {
+                    aws_smithy_types::DateTime::from_secs(s)
+                        .fmt(Format::DateTime)
+                        .unwrap_or_else(|_| s.to_string())
+                };
+                return Err(config::invalid(format!(
+                    "{at} is outside the restorable window of Aurora cluster {} ({} to {})",
+                    parent.id,
+                    show(earliest),
+                    show(latest)
+                )));
+            }
+        }
+        Ok(t)
+    }
+
     /// The instance of a compute, started if stopped, within `start_timeout`.
     async fn wake(&self, database: &str, i: Instance) -> Result<Instance, BackendError> {
         let bound = self.config.start_timeout;
@@ -637,10 +759,17 @@ impl Backend for RdsBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
+        let aurora = self.config.aurora();
         Capabilities {
             suspend: true,
-            branching: Branching::SnapshotCopy,
-            point_in_time: false,
+            branching: if aurora {
+                Branching::CopyOnWrite
+            } else {
+                Branching::SnapshotCopy
+            },
+            // Aurora restores a cluster to a time; a shared data server
+            // cannot reproduce the data of that time.
+            point_in_time: aurora && !self.config.shared_data_server,
             snapshots: true,
             // RDS snapshots are taken of the running instance (storage-level, crash-consistent).
             online_snapshot: true,
@@ -655,10 +784,17 @@ impl Backend for RdsBackend {
             None => String::new(),
         };
         format!(
-            "rds: region {}{endpoint}, {} with {} GiB, TLS {}{}{}",
+            "rds: region {}{endpoint}, {}, TLS {}{}{}",
             c.region.as_deref().unwrap_or("from the AWS environment"),
-            c.instance_class,
-            c.allocated_storage_gib,
+            if c.aurora() {
+                format!("Aurora PostgreSQL clusters, writer {}", c.instance_class())
+            } else {
+                format!(
+                    "{} with {} GiB",
+                    c.instance_class(),
+                    c.allocated_storage_gib
+                )
+            },
             if self.ca_pem.is_some() {
                 "verified"
             } else {
@@ -844,7 +980,21 @@ impl Backend for RdsBackend {
             .cloned()
             .unwrap_or_else(|| format!("{}_owner", spec.database));
         let tags = self.tags(&spec.database, &spec.branch, &owner, &spec.database);
+        let aurora = self.config.aurora();
         let result = match &spec.point {
+            BranchPoint::Now if aurora => {
+                tracing::info!(branch = %compute, parent = %parent.id, cluster = %target, "branch: copy-on-write clone of the parent's cluster");
+                self.clone_into(&compute, &parent, &target, tags, None)
+                    .await
+                    .map(|_| ())
+            }
+            BranchPoint::Timestamp { at } if aurora => {
+                let at = self.restore_time(&parent, at)?;
+                tracing::info!(branch = %compute, parent = %parent.id, cluster = %target, "branch: the parent's cluster restored to a point in time");
+                self.clone_into(&compute, &parent, &target, tags, Some(at))
+                    .await
+                    .map(|_| ())
+            }
             BranchPoint::Now => {
                 let mut snap_tags = self.tags(&spec.database, &spec.parent, &owner, "");
                 snap_tags.insert(TAG_BASE_OF.to_string(), spec.branch.clone());
@@ -875,6 +1025,9 @@ impl Backend for RdsBackend {
                     .await
                     .map(|_| ())
             }
+            BranchPoint::Lsn { .. } if aurora => Err(BackendError::unsupported(
+                "backend rds (Aurora) branches at a time, not at an LSN; use --at <RFC 3339 time>, now or a snapshot",
+            )),
             BranchPoint::Lsn { .. } | BranchPoint::Timestamp { .. } => {
                 Err(BackendError::unsupported(
                     "backend rds cannot branch at a point in time; use --at now or a snapshot",

@@ -2,6 +2,14 @@
 //! delete, start, stop, restore) through aws-sdk-rds, and the bounded waits
 //! on their states. Knows RDS's state names and what each means for a
 //! compute; knows nothing of Postgres.
+//!
+//! With `engine = "aurora-postgresql"` the unit that serves a compute is a
+//! DB cluster with one writer instance, and the same calls go to the
+//! cluster API: an [`Instance`] then describes the cluster (its writer
+//! endpoint, its tags; its status is the cluster's, or the writer's once
+//! the cluster is available), snapshots are DB cluster snapshots, start and
+//! stop are StartDBCluster/StopDBCluster, and delete removes the writer
+//! then the cluster. [`Rds::clone_cluster`] is the copy-on-write clone.
 
 use crate::aws;
 use crate::config::RdsConfig;
@@ -32,6 +40,11 @@ pub struct Instance {
     pub storage_gib: u64,
     /// Engine (postgres, aurora-postgresql, …).
     pub engine: String,
+    /// Aurora: the writer instance's identifier, once there is one.
+    pub writer: Option<String>,
+    /// Aurora: the cluster's restorable window (EarliestRestorableTime,
+    /// LatestRestorableTime), Unix seconds.
+    pub restorable: Option<(i64, i64)>,
 }
 
 /// What the plugin needs of one DB snapshot.
@@ -157,6 +170,72 @@ fn instance(i: &aws_sdk_rds::types::DbInstance) -> Instance {
         created_unix: secs(i.instance_create_time()),
         storage_gib: i.allocated_storage().unwrap_or(0).max(0) as u64,
         engine: i.engine().unwrap_or_default().to_string(),
+        writer: None,
+        restorable: None,
+    }
+}
+
+/// The writer instance of cluster `c` (the member marked as writer, else
+/// the first member).
+fn writer_of(c: &aws_sdk_rds::types::DbCluster) -> Option<String> {
+    let members = c.db_cluster_members();
+    members
+        .iter()
+        .find(|m| m.is_cluster_writer() == Some(true))
+        .or_else(|| members.first())
+        .and_then(|m| m.db_instance_identifier())
+        .map(str::to_string)
+}
+
+/// A cluster as the unit serving a compute; `writer` is its writer
+/// instance as described (if any).
+fn cluster_unit(c: &aws_sdk_rds::types::DbCluster, writer: Option<&Instance>) -> Instance {
+    let cluster_status = c.status().unwrap_or("unknown");
+    let status = if phase(cluster_status) != Phase::Usable {
+        cluster_status.to_string()
+    } else {
+        match writer {
+            Some(w) => w.status.clone(),
+            None => NO_WRITER.to_string(),
+        }
+    };
+    let restorable = match (c.earliest_restorable_time(), c.latest_restorable_time()) {
+        (Some(e), Some(l)) => Some((e.secs(), l.secs())),
+        _ => None,
+    };
+    Instance {
+        id: c.db_cluster_identifier().unwrap_or_default().to_string(),
+        status,
+        address: c.endpoint().map(str::to_string),
+        port: c.port().and_then(|p| u16::try_from(p).ok()),
+        tags: tags_of(c.tag_list()),
+        created_unix: secs(c.cluster_create_time()),
+        storage_gib: c.allocated_storage().unwrap_or(0).max(0) as u64,
+        engine: c.engine().unwrap_or_default().to_string(),
+        writer: writer_of(c),
+        restorable,
+    }
+}
+
+/// The status of an available Aurora cluster that has no writer instance
+/// yet (a Busy phase: the plugin adds the writer).
+pub const NO_WRITER: &str = "available-without-writer";
+
+/// Tag on an Aurora writer instance: its cluster. (Writer instances carry
+/// no `ogel:prefix` tag: the cluster is what the plugin lists.)
+pub const TAG_WRITER_OF: &str = "ogel:writer-of";
+
+fn cluster_snapshot(s: &aws_sdk_rds::types::DbClusterSnapshot) -> Snapshot {
+    Snapshot {
+        id: s
+            .db_cluster_snapshot_identifier()
+            .unwrap_or_default()
+            .to_string(),
+        status: s.status().unwrap_or("unknown").to_string(),
+        tags: tags_of(s.tag_list()),
+        created_unix: secs(s.snapshot_create_time()),
+        percent: s.percent_progress().unwrap_or(0).clamp(0, 100) as u64,
+        storage_gib: s.allocated_storage().unwrap_or(0).max(0) as u64,
     }
 }
 
@@ -198,8 +277,25 @@ impl Rds {
         Ok(())
     }
 
-    /// The instance `id`, or `None`.
+    /// "RDS instance" or "Aurora cluster": what an identifier names, for messages.
+    pub fn unit(&self) -> &'static str {
+        if self.config.aurora() {
+            "Aurora cluster"
+        } else {
+            "RDS instance"
+        }
+    }
+
+    /// The instance `id` (Aurora: the cluster `id`), or `None`.
     pub async fn describe(&self, id: &str) -> Result<Option<Instance>, BackendError> {
+        if self.config.aurora() {
+            return self.describe_cluster(id).await;
+        }
+        self.describe_instance(id).await
+    }
+
+    /// The DB instance `id`, or `None`.
+    pub async fn describe_instance(&self, id: &str) -> Result<Option<Instance>, BackendError> {
         match self
             .client()
             .await?
@@ -214,8 +310,11 @@ impl Rds {
         }
     }
 
-    /// Every instance this gateway made (tag `ogel:prefix`).
+    /// Every instance this gateway made (tag `ogel:prefix`); Aurora: every cluster.
     pub async fn list(&self) -> Result<Vec<Instance>, BackendError> {
+        if self.config.aurora() {
+            return self.list_clusters().await;
+        }
         let mut pages = self
             .client()
             .await?
@@ -235,13 +334,17 @@ impl Rds {
         Ok(all)
     }
 
-    /// CreateDBInstance (engine postgres) with the configured shape.
+    /// CreateDBInstance (engine postgres) with the configured shape;
+    /// Aurora: CreateDBCluster (its writer comes with [`Rds::add_writer`]).
     pub async fn create(
         &self,
         id: &str,
         master_password: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<(), BackendError> {
+        if self.config.aurora() {
+            return self.create_cluster(id, master_password, tags).await;
+        }
         let c = &self.config;
         let mut req = self
             .client()
@@ -249,7 +352,7 @@ impl Rds {
             .create_db_instance()
             .db_instance_identifier(id)
             .engine("postgres")
-            .db_instance_class(&c.instance_class)
+            .db_instance_class(c.instance_class())
             .allocated_storage(c.allocated_storage_gib)
             .master_username(&c.master_username)
             .master_user_password(master_password)
@@ -269,13 +372,17 @@ impl Rds {
         Ok(())
     }
 
-    /// RestoreDBInstanceFromDBSnapshot into a new instance `id`.
+    /// RestoreDBInstanceFromDBSnapshot into a new instance `id`; Aurora:
+    /// RestoreDBClusterFromSnapshot into a new cluster `id`.
     pub async fn restore(
         &self,
         snapshot: &str,
         id: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<(), BackendError> {
+        if self.config.aurora() {
+            return self.restore_cluster(snapshot, id, tags).await;
+        }
         let c = &self.config;
         let mut req = self
             .client()
@@ -283,7 +390,7 @@ impl Rds {
             .restore_db_instance_from_db_snapshot()
             .db_snapshot_identifier(snapshot)
             .db_instance_identifier(id)
-            .db_instance_class(&c.instance_class)
+            .db_instance_class(c.instance_class())
             .set_tags(Some(tag_list(tags)))
             .set_storage_type(c.storage_type.clone())
             .set_db_subnet_group_name(c.db_subnet_group_name.clone())
@@ -301,8 +408,11 @@ impl Rds {
     }
 
     /// DeleteDBInstance; a missing or already-deleting instance is fine.
-    /// Does not wait.
+    /// Does not wait. Aurora: the cluster's instances, then the cluster.
     pub async fn delete(&self, id: &str) -> Result<(), BackendError> {
+        if self.config.aurora() {
+            return self.delete_cluster(id).await;
+        }
         let mut req = self
             .client()
             .await?
@@ -320,7 +430,7 @@ impl Rds {
             Ok(_) => Ok(()),
             Err(e) if aws::code(&e) == Some("DBInstanceNotFound") => Ok(()),
             Err(e) if aws::code(&e) == Some("InvalidDBInstanceState") => {
-                match self.describe(id).await? {
+                match self.describe_instance(id).await? {
                     None => Ok(()),
                     Some(i) if i.status == "deleting" => Ok(()),
                     Some(_) => Err(aws::error(&format!("delete RDS instance {id}"), e)),
@@ -331,7 +441,11 @@ impl Rds {
     }
 
     /// StartDBInstance; an instance that is not stopped is left as it is.
+    /// Aurora: StartDBCluster.
     pub async fn start(&self, id: &str) -> Result<(), BackendError> {
+        if self.config.aurora() {
+            return self.start_cluster(id).await;
+        }
         match self
             .client()
             .await?
@@ -346,8 +460,11 @@ impl Rds {
         }
     }
 
-    /// StopDBInstance (a clean shutdown).
+    /// StopDBInstance (a clean shutdown); Aurora: StopDBCluster.
     pub async fn stop(&self, id: &str) -> Result<(), BackendError> {
+        if self.config.aurora() {
+            return self.stop_cluster(id).await;
+        }
         self.client()
             .await?
             .stop_db_instance()
@@ -386,7 +503,8 @@ impl Rds {
                 return Err(WaitError::Failed(BackendError::new(
                     kind,
                     format!(
-                        "RDS instance {id} is \"{}\": it needs attention in the AWS console (see its events)",
+                        "{} {id} is \"{}\": it needs attention in the AWS console (see its events)",
+                        self.unit(),
                         i.status
                     ),
                 )));
@@ -415,13 +533,16 @@ impl Rds {
         }
     }
 
-    /// CreateDBSnapshot of instance `instance`.
+    /// CreateDBSnapshot of instance `instance`; Aurora: CreateDBClusterSnapshot.
     pub async fn create_snapshot(
         &self,
         instance: &str,
         id: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<(), BackendError> {
+        if self.config.aurora() {
+            return self.create_cluster_snapshot(instance, id, tags).await;
+        }
         self.client()
             .await?
             .create_db_snapshot()
@@ -438,6 +559,9 @@ impl Rds {
 
     /// The snapshot `id`, or `None`.
     pub async fn describe_snapshot(&self, id: &str) -> Result<Option<Snapshot>, BackendError> {
+        if self.config.aurora() {
+            return self.describe_cluster_snapshot(id).await;
+        }
         match self
             .client()
             .await?
@@ -454,6 +578,9 @@ impl Rds {
 
     /// Every manual snapshot this gateway made.
     pub async fn list_snapshots(&self) -> Result<Vec<Snapshot>, BackendError> {
+        if self.config.aurora() {
+            return self.list_cluster_snapshots().await;
+        }
         let mut pages = self
             .client()
             .await?
@@ -506,6 +633,9 @@ impl Rds {
 
     /// DeleteDBSnapshot; a missing one is fine.
     pub async fn delete_snapshot(&self, id: &str) -> Result<(), BackendError> {
+        if self.config.aurora() {
+            return self.delete_cluster_snapshot(id).await;
+        }
         match self
             .client()
             .await?
@@ -517,6 +647,409 @@ impl Rds {
             Ok(_) => Ok(()),
             Err(e) if aws::code(&e) == Some("DBSnapshotNotFound") => Ok(()),
             Err(e) => Err(aws::error(&format!("delete RDS snapshot {id}"), e)),
+        }
+    }
+}
+
+/// Aurora: the DB cluster API.
+impl Rds {
+    async fn describe_cluster_raw(
+        &self,
+        id: &str,
+    ) -> Result<Option<aws_sdk_rds::types::DbCluster>, BackendError> {
+        match self
+            .client()
+            .await?
+            .describe_db_clusters()
+            .db_cluster_identifier(id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.db_clusters().first().cloned()),
+            Err(e) if aws::code(&e) == Some("DBClusterNotFoundFault") => Ok(None),
+            Err(e) => Err(aws::error(&format!("describe Aurora cluster {id}"), e)),
+        }
+    }
+
+    /// The cluster `id` as the unit serving a compute, or `None`.
+    async fn describe_cluster(&self, id: &str) -> Result<Option<Instance>, BackendError> {
+        let Some(c) = self.describe_cluster_raw(id).await? else {
+            return Ok(None);
+        };
+        let writer = match writer_of(&c) {
+            Some(w) => self.describe_instance(&w).await?,
+            None => None,
+        };
+        Ok(Some(cluster_unit(&c, writer.as_ref())))
+    }
+
+    /// Every cluster this gateway made (tag `ogel:prefix`), with its writer.
+    async fn list_clusters(&self) -> Result<Vec<Instance>, BackendError> {
+        let client = self.client().await?;
+        let mut pages = client.describe_db_clusters().into_paginator().send();
+        let mut clusters = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws::error("list Aurora clusters", e))?;
+            clusters.extend(
+                page.db_clusters()
+                    .iter()
+                    .filter(|c| {
+                        tags_of(c.tag_list()).get(TAG_PREFIX)
+                            == Some(&self.config.identifier_prefix)
+                    })
+                    .cloned(),
+            );
+        }
+        if clusters.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut instances = BTreeMap::new();
+        let mut pages = client.describe_db_instances().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws::error("list RDS instances", e))?;
+            for i in page.db_instances() {
+                let i = instance(i);
+                instances.insert(i.id.clone(), i);
+            }
+        }
+        Ok(clusters
+            .iter()
+            .map(|c| cluster_unit(c, writer_of(c).and_then(|w| instances.get(&w))))
+            .collect())
+    }
+
+    /// CreateDBCluster (engine aurora-postgresql) with the configured shape.
+    async fn create_cluster(
+        &self,
+        id: &str,
+        master_password: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), BackendError> {
+        let c = &self.config;
+        let mut req = self
+            .client()
+            .await?
+            .create_db_cluster()
+            .db_cluster_identifier(id)
+            .engine(c.engine.name())
+            .master_username(&c.master_username)
+            .master_user_password(master_password)
+            .copy_tags_to_snapshot(false)
+            .set_tags(Some(tag_list(tags)))
+            .set_engine_version(c.engine_version.clone())
+            .set_storage_type(c.storage_type.clone())
+            .set_db_subnet_group_name(c.db_subnet_group_name.clone())
+            .set_backup_retention_period(c.backup_retention_days);
+        if !c.vpc_security_group_ids.is_empty() {
+            req = req.set_vpc_security_group_ids(Some(c.vpc_security_group_ids.clone()));
+        }
+        req.send()
+            .await
+            .map_err(|e| aws::error(&format!("create Aurora cluster {id}"), e))?;
+        Ok(())
+    }
+
+    /// RestoreDBClusterFromSnapshot into a new cluster `id`.
+    async fn restore_cluster(
+        &self,
+        snapshot: &str,
+        id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), BackendError> {
+        let c = &self.config;
+        let mut req = self
+            .client()
+            .await?
+            .restore_db_cluster_from_snapshot()
+            .snapshot_identifier(snapshot)
+            .db_cluster_identifier(id)
+            .engine(c.engine.name())
+            .set_tags(Some(tag_list(tags)))
+            .set_engine_version(c.engine_version.clone())
+            .set_db_subnet_group_name(c.db_subnet_group_name.clone());
+        if !c.vpc_security_group_ids.is_empty() {
+            req = req.set_vpc_security_group_ids(Some(c.vpc_security_group_ids.clone()));
+        }
+        req.send().await.map_err(|e| {
+            aws::error(
+                &format!("restore cluster snapshot {snapshot} into Aurora cluster {id}"),
+                e,
+            )
+        })?;
+        Ok(())
+    }
+
+    /// RestoreDBClusterToPointInTime from cluster `source` into a new
+    /// cluster `id`: with `at` unset, the copy-on-write clone of the
+    /// source as it is now (`RestoreType=copy-on-write`,
+    /// `UseLatestRestorableTime`); with `at`, a full copy of the source at
+    /// that time (RDS refuses `RestoreToTime` with copy-on-write).
+    pub async fn clone_cluster(
+        &self,
+        source: &str,
+        id: &str,
+        tags: &BTreeMap<String, String>,
+        at: Option<aws_smithy_types::DateTime>,
+    ) -> Result<(), BackendError> {
+        let c = &self.config;
+        let mut req = self
+            .client()
+            .await?
+            .restore_db_cluster_to_point_in_time()
+            .source_db_cluster_identifier(source)
+            .db_cluster_identifier(id)
+            .set_tags(Some(tag_list(tags)))
+            .set_db_subnet_group_name(c.db_subnet_group_name.clone());
+        req = match at {
+            None => req
+                .restore_type("copy-on-write")
+                .use_latest_restorable_time(true),
+            Some(at) => req.restore_type("full-copy").restore_to_time(at),
+        };
+        if !c.vpc_security_group_ids.is_empty() {
+            req = req.set_vpc_security_group_ids(Some(c.vpc_security_group_ids.clone()));
+        }
+        let what = if at.is_none() {
+            "clone"
+        } else {
+            "restore to a point in time"
+        };
+        req.send().await.map_err(|e| {
+            aws::error(
+                &format!("{what} Aurora cluster {source} into cluster {id}"),
+                e,
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Waits (at most `bound`) for cluster `id` to be available, then
+    /// creates its writer instance (same identifier as the cluster: DB
+    /// instances and clusters are separate namespaces) unless it has one.
+    pub async fn add_writer(&self, id: &str, bound: Duration) -> Result<(), WaitError> {
+        let deadline = Instant::now() + bound;
+        let cluster = loop {
+            let Some(c) = self.describe_cluster_raw(id).await? else {
+                return Err(WaitError::Gone);
+            };
+            let status = c.status().unwrap_or("unknown").to_string();
+            match phase(&status) {
+                Phase::Usable => break c,
+                Phase::Broken => {
+                    return Err(WaitError::Failed(BackendError::unavailable(format!(
+                        "Aurora cluster {id} is \"{status}\": it needs attention in the AWS console (see its events)"
+                    ))))
+                }
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(WaitError::Timeout(status));
+            }
+            tokio::time::sleep(self.config.poll_interval.min(deadline - Instant::now())).await;
+        };
+        if writer_of(&cluster).is_some() {
+            return Ok(());
+        }
+        let c = &self.config;
+        let tags = BTreeMap::from([(TAG_WRITER_OF.to_string(), id.to_string())]);
+        match self
+            .client()
+            .await?
+            .create_db_instance()
+            .db_instance_identifier(id)
+            .db_cluster_identifier(id)
+            .engine(c.engine.name())
+            .db_instance_class(c.instance_class())
+            .set_publicly_accessible(c.publicly_accessible)
+            .set_tags(Some(tag_list(&tags)))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if aws::code(&e) == Some("DBInstanceAlreadyExists") => Ok(()),
+            Err(e) => Err(WaitError::Failed(aws::error(
+                &format!("create the writer instance of Aurora cluster {id}"),
+                e,
+            ))),
+        }
+    }
+
+    /// Deletes the cluster's instances, then the cluster (RDS accepts the
+    /// cluster's deletion once its instances are `deleting`). A missing or
+    /// already-deleting cluster is fine. Does not wait.
+    async fn delete_cluster(&self, id: &str) -> Result<(), BackendError> {
+        let Some(cluster) = self.describe_cluster_raw(id).await? else {
+            return Ok(());
+        };
+        if cluster.status() == Some("deleting") {
+            return Ok(());
+        }
+        for m in cluster.db_cluster_members() {
+            let Some(member) = m.db_instance_identifier() else {
+                continue;
+            };
+            // Aurora instances take no final snapshot (the cluster does).
+            match self
+                .client()
+                .await?
+                .delete_db_instance()
+                .db_instance_identifier(member)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if aws::code(&e) == Some("DBInstanceNotFound") => {}
+                Err(e) if aws::code(&e) == Some("InvalidDBInstanceState") => {
+                    match self.describe_instance(member).await? {
+                        None => {}
+                        Some(i) if i.status == "deleting" => {}
+                        Some(_) => {
+                            return Err(aws::error(
+                                &format!("delete instance {member} of Aurora cluster {id}"),
+                                e,
+                            ))
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(aws::error(
+                        &format!("delete instance {member} of Aurora cluster {id}"),
+                        e,
+                    ))
+                }
+            }
+        }
+        let mut req = self
+            .client()
+            .await?
+            .delete_db_cluster()
+            .db_cluster_identifier(id);
+        req = if self.config.final_snapshot {
+            let millis = crate::now_millis();
+            req.skip_final_snapshot(false)
+                .final_db_snapshot_identifier(format!("{id}-final-s{millis}"))
+        } else {
+            req.skip_final_snapshot(true)
+        };
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if aws::code(&e) == Some("DBClusterNotFoundFault") => Ok(()),
+            Err(e) if aws::code(&e) == Some("InvalidDBClusterStateFault") => {
+                match self.describe_cluster_raw(id).await? {
+                    None => Ok(()),
+                    Some(c) if c.status() == Some("deleting") => Ok(()),
+                    Some(_) => Err(aws::error(&format!("delete Aurora cluster {id}"), e)),
+                }
+            }
+            Err(e) => Err(aws::error(&format!("delete Aurora cluster {id}"), e)),
+        }
+    }
+
+    /// StartDBCluster; a cluster that is not stopped is left as it is.
+    async fn start_cluster(&self, id: &str) -> Result<(), BackendError> {
+        match self
+            .client()
+            .await?
+            .start_db_cluster()
+            .db_cluster_identifier(id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if aws::code(&e) == Some("InvalidDBClusterStateFault") => Ok(()),
+            Err(e) => Err(aws::error(&format!("start Aurora cluster {id}"), e)),
+        }
+    }
+
+    /// StopDBCluster (stops its instances).
+    async fn stop_cluster(&self, id: &str) -> Result<(), BackendError> {
+        self.client()
+            .await?
+            .stop_db_cluster()
+            .db_cluster_identifier(id)
+            .send()
+            .await
+            .map_err(|e| aws::error(&format!("stop Aurora cluster {id}"), e))?;
+        Ok(())
+    }
+
+    async fn create_cluster_snapshot(
+        &self,
+        cluster: &str,
+        id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), BackendError> {
+        self.client()
+            .await?
+            .create_db_cluster_snapshot()
+            .db_cluster_identifier(cluster)
+            .db_cluster_snapshot_identifier(id)
+            .set_tags(Some(tag_list(tags)))
+            .send()
+            .await
+            .map_err(|e| {
+                aws::error(
+                    &format!("take snapshot {id} of Aurora cluster {cluster}"),
+                    e,
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn describe_cluster_snapshot(&self, id: &str) -> Result<Option<Snapshot>, BackendError> {
+        match self
+            .client()
+            .await?
+            .describe_db_cluster_snapshots()
+            .db_cluster_snapshot_identifier(id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.db_cluster_snapshots().first().map(cluster_snapshot)),
+            Err(e) if aws::code(&e) == Some("DBClusterSnapshotNotFoundFault") => Ok(None),
+            Err(e) => Err(aws::error(
+                &format!("describe Aurora cluster snapshot {id}"),
+                e,
+            )),
+        }
+    }
+
+    async fn list_cluster_snapshots(&self) -> Result<Vec<Snapshot>, BackendError> {
+        let mut pages = self
+            .client()
+            .await?
+            .describe_db_cluster_snapshots()
+            .snapshot_type("manual")
+            .into_paginator()
+            .send();
+        let mut all = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws::error("list Aurora cluster snapshots", e))?;
+            all.extend(
+                page.db_cluster_snapshots()
+                    .iter()
+                    .map(cluster_snapshot)
+                    .filter(|s| s.tags.get(TAG_PREFIX) == Some(&self.config.identifier_prefix)),
+            );
+        }
+        Ok(all)
+    }
+
+    async fn delete_cluster_snapshot(&self, id: &str) -> Result<(), BackendError> {
+        match self
+            .client()
+            .await?
+            .delete_db_cluster_snapshot()
+            .db_cluster_snapshot_identifier(id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if aws::code(&e) == Some("DBClusterSnapshotNotFoundFault") => Ok(()),
+            Err(e) => Err(aws::error(
+                &format!("delete Aurora cluster snapshot {id}"),
+                e,
+            )),
         }
     }
 }

@@ -37,7 +37,14 @@ fn artifacts() -> (PathBuf, PathBuf) {
 
 #[test]
 fn the_rds_plugin_passes_the_conformance_suite() {
-    conformance(false);
+    conformance(false, false);
+}
+
+/// With `engine = "aurora-postgresql"`: clusters, copy-on-write clones as
+/// branches, cluster snapshots, stop/start cluster.
+#[test]
+fn the_rds_plugin_passes_the_conformance_suite_on_aurora() {
+    conformance(false, true);
 }
 
 /// The same with TLS to the instances: the gateway's compute connections
@@ -45,10 +52,10 @@ fn the_rds_plugin_passes_the_conformance_suite() {
 /// verify the RDS host name against the configured CA.
 #[test]
 fn the_rds_plugin_passes_the_conformance_suite_over_tls() {
-    conformance(true);
+    conformance(true, false);
 }
 
-fn conformance(tls: bool) {
+fn conformance(tls: bool, aurora: bool) {
     let _serial = SERIAL.blocking_lock();
     let (ogel, so) = artifacts();
     let started = Instant::now();
@@ -58,12 +65,17 @@ fn conformance(tls: bool) {
         Some(ca) => format!("tls = true\nca_file = \"{}\"\n", ca.display()),
         None => "tls = false\n".to_string(),
     };
+    let engine = if aurora {
+        "engine = \"aurora-postgresql\"\n"
+    } else {
+        ""
+    };
     let section = format!(
         r#"region = "us-east-1"
 endpoint_url = "{}"
 secret = "{SECRET}"
 master_username = "{MASTER}"
-{tls_keys}shared_data_server = true
+{tls_keys}{engine}shared_data_server = true
 poll_interval = "100ms"
 create_timeout = "60s"
 start_timeout = "20s"
@@ -118,17 +130,32 @@ endpoint_overrides = {{ "*.rds.amazonaws.com" = "127.0.0.1:{}" }}
         assert!(stdout.contains(step), "{step}: {stdout}");
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");
-    // The conformance ran on moto: instances were made, stopped, started,
-    // snapshotted, restored and deleted there.
+    // The conformance ran on moto: instances (Aurora: clusters) were made,
+    // stopped, started, snapshotted, restored and deleted there.
     let actions = moto.actions();
-    for action in [
-        "CreateDBInstance",
-        "StopDBInstance",
-        "StartDBInstance",
-        "CreateDBSnapshot",
-        "RestoreDBInstanceFromDBSnapshot",
-        "DeleteDBInstance",
-    ] {
+    let expected: &[&str] = if aurora {
+        &[
+            "CreateDBCluster",
+            "CreateDBInstance",
+            "StopDBCluster",
+            "StartDBCluster",
+            "RestoreDBClusterToPointInTime",
+            "CreateDBClusterSnapshot",
+            "RestoreDBClusterFromSnapshot",
+            "DeleteDBInstance",
+            "DeleteDBCluster",
+        ]
+    } else {
+        &[
+            "CreateDBInstance",
+            "StopDBInstance",
+            "StartDBInstance",
+            "CreateDBSnapshot",
+            "RestoreDBInstanceFromDBSnapshot",
+            "DeleteDBInstance",
+        ]
+    };
+    for &action in expected {
         assert!(actions.iter().any(|a| a == action), "{action} never called");
     }
     // No secret in the gateway's output.

@@ -18,17 +18,31 @@ tested:
   `<ErrorResponse><Error>`, which is what the SDK parses: rewritten.
 - FAULTS_DIR/requests.log: one line per API request, `Action` only
   (never parameters: they can hold passwords).
+- RestoreDBClusterToPointInTime, held to RDS's published API where moto
+  accepts anything: `RestoreToTime` with `RestoreType=copy-on-write`, or
+  with `UseLatestRestorableTime`, or neither of them, or a time outside
+  the source's restorable window, is refused (InvalidParameterCombination /
+  InvalidRestoreFault); a copy-on-write clone gets the `CloneGroupId` RDS
+  reports (shared with its source), which moto leaves out. Each restore is
+  logged to FAULTS_DIR/restores.log as `<source> <new> <RestoreType>
+  <latest|ISO time>` (no secrets in these parameters).
+- DeleteDBCluster removes the cluster's automated snapshots, as RDS does
+  by default (`DeleteAutomatedBackups`); moto keeps them, and its
+  automated snapshot names (`rds:<cluster>-<minute>`) then collide when a
+  cluster of the same name is made again within the minute.
 """
 
 import os
 import sys
 import threading
+import uuid
 from urllib.parse import parse_qs
 
 from werkzeug.serving import run_simple
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-from moto.rds.models import DBInstance
+from moto.rds.exceptions import RDSClientError
+from moto.rds.models import DBInstance, RDSBackend
 
 PORT = int(sys.argv[1])
 FAULTS = sys.argv[2]
@@ -57,6 +71,82 @@ def _status_set(self, value):
 
 
 DBInstance.status = property(_status_get, _status_set)
+
+_restore_pit = RDSBackend.restore_db_cluster_to_point_in_time
+
+
+def _restore_db_cluster_to_point_in_time(
+    self,
+    db_cluster_identifier,
+    source_db_cluster_identifier,
+    restore_type="full-copy",
+    restore_to_time=None,
+    use_latest_restorable_time=False,
+    **overrides,
+):
+    if restore_to_time is not None and restore_type == "copy-on-write":
+        raise RDSClientError(
+            "InvalidParameterCombination",
+            "RestoreToTime can't be specified if the RestoreType parameter is copy-on-write",
+        )
+    if restore_to_time is not None and use_latest_restorable_time:
+        raise RDSClientError(
+            "InvalidParameterCombination",
+            "Cannot specify both RestoreToTime and UseLatestRestorableTime",
+        )
+    if restore_to_time is None and not use_latest_restorable_time:
+        raise RDSClientError(
+            "InvalidParameterValue",
+            "RestoreToTime must be specified if UseLatestRestorableTime isn't",
+        )
+    source = self.describe_db_clusters(db_cluster_identifier=source_db_cluster_identifier)[0]
+    if restore_to_time is not None:
+        at = restore_to_time.replace(tzinfo=None)
+        earliest = source.earliest_restorable_time.replace(tzinfo=None)
+        latest = source.latest_restorable_time.replace(tzinfo=None)
+        if not earliest <= at <= latest:
+            raise RDSClientError(
+                "InvalidRestoreFault",
+                f"The requested restore time {at.isoformat()}Z is outside the restorable window "
+                f"{earliest.isoformat()}Z .. {latest.isoformat()}Z of {source_db_cluster_identifier}",
+            )
+    cluster = _restore_pit(
+        self,
+        db_cluster_identifier,
+        source_db_cluster_identifier,
+        restore_type,
+        restore_to_time,
+        use_latest_restorable_time,
+        **overrides,
+    )
+    if restore_type == "copy-on-write":
+        group = getattr(source, "clone_group_id", None) or str(uuid.uuid4())
+        source.clone_group_id = group
+        cluster.clone_group_id = group
+    when = "latest" if restore_to_time is None else restore_to_time.isoformat()
+    with LOCK:
+        with open(os.path.join(FAULTS, "restores.log"), "a") as f:
+            f.write(f"{source.db_cluster_identifier} {cluster.db_cluster_identifier} {restore_type} {when}\n")
+    return cluster
+
+
+RDSBackend.restore_db_cluster_to_point_in_time = _restore_db_cluster_to_point_in_time
+
+_delete_cluster = RDSBackend.delete_db_cluster
+
+
+def _delete_db_cluster(self, cluster_identifier, snapshot_name=None):
+    cluster = _delete_cluster(self, cluster_identifier, snapshot_name)
+    for sid, snap in list(self.cluster_snapshots.items()):
+        if (
+            snap.snapshot_type == "automated"
+            and snap.db_cluster_identifier == cluster.db_cluster_identifier
+        ):
+            del self.cluster_snapshots[sid]
+    return cluster
+
+
+RDSBackend.delete_db_cluster = _delete_db_cluster
 
 THROTTLED = (
     b'<ErrorResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/">'
