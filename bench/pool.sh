@@ -15,6 +15,7 @@
 # Workloads, each on direct / PgBouncer / gateway:
 #   1. pgbench -S              select-only, simple protocol
 #   2. pgbench -S -C           a new connection per transaction
+#      (and on the gateway again with a token URL: no SCRAM exchange)
 #   3. pgbench -S -M prepared  prepared statements (PgBouncer needs >= 1.21
 #                              and max_prepared_statements; older: n/a)
 #   4. IDLE_CLIENTS idle, authenticated connections held open by
@@ -271,6 +272,7 @@ bench_backends() { # bench_backends TARGET
 
 # ---------------------------------------------------------------- gateway
 GW_URL=""
+TOKEN_URL=""
 if [[ -z "$SKIP_GATEWAY" ]]; then
     mkdir -p "$GW_DIR/plugins"
     cp "$EXT_SO" "$GW_DIR/plugins/"
@@ -286,6 +288,10 @@ size = $POOL_SIZE
 max_clients = $GW_MAX_CLIENTS
 queue_timeout = "120s"
 
+# One address opens every benchmark connection: no per-source rate limit.
+[limits]
+connections_per_second_per_source = 1000000
+
 [backends.external]
 url = "$ADMIN_URL/postgres"
 secret = "$(random_hex 32)"
@@ -300,6 +306,12 @@ EOF
     GW_URL="$(json_get .url <<<"$CREATED")" || die "the API's answer has no url: $CREATED"
     GW_URL="$(with_param "$GW_URL" sslmode=disable)"
     echo "    url: $(mask_url "$GW_URL")" >&2
+    # A token URL (the token is the user name: no SCRAM exchange).
+    MINTED="$(curl -sS --fail-with-body -X POST "$API/v1/databases/bench/tokens" \
+        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"ttl": "2h"}')" \
+        || die "minting a token URL failed: $MINTED"
+    TOKEN_URL="$(json_get .url <<<"$MINTED")" || die "the API's answer has no url: $MINTED"
+    TOKEN_URL="${TOKEN_URL%%\?*}?sslmode=disable"
 else
     say "SKIP_GATEWAY=1: creating database \"bench\" directly"
     admin_sql 'CREATE DATABASE bench' >/dev/null
@@ -388,20 +400,29 @@ TARGETS=(direct pgbouncer)
 [[ -z "$SKIP_GATEWAY" ]] && TARGETS+=(gateway)
 declare -A URL_OF=([direct]="$DIRECT_URL" [pgbouncer]="$PGB_URL" [gateway]="$GW_URL")
 declare -A TPS LAT SRV
-WORKLOADS=(simple connect prepared)
-declare -A LABEL=([simple]="select (-S)" [connect]="select, new conn (-S -C)" [prepared]="select, prepared (-M prepared)")
-declare -A FLAGS=([simple]="-S" [connect]="-S -C" [prepared]="-S -M prepared")
+WORKLOADS=(simple connect token prepared)
+declare -A LABEL=([simple]="select (-S)" [connect]="select, new conn (-S -C)" [token]="new conn, token URL (-S -C)" [prepared]="select, prepared (-M prepared)")
+declare -A FLAGS=([simple]="-S" [connect]="-S -C" [token]="-S -C" [prepared]="-S -M prepared")
 
 # run_pgbench WORKLOAD TARGET: fills TPS, LAT and SRV[WORKLOAD:TARGET].
 run_pgbench() {
     local workload="$1" target="$2" key="$1:$2" log="$LOGS/$1-$2.log" peak=0 n rc=0
+    local url="${URL_OF[$target]}"
+    if [[ "$workload" == token ]]; then
+        if [[ "$target" != gateway ]]; then
+            TPS[$key]="n/a" LAT[$key]="n/a" SRV[$key]="n/a"
+            echo "    $target: n/a (token URLs are the gateway's)" >&2
+            return
+        fi
+        url="$TOKEN_URL"
+    fi
     if [[ "$workload" == prepared && "$target" == pgbouncer && -z "$PGB_PREPARED" ]]; then
         TPS[$key]="n/a" LAT[$key]="n/a" SRV[$key]="n/a"
         echo "    $target: n/a (PgBouncer $PGB_VERSION < 1.21 has no prepared statements in transaction mode)" >&2
         return
     fi
     # shellcheck disable=SC2086 # FLAGS are words
-    "$PGBENCH" ${FLAGS[$workload]} -n -c "$CLIENTS" -j "$JOBS" -T "$DURATION" "${URL_OF[$target]}" >"$log" 2>&1 &
+    "$PGBENCH" ${FLAGS[$workload]} -n -c "$CLIENTS" -j "$JOBS" -T "$DURATION" "$url" >"$log" 2>&1 &
     BENCH_PID=$!
     while kill -0 "$BENCH_PID" 2>/dev/null; do
         n="$(bench_backends "$target")"
