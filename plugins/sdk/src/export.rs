@@ -319,7 +319,7 @@ mod tests {
         unsafe {
             let mut out = RawBuffer::empty();
             let config = b"{}";
-            let instance = create(config.as_ptr(), config.len(), &mut out, |_| {
+            let instance = create(config.as_ptr(), config.len(), &mut out, "test", |_| {
                 Ok(Box::new(Toy) as Box<dyn Backend>)
             });
             assert!(!instance.is_null());
@@ -372,7 +372,7 @@ mod tests {
         unsafe {
             let mut out = RawBuffer::empty();
             let config = b"{\"bad\": true}";
-            let instance = create(config.as_ptr(), config.len(), &mut out, |_| {
+            let instance = create(config.as_ptr(), config.len(), &mut out, "test", |_| {
                 Err(BackendError::new(
                     crate::BackendErrorKind::InvalidRequest,
                     "missing url",
