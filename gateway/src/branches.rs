@@ -176,7 +176,7 @@ impl Gateway {
                 record.backend
             ))));
         }
-        if caps.branching == Branching::SnapshotCopy && !allow_slow {
+        if caps.slow_branches && !allow_slow {
             return Err(ServiceError::Backend(BackendError::unsupported(format!(
                 "backend {} makes a branch as a full copy through a snapshot, which takes minutes on large data; ask for it with --allow-slow (\"allow_slow\": true)",
                 record.backend

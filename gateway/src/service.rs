@@ -254,6 +254,8 @@ impl Gateway {
             name: name.to_string(),
             owner,
         };
+        // Minutes on RDS: listed in GET /v1/operations with the backend's progress.
+        let _op = self.operation(name, "create database");
         if let Err(e) = lifecycle.backend().create_database(&spec).await {
             tracing::warn!(database = name, error = %e, cause = ?e.source, "create failed; rolling back");
             self.catalog.remove_database(&record)?;

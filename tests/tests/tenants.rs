@@ -130,6 +130,8 @@ async fn one_tenant_never_reaches_another() {
     )
     .await;
     assert_eq!(status, 403, "A cannot create for B");
+    let (status, ops) = api(&gw, &a, "GET", "/v1/operations", None).await;
+    assert_eq!(status, 200, "a tenant lists its own operations: {ops}");
     let (status, _) = api(&gw, "ogt_wrong", "GET", "/v1/databases", None).await;
     assert_eq!(status, 401);
     // B's token id cannot be revoked by A.

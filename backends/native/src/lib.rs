@@ -492,6 +492,9 @@ impl Backend for NativeBackend {
             point_in_time: true,
             snapshots: true,
             online_snapshot: driver.atomic_snapshot,
+            // The copy driver copies locally, with progress: not "slow" in
+            // the sense of RDS's minutes-long restores.
+            slow_branches: false,
         }
     }
 

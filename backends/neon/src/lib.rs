@@ -579,6 +579,7 @@ impl Backend for NeonBackend {
             point_in_time: true,
             snapshots: false,
             online_snapshot: false,
+            slow_branches: false,
         }
     }
 

@@ -773,6 +773,8 @@ impl Backend for RdsBackend {
             snapshots: true,
             // RDS snapshots are taken of the running instance (storage-level, crash-consistent).
             online_snapshot: true,
+            // A restore into a new instance takes minutes; Aurora clones don't.
+            slow_branches: !aurora,
         }
     }
 

@@ -118,7 +118,10 @@ pub struct OperationInfo {
 /// Long operations running now (branch copies, snapshots, restores) and
 /// how far they are.
 #[utoipa::path(get, path = "/v1/operations", responses((status = 200, body = [OperationInfo])))]
-pub async fn list_operations(State(state): State<ApiState>) -> ApiResult<Vec<OperationInfo>> {
+pub async fn list_operations(
+    State(state): State<ApiState>,
+    axum::Extension(scope): axum::Extension<crate::access::Scope>,
+) -> ApiResult<Vec<OperationInfo>> {
     let running: Vec<(String, &'static str, std::time::Instant)> = state
         .gateway
         .operations
@@ -129,13 +132,20 @@ pub async fn list_operations(State(state): State<ApiState>) -> ApiResult<Vec<Ope
         .collect();
     let mut out = Vec::new();
     for (compute, kind, started) in running {
-        let progress = match state
+        // A tenant sees its own databases' operations only.
+        let database = state
             .gateway
-            .ready_database(crate::branches::split(&compute).0)
-            .and_then(|db| state.gateway.lifecycle(&db))
-        {
-            Ok(l) => l.backend().progress(&compute).await.ok().flatten(),
-            Err(_) => None,
+            .catalog
+            .database(crate::branches::split(&compute).0)
+            .ok()
+            .flatten();
+        if !database.as_ref().is_some_and(|db| scope.sees(db)) {
+            continue;
+        }
+        // Any state: a database being created reports its progress too.
+        let progress = match database.as_ref().map(|db| state.gateway.lifecycle(db)) {
+            Some(Ok(l)) => l.backend().progress(&compute).await.ok().flatten(),
+            _ => None,
         }
         .unwrap_or_default();
         out.push(OperationInfo {

@@ -380,8 +380,12 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
                     "min_warm": min_warm,
                     "tenant": tenant,
                 });
-                let created: DatabaseCredentials =
-                    api.call(Method::POST, "/v1/databases", Some(body)).await?;
+                let created: DatabaseCredentials = with_progress(
+                    &api,
+                    name,
+                    api.call(Method::POST, "/v1/databases", Some(body)),
+                )
+                .await?;
                 eprintln!(
                     "created database \"{}\" (owner {}); the password is shown only now",
                     created.database.name, created.database.owner

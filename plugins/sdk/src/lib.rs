@@ -74,6 +74,10 @@ pub struct Capabilities {
     pub snapshots: bool,
     /// A crash-consistent snapshot of a running compute in one atomic step.
     pub online_snapshot: bool,
+    /// Making a branch takes minutes (a snapshot restored into a new
+    /// instance, as on RDS): the gateway asks the caller to say
+    /// `--allow-slow`. ABI 1.2; absent means false.
+    pub slow_branches: bool,
 }
 
 /// How a backend makes branches.
