@@ -351,6 +351,15 @@ async fn run_suite(gw: &Throwaway, backend: &str, report: &mut Report) {
             "a branch is a writable copy, isolated from its parent, and deletes cleanly",
             async {
                 let path = format!("/v1/databases/{DB}/branches");
+                if caps["slow_branches"].as_bool().unwrap_or(false) {
+                    // A slow branch is made only when asked for.
+                    let body = serde_json::json!({"name": "conformance-dev"});
+                    expect_status(
+                        "create a slow branch without allow_slow",
+                        gw.api(Method::POST, &path, Some(body)).await?,
+                        422,
+                    )?;
+                }
                 // The kit accepts slow (snapshot-copy) branches: it tests them.
                 let body = serde_json::json!({"name": "conformance-dev", "allow_slow": true});
                 expect_status(
