@@ -4,6 +4,7 @@
 //! them, and a database of another tenant is "not found" to it, never
 //! "forbidden", so its existence does not leak.
 
+use crate::auth::constant_time_eq;
 use crate::catalog::{DatabaseRecord, TenantRecord, TokenRecord, DEFAULT_TENANT};
 use crate::error::ClientError;
 use crate::service::{unix_now, Gateway, ServiceError};
@@ -218,6 +219,10 @@ impl Gateway {
     /// The client limit of a tenant (0: none).
     pub fn tenant_client_limit(&self, tenant: &str) -> usize {
         let configured = self.limits.config().clients_per_tenant;
+        // The default tenant has no record: no catalog read on its logins.
+        if tenant == DEFAULT_TENANT {
+            return configured;
+        }
         match self.catalog.tenant(tenant) {
             Ok(Some(TenantRecord {
                 max_clients: Some(n),
@@ -362,14 +367,10 @@ impl Gateway {
                 )));
             }
         }
-        let catalog_error = |e: crate::catalog::CatalogError| {
-            tracing::error!(error = %e, "catalog read failed during token login");
-            ClientError::new(
-                "XX000",
-                "the gateway could not read its catalog; see its log",
-            )
-        };
-        let issued = self.catalog.token(&claims.jti).map_err(catalog_error)?;
+        let issued = self
+            .catalog
+            .token(&claims.jti)
+            .map_err(|e| ClientError::catalog_unreadable(&e, "token login"))?;
         let Some(issued) = issued else {
             return Err(refused(
                 "this gateway has no record of it (its database was deleted?)".into(),
@@ -406,9 +407,4 @@ impl Gateway {
         };
         format!("{host}:{}", self.pg_addr.port())
     }
-}
-
-/// Equal bytes, in time that does not depend on where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

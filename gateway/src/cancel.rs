@@ -5,6 +5,7 @@
 //! CancelRequest reaches the right Postgres backend without clients ever
 //! learning compute addresses.
 
+use crate::auth::constant_time_eq;
 use rand::Rng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -99,7 +100,9 @@ impl CancelRegistry {
         let target = {
             let targets = self.lock();
             match targets.get(&pid) {
-                Some(t) if constant_time_eq(t.secret, secret) => t.slot.get(),
+                Some(t) if constant_time_eq(&t.secret.to_be_bytes(), &secret.to_be_bytes()) => {
+                    t.slot.get()
+                }
                 _ => {
                     tracing::debug!(pid, "cancel request with an unknown key ignored");
                     return;
@@ -130,10 +133,6 @@ impl CancelRegistry {
             Err(_) => tracing::warn!(pid, %addr, "forwarding a cancel timed out"),
         }
     }
-}
-
-fn constant_time_eq(a: u32, b: u32) -> bool {
-    (a ^ b) == 0
 }
 
 #[cfg(test)]

@@ -16,6 +16,15 @@ pub struct ClientError {
 }
 
 impl ClientError {
+    /// The catalog could not be read during a login (logged with `what`).
+    pub fn catalog_unreadable(e: &crate::catalog::CatalogError, what: &str) -> Self {
+        tracing::error!(error = %e, "catalog read failed during {what}");
+        ClientError::new(
+            "XX000",
+            "the gateway could not read its catalog; see its log",
+        )
+    }
+
     /// An error with no hint.
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         ClientError {

@@ -282,13 +282,6 @@ async fn startup(
         )
         .into());
     }
-    let catalog_error = |e: crate::catalog::CatalogError| {
-        tracing::error!(error = %e, "catalog read failed during login");
-        AuthError::Client(ClientError::new(
-            "XX000",
-            "the gateway could not read its catalog; see its log",
-        ))
-    };
     if admin::is_admin_database(&database) {
         // Only the admin user with the gateway's admin token: never a
         // database token, never a tenant's.
@@ -337,7 +330,7 @@ async fn startup(
         let verifier = gateway
             .catalog
             .role(&user)
-            .map_err(catalog_error)?
+            .map_err(|e| ClientError::catalog_unreadable(&e, "login"))?
             .filter(|role| role.databases.contains(&database))
             .and_then(|role| match ScramVerifier::parse(&role.verifier) {
                 Ok(v) => Some(v),

@@ -12,6 +12,20 @@ use bytes::BytesMut;
 use scram::{ScramError, ScramExchange, ScramVerifier};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+/// Whether two secrets are equal, in time that does not depend on where
+/// they differ (lengths are not secret). Shared by SCRAM proofs, cancel
+/// keys and API tokens.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
 /// Largest SASL message accepted from a client (real ones are ~100 bytes).
 const SASL_MESSAGE_MAX_BYTES: usize = 4096;
 

@@ -24,6 +24,7 @@
 //! Nothing in this module panics on client input: every malformed byte sequence is reported
 //! as [`ScramError::Malformed`] (or [`ScramError::ChannelBindingUnsupported`]).
 
+use super::constant_time_eq;
 use std::fmt;
 use std::mem;
 
@@ -441,15 +442,6 @@ fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; KEY_LEN] {
         mac.update(part);
     }
     mac.finalize().into_bytes().into()
-}
-
-/// Compares two keys without an early exit.
-fn constant_time_eq(a: &[u8; KEY_LEN], b: &[u8; KEY_LEN]) -> bool {
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]
