@@ -11,8 +11,7 @@ use common::*;
 use ogel_backend_rds::config::RdsConfig;
 use ogel_backend_rds::RdsBackend;
 use ogel_plugin_sdk::{
-    Backend, BackendErrorKind, BranchPoint, BranchSpec, Branching, ComputeState, Credentials,
-    DatabaseSpec,
+    Backend, BackendErrorKind, BranchPoint, BranchSpec, Branching, ComputeState,
 };
 use std::time::Instant;
 
@@ -54,44 +53,6 @@ async fn clusters_in_moto(client: &aws_sdk_rds::Client) -> Vec<String> {
         .iter()
         .filter_map(|c| c.db_cluster_identifier().map(str::to_string))
         .collect()
-}
-
-async fn instances_in_moto(client: &aws_sdk_rds::Client) -> Vec<String> {
-    client
-        .describe_db_instances()
-        .send()
-        .await
-        .expect("describe")
-        .db_instances()
-        .iter()
-        .filter_map(|i| i.db_instance_identifier().map(str::to_string))
-        .collect()
-}
-
-fn spec(name: &str) -> DatabaseSpec {
-    DatabaseSpec {
-        name: name.into(),
-        owner: format!("{name}_owner"),
-    }
-}
-
-async fn connect_endpoint(
-    pg: &Postgres,
-    ep: &ogel_plugin_sdk::ComputeEndpoint,
-) -> tokio_postgres::Client {
-    assert_eq!((ep.host.as_str(), ep.port), ("127.0.0.1", pg.port));
-    let Credentials::Password { user, password } = &ep.credentials;
-    pg.connect(user, password, &ep.database)
-        .await
-        .expect("log in with the endpoint's credentials")
-}
-
-async fn count(client: &tokio_postgres::Client) -> i64 {
-    client
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .expect("count")
-        .get(0)
 }
 
 fn branch(database: &str, name: &str, point: BranchPoint) -> BranchSpec {

@@ -425,3 +425,45 @@ pub fn config(moto_url: &str, pg_port: u16) -> serde_json::Value {
         "max_attempts": 4,
     })
 }
+
+/// The identifiers of every DB instance moto knows.
+pub async fn instances_in_moto(client: &aws_sdk_rds::Client) -> Vec<String> {
+    client
+        .describe_db_instances()
+        .send()
+        .await
+        .expect("describe")
+        .db_instances()
+        .iter()
+        .filter_map(|i| i.db_instance_identifier().map(str::to_string))
+        .collect()
+}
+
+/// A database spec with the usual owner name.
+pub fn spec(name: &str) -> ogel_plugin_sdk::DatabaseSpec {
+    ogel_plugin_sdk::DatabaseSpec {
+        name: name.into(),
+        owner: format!("{name}_owner"),
+    }
+}
+
+/// Logs in to what an endpoint names (the test server, through the override).
+pub async fn connect_endpoint(
+    pg: &Postgres,
+    ep: &ogel_plugin_sdk::ComputeEndpoint,
+) -> tokio_postgres::Client {
+    assert_eq!((ep.host.as_str(), ep.port), ("127.0.0.1", pg.port));
+    let ogel_plugin_sdk::Credentials::Password { user, password } = &ep.credentials;
+    pg.connect(user, password, &ep.database)
+        .await
+        .expect("log in with the endpoint's credentials")
+}
+
+/// Rows in table `t`.
+pub async fn count(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
