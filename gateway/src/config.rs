@@ -51,11 +51,11 @@ pub struct Config {
     /// Pre-waking computes ahead of their clients' usual arrival (`[prewake]`).
     pub prewake: PrewakeConfig,
     /// Who may connect, how often (`[limits]`).
-    pub limits: crate::limits::LimitsConfig,
+    pub limits: crate::accept::limits::LimitsConfig,
     /// TLS on the Postgres listener (`[tls]`).
-    pub tls: crate::tls::TlsConfig,
+    pub tls: crate::accept::tls::TlsConfig,
     /// Token URLs (`[tokens]`).
-    pub tokens: crate::access::TokensConfig,
+    pub tokens: crate::control::access::TokensConfig,
 }
 
 /// `[prewake]`.
@@ -230,9 +230,9 @@ impl Default for Config {
             backends: BTreeMap::new(),
             pool: PoolConfig::default(),
             prewake: PrewakeConfig::default(),
-            limits: crate::limits::LimitsConfig::default(),
-            tls: crate::tls::TlsConfig::default(),
-            tokens: crate::access::TokensConfig::default(),
+            limits: crate::accept::limits::LimitsConfig::default(),
+            tls: crate::accept::tls::TlsConfig::default(),
+            tokens: crate::control::access::TokensConfig::default(),
         }
     }
 }

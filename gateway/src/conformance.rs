@@ -4,7 +4,7 @@
 //! the gateway — checking what every backend must do and, by its declared
 //! capabilities, what it says it can do (or that it refuses cleanly).
 
-use crate::backends;
+use crate::wake;
 use anyhow::{anyhow, bail, Context};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -86,7 +86,7 @@ pub async fn check(file: &Path, config: Option<&Path>) -> anyhow::Result<()> {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     let plugins_dir = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins_dir)?;
-    let already_bundled = backends::plugin_files(Path::new("/nonexistent"))
+    let already_bundled = wake::plugin_files(Path::new("/nonexistent"))
         .iter()
         .any(|f| f.canonicalize().ok() == file.canonicalize().ok());
     if !already_bundled {
@@ -143,14 +143,14 @@ async fn start(data_dir: &Path, toml: &Path) -> anyhow::Result<Throwaway> {
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
         .spawn()?;
-    let run_info = crate::server::run_info_path(data_dir);
+    let run_info = crate::app::run_info_path(data_dir);
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         if let Some(info) = std::fs::read(&run_info)
             .ok()
-            .and_then(|b| serde_json::from_slice::<crate::server::RunInfo>(&b).ok())
+            .and_then(|b| serde_json::from_slice::<crate::app::RunInfo>(&b).ok())
         {
-            let token = std::fs::read_to_string(crate::server::token_path(data_dir))?
+            let token = std::fs::read_to_string(crate::app::token_path(data_dir))?
                 .trim()
                 .to_string();
             return Ok(Throwaway {

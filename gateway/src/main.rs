@@ -1,39 +1,10 @@
-//! `ogel`: the OgelBase gateway binary. `ogel up` runs the gateway
-//! (Postgres wire front end + HTTP API); the other commands are API clients.
-//!
-//! A connection's path through the modules: `frontend` (accept, negotiate)
-//! → `auth` (SCRAM against the `catalog`'s role store) → `service` and
-//! `ogel_policies::Lifecycle` (wake the compute) → `compute` (log in to it)
-//! → `pooler` (a server connection per transaction or session, relayed);
-//! `cancel` forwards CancelRequests; `admin` is the console database.
-
-mod access;
-mod admin;
-mod api;
-mod auth;
-mod backends;
-mod branches;
-mod cancel;
-mod catalog;
-mod cli;
-mod client_stream;
-mod compute;
-mod config;
-mod conformance;
-mod error;
-mod frontend;
-mod limits;
-mod metrics;
-mod pooler;
-mod protocol;
-mod server;
-mod server_stream;
-mod service;
-mod tls;
-mod tokens;
+//! `ogel`: the OgelBase gateway binary. It parses the command line and calls
+//! into the `ogel` library: `ogel up` runs the gateway (`app::up`), `ogel
+//! plugins check` the conformance kit, the other commands are API clients.
 
 use clap::Parser;
-use cli::{Cli, Command};
+use ogel::cli::{self, Cli, Command};
+use ogel::{app, config, conformance};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -66,7 +37,7 @@ fn main() -> ExitCode {
                 };
                 let loaded = config::Config::load(config, &overrides)
                     .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-                server::up(loaded, Some((config.clone(), overrides))).await
+                app::up(loaded, Some((config.clone(), overrides))).await
             }
             Command::Plugins(cli::PluginsCommand::Check { file, config }) => {
                 conformance::check(file, config.as_deref()).await

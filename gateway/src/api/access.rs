@@ -4,9 +4,9 @@
 
 use super::branches::bad_body;
 use super::{ApiError, ApiErrorBody, ApiResult, ApiState};
-use crate::access::{IssuedToken, Scope};
+use crate::control::access::{IssuedToken, Scope};
 use crate::catalog::TokenRecord;
-use crate::tokens::KeyInfo;
+use crate::auth::tokens::KeyInfo;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -194,7 +194,7 @@ pub async fn list_tenants(State(state): State<ApiState>) -> ApiResult<Vec<Tenant
         .gateway
         .catalog
         .tenants()
-        .map_err(crate::service::ServiceError::from)?;
+        .map_err(crate::control::databases::ServiceError::from)?;
     Ok(Json(
         tenants
             .into_iter()

@@ -3,7 +3,7 @@
 //! `/v1/databases/{name}/snapshots[/{id}/restore]`.
 
 use super::{ApiError, ApiErrorBody, ApiResult, ApiState};
-use crate::branches::{compute_name, parse_point};
+use crate::control::branches::{compute_name, parse_point};
 use crate::catalog::BranchRecord;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -120,7 +120,7 @@ pub struct OperationInfo {
 #[utoipa::path(get, path = "/v1/operations", responses((status = 200, body = [OperationInfo])))]
 pub async fn list_operations(
     State(state): State<ApiState>,
-    axum::Extension(scope): axum::Extension<crate::access::Scope>,
+    axum::Extension(scope): axum::Extension<crate::control::access::Scope>,
 ) -> ApiResult<Vec<OperationInfo>> {
     let running: Vec<(String, &'static str, std::time::Instant)> = state
         .gateway
@@ -136,7 +136,7 @@ pub async fn list_operations(
         let database = state
             .gateway
             .catalog
-            .database(crate::branches::split(&compute).0)
+            .database(crate::control::branches::split(&compute).0)
             .ok()
             .flatten();
         if !database.as_ref().is_some_and(|db| scope.sees(db)) {

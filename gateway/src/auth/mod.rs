@@ -5,9 +5,10 @@
 //! about which roles exist.
 
 pub mod scram;
+pub mod tokens;
 
 use crate::error::ClientError;
-use crate::protocol::{self, ReadError};
+use crate::wire::startup::{self, ReadError};
 use bytes::BytesMut;
 use scram::{ScramError, ScramExchange, ScramVerifier};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -59,12 +60,12 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let verifier = verifier.unwrap_or_else(|| ScramVerifier::mock(user, mock_secret));
     let mut exchange = ScramExchange::new(verifier);
     let mut out = BytesMut::new();
-    protocol::auth_sasl(&mut out);
+    startup::auth_sasl(&mut out);
     write(stream, &mut out).await?;
 
     let initial = expect_password_message(stream).await?;
     let mut rest = initial.as_slice();
-    let mechanism = protocol::take_cstr(&mut rest)?;
+    let mechanism = startup::take_cstr(&mut rest)?;
     if mechanism != "SCRAM-SHA-256" {
         return Err(AuthError::Client(
             ClientError::new(
@@ -87,14 +88,14 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let server_first = exchange
         .client_first(data)
         .map_err(|e| scram_error(e, user))?;
-    protocol::auth_sasl_data(&mut out, 11, &server_first);
+    startup::auth_sasl_data(&mut out, 11, &server_first);
     write(stream, &mut out).await?;
 
     let response = expect_password_message(stream).await?;
     let server_final = exchange
         .client_final(&response)
         .map_err(|e| scram_error(e, user))?;
-    protocol::auth_sasl_data(&mut out, 12, &server_final);
+    startup::auth_sasl_data(&mut out, 12, &server_final);
     write(stream, &mut out).await?;
     Ok(())
 }
@@ -105,11 +106,11 @@ pub async fn cleartext_password<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
 ) -> Result<String, AuthError> {
     let mut out = BytesMut::new();
-    protocol::auth_cleartext(&mut out);
+    startup::auth_cleartext(&mut out);
     write(stream, &mut out).await?;
     let body = expect_password_message(stream).await?;
     let mut rest = body.as_slice();
-    let password = protocol::take_cstr(&mut rest)?;
+    let password = startup::take_cstr(&mut rest)?;
     if !rest.is_empty() {
         return Err(ClientError::protocol("PasswordMessage has bytes after the password").into());
     }
@@ -134,7 +135,7 @@ fn scram_error(e: ScramError, user: &str) -> AuthError {
 async fn expect_password_message<S: AsyncRead + Unpin>(
     stream: &mut S,
 ) -> Result<Vec<u8>, AuthError> {
-    let (tag, body) = protocol::read_message(stream, SASL_MESSAGE_MAX_BYTES).await?;
+    let (tag, body) = startup::read_message(stream, SASL_MESSAGE_MAX_BYTES).await?;
     if tag != b'p' {
         return Err(ClientError::protocol(format!(
             "expected a SASL response, got message type '{}'",

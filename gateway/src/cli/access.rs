@@ -2,10 +2,10 @@
 //! --token`: the CLI side of token URLs, signing keys and tenants.
 
 use super::ApiClient;
-use crate::access::IssuedToken;
+use crate::control::access::IssuedToken;
 use crate::api::access::{CreatedTenant, TenantInfo};
 use crate::catalog::TokenRecord;
-use crate::tokens::KeyInfo;
+use crate::auth::tokens::KeyInfo;
 use clap::Subcommand;
 use reqwest::Method;
 
@@ -66,7 +66,7 @@ fn when(unix: u64) -> String {
 }
 
 /// `ogel db url NAME --token …`: prints the token URL.
-pub async fn mint(
+pub(super) async fn mint(
     api: &ApiClient,
     database: &str,
     branch: Option<&str>,
@@ -95,7 +95,7 @@ pub async fn mint(
     Ok(())
 }
 
-pub async fn tokens(api: &ApiClient, command: &TokensCommand) -> anyhow::Result<()> {
+pub(super) async fn tokens(api: &ApiClient, command: &TokensCommand) -> anyhow::Result<()> {
     match command {
         TokensCommand::List { database } => {
             let list: Vec<TokenRecord> = api
@@ -131,7 +131,7 @@ pub async fn tokens(api: &ApiClient, command: &TokensCommand) -> anyhow::Result<
     Ok(())
 }
 
-pub async fn keys(api: &ApiClient, command: &KeysCommand) -> anyhow::Result<()> {
+pub(super) async fn keys(api: &ApiClient, command: &KeysCommand) -> anyhow::Result<()> {
     let keys: Vec<KeyInfo> = match command {
         KeysCommand::List => api.call(Method::GET, "/v1/keys", None).await?,
         KeysCommand::Rotate => api.call(Method::POST, "/v1/keys/rotate", None).await?,
@@ -151,7 +151,7 @@ pub async fn keys(api: &ApiClient, command: &KeysCommand) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub async fn tenants(api: &ApiClient, command: &TenantsCommand) -> anyhow::Result<()> {
+pub(super) async fn tenants(api: &ApiClient, command: &TenantsCommand) -> anyhow::Result<()> {
     match command {
         TenantsCommand::Create { name, max_clients } => {
             let made: CreatedTenant = api

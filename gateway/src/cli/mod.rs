@@ -7,7 +7,7 @@ mod access;
 
 use crate::api::branches::{BranchInfo, SnapshotEntry};
 use crate::api::{DatabaseCredentials, DatabaseInfo, GatewayStatus, PluginList};
-use crate::server::{run_info_path, token_path, RunInfo};
+use crate::app::{run_info_path, token_path, RunInfo};
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use serde::de::DeserializeOwned;
@@ -550,7 +550,7 @@ async fn branch_command(api: &ApiClient, command: &BranchCommand) -> anyhow::Res
                 "{:<20} {:<12} {:<10} {:>12}  URL",
                 "BRANCH", "PARENT", "COMPUTE", "EXPIRES"
             );
-            let now = crate::service::unix_now();
+            let now = crate::control::databases::unix_now();
             for b in list {
                 let expires = b
                     .expires_at_unix

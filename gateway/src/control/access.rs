@@ -7,8 +7,8 @@
 use crate::auth::constant_time_eq;
 use crate::catalog::{DatabaseRecord, TenantRecord, TokenRecord, DEFAULT_TENANT};
 use crate::error::ClientError;
-use crate::service::{unix_now, Gateway, ServiceError};
-use crate::tokens::{TokenClaims, TokenError, ISSUER};
+use crate::control::databases::{unix_now, Gateway, ServiceError};
+use crate::auth::tokens::{TokenClaims, TokenError, ISSUER};
 use ogel_plugin_sdk::{BackendError, BackendErrorKind};
 use rand::Rng;
 use serde::{Deserialize, Serialize};

@@ -3,8 +3,8 @@
 //! (SCRAM via `postgres-protocol`), and collect the start-up messages
 //! (ParameterStatus, BackendKeyData, ReadyForQuery) to hand to the client.
 
-use crate::protocol::{self, ReadError};
-use crate::server_stream::{start_tls, ServerStream};
+use crate::wire::startup::{self, ReadError};
+use crate::wire::server_stream::{start_tls, ServerStream};
 use bytes::{BufMut, BytesMut};
 use ogel_plugin_sdk::{ComputeEndpoint, Credentials};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
@@ -106,7 +106,7 @@ async fn connect_inner(
     let mut greeting = BytesMut::new();
     let mut key = (0, 0);
     loop {
-        let (tag, body) = protocol::read_message(&mut stream, STARTUP_MESSAGE_MAX_BYTES)
+        let (tag, body) = startup::read_message(&mut stream, STARTUP_MESSAGE_MAX_BYTES)
             .await
             .map_err(|e| match e {
                 ReadError::Io(e) => {

@@ -4,11 +4,11 @@
 //! session state — reported parameters, parameters it set, statements
 //! prepared on it, and the last transaction status.
 
-use super::messages;
+use crate::wire::messages;
 use super::params::Params;
 use super::registry::{AtomicState, ConnState, Registered, Registry};
-use crate::compute::ComputeLink;
-use crate::server_stream::ServerStream;
+use crate::pool::compute_login::ComputeLink;
+use crate::wire::server_stream::ServerStream;
 use bytes::BytesMut;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

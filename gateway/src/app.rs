@@ -3,10 +3,10 @@
 //! and runs until Ctrl-C/SIGTERM, when it stops every compute cleanly.
 
 use crate::auth::scram::ScramVerifier;
-use crate::backends::{self, Backends};
+use crate::wake::{self, Backends};
 use crate::config::{Config, Overrides};
-use crate::service::{default_password_path, Gateway};
-use crate::{api, catalog::Catalog, frontend};
+use crate::control::databases::{default_password_path, Gateway};
+use crate::{accept, api, catalog::Catalog};
 use anyhow::{anyhow, bail, Context};
 use ogel_plugin_sdk::files::write_private;
 use rand::RngCore;
@@ -124,7 +124,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         "ogel: loading backend plugins (next to the ogel binary and in {}); the native backend's first start runs initdb once",
         plugins_dir.display()
     );
-    let files = backends::plugin_files(&plugins_dir);
+    let files = wake::plugin_files(&plugins_dir);
     let backends = Backends::load(
         &files,
         &config.backend_configs(),
@@ -161,8 +161,8 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let pg_addr = pg_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
 
-    let tls = crate::tls::Tls::load(&data_dir, &config.tls).context("setting up TLS")?;
-    let keys = crate::tokens::KeyRing::open(&data_dir).context("loading the token signing keys")?;
+    let tls = crate::accept::tls::Tls::load(&data_dir, &config.tls).context("setting up TLS")?;
+    let keys = crate::auth::tokens::KeyRing::open(&data_dir).context("loading the token signing keys")?;
     let mut gateway = Gateway::new(config.clone(), catalog, backends, pg_addr, tls, keys);
     gateway.admin_verifier = ScramVerifier::parse(&ScramVerifier::hash_password(&token)).ok();
     gateway.config_source = source;
@@ -188,7 +188,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let pg_task = tokio::spawn(frontend::serve(
+    let pg_task = tokio::spawn(accept::serve(
         pg_listener,
         gateway.clone(),
         stopped(stop_rx.clone()),

@@ -3,12 +3,12 @@
 //! (create, delete, suspend, wake, describe a database).
 
 use crate::auth::scram::ScramVerifier;
-use crate::backends::Backends;
+use crate::wake::Backends;
 use crate::cancel::CancelRegistry;
 use crate::catalog::{Catalog, CatalogError, DatabaseRecord, DatabaseState, RoleRecord};
 use crate::config::Config;
 use crate::error::{api_code, http_status};
-use crate::pooler::Pools;
+use crate::pool::Pools;
 use ogel_plugin_sdk::{BackendError, BackendErrorKind, ComputeStatus, DatabaseSpec};
 use ogel_policies::{Lifecycle, LifecycleStats};
 use rand::distributions::Alphanumeric;
@@ -90,13 +90,13 @@ pub struct Gateway {
     pub operations:
         Arc<std::sync::Mutex<std::collections::BTreeMap<String, (&'static str, Instant)>>>,
     /// TLS for the Postgres listener.
-    pub tls: crate::tls::Tls,
+    pub tls: crate::accept::tls::Tls,
     /// Who may connect (`[limits]`).
-    pub limits: crate::limits::Limits,
+    pub limits: crate::accept::limits::Limits,
     /// Learns clients' arrival times; pre-wakes computes ahead of them.
     pub predictor: Arc<ogel_policies::warm::Predictor>,
     /// Token signing keys.
-    pub keys: crate::tokens::KeyRing,
+    pub keys: crate::auth::tokens::KeyRing,
     /// Where `reload` re-reads the configuration from.
     pub config_source: Option<(std::path::PathBuf, crate::config::Overrides)>,
     create_lock: tokio::sync::Mutex<()>,
@@ -150,15 +150,15 @@ impl Gateway {
         catalog: Catalog,
         backends: Backends,
         pg_addr: SocketAddr,
-        tls: crate::tls::Tls,
-        keys: crate::tokens::KeyRing,
+        tls: crate::accept::tls::Tls,
+        keys: crate::auth::tokens::KeyRing,
     ) -> Self {
         Gateway {
             tls,
             keys,
             pools: Arc::new(Pools::new(config.pool.clone())),
             operations: Arc::default(),
-            limits: crate::limits::Limits::new(config.limits.clone()),
+            limits: crate::accept::limits::Limits::new(config.limits.clone()),
             predictor: Arc::new(ogel_policies::warm::Predictor::new(
                 config.prewake.settings(),
             )),
@@ -461,7 +461,7 @@ impl Gateway {
 
     /// The pools of a ready database: its read-write pool (made on first
     /// use) and its read-only one if it has one.
-    pub fn pools_of(&self, name: &str) -> Result<Vec<Arc<crate::pooler::DbPool>>, ServiceError> {
+    pub fn pools_of(&self, name: &str) -> Result<Vec<Arc<crate::pool::DbPool>>, ServiceError> {
         let record = self.ready_database(name)?;
         let lifecycle = self.lifecycle(&record)?;
         self.pools.get(name, &lifecycle, false);
@@ -509,7 +509,7 @@ impl Gateway {
 
     /// Wakes a compute (`db` or `db@branch`) unless it runs already.
     pub async fn wake_compute(&self, name: &str) -> Result<(), ServiceError> {
-        let record = self.ready_database(crate::branches::split(name).0)?;
+        let record = self.ready_database(crate::control::branches::split(name).0)?;
         let lifecycle = self.lifecycle(&record)?;
         if !lifecycle.stats(name).running {
             lifecycle.wake(name).await?;

@@ -9,7 +9,7 @@
 //! gateway (lifecycles, pools, backends); `main` is the database itself.
 
 use crate::catalog::BranchRecord;
-use crate::service::{unix_now, Gateway, ServiceError};
+use crate::control::databases::{unix_now, Gateway, ServiceError};
 use ogel_plugin_sdk::{
     BackendError, BackendErrorKind, BranchPoint, BranchSpec, Branching, SnapshotInfo,
 };
@@ -133,7 +133,7 @@ impl Gateway {
         } else {
             Vec::new()
         };
-        crate::pooler::pause_all(&pools, self.pools.config().pause_timeout)
+        crate::pool::pause_all(&pools, self.pools.config().pause_timeout)
             .await
             .map_err(|e| {
                 invalid(format!(

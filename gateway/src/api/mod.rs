@@ -6,9 +6,10 @@
 
 pub mod access;
 pub mod branches;
+pub mod metrics;
 
-use crate::access::Scope;
-use crate::service::{DatabaseView, Gateway, ServiceError};
+use crate::control::access::Scope;
+use crate::control::databases::{DatabaseView, Gateway, ServiceError};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -247,7 +248,7 @@ impl ApiState {
     paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, pause_database, resume_database, reset_password, reload, status, list_plugins,
         branches::list_branches, branches::create_branch, branches::delete_branch, branches::reset_branch, branches::list_snapshots, branches::create_snapshot, branches::restore_snapshot, branches::list_operations,
         access::create_token, access::list_tokens, access::revoke_token, access::list_keys, access::rotate_key, access::remove_key, access::list_tenants, access::create_tenant, access::delete_tenant),
-    components(schemas(Done, access::CreateToken, access::CreateTenant, access::TenantInfo, access::CreatedTenant, crate::access::IssuedToken, crate::catalog::TokenRecord, crate::tokens::KeyInfo, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
+    components(schemas(Done, access::CreateToken, access::CreateTenant, access::TenantInfo, access::CreatedTenant, crate::control::access::IssuedToken, crate::catalog::TokenRecord, crate::auth::tokens::KeyInfo, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
     modifiers(&BearerAuth),
     security(("admin_token" = []))
 )]
@@ -311,7 +312,7 @@ pub fn router(gateway: Arc<Gateway>, token: String, api_addr: SocketAddr) -> Rou
             get(|State(state): State<ApiState>| async move {
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    crate::metrics::render(&state.gateway),
+                    crate::api::metrics::render(&state.gateway),
                 )
             }),
         )
@@ -512,7 +513,7 @@ async fn pause_database(
 ) -> ApiResult<Done> {
     let timeout = state.gateway.pools.config().pause_timeout;
     let pools = state.gateway.pools_of(&name)?;
-    crate::pooler::pause_all(&pools, timeout)
+    crate::pool::pause_all(&pools, timeout)
         .await
         .map_err(|e| {
             ApiError::new(

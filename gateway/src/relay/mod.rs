@@ -16,14 +16,16 @@
 //! CloseComplete) exactly where the client expects them, including after an
 //! error, when the server skips everything up to the next Sync.
 
-use super::messages::{self, header, HEADER};
-use super::params::Params;
-use super::registry::{ClientInfo, ConnState, Registered};
-use super::server_conn::ServerConn;
-use super::sql::{self, SessionEffect};
-use super::DbPool;
+pub mod sql;
+
+use crate::wire::messages::{self, header, HEADER};
+use crate::pool::params::Params;
+use crate::pool::registry::{ClientInfo, ConnState, Registered};
+use crate::pool::server_conn::ServerConn;
+use sql::SessionEffect;
+use crate::pool::DbPool;
 use crate::cancel::CancelKey;
-use crate::client_stream::ClientStream;
+use crate::wire::client_stream::ClientStream;
 use crate::config::PoolMode;
 use crate::error::ClientError;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -179,7 +181,7 @@ fn counters(db: &DbPool) -> &PoolCounters {
 pub async fn run(
     db: Arc<DbPool>,
     login: Login,
-    registry: &Arc<super::registry::Registry<ClientInfo>>,
+    registry: &Arc<crate::pool::registry::Registry<ClientInfo>>,
 ) {
     // Boxed: the login's state is freed before the long-lived part.
     if let Some(mut session) = Box::pin(greet(db, login, registry)).await {
@@ -191,7 +193,7 @@ pub async fn run(
 async fn greet(
     db: Arc<DbPool>,
     login: Login,
-    registry: &Arc<super::registry::Registry<ClientInfo>>,
+    registry: &Arc<crate::pool::registry::Registry<ClientInfo>>,
 ) -> Option<Session> {
     let Login {
         mut stream,
@@ -236,11 +238,11 @@ async fn greet(
         pinned: std::sync::Mutex::new(""),
     });
     let mut out = BytesMut::with_capacity(512);
-    crate::protocol::auth_ok(&mut out);
+    crate::wire::startup::auth_ok(&mut out);
     for (name, value) in params.iter() {
         messages::parameter_status(&mut out, name, value);
     }
-    crate::protocol::backend_key_data(&mut out, cancel.pid, cancel.secret);
+    crate::wire::startup::backend_key_data(&mut out, cancel.pid, cancel.secret);
     messages::ready_for_query(&mut out, b'I');
     if send(&mut stream, &out).await.is_err() {
         return None;
@@ -1223,7 +1225,7 @@ impl Session {
             (Expect::SkipQuery, b'E') => {
                 tracing::warn!(
                     database = %self.db.name,
-                    error = %super::server_conn::error_message(msg),
+                    error = %crate::pool::server_conn::error_message(msg),
                     "restoring a client's settings on a server connection failed"
                 );
             }

@@ -4,14 +4,14 @@
 //! `SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | HELP`,
 //! `PAUSE [db]`, `RESUME [db]`, `RELOAD`.
 
-use crate::client_stream::ClientStream;
+use crate::wire::client_stream::ClientStream;
 use crate::error::ClientError;
-use crate::pooler::messages;
-use crate::pooler::registry::{count_clients, ConnState};
-use crate::pooler::session::send;
-use crate::pooler::DbPool;
-use crate::protocol::{self, ReadError};
-use crate::service::Gateway;
+use crate::wire::messages;
+use crate::pool::registry::{count_clients, ConnState};
+use crate::relay::send;
+use crate::pool::DbPool;
+use crate::wire::startup::{self, ReadError};
+use crate::control::databases::Gateway;
 use bytes::{BufMut, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ struct Table {
 /// Serves an authenticated admin until it disconnects.
 pub async fn serve(mut stream: ClientStream, gateway: &Arc<Gateway>) {
     let mut out = BytesMut::new();
-    protocol::auth_ok(&mut out);
+    startup::auth_ok(&mut out);
     for (name, value) in [
         ("server_version", "15.0 (ogel admin console)"),
         ("server_encoding", "UTF8"),
@@ -47,7 +47,7 @@ pub async fn serve(mut stream: ClientStream, gateway: &Arc<Gateway>) {
     ] {
         messages::parameter_status(&mut out, name, value);
     }
-    protocol::backend_key_data(&mut out, 0, 0);
+    startup::backend_key_data(&mut out, 0, 0);
     messages::ready_for_query(&mut out, b'I');
     let mut failed_batch = false;
     loop {
@@ -55,7 +55,7 @@ pub async fn serve(mut stream: ClientStream, gateway: &Arc<Gateway>) {
             return;
         }
         out.clear();
-        let (tag, body) = match protocol::read_message(&mut stream, COMMAND_MAX_BYTES).await {
+        let (tag, body) = match startup::read_message(&mut stream, COMMAND_MAX_BYTES).await {
             Ok(m) => m,
             Err(ReadError::Io(_)) => return,
             Err(ReadError::Malformed(m)) => {
@@ -130,7 +130,7 @@ async fn run(gateway: &Arc<Gateway>, sql: &str) -> Result<(Option<Table>, String
         ["PAUSE"] | ["PAUSE", _] => {
             let timeout = gateway.pools.config().pause_timeout;
             let pools = targets(gateway, arg.as_deref())?;
-            crate::pooler::pause_all(&pools, timeout)
+            crate::pool::pause_all(&pools, timeout)
                 .await
                 .map_err(|e| {
                     ClientError::new("55000", format!("PAUSE: {e}")).hint(

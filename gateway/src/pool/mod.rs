@@ -6,14 +6,12 @@
 //! session parameters carried across server connections, and what the
 //! admin console and `/metrics` read ([`Pools::all`], [`registry`]).
 
-pub mod messages;
+pub mod compute_login;
 pub mod params;
 pub mod registry;
 pub mod server_conn;
-pub mod session;
-pub mod sql;
 
-use crate::compute::{self, ComputeConnectError};
+use compute_login::ComputeConnectError;
 use crate::config::PoolConfig;
 use crate::error::ClientError;
 use ogel_policies::pool::{Checkout, Lease};
@@ -111,7 +109,7 @@ impl Pools {
         let pools: Vec<Arc<DbPool>> = lock(&self.pools).values().cloned().collect();
         for db in pools {
             db.pool
-                .configure(config.settings(crate::branches::split(&db.name).0));
+                .configure(config.settings(crate::control::branches::split(&db.name).0));
         }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
@@ -130,7 +128,7 @@ impl Pools {
             name: database.to_string(),
             read_only,
             // Branches (`db@branch`) take their database's settings.
-            pool: Pool::new(self.config().settings(crate::branches::split(database).0)),
+            pool: Pool::new(self.config().settings(crate::control::branches::split(database).0)),
             lifecycle: lifecycle.clone(),
             server_params: Mutex::new(params::Params::default()),
             servers: Arc::new(Registry::default()),
@@ -222,7 +220,7 @@ impl DbPool {
                     .hint("use a read-write token, or a backend that offers read-only credentials"))
                 }
             };
-            match compute::connect(&endpoint, &[]).await {
+            match compute_login::connect(&endpoint, &[]).await {
                 Ok(link) => {
                     let conn = ServerConn::new(link, endpoint.generation, &self.servers);
                     let mut params = lock(&self.server_params);

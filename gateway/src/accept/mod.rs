@@ -3,14 +3,18 @@
 //! pooler (or the admin console). One task per client; a failing or
 //! hostile client ends its own task and nothing else.
 
+pub mod limits;
+pub mod tls;
+
 use crate::admin;
 use crate::auth::{self, scram::ScramVerifier, AuthError};
-use crate::client_stream::ClientStream;
+use crate::wire::client_stream::ClientStream;
 use crate::error::ClientError;
-use crate::pooler::session::send;
-use crate::pooler::{self, session::Login};
-use crate::protocol::{self, FirstPacket, PROTOCOL_3_0};
-use crate::service::Gateway;
+use crate::relay::send;
+use crate::pool;
+use crate::relay::{self, Login};
+use crate::wire::startup::{self, FirstPacket, PROTOCOL_3_0};
+use crate::control::databases::Gateway;
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -76,7 +80,7 @@ struct Session {
     /// Served by the backend's read-only role.
     read_only: bool,
     /// Counts the client against its tenant's limit while it is connected.
-    tenant_slot: crate::limits::Admitted,
+    tenant_slot: crate::accept::limits::Admitted,
 }
 
 async fn handle_client(stream: ClientStream, gateway: Arc<Gateway>) {
@@ -85,7 +89,7 @@ async fn handle_client(stream: ClientStream, gateway: Arc<Gateway>) {
     let Some((pool, login, tenant_slot)) = Box::pin(log_in(stream, &gateway)).await else {
         return;
     };
-    pooler::session::run(pool, login, &gateway.pools.clients).await;
+    relay::run(pool, login, &gateway.pools.clients).await;
     drop(tenant_slot);
 }
 
@@ -94,7 +98,7 @@ async fn handle_client(stream: ClientStream, gateway: Arc<Gateway>) {
 async fn log_in(
     mut stream: ClientStream,
     gateway: &Arc<Gateway>,
-) -> Option<(Arc<pooler::DbPool>, Login, crate::limits::Admitted)> {
+) -> Option<(Arc<pool::DbPool>, Login, crate::accept::limits::Admitted)> {
     let timeout = gateway.config.auth_timeout;
     let target = match tokio::time::timeout(timeout, startup(&mut stream, gateway)).await {
         Ok(Ok(Some(target))) => target,
@@ -155,7 +159,7 @@ async fn startup(
     let max = gateway.config.startup_packet_max_bytes;
     let mut negotiations = 0;
     let (version, params) = loop {
-        match protocol::read_first_packet(stream, max).await? {
+        match startup::read_first_packet(stream, max).await? {
             FirstPacket::SslRequest if negotiations < NEGOTIATION_PACKETS_MAX => {
                 negotiations += 1;
                 match (
@@ -199,7 +203,7 @@ async fn startup(
         let mut out = BytesMut::new();
         // We speak 3.0 only. The field is the whole version number
         // (major << 16 | minor), as PostgreSQL sends it and libpq reads it.
-        protocol::negotiate_protocol_version(&mut out, PROTOCOL_3_0, &unrecognized);
+        startup::negotiate_protocol_version(&mut out, PROTOCOL_3_0, &unrecognized);
         send(stream, &out).await.map_err(|_| AuthError::Closed)?;
     }
     let param = |name: &str| {
@@ -214,7 +218,7 @@ async fn startup(
             "no PostgreSQL user name specified in startup packet",
         )
     })?;
-    let token_in_user = crate::tokens::looks_like_jwt(&user);
+    let token_in_user = crate::auth::tokens::looks_like_jwt(&user);
     // Without a database name libpq sends the user name: for a token, the
     // token's own database is meant.
     let requested = param("database")
@@ -365,7 +369,7 @@ async fn startup(
         params.push(("options".to_string(), options));
     }
     Ok(Some(Target::Database(Session {
-        database: crate::branches::compute_name(&record.name, &branch),
+        database: crate::control::branches::compute_name(&record.name, &branch),
         user: role,
         lifecycle,
         params,
@@ -433,7 +437,7 @@ fn branch_option(options: Option<&str>) -> (Option<String>, Option<String>) {
 
 async fn send_fatal(stream: &mut ClientStream, e: &ClientError) {
     let mut out = BytesMut::new();
-    protocol::fatal_response(&mut out, e.code, &e.message, e.hint.as_deref());
+    startup::fatal_response(&mut out, e.code, &e.message, e.hint.as_deref());
     let _ = send(stream, &out).await;
     let _ = stream.shutdown().await;
 }
