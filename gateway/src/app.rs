@@ -3,9 +3,9 @@
 //! and runs until Ctrl-C/SIGTERM, when it stops every compute cleanly.
 
 use crate::auth::scram::ScramVerifier;
-use crate::wake::{self, Backends};
 use crate::config::{Config, Overrides};
 use crate::control::databases::{default_password_path, Gateway};
+use crate::wake::{self, Backends};
 use crate::{accept, api, catalog::Catalog};
 use anyhow::{anyhow, bail, Context};
 use ogel_plugin_sdk::files::write_private;
@@ -162,7 +162,8 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let api_addr = api_listener.local_addr()?;
 
     let tls = crate::accept::tls::Tls::load(&data_dir, &config.tls).context("setting up TLS")?;
-    let keys = crate::auth::tokens::KeyRing::open(&data_dir).context("loading the token signing keys")?;
+    let keys =
+        crate::auth::tokens::KeyRing::open(&data_dir).context("loading the token signing keys")?;
     let mut gateway = Gateway::new(config.clone(), catalog, backends, pg_addr, tls, keys);
     gateway.admin_verifier = ScramVerifier::parse(&ScramVerifier::hash_password(&token)).ok();
     gateway.config_source = source;

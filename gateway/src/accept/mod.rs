@@ -8,13 +8,13 @@ pub mod tls;
 
 use crate::admin;
 use crate::auth::{self, scram::ScramVerifier, AuthError};
-use crate::wire::client_stream::ClientStream;
+use crate::control::databases::Gateway;
 use crate::error::ClientError;
-use crate::relay::send;
 use crate::pool;
 use crate::relay::{self, Login};
+use crate::wire::client_stream::ClientStream;
+use crate::wire::messages::{send, send_fatal};
 use crate::wire::startup::{self, FirstPacket, PROTOCOL_3_0};
-use crate::control::databases::Gateway;
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -203,7 +203,7 @@ async fn startup(
         let mut out = BytesMut::new();
         // We speak 3.0 only. The field is the whole version number
         // (major << 16 | minor), as PostgreSQL sends it and libpq reads it.
-        startup::negotiate_protocol_version(&mut out, PROTOCOL_3_0, &unrecognized);
+        crate::wire::messages::negotiate_protocol_version(&mut out, PROTOCOL_3_0, &unrecognized);
         send(stream, &out).await.map_err(|_| AuthError::Closed)?;
     }
     let param = |name: &str| {
@@ -433,11 +433,4 @@ fn branch_option(options: Option<&str>) -> (Option<String>, Option<String>) {
         .collect();
     let rest = (!rest.is_empty()).then(|| rest.join(" "));
     (rest, branch)
-}
-
-async fn send_fatal(stream: &mut ClientStream, e: &ClientError) {
-    let mut out = BytesMut::new();
-    startup::fatal_response(&mut out, e.code, &e.message, e.hint.as_deref());
-    let _ = send(stream, &out).await;
-    let _ = stream.shutdown().await;
 }

@@ -4,14 +4,14 @@
 //! `SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | HELP`,
 //! `PAUSE [db]`, `RESUME [db]`, `RELOAD`.
 
-use crate::wire::client_stream::ClientStream;
-use crate::error::ClientError;
-use crate::wire::messages;
-use crate::pool::registry::{count_clients, ConnState};
-use crate::relay::send;
-use crate::pool::DbPool;
-use crate::wire::startup::{self, ReadError};
 use crate::control::databases::Gateway;
+use crate::error::ClientError;
+use crate::pool::registry::{count_clients, ConnState};
+use crate::pool::DbPool;
+use crate::wire::client_stream::ClientStream;
+use crate::wire::messages;
+use crate::wire::messages::send;
+use crate::wire::startup::{self, ReadError};
 use bytes::{BufMut, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ struct Table {
 /// Serves an authenticated admin until it disconnects.
 pub async fn serve(mut stream: ClientStream, gateway: &Arc<Gateway>) {
     let mut out = BytesMut::new();
-    startup::auth_ok(&mut out);
+    crate::wire::messages::auth_ok(&mut out);
     for (name, value) in [
         ("server_version", "15.0 (ogel admin console)"),
         ("server_encoding", "UTF8"),
@@ -47,7 +47,7 @@ pub async fn serve(mut stream: ClientStream, gateway: &Arc<Gateway>) {
     ] {
         messages::parameter_status(&mut out, name, value);
     }
-    startup::backend_key_data(&mut out, 0, 0);
+    crate::wire::messages::backend_key_data(&mut out, 0, 0);
     messages::ready_for_query(&mut out, b'I');
     let mut failed_batch = false;
     loop {
@@ -130,13 +130,10 @@ async fn run(gateway: &Arc<Gateway>, sql: &str) -> Result<(Option<Table>, String
         ["PAUSE"] | ["PAUSE", _] => {
             let timeout = gateway.pools.config().pause_timeout;
             let pools = targets(gateway, arg.as_deref())?;
-            crate::pool::pause_all(&pools, timeout)
-                .await
-                .map_err(|e| {
-                    ClientError::new("55000", format!("PAUSE: {e}")).hint(
-                        "retry when long transactions have finished, or raise pool.pause_timeout",
-                    )
-                })?;
+            crate::pool::pause_all(&pools, timeout).await.map_err(|e| {
+                ClientError::new("55000", format!("PAUSE: {e}"))
+                    .hint("retry when long transactions have finished, or raise pool.pause_timeout")
+            })?;
             return Ok((None, "PAUSE".into()));
         }
         ["RESUME"] | ["RESUME", _] => {

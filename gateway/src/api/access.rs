@@ -4,9 +4,9 @@
 
 use super::branches::bad_body;
 use super::{ApiError, ApiErrorBody, ApiResult, ApiState};
-use crate::control::access::{IssuedToken, Scope};
-use crate::catalog::TokenRecord;
 use crate::auth::tokens::KeyInfo;
+use crate::catalog::TokenRecord;
+use crate::control::access::{IssuedToken, Scope};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;

@@ -3,8 +3,8 @@
 //! `/v1/databases/{name}/snapshots[/{id}/restore]`.
 
 use super::{ApiError, ApiErrorBody, ApiResult, ApiState};
-use crate::control::branches::{compute_name, parse_point};
 use crate::catalog::BranchRecord;
+use crate::control::branches::{compute_name, parse_point};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};

@@ -2,8 +2,8 @@
 //! rendered on each scrape from the pools' counters: clients, server
 //! connections, waits (with a histogram), transactions, queries, bytes.
 
-use crate::pool::registry::{count_clients, ConnState};
 use crate::control::databases::Gateway;
+use crate::pool::registry::{count_clients, ConnState};
 use ogel_policies::pool::{PoolCounters, WAIT_BUCKETS};
 use ogel_policies::warm::PrewakeStats;
 use std::fmt::{Display, Write as _};

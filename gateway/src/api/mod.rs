@@ -513,17 +513,13 @@ async fn pause_database(
 ) -> ApiResult<Done> {
     let timeout = state.gateway.pools.config().pause_timeout;
     let pools = state.gateway.pools_of(&name)?;
-    crate::pool::pause_all(&pools, timeout)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "pause_timeout",
-                format!(
-                    "{e}; retry when long transactions have finished, or raise pool.pause_timeout"
-                ),
-            )
-        })?;
+    crate::pool::pause_all(&pools, timeout).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "pause_timeout",
+            format!("{e}; retry when long transactions have finished, or raise pool.pause_timeout"),
+        )
+    })?;
     Ok(Json(Done {
         done: format!("paused {name}"),
     }))

@@ -60,7 +60,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let verifier = verifier.unwrap_or_else(|| ScramVerifier::mock(user, mock_secret));
     let mut exchange = ScramExchange::new(verifier);
     let mut out = BytesMut::new();
-    startup::auth_sasl(&mut out);
+    crate::wire::messages::auth_sasl(&mut out);
     write(stream, &mut out).await?;
 
     let initial = expect_password_message(stream).await?;
@@ -88,14 +88,14 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let server_first = exchange
         .client_first(data)
         .map_err(|e| scram_error(e, user))?;
-    startup::auth_sasl_data(&mut out, 11, &server_first);
+    crate::wire::messages::auth_sasl_data(&mut out, 11, &server_first);
     write(stream, &mut out).await?;
 
     let response = expect_password_message(stream).await?;
     let server_final = exchange
         .client_final(&response)
         .map_err(|e| scram_error(e, user))?;
-    startup::auth_sasl_data(&mut out, 12, &server_final);
+    crate::wire::messages::auth_sasl_data(&mut out, 12, &server_final);
     write(stream, &mut out).await?;
     Ok(())
 }
@@ -106,7 +106,7 @@ pub async fn cleartext_password<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
 ) -> Result<String, AuthError> {
     let mut out = BytesMut::new();
-    startup::auth_cleartext(&mut out);
+    crate::wire::messages::auth_cleartext(&mut out);
     write(stream, &mut out).await?;
     let body = expect_password_message(stream).await?;
     let mut rest = body.as_slice();

@@ -2,10 +2,10 @@
 //! --token`: the CLI side of token URLs, signing keys and tenants.
 
 use super::ApiClient;
-use crate::control::access::IssuedToken;
 use crate::api::access::{CreatedTenant, TenantInfo};
-use crate::catalog::TokenRecord;
 use crate::auth::tokens::KeyInfo;
+use crate::catalog::TokenRecord;
+use crate::control::access::IssuedToken;
 use clap::Subcommand;
 use reqwest::Method;
 

@@ -5,10 +5,10 @@
 //! "forbidden", so its existence does not leak.
 
 use crate::auth::constant_time_eq;
-use crate::catalog::{DatabaseRecord, TenantRecord, TokenRecord, DEFAULT_TENANT};
-use crate::error::ClientError;
-use crate::control::databases::{unix_now, Gateway, ServiceError};
 use crate::auth::tokens::{TokenClaims, TokenError, ISSUER};
+use crate::catalog::{DatabaseRecord, TenantRecord, TokenRecord, DEFAULT_TENANT};
+use crate::control::databases::{unix_now, Gateway, ServiceError};
+use crate::error::ClientError;
 use ogel_plugin_sdk::{BackendError, BackendErrorKind};
 use rand::Rng;
 use serde::{Deserialize, Serialize};

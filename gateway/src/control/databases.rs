@@ -3,12 +3,12 @@
 //! (create, delete, suspend, wake, describe a database).
 
 use crate::auth::scram::ScramVerifier;
-use crate::wake::Backends;
 use crate::cancel::CancelRegistry;
 use crate::catalog::{Catalog, CatalogError, DatabaseRecord, DatabaseState, RoleRecord};
 use crate::config::Config;
 use crate::error::{api_code, http_status};
 use crate::pool::Pools;
+use crate::wake::Backends;
 use ogel_plugin_sdk::{BackendError, BackendErrorKind, ComputeStatus, DatabaseSpec};
 use ogel_policies::{Lifecycle, LifecycleStats};
 use rand::distributions::Alphanumeric;

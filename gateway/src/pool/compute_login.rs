@@ -3,8 +3,8 @@
 //! (SCRAM via `postgres-protocol`), and collect the start-up messages
 //! (ParameterStatus, BackendKeyData, ReadyForQuery) to hand to the client.
 
-use crate::wire::startup::{self, ReadError};
 use crate::wire::server_stream::{start_tls, ServerStream};
+use crate::wire::startup::{self, ReadError};
 use bytes::{BufMut, BytesMut};
 use ogel_plugin_sdk::{ComputeEndpoint, Credentials};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};

@@ -11,9 +11,9 @@ pub mod params;
 pub mod registry;
 pub mod server_conn;
 
-use compute_login::ComputeConnectError;
 use crate::config::PoolConfig;
 use crate::error::ClientError;
+use compute_login::ComputeConnectError;
 use ogel_policies::pool::{Checkout, Lease};
 use ogel_policies::{Lifecycle, Pool};
 use registry::{ClientInfo, Registry};
@@ -128,7 +128,10 @@ impl Pools {
             name: database.to_string(),
             read_only,
             // Branches (`db@branch`) take their database's settings.
-            pool: Pool::new(self.config().settings(crate::control::branches::split(database).0)),
+            pool: Pool::new(
+                self.config()
+                    .settings(crate::control::branches::split(database).0),
+            ),
             lifecycle: lifecycle.clone(),
             server_params: Mutex::new(params::Params::default()),
             servers: Arc::new(Registry::default()),

@@ -4,10 +4,10 @@
 //! session state — reported parameters, parameters it set, statements
 //! prepared on it, and the last transaction status.
 
-use crate::wire::messages;
 use super::params::Params;
 use super::registry::{AtomicState, ConnState, Registered, Registry};
 use crate::pool::compute_login::ComputeLink;
+use crate::wire::messages;
 use crate::wire::server_stream::ServerStream;
 use bytes::BytesMut;
 use std::collections::{HashMap, HashSet};

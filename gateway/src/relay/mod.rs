@@ -18,20 +18,20 @@
 
 pub mod sql;
 
-use crate::wire::messages::{self, header, HEADER};
+use crate::cancel::CancelKey;
+use crate::config::PoolMode;
+use crate::error::ClientError;
 use crate::pool::params::Params;
 use crate::pool::registry::{ClientInfo, ConnState, Registered};
 use crate::pool::server_conn::ServerConn;
-use sql::SessionEffect;
 use crate::pool::DbPool;
-use crate::cancel::CancelKey;
 use crate::wire::client_stream::ClientStream;
-use crate::config::PoolMode;
-use crate::error::ClientError;
+use crate::wire::messages::{self, header, send, send_fatal, HEADER};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ogel_policies::pool::{ClientSeat, Lease, PoolCounters};
 use ogel_policies::ActiveClient;
 use sha2::{Digest, Sha256};
+use sql::SessionEffect;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io;
@@ -40,7 +40,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Stop reading one side while this much waits to be written to the other.
 const HIGH_WATER: usize = 256 * 1024;
@@ -238,11 +238,11 @@ async fn greet(
         pinned: std::sync::Mutex::new(""),
     });
     let mut out = BytesMut::with_capacity(512);
-    crate::wire::startup::auth_ok(&mut out);
+    crate::wire::messages::auth_ok(&mut out);
     for (name, value) in params.iter() {
         messages::parameter_status(&mut out, name, value);
     }
-    crate::wire::startup::backend_key_data(&mut out, cancel.pid, cancel.secret);
+    crate::wire::messages::backend_key_data(&mut out, cancel.pid, cancel.secret);
     messages::ready_for_query(&mut out, b'I');
     if send(&mut stream, &out).await.is_err() {
         return None;
@@ -395,19 +395,6 @@ fn server_statement_name(query: &str, types: &[u8]) -> Arc<str> {
         let _ = write!(name, "{b:02x}");
     }
     name.into()
-}
-
-/// Writes `bytes` to the client and flushes (TLS buffers records).
-pub async fn send(stream: &mut ClientStream, bytes: &[u8]) -> io::Result<()> {
-    stream.write_all(bytes).await?;
-    stream.flush().await
-}
-
-async fn send_fatal(stream: &mut ClientStream, e: &ClientError) {
-    let mut out = BytesMut::new();
-    messages::error_response(&mut out, true, e.code, &e.message, e.hint.as_deref());
-    let _ = send(stream, &out).await;
-    let _ = stream.shutdown().await;
 }
 
 /// Writes as much of `buf` as the socket takes now, without waiting.

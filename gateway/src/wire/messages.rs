@@ -1,9 +1,13 @@
-//! The few protocol messages the pooler looks inside or makes itself:
-//! framing (tag + length), the statement names of Parse/Bind/Describe/
-//! Close, ParameterStatus, ReadyForQuery, and the messages it synthesizes.
-//! Everything else is relayed as bytes, never decoded.
+//! Typed protocol messages after the startup packet: framing (tag +
+//! length), the few the relay looks inside (Parse/Bind/Describe/Close of
+//! named statements, ParameterStatus, ReadyForQuery, errors), and every
+//! message the gateway makes itself — authentication requests,
+//! BackendKeyData, ErrorResponse (one encoder, ERROR or FATAL). Everything
+//! else is relayed as bytes, never decoded.
 
+use crate::error::ClientError;
 use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Length of a message header: tag byte + 4-byte length.
 pub const HEADER: usize = 5;
@@ -174,6 +178,83 @@ pub fn error_is_fatal(msg: &[u8]) -> bool {
 /// CommandComplete's tag.
 pub fn command_tag(msg: &[u8]) -> &str {
     cstr(msg, HEADER).map(|(t, _)| t).unwrap_or("")
+}
+
+/// Writes a message whose body `body` writes, filling in the length.
+fn message_with(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    buf.put_u8(tag);
+    let at = buf.len();
+    buf.put_u32(0);
+    body(buf);
+    let len = (buf.len() - at) as u32;
+    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn put_cstr(buf: &mut BytesMut, s: &str) {
+    buf.put_slice(s.as_bytes());
+    buf.put_u8(0);
+}
+
+/// AuthenticationCleartextPassword.
+pub fn auth_cleartext(buf: &mut BytesMut) {
+    message_with(buf, b'R', |b| b.put_u32(3));
+}
+
+/// AuthenticationSASL offering SCRAM-SHA-256 only.
+pub fn auth_sasl(buf: &mut BytesMut) {
+    message_with(buf, b'R', |b| {
+        b.put_u32(10);
+        put_cstr(b, "SCRAM-SHA-256");
+        b.put_u8(0);
+    });
+}
+
+/// AuthenticationSASLContinue (11) or AuthenticationSASLFinal (12).
+pub fn auth_sasl_data(buf: &mut BytesMut, kind: u32, data: &[u8]) {
+    message_with(buf, b'R', |b| {
+        b.put_u32(kind);
+        b.put_slice(data);
+    });
+}
+
+/// AuthenticationOk.
+pub fn auth_ok(buf: &mut BytesMut) {
+    message_with(buf, b'R', |b| b.put_u32(0));
+}
+
+/// BackendKeyData.
+pub fn backend_key_data(buf: &mut BytesMut, pid: u32, secret: u32) {
+    message_with(buf, b'K', |b| {
+        b.put_u32(pid);
+        b.put_u32(secret);
+    });
+}
+
+/// NegotiateProtocolVersion: the newest version we speak (whole number,
+/// e.g. [`PROTOCOL_3_0`]) and the `_pq_.` options we ignore.
+pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_version: u32, unrecognized: &[&str]) {
+    message_with(buf, b'v', |b| {
+        b.put_u32(newest_version);
+        b.put_u32(unrecognized.len() as u32);
+        for option in unrecognized {
+            put_cstr(b, option);
+        }
+    });
+}
+
+/// Writes `bytes` to a client and flushes (TLS buffers records).
+pub async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
+/// Sends a FATAL ErrorResponse for `e` and closes the connection: the one
+/// way every stage ends a client it refuses.
+pub async fn send_fatal<S: AsyncWrite + Unpin>(stream: &mut S, e: &ClientError) {
+    let mut out = BytesMut::new();
+    error_response(&mut out, true, e.code, &e.message, e.hint.as_deref());
+    let _ = send(stream, &out).await;
+    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]

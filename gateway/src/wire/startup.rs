@@ -5,7 +5,6 @@
 //! errors, BackendKeyData, …). The client side of the protocol (gateway →
 //! compute) uses `postgres-protocol`'s frontend encoders instead.
 
-use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Protocol 3.0.
@@ -135,92 +134,10 @@ pub async fn read_message<R: AsyncRead + Unpin>(
     Ok((tag, body))
 }
 
-fn message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
-    buf.put_u8(tag);
-    let at = buf.len();
-    buf.put_u32(0);
-    body(buf);
-    let len = (buf.len() - at) as u32;
-    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
-}
-
-fn put_cstr(buf: &mut BytesMut, s: &str) {
-    buf.put_slice(s.as_bytes());
-    buf.put_u8(0);
-}
-
-/// AuthenticationCleartextPassword.
-pub fn auth_cleartext(buf: &mut BytesMut) {
-    message(buf, b'R', |b| b.put_u32(3));
-}
-
-/// AuthenticationSASL offering SCRAM-SHA-256 only.
-pub fn auth_sasl(buf: &mut BytesMut) {
-    message(buf, b'R', |b| {
-        b.put_u32(10);
-        put_cstr(b, "SCRAM-SHA-256");
-        b.put_u8(0);
-    });
-}
-
-/// AuthenticationSASLContinue (11) or AuthenticationSASLFinal (12).
-pub fn auth_sasl_data(buf: &mut BytesMut, kind: u32, data: &[u8]) {
-    message(buf, b'R', |b| {
-        b.put_u32(kind);
-        b.put_slice(data);
-    });
-}
-
-/// AuthenticationOk.
-pub fn auth_ok(buf: &mut BytesMut) {
-    message(buf, b'R', |b| b.put_u32(0));
-}
-
-/// BackendKeyData.
-pub fn backend_key_data(buf: &mut BytesMut, pid: u32, secret: u32) {
-    message(buf, b'K', |b| {
-        b.put_u32(pid);
-        b.put_u32(secret);
-    });
-}
-
-/// NegotiateProtocolVersion: the newest version we speak (whole number,
-/// e.g. [`PROTOCOL_3_0`]) and the `_pq_.` options we ignore.
-pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_version: u32, unrecognized: &[&str]) {
-    message(buf, b'v', |b| {
-        b.put_u32(newest_version);
-        b.put_u32(unrecognized.len() as u32);
-        for option in unrecognized {
-            put_cstr(b, option);
-        }
-    });
-}
-
-/// A FATAL ErrorResponse (the gateway only reports errors that end the
-/// session; statement errors come from the compute) with SQLSTATE, message
-/// and optional hint.
-pub fn fatal_response(buf: &mut BytesMut, code: &str, text: &str, hint: Option<&str>) {
-    let severity = "FATAL";
-    message(buf, b'E', |b| {
-        b.put_u8(b'S');
-        put_cstr(b, severity);
-        b.put_u8(b'V');
-        put_cstr(b, severity);
-        b.put_u8(b'C');
-        put_cstr(b, code);
-        b.put_u8(b'M');
-        put_cstr(b, text);
-        if let Some(hint) = hint {
-            b.put_u8(b'H');
-            put_cstr(b, hint);
-        }
-        b.put_u8(0);
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     async fn first(bytes: &[u8]) -> Result<FirstPacket, ReadError> {
         let mut reader = bytes;
@@ -293,7 +210,13 @@ mod tests {
     #[test]
     fn error_response_carries_sqlstate_and_length() {
         let mut buf = BytesMut::new();
-        fatal_response(&mut buf, "3D000", "database \"x\" does not exist", None);
+        crate::wire::messages::error_response(
+            &mut buf,
+            true,
+            "3D000",
+            "database \"x\" does not exist",
+            None,
+        );
         assert_eq!(buf[0], b'E');
         let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
         assert_eq!(len + 1, buf.len());
