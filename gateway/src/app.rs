@@ -1,10 +1,27 @@
-//! `ogel up`: opens the data dir, the catalog and the backend, binds the
-//! Postgres and HTTP listeners, makes the default database on first start,
-//! and runs until Ctrl-C/SIGTERM, when it stops every compute cleanly.
+//! `ogel up`, the composition root: opens the data dir, the catalog and the
+//! backends, builds every service with the dependencies it names, binds
+//! the Postgres and HTTP listeners, starts the loops (idle suspend, pool
+//! upkeep, warm computes, branch TTLs, SIGHUP reload), makes the default
+//! database on first start, and runs until Ctrl-C/SIGTERM, when it stops
+//! every compute cleanly. Nothing else builds services.
 
+use crate::accept::limits::Limits;
+use crate::accept::login::Authenticator;
+use crate::accept::tls::Tls;
+use crate::accept::{Frontend, FrontendSettings};
+use crate::admin::Console;
+use crate::api::ApiServices;
 use crate::auth::scram::ScramVerifier;
-use crate::config::{Config, Overrides};
-use crate::control::databases::{default_password_path, Gateway};
+use crate::auth::tokens::KeyRing;
+use crate::cancel::CancelRegistry;
+use crate::config::{Config, Overrides, Reload};
+use crate::control::access::Access;
+use crate::control::branches::Branches;
+use crate::control::databases::{default_password_path, DatabaseSettings, Databases};
+use crate::control::operations::Operations;
+use crate::control::reload::Reloader;
+use crate::control::urls::Urls;
+use crate::pool::Pools;
 use crate::wake::{self, Backends};
 use crate::{accept, api, catalog::Catalog};
 use anyhow::{anyhow, bail, Context};
@@ -161,19 +178,84 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let pg_addr = pg_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
 
-    let tls = crate::accept::tls::Tls::load(&data_dir, &config.tls).context("setting up TLS")?;
-    let keys =
-        crate::auth::tokens::KeyRing::open(&data_dir).context("loading the token signing keys")?;
-    let mut gateway = Gateway::new(config.clone(), catalog, backends, pg_addr, tls, keys);
-    gateway.admin_verifier = ScramVerifier::parse(&ScramVerifier::hash_password(&token)).ok();
-    gateway.config_source = source;
-    let gateway = Arc::new(gateway);
-    gateway
+    let tls = Arc::new(Tls::load(&data_dir, &config.tls).context("setting up TLS")?);
+    let keys = Arc::new(KeyRing::open(&data_dir).context("loading the token signing keys")?);
+    let backends = Arc::new(backends);
+    let urls = Urls::new(pg_addr);
+    let pools = Arc::new(Pools::new(config.pool.clone()));
+    let operations = Arc::new(Operations::default());
+    let limits = Arc::new(Limits::new(config.limits.clone()));
+    let predictor = Arc::new(ogel_policies::warm::Predictor::new(
+        config.prewake.settings(),
+    ));
+    let cancels = Arc::new(CancelRegistry::default());
+    let databases = Arc::new(Databases::new(
+        catalog.clone(),
+        backends.clone(),
+        pools.clone(),
+        operations.clone(),
+        urls,
+        DatabaseSettings {
+            data_dir: data_dir.clone(),
+            default_backend: config.default_backend.clone(),
+            default_database: config.default_database.clone(),
+            suspend_after: config.suspend_after,
+        },
+    ));
+    let branches = Arc::new(Branches::new(
+        databases.clone(),
+        catalog.clone(),
+        pools.clone(),
+        operations.clone(),
+    ));
+    let access = Arc::new(Access::new(
+        catalog.clone(),
+        databases.clone(),
+        keys,
+        config.tokens.clone(),
+        config.limits.clients_per_tenant,
+        urls,
+    ));
+    // TLS first: a certificate that does not load keeps the old [pool] too.
+    let reloader = Arc::new(Reloader::new(
+        source,
+        vec![tls.clone() as Arc<dyn Reload>, pools.clone()],
+    ));
+    let console = Arc::new(Console::new(
+        pools.clone(),
+        databases.clone(),
+        reloader.clone(),
+    ));
+    let console_verifier = ScramVerifier::parse(&ScramVerifier::hash_password(&token)).ok();
+    let frontend = Arc::new(Frontend::new(
+        FrontendSettings {
+            auth_timeout: config.auth_timeout,
+            startup_packet_max_bytes: config.startup_packet_max_bytes,
+            token_password_user: config.tokens.password_user.clone(),
+        },
+        tls.clone(),
+        limits.clone(),
+        cancels,
+        Authenticator::new(
+            catalog.clone(),
+            databases.clone(),
+            access.clone(),
+            limits,
+            console_verifier,
+        ),
+        databases.clone(),
+        access.clone(),
+        pools.clone(),
+        predictor.clone(),
+        console,
+    ));
+    databases
         .recover()
         .await
         .map_err(|e| anyhow!("recovering the catalog: {e}"))?;
 
-    let default_url = ensure_default_database(&gateway, &data_dir).await?;
+    let default_url =
+        ensure_default_database(&databases, &config.default_database, &data_dir).await?;
 
     let info = RunInfo {
         pid: std::process::id(),
@@ -191,42 +273,61 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     };
     let pg_task = tokio::spawn(accept::serve(
         pg_listener,
-        gateway.clone(),
+        frontend,
         stopped(stop_rx.clone()),
     ));
-    let app = api::router(gateway.clone(), token, api_addr);
+    let app = api::router(ApiServices {
+        databases: databases.clone(),
+        branches: branches.clone(),
+        access,
+        pools: pools.clone(),
+        backends: backends.clone(),
+        operations,
+        reloader: reloader.clone(),
+        predictor: predictor.clone(),
+        catalog,
+        token,
+        pg_addr,
+        api_addr,
+        started_at: std::time::Instant::now(),
+    });
     let api_task = tokio::spawn(
         axum::serve(api_listener, app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
-    let policy_gateway = gateway.clone();
+    let idle_databases = databases.clone();
     let idle_task = tokio::spawn(ogel_policies::scale_to_zero::run(
-        move || policy_gateway.idle_policies(),
+        move || idle_databases.idle_policies(),
         stopped(stop_rx.clone()),
     ));
 
-    let pool_task = tokio::spawn(gateway.pools.clone().maintain());
-    let (warm_keep, warm_wake) = (gateway.clone(), gateway.clone());
-    let prewake = gateway.config.prewake.enabled;
+    let pool_task = tokio::spawn(pools.clone().maintain());
+    let (warm_keep, warm_wake) = (databases.clone(), databases.clone());
+    let prewake = config.prewake.enabled;
     let warm_task = tokio::spawn(ogel_policies::warm::run(
-        gateway.predictor.clone(),
+        predictor.clone(),
         move || warm_keep.warm_computes(),
         move |name: String| {
-            let gateway = warm_wake.clone();
-            async move { gateway.wake_compute(&name).await.map_err(|e| e.to_string()) }
+            let databases = warm_wake.clone();
+            async move {
+                databases
+                    .wake_compute(&name)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
         },
         prewake,
         stopped(stop_rx.clone()),
     ));
-    let (ttl_list, ttl_delete) = (gateway.clone(), gateway.clone());
+    let (ttl_list, ttl_delete) = (branches.clone(), branches.clone());
     let ttl_task = tokio::spawn(ogel_policies::ttl_reaper::run(
         ogel_policies::ttl_reaper::CHECK_INTERVAL,
         move || ttl_list.expired_branches(),
         move |(database, branch): (String, String)| {
-            let gateway = ttl_delete.clone();
+            let branches = ttl_delete.clone();
             async move {
-                gateway
+                branches
                     .delete_branch(&database, &branch)
                     .await
                     .map_err(|e| e.to_string())
@@ -234,14 +335,14 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         },
         stopped(stop_rx.clone()),
     ));
-    let reload_gateway = gateway.clone();
+    let sighup_reloader = reloader.clone();
     let reload_task = tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             return;
         };
         while hup.recv().await.is_some() {
-            if let Err(e) = reload_gateway.reload() {
+            if let Err(e) = sighup_reloader.reload() {
                 tracing::warn!(error = %e, "SIGHUP: reload failed; the previous configuration stays");
             }
         }
@@ -252,11 +353,11 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         "  postgres: {pg_addr}    api: http://{api_addr}    data: {}",
         data_dir.display()
     );
-    println!("  backend:  {}", gateway.backend_description());
+    println!("  backend:  {}", backends.description());
     if let Some(url) = default_url {
         println!("  database \"{}\": {url}", config.default_database);
     }
-    if let Some(ca) = &gateway.tls.ca_file {
+    if let Some(ca) = &tls.ca_file {
         println!(
             "  tls:      sslmode=require, or sslmode=verify-full sslrootcert={} (host localhost or 127.0.0.1)",
             ca.display()
@@ -264,7 +365,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     }
     println!(
         "  admin:    psql postgresql://{}@{pg_addr}/ogel (password: the API token in {})",
-        crate::admin::ADMIN_USER,
+        crate::names::ADMIN_USER,
         token_path(&data_dir).display()
     );
     println!("  try: psql \"<url above>\"   |   ogel status   |   Ctrl-C stops the gateway and its computes");
@@ -279,7 +380,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let _ = warm_task.await;
     pool_task.abort();
     reload_task.abort();
-    gateway.suspend_all().await;
+    databases.suspend_all().await;
     let _ = std::fs::remove_file(run_info_path(&data_dir));
     Ok(())
 }
@@ -288,28 +389,28 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
 /// password is kept in a 0600 file so later starts can
 /// print a working URL too; the catalog itself holds only the verifier.
 async fn ensure_default_database(
-    gateway: &Gateway,
+    databases: &Databases,
+    name: &str,
     data_dir: &Path,
 ) -> anyhow::Result<Option<String>> {
-    let name = gateway.config.default_database.clone();
     if name.is_empty() {
         return Ok(None);
     }
     let path = default_password_path(data_dir);
-    match gateway.ready_database(&name) {
+    match databases.ready(name) {
         Ok(record) => {
             let password = std::fs::read_to_string(&path).ok();
             Ok(Some(
-                gateway.database_url(&record, password.as_deref().map(str::trim)),
+                databases.url(&record, password.as_deref().map(str::trim)),
             ))
         }
         Err(_) => {
             eprintln!("ogel: creating the default database \"{name}\"");
-            let (record, password) = gateway
-                .create_database(&name, None, None, 0, crate::catalog::DEFAULT_TENANT)
+            let (record, password) = databases
+                .create(name, None, None, 0, crate::catalog::DEFAULT_TENANT)
                 .await
                 .map_err(|e| anyhow!("creating the default database \"{name}\": {e}"))?;
-            let url = gateway.database_url(&record, Some(&password));
+            let url = databases.url(&record, Some(&password));
             write_private(&path, password.as_bytes())?;
             Ok(Some(url))
         }

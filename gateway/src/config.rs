@@ -1,6 +1,8 @@
 //! Configuration: built-in defaults, then `ogel.toml`, then `OGEL_*`
 //! environment variables (nested keys with `__`, e.g.
 //! `OGEL_NATIVE__PG_BIN`), then command-line flags — read with figment.
+//! This module owns every section's type; it is a leaf and imports no
+//! other module of the gateway.
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -51,11 +53,127 @@ pub struct Config {
     /// Pre-waking computes ahead of their clients' usual arrival (`[prewake]`).
     pub prewake: PrewakeConfig,
     /// Who may connect, how often (`[limits]`).
-    pub limits: crate::accept::limits::LimitsConfig,
+    pub limits: LimitsConfig,
     /// TLS on the Postgres listener (`[tls]`).
-    pub tls: crate::accept::tls::TlsConfig,
+    pub tls: TlsConfig,
     /// Token URLs (`[tokens]`).
-    pub tokens: crate::control::access::TokensConfig,
+    pub tokens: TokensConfig,
+}
+
+/// `[limits]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Client connections at once, all databases together.
+    pub max_connections: usize,
+    /// New connections per second from one address.
+    pub connections_per_second_per_source: u32,
+    /// Failed logins from one address (within `failure_window`) before it
+    /// is refused for a while.
+    pub auth_failures_before_backoff: u32,
+    /// The window failed logins are counted in.
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// The longest an address is refused after failed logins.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Clients at once across one tenant's databases (0: no limit); a
+    /// tenant's own `max_clients` overrides it.
+    pub clients_per_tenant: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 20_000,
+            connections_per_second_per_source: 2_000,
+            auth_failures_before_backoff: 10,
+            failure_window: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(60),
+            clients_per_tenant: 0,
+        }
+    }
+}
+
+/// `[tls]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// Offer TLS at all.
+    pub enabled: bool,
+    /// Certificate chain (PEM); with `key`. Default: the generated one.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Refuse plaintext clients that are not on loopback.
+    pub require_for_remote: bool,
+    /// The domain SNI routing names end with (`shop--dev.<domain>`).
+    pub domain: String,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            enabled: true,
+            cert: None,
+            key: None,
+            require_for_remote: true,
+            domain: "localhost".into(),
+        }
+    }
+}
+
+/// `[tokens]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct TokensConfig {
+    /// The `aud` claim: tokens of another deployment are refused.
+    pub audience: String,
+    /// Lifetime of a token when none is asked for.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// The longest lifetime a token may get.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// The user name that says "my password is a token" (cleartext
+    /// password, only over TLS or from loopback). Reserved: no role has it.
+    pub password_user: String,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            audience: "ogelbase".into(),
+            default_ttl: Duration::from_secs(30 * 86_400),
+            max_ttl: Duration::from_secs(366 * 86_400),
+            password_user: "token".into(),
+        }
+    }
+}
+
+/// Why a reload did not happen; the previous configuration stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// Started without a configuration file.
+    #[error("this gateway was not started from a configuration file")]
+    NoSource,
+    /// The file does not parse or check.
+    #[error("configuration: {0}")]
+    Config(#[from] Box<figment::Error>),
+    /// A part refused the new configuration.
+    #[error("{what}: {message}; the previous one stays in use")]
+    Refused {
+        /// The part (e.g. "TLS certificate").
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A part of the gateway that applies a new configuration live.
+pub trait Reload: Send + Sync {
+    /// Applies what it can of `config`, or refuses it whole.
+    fn reload(&self, config: &Config) -> Result<(), ReloadError>;
 }
 
 /// `[prewake]`.
@@ -230,9 +348,9 @@ impl Default for Config {
             backends: BTreeMap::new(),
             pool: PoolConfig::default(),
             prewake: PrewakeConfig::default(),
-            limits: crate::accept::limits::LimitsConfig::default(),
-            tls: crate::accept::tls::TlsConfig::default(),
-            tokens: crate::control::access::TokensConfig::default(),
+            limits: LimitsConfig::default(),
+            tls: TlsConfig::default(),
+            tokens: TokensConfig::default(),
         }
     }
 }

@@ -1,8 +1,21 @@
-//! Errors as clients and API callers see them. Each error knows its
-//! SQLSTATE, its HTTP status and a client-safe message that says what to
-//! do; causes are logged where the error is handled, never sent out.
+//! Errors as clients and API callers see them, and the one table from an
+//! error's kind to its SQLSTATE, HTTP status and API code. Each error
+//! carries a client-safe message that says what to do; causes are kept as
+//! `#[source]` and logged where the error is handled, never sent out.
+//!
+//! - [`ClientError`]: what a Postgres client is sent (an ErrorResponse).
+//! - [`ControlError`]: what a control-plane operation (create a database,
+//!   branch, token…) fails with, for the API, CLI, console and loops.
+//!   Gateway-made refusals are their own variants; a backend's error is
+//!   wrapped whole; a catalog failure keeps its cause.
 
+use crate::names::NameError;
 use ogel_plugin_sdk::{BackendError, BackendErrorKind};
+use std::fmt::Display;
+
+/// SQLSTATE of a compute that cannot be reached or started (the client may
+/// retry).
+pub const CANNOT_CONNECT_NOW: &str = "57P03";
 
 /// An error to send to a Postgres client as an ErrorResponse.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +30,7 @@ pub struct ClientError {
 
 impl ClientError {
     /// The catalog could not be read during a login (logged with `what`).
-    pub fn catalog_unreadable(e: &crate::catalog::CatalogError, what: &str) -> Self {
+    pub fn catalog_unreadable(e: &dyn Display, what: &str) -> Self {
         tracing::error!(error = %e, "catalog read failed during {what}");
         ClientError::new(
             "XX000",
@@ -92,6 +105,94 @@ pub fn api_code(kind: BackendErrorKind) -> &'static str {
         BackendErrorKind::Unavailable => "unavailable",
         BackendErrorKind::OutOfResources => "out_of_resources",
         BackendErrorKind::Internal => "internal",
+    }
+}
+
+/// A control-plane operation's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The request is malformed or breaks a rule (bad name, bad TTL…).
+    #[error("{0}")]
+    Invalid(String),
+    /// A name the caller gave does not fit.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// What it names does not exist (or is not the caller's to see).
+    #[error("{0}")]
+    NotFound(String),
+    /// What it would make exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The backend cannot do this (by its declared capabilities).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Not possible right now (a backend not loaded, clients that stay busy).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The backend failed; its message is client-safe, its cause logged.
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    /// The catalog could not be read or written.
+    #[error("the gateway could not use its catalog; see its log")]
+    Catalog(#[from] crate::catalog::CatalogError),
+    /// Something inside the gateway failed (signing a token, …).
+    #[error("{message}")]
+    Internal {
+        /// Client-safe text.
+        message: String,
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ControlError {
+    /// The kind, for the status table.
+    pub fn kind(&self) -> BackendErrorKind {
+        match self {
+            ControlError::Invalid(_) | ControlError::Name(_) => BackendErrorKind::InvalidRequest,
+            ControlError::NotFound(_) => BackendErrorKind::NotFound,
+            ControlError::AlreadyExists(_) => BackendErrorKind::AlreadyExists,
+            ControlError::Unsupported(_) => BackendErrorKind::Unsupported,
+            ControlError::Unavailable(_) => BackendErrorKind::Unavailable,
+            ControlError::Backend(e) => e.kind,
+            ControlError::Catalog(_) | ControlError::Internal { .. } => BackendErrorKind::Internal,
+        }
+    }
+    /// HTTP status.
+    pub fn status(&self) -> u16 {
+        http_status(self.kind())
+    }
+    /// Stable error code.
+    pub fn code(&self) -> &'static str {
+        api_code(self.kind())
+    }
+    /// A database that does not exist (or that the caller may not see).
+    pub fn no_database(name: &str) -> Self {
+        ControlError::NotFound(format!(
+            "database \"{name}\" does not exist; see `ogel db list`"
+        ))
+    }
+    /// A branch that does not exist.
+    pub fn no_branch(database: &str, branch: &str) -> Self {
+        ControlError::NotFound(format!(
+            "database \"{database}\" has no branch \"{branch}\"; see `ogel branch list {database}`"
+        ))
+    }
+    /// The cause worth logging, if any.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ControlError::Backend(e) => std::error::Error::source(e),
+            ControlError::Catalog(e) => Some(e),
+            ControlError::Internal { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+impl From<&ControlError> for ClientError {
+    fn from(e: &ControlError) -> Self {
+        ClientError::new(sqlstate(e.kind()), e.to_string())
     }
 }
 

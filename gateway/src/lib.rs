@@ -36,6 +36,7 @@ pub mod config;
 pub mod conformance;
 pub mod control;
 pub mod error;
+pub mod names;
 pub mod pool;
 pub mod relay;
 pub mod route;

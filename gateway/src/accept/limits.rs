@@ -5,48 +5,14 @@
 //! minute) and resets on a successful login. Each refusal is a clear
 //! ErrorResponse; the numbers live in `[limits]`.
 
+use crate::config::LimitsConfig;
 use crate::error::ClientError;
-use serde::{Deserialize, Serialize};
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// `[limits]`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct LimitsConfig {
-    /// Client connections at once, all databases together.
-    pub max_connections: usize,
-    /// New connections per second from one address.
-    pub connections_per_second_per_source: u32,
-    /// Failed logins from one address (within `failure_window`) before it
-    /// is refused for a while.
-    pub auth_failures_before_backoff: u32,
-    /// The window failed logins are counted in.
-    #[serde(with = "humantime_serde")]
-    pub failure_window: Duration,
-    /// The longest an address is refused after failed logins.
-    #[serde(with = "humantime_serde")]
-    pub max_backoff: Duration,
-    /// Clients at once across one tenant's databases (0: no limit); a
-    /// tenant's own `max_clients` overrides it.
-    pub clients_per_tenant: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_connections: 20_000,
-            connections_per_second_per_source: 2_000,
-            auth_failures_before_backoff: 10,
-            failure_window: Duration::from_secs(60),
-            max_backoff: Duration::from_secs(60),
-            clients_per_tenant: 0,
-        }
-    }
-}
 
 #[derive(Default)]
 struct Source {

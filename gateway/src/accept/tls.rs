@@ -6,39 +6,12 @@
 //! re-reads the files. The client's SNI name may select a database and
 //! branch: `<db>--<branch>.<domain>` (or `<db>.<domain>`).
 
+use crate::config::TlsConfig;
 use anyhow::{anyhow, Context};
-use serde::{Deserialize, Serialize};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use tokio_rustls::TlsAcceptor;
-
-/// `[tls]`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct TlsConfig {
-    /// Offer TLS at all.
-    pub enabled: bool,
-    /// Certificate chain (PEM); with `key`. Default: the generated one.
-    pub cert: Option<PathBuf>,
-    /// Private key (PEM).
-    pub key: Option<PathBuf>,
-    /// Refuse plaintext clients that are not on loopback.
-    pub require_for_remote: bool,
-    /// The domain SNI routing names end with (`shop--dev.<domain>`).
-    pub domain: String,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig {
-            enabled: true,
-            cert: None,
-            key: None,
-            require_for_remote: true,
-            domain: "localhost".into(),
-        }
-    }
-}
 
 /// The acceptor in force, swapped on reload.
 pub struct Tls {
@@ -208,5 +181,14 @@ mod tests {
             ..TlsConfig::default()
         };
         assert!(Tls::load(dir.path(), &bad).is_err());
+    }
+}
+
+impl crate::config::Reload for Tls {
+    fn reload(&self, _: &crate::config::Config) -> Result<(), crate::config::ReloadError> {
+        Tls::reload(self).map_err(|e| crate::config::ReloadError::Refused {
+            what: "TLS certificate",
+            message: format!("{e:#}"),
+        })
     }
 }

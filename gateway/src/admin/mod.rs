@@ -4,27 +4,32 @@
 //! `SHOW POOLS | CLIENTS | SERVERS | STATS | CONFIG | HELP`,
 //! `PAUSE [db]`, `RESUME [db]`, `RELOAD`.
 
-use crate::control::databases::Gateway;
+mod help;
+mod pause;
+mod show_clients;
+mod show_config;
+mod show_pools;
+mod show_servers;
+mod show_stats;
+
+use crate::control::databases::Databases;
+use crate::control::reload::Reloader;
 use crate::error::ClientError;
-use crate::pool::registry::{count_clients, ConnState};
-use crate::pool::DbPool;
+use crate::pool::Pools;
 use crate::wire::client_stream::ClientStream;
-use crate::wire::messages;
-use crate::wire::messages::send;
+use crate::wire::messages::{self, send};
 use crate::wire::startup::{self, ReadError};
 use bytes::{BufMut, BytesMut};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The console's user name.
-pub const ADMIN_USER: &str = "ogel";
 /// Largest console command.
 const COMMAND_MAX_BYTES: usize = 64 * 1024;
 
-/// Whether `name` is the console rather than a database.
-pub fn is_admin_database(name: &str) -> bool {
-    matches!(name, "ogel" | "pgbouncer")
+/// What the console reads and acts on.
+pub struct Console {
+    pools: Arc<Pools>,
+    databases: Arc<Databases>,
+    reloader: Arc<Reloader>,
 }
 
 /// Rows of text.
@@ -33,8 +38,23 @@ struct Table {
     rows: Vec<Vec<String>>,
 }
 
-/// Serves an authenticated admin until it disconnects.
-pub async fn serve(mut stream: ClientStream, gateway: &Arc<Gateway>) {
+impl Console {
+    /// The console over these services.
+    pub fn new(pools: Arc<Pools>, databases: Arc<Databases>, reloader: Arc<Reloader>) -> Self {
+        Console {
+            pools,
+            databases,
+            reloader,
+        }
+    }
+
+    /// Serves an authenticated admin until it disconnects.
+    pub async fn serve(&self, stream: ClientStream) {
+        serve(stream, self).await
+    }
+}
+
+async fn serve(mut stream: ClientStream, console: &Console) {
     let mut out = BytesMut::new();
     crate::wire::messages::auth_ok(&mut out);
     for (name, value) in [
@@ -70,7 +90,7 @@ pub async fn serve(mut stream: ClientStream, gateway: &Arc<Gateway>) {
                 let sql =
                     String::from_utf8_lossy(body.split(|b| *b == 0).next().unwrap_or_default())
                         .into_owned();
-                match run(gateway, &sql).await {
+                match run(console, &sql).await {
                     Ok((table, tag)) => {
                         if let Some(table) = table {
                             encode(&mut out, &table);
@@ -107,7 +127,7 @@ pub async fn serve(mut stream: ClientStream, gateway: &Arc<Gateway>) {
 }
 
 /// Runs one console command: (rows, CommandComplete tag).
-async fn run(gateway: &Arc<Gateway>, sql: &str) -> Result<(Option<Table>, String), ClientError> {
+async fn run(console: &Console, sql: &str) -> Result<(Option<Table>, String), ClientError> {
     let words: Vec<String> = sql
         .trim()
         .trim_end_matches(';')
@@ -119,31 +139,25 @@ async fn run(gateway: &Arc<Gateway>, sql: &str) -> Result<(Option<Table>, String
     let arg = words.get(1).map(|w| w.trim_matches('"').to_string());
     let table = match upper.as_slice() {
         ["SHOW", what] => match *what {
-            "POOLS" => pools(gateway),
-            "CLIENTS" => clients(gateway),
-            "SERVERS" => servers(gateway),
-            "STATS" => stats(gateway),
-            "CONFIG" => config(gateway),
-            "HELP" => help(),
+            "POOLS" => show_pools::pools(console),
+            "CLIENTS" => show_clients::clients(console),
+            "SERVERS" => show_servers::servers(console),
+            "STATS" => show_stats::stats(console),
+            "CONFIG" => show_config::config(console),
+            "HELP" => help::help(),
             other => return Err(unknown(&format!("SHOW {other}"))),
         },
         ["PAUSE"] | ["PAUSE", _] => {
-            let timeout = gateway.pools.config().pause_timeout;
-            let pools = targets(gateway, arg.as_deref())?;
-            crate::pool::pause_all(&pools, timeout).await.map_err(|e| {
-                ClientError::new("55000", format!("PAUSE: {e}"))
-                    .hint("retry when long transactions have finished, or raise pool.pause_timeout")
-            })?;
+            pause::pause(console, arg.as_deref()).await?;
             return Ok((None, "PAUSE".into()));
         }
         ["RESUME"] | ["RESUME", _] => {
-            for db in targets(gateway, arg.as_deref())? {
-                db.pool.resume();
-            }
+            pause::resume(console, arg.as_deref())?;
             return Ok((None, "RESUME".into()));
         }
         ["RELOAD"] => {
-            gateway
+            console
+                .reloader
                 .reload()
                 .map_err(|e| ClientError::new("F0000", format!("RELOAD failed: {e}")))?;
             return Ok((None, "RELOAD".into()));
@@ -156,237 +170,6 @@ async fn run(gateway: &Arc<Gateway>, sql: &str) -> Result<(Option<Table>, String
 fn unknown(command: &str) -> ClientError {
     ClientError::new("42601", format!("unknown admin command \"{command}\""))
         .hint("SHOW HELP lists the commands")
-}
-
-/// The pools a PAUSE/RESUME names (all existing pools when none).
-fn targets(gateway: &Arc<Gateway>, name: Option<&str>) -> Result<Vec<Arc<DbPool>>, ClientError> {
-    match name {
-        None => Ok(gateway.pools.all()),
-        Some(name) => gateway
-            .pools_of(name)
-            .map_err(|_| ClientError::unknown_database(name)),
-    }
-}
-
-fn unix(t: SystemTime) -> String {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        .to_string()
-}
-
-fn pools(gateway: &Arc<Gateway>) -> Table {
-    let config = gateway.pools.config();
-    let clients = gateway.pools.clients.list();
-    let rows = gateway
-        .pools
-        .all()
-        .into_iter()
-        .map(|db| {
-            let snap = db.pool.snapshot();
-            let count = |state| count_clients(&clients, &db.name, state).to_string();
-            vec![
-                db.label(),
-                config.mode(&db.name, "").as_str().to_string(),
-                count(ConnState::Active),
-                count(ConnState::Waiting),
-                count(ConnState::Idle),
-                snap.active.to_string(),
-                snap.idle.to_string(),
-                snap.opening.to_string(),
-                snap.settings.size.to_string(),
-                snap.settings.max_clients.to_string(),
-                snap.paused.to_string(),
-                snap.max_wait.as_millis().to_string(),
-            ]
-        })
-        .collect();
-    Table {
-        columns: &[
-            "database",
-            "pool_mode",
-            "cl_active",
-            "cl_waiting",
-            "cl_idle",
-            "sv_active",
-            "sv_idle",
-            "sv_opening",
-            "pool_size",
-            "max_clients",
-            "paused",
-            "maxwait_ms",
-        ],
-        rows,
-    }
-}
-
-fn clients(gateway: &Arc<Gateway>) -> Table {
-    let rows = gateway
-        .pools
-        .clients
-        .list()
-        .into_iter()
-        .map(|c| {
-            vec![
-                c.id.to_string(),
-                c.user.clone(),
-                c.database.clone(),
-                c.state.get().as_str().to_string(),
-                c.addr.map(|a| a.to_string()).unwrap_or_default(),
-                unix(c.connected_at),
-                c.application_name
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
-                c.mode.to_string(),
-                c.server.load(Ordering::Relaxed).to_string(),
-                c.pinned
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .to_string(),
-            ]
-        })
-        .collect();
-    Table {
-        columns: &[
-            "id",
-            "user",
-            "database",
-            "state",
-            "addr",
-            "connect_time",
-            "application_name",
-            "pool_mode",
-            "server_id",
-            "pinned_by",
-        ],
-        rows,
-    }
-}
-
-fn servers(gateway: &Arc<Gateway>) -> Table {
-    let mut rows = Vec::new();
-    for db in gateway.pools.all() {
-        for s in db.servers.list() {
-            rows.push(vec![
-                s.id.to_string(),
-                db.name.clone(),
-                s.state.get().as_str().to_string(),
-                s.addr.to_string(),
-                s.pid.to_string(),
-                unix(s.opened_at),
-                s.client.load(Ordering::Relaxed).to_string(),
-                s.generation.to_string(),
-            ]);
-        }
-    }
-    Table {
-        columns: &[
-            "id",
-            "database",
-            "state",
-            "addr",
-            "pid",
-            "connect_time",
-            "client_id",
-            "generation",
-        ],
-        rows,
-    }
-}
-
-fn stats(gateway: &Arc<Gateway>) -> Table {
-    let rows = gateway
-        .pools
-        .all()
-        .into_iter()
-        .map(|db| {
-            let c = &db.pool.counters;
-            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-            let waits = get(&c.waits);
-            let wait_us = get(&c.wait_micros);
-            vec![
-                db.name.clone(),
-                get(&c.transactions).to_string(),
-                get(&c.queries).to_string(),
-                get(&c.bytes_in).to_string(),
-                get(&c.bytes_out).to_string(),
-                waits.to_string(),
-                wait_us.to_string(),
-                wait_us
-                    .checked_div(get(&c.acquires))
-                    .unwrap_or(0)
-                    .to_string(),
-                get(&c.queue_timeouts).to_string(),
-                get(&c.servers_opened).to_string(),
-                get(&c.servers_closed).to_string(),
-                get(&c.pinned_clients).to_string(),
-            ]
-        })
-        .collect();
-    Table {
-        columns: &[
-            "database",
-            "total_xact_count",
-            "total_query_count",
-            "total_received",
-            "total_sent",
-            "total_wait_count",
-            "total_wait_time_us",
-            "avg_wait_time_us",
-            "queue_timeouts",
-            "servers_opened",
-            "servers_closed",
-            "pinned_clients",
-        ],
-        rows,
-    }
-}
-
-fn config(gateway: &Arc<Gateway>) -> Table {
-    let config = gateway.pools.config();
-    let value = serde_json::to_value(&config).unwrap_or_default();
-    let rows = value
-        .as_object()
-        .map(|map| {
-            map.iter()
-                .map(|(k, v)| {
-                    let text = v
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string());
-                    vec![k.clone(), text]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Table {
-        columns: &["key", "value"],
-        rows,
-    }
-}
-
-fn help() -> Table {
-    let rows = [
-        ("SHOW POOLS", "clients and server connections per database"),
-        ("SHOW CLIENTS", "one row per connected client"),
-        ("SHOW SERVERS", "one row per server connection"),
-        (
-            "SHOW STATS",
-            "transactions, queries, bytes and waits per database",
-        ),
-        ("SHOW CONFIG", "the [pool] configuration in force"),
-        ("PAUSE [db]", "finish running transactions, hold new ones"),
-        ("RESUME [db]", "let held clients proceed"),
-        ("RELOAD", "re-read [pool] from the configuration"),
-    ]
-    .into_iter()
-    .map(|(c, d)| vec![c.to_string(), d.to_string()])
-    .collect();
-    Table {
-        columns: &["command", "description"],
-        rows,
-    }
 }
 
 fn encode(out: &mut BytesMut, table: &Table) {

@@ -99,7 +99,7 @@ pub async fn create_token(
         .map_err(|e| invalid(format!("ttl: {e}; write it like 30d, 12h or 90m")))?;
     let issued =
         state
-            .gateway
+            .access
             .mint_token(&name, body.branch.as_deref(), body.read_only, ttl, &scope)?;
     tracing::info!(token = %issued.record.id, database = %name, branch = %issued.record.branch, read_only = issued.record.read_only, "token issued");
     Ok((StatusCode::CREATED, Json(issued)))
@@ -113,7 +113,7 @@ pub async fn list_tokens(
     Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
 ) -> ApiResult<Vec<TokenRecord>> {
-    Ok(Json(state.gateway.list_tokens(&name, &scope)?))
+    Ok(Json(state.access.list_tokens(&name, &scope)?))
 }
 
 /// Revokes a token by id: the next login with it fails.
@@ -124,26 +124,26 @@ pub async fn revoke_token(
     Extension(scope): Extension<Scope>,
     Path(id): Path<String>,
 ) -> ApiResult<TokenRecord> {
-    Ok(Json(state.gateway.revoke_token(&id, &scope)?))
+    Ok(Json(state.access.revoke_token(&id, &scope)?))
 }
 
 /// The token signing keys.
 #[utoipa::path(get, path = "/v1/keys", responses((status = 200, body = [KeyInfo])))]
 pub async fn list_keys(State(state): State<ApiState>) -> ApiResult<Vec<KeyInfo>> {
-    Ok(Json(state.gateway.keys.list()))
+    Ok(Json(state.access.keys().list()))
 }
 
 /// Makes a new signing key the signer; older keys keep verifying.
 #[utoipa::path(post, path = "/v1/keys/rotate", responses((status = 200, body = [KeyInfo])))]
 pub async fn rotate_key(State(state): State<ApiState>) -> ApiResult<Vec<KeyInfo>> {
-    state.gateway.keys.rotate().map_err(|e| {
+    state.access.keys().rotate().map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             format!("{e:#}"),
         )
     })?;
-    Ok(Json(state.gateway.keys.list()))
+    Ok(Json(state.access.keys().list()))
 }
 
 /// Removes a retired key: tokens it signed stop working.
@@ -154,24 +154,23 @@ pub async fn remove_key(
     Path(kid): Path<String>,
 ) -> ApiResult<Vec<KeyInfo>> {
     state
-        .gateway
-        .keys
+        .access
+        .keys()
         .remove(&kid)
         .map_err(|e| invalid(format!("{e:#}")))?;
-    Ok(Json(state.gateway.keys.list()))
+    Ok(Json(state.access.keys().list()))
 }
 
 /// The public signing keys (JWKS), for anyone verifying tokens.
 pub async fn jwks(State(state): State<ApiState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        state.gateway.keys.jwks().to_string(),
+        state.access.keys().jwks().to_string(),
     )
 }
 
 fn tenant_info(state: &ApiState, record: crate::catalog::TenantRecord) -> TenantInfo {
     let databases = state
-        .gateway
         .catalog
         .databases()
         .unwrap_or_default()
@@ -191,10 +190,9 @@ fn tenant_info(state: &ApiState, record: crate::catalog::TenantRecord) -> Tenant
 #[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantInfo])))]
 pub async fn list_tenants(State(state): State<ApiState>) -> ApiResult<Vec<TenantInfo>> {
     let tenants = state
-        .gateway
         .catalog
         .tenants()
-        .map_err(crate::control::databases::ServiceError::from)?;
+        .map_err(crate::error::ControlError::from)?;
     Ok(Json(
         tenants
             .into_iter()
@@ -211,7 +209,7 @@ pub async fn create_tenant(
     body: Result<Json<CreateTenant>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<CreatedTenant>), ApiError> {
     let Json(body) = body.map_err(|e| bad_body(e, "{\"name\": \"acme\"}"))?;
-    let (record, token) = state.gateway.create_tenant(&body.name, body.max_clients)?;
+    let (record, token) = state.access.create_tenant(&body.name, body.max_clients)?;
     tracing::info!(tenant = %record.name, "tenant created");
     Ok((
         StatusCode::CREATED,
@@ -229,6 +227,6 @@ pub async fn delete_tenant(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.gateway.delete_tenant(&name)?;
+    state.access.delete_tenant(&name)?;
     Ok(StatusCode::NO_CONTENT)
 }

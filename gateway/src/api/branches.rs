@@ -4,7 +4,8 @@
 
 use super::{ApiError, ApiErrorBody, ApiResult, ApiState};
 use crate::catalog::BranchRecord;
-use crate::control::branches::{compute_name, parse_point};
+use crate::control::branches::parse_point;
+use crate::names::compute_name;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -122,28 +123,20 @@ pub async fn list_operations(
     State(state): State<ApiState>,
     axum::Extension(scope): axum::Extension<crate::control::access::Scope>,
 ) -> ApiResult<Vec<OperationInfo>> {
-    let running: Vec<(String, &'static str, std::time::Instant)> = state
-        .gateway
-        .operations
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(k, (kind, at))| (k.clone(), *kind, *at))
-        .collect();
+    let running = state.operations.list();
     let mut out = Vec::new();
     for (compute, kind, started) in running {
         // A tenant sees its own databases' operations only.
         let database = state
-            .gateway
             .catalog
-            .database(crate::control::branches::split(&compute).0)
+            .database(crate::names::split_compute(&compute).0)
             .ok()
             .flatten();
         if !database.as_ref().is_some_and(|db| scope.sees(db)) {
             continue;
         }
         // Any state: a database being created reports its progress too.
-        let progress = match database.as_ref().map(|db| state.gateway.lifecycle(db)) {
+        let progress = match database.as_ref().map(|db| state.databases.lifecycle(db)) {
             Some(Ok(l)) => l.backend().progress(&compute).await.ok().flatten(),
             _ => None,
         }
@@ -196,8 +189,8 @@ pub(super) fn bad_body(e: axum::extract::rejection::JsonRejection, example: &str
 impl ApiState {
     async fn branch_info(&self, record: BranchRecord) -> BranchInfo {
         let name = compute_name(&record.database, &record.name);
-        let compute = match self.gateway.ready_database(&record.database) {
-            Ok(db) => match self.gateway.lifecycle(&db) {
+        let compute = match self.databases.ready(&record.database) {
+            Ok(db) => match self.databases.lifecycle(&db) {
                 Ok(l) => l
                     .backend()
                     .compute_status(&name)
@@ -209,10 +202,10 @@ impl ApiState {
             Err(_) => "unknown".into(),
         };
         let url = self
-            .gateway
-            .ready_database(&record.database)
+            .databases
+            .ready(&record.database)
             .map(|db| {
-                let url = self.gateway.database_url(&db, None);
+                let url = self.databases.url(&db, None);
                 if record.name == "main" {
                     url
                 } else {
@@ -240,7 +233,7 @@ pub async fn list_branches(
     Path(name): Path<String>,
 ) -> ApiResult<Vec<BranchInfo>> {
     let mut out = Vec::new();
-    for record in state.gateway.branches(&name)? {
+    for record in state.branches.branches(&name)? {
         out.push(state.branch_info(record).await);
     }
     Ok(Json(out))
@@ -259,7 +252,7 @@ pub async fn create_branch(
     let point = parse_point(body.at.as_deref(), body.snapshot.as_deref());
     let ttl = body.ttl_secs.map(std::time::Duration::from_secs);
     let record = state
-        .gateway
+        .branches
         .create_branch(
             &name,
             &body.name,
@@ -279,7 +272,7 @@ pub async fn delete_branch(
     State(state): State<ApiState>,
     Path((name, branch)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.gateway.delete_branch(&name, &branch).await?;
+    state.branches.delete_branch(&name, &branch).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -290,7 +283,7 @@ pub async fn reset_branch(
     State(state): State<ApiState>,
     Path((name, branch)): Path<(String, String)>,
 ) -> ApiResult<BranchInfo> {
-    let record = state.gateway.reset_branch(&name, &branch).await?;
+    let record = state.branches.reset_branch(&name, &branch).await?;
     Ok(Json(state.branch_info(record).await))
 }
 
@@ -301,7 +294,7 @@ pub async fn list_snapshots(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<Vec<SnapshotEntry>> {
-    let list = state.gateway.snapshots(&name).await?;
+    let list = state.branches.snapshots(&name).await?;
     Ok(Json(list.into_iter().map(SnapshotEntry::from).collect()))
 }
 
@@ -315,7 +308,7 @@ pub async fn create_snapshot(
 ) -> Result<(StatusCode, Json<SnapshotEntry>), ApiError> {
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let branch = body.branch.unwrap_or_else(|| "main".into());
-    let snapshot = state.gateway.create_snapshot(&name, &branch).await?;
+    let snapshot = state.branches.create_snapshot(&name, &branch).await?;
     Ok((StatusCode::CREATED, Json(snapshot.into())))
 }
 
@@ -330,7 +323,7 @@ pub async fn restore_snapshot(
 ) -> ApiResult<BranchInfo> {
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let record = state
-        .gateway
+        .branches
         .restore_snapshot(&name, &id, body.as_branch.as_deref())
         .await?;
     Ok(Json(state.branch_info(record).await))

@@ -2,9 +2,10 @@
 //! rendered on each scrape from the pools' counters: clients, server
 //! connections, waits (with a histogram), transactions, queries, bytes.
 
-use crate::control::databases::Gateway;
 use crate::pool::registry::{count_clients, ConnState};
+use crate::pool::Pools;
 use ogel_policies::pool::{PoolCounters, WAIT_BUCKETS};
+use ogel_policies::warm::Predictor;
 use ogel_policies::warm::PrewakeStats;
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,10 +79,9 @@ impl Exposition {
 }
 
 /// The exposition text.
-pub fn render(gateway: &Gateway) -> String {
+pub fn render(pools: &Pools, predictor: &Predictor) -> String {
     let mut out = Exposition(String::with_capacity(4096));
-    let pools: Vec<_> = gateway
-        .pools
+    let pool_list: Vec<_> = pools
         .all()
         .into_iter()
         .map(|db| {
@@ -89,14 +89,14 @@ pub fn render(gateway: &Gateway) -> String {
             (db, snapshot)
         })
         .collect();
-    let clients = gateway.pools.clients.list();
+    let clients = pools.clients.list();
 
     out.family(
         "ogel_clients",
         "gauge",
         "Clients connected, by database and state.",
     );
-    for (db, _) in &pools {
+    for (db, _) in &pool_list {
         for state in [ConnState::Active, ConnState::Waiting, ConnState::Idle] {
             let n = count_clients(&clients, &db.name, state);
             out.sample(
@@ -111,7 +111,7 @@ pub fn render(gateway: &Gateway) -> String {
         "gauge",
         "Server connections, by database and state.",
     );
-    for (db, snap) in &pools {
+    for (db, snap) in &pool_list {
         for (state, n) in [
             ("active", snap.active),
             ("idle", snap.idle),
@@ -129,7 +129,7 @@ pub fn render(gateway: &Gateway) -> String {
         "gauge",
         "Configured server connections per database.",
     );
-    for (db, snap) in &pools {
+    for (db, snap) in &pool_list {
         out.sample(
             "ogel_pool_size",
             &[("database", &db.name)],
@@ -137,7 +137,7 @@ pub fn render(gateway: &Gateway) -> String {
         );
     }
     out.family("ogel_pool_paused", "gauge", "1 while PAUSE is in force.");
-    for (db, snap) in &pools {
+    for (db, snap) in &pool_list {
         out.sample(
             "ogel_pool_paused",
             &[("database", &db.name)],
@@ -146,7 +146,7 @@ pub fn render(gateway: &Gateway) -> String {
     }
     for (name, help, field) in COUNTERS {
         out.family(name, "counter", help);
-        for (db, _) in &pools {
+        for (db, _) in &pool_list {
             let value = field(&db.pool.counters).load(Ordering::Relaxed);
             out.sample(name, &[("database", &db.name)], value);
         }
@@ -157,7 +157,7 @@ pub fn render(gateway: &Gateway) -> String {
         "histogram",
         "Time clients waited for a server connection.",
     );
-    for (db, _) in &pools {
+    for (db, _) in &pool_list {
         let c = &db.pool.counters;
         let mut cumulative = 0;
         for (i, bucket) in c.wait_buckets.iter().enumerate() {
@@ -179,7 +179,7 @@ pub fn render(gateway: &Gateway) -> String {
             c.acquires.load(Ordering::Relaxed),
         );
     }
-    let prewake = gateway.predictor.stats();
+    let prewake = predictor.stats();
     type Stat = fn(&PrewakeStats) -> u64;
     let prewake_counters: [(&str, &str, Stat); 3] = [
         (

@@ -8,8 +8,15 @@ pub mod access;
 pub mod branches;
 pub mod metrics;
 
-use crate::control::access::Scope;
-use crate::control::databases::{DatabaseView, Gateway, ServiceError};
+use crate::catalog::Catalog;
+use crate::control::access::{Access, Scope};
+use crate::control::branches::Branches;
+use crate::control::databases::{DatabaseView, Databases};
+use crate::control::operations::Operations;
+use crate::control::reload::Reloader;
+use crate::error::ControlError;
+use crate::pool::Pools;
+use crate::wake::Backends;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -20,14 +27,48 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use utoipa::{OpenApi, ToSchema};
+
+/// What the API serves from, built by `app`.
+pub struct ApiServices {
+    /// Databases.
+    pub databases: Arc<Databases>,
+    /// Branches and snapshots.
+    pub branches: Arc<Branches>,
+    /// Tenants, tokens and keys.
+    pub access: Arc<Access>,
+    /// Pools (PAUSE/RESUME, metrics).
+    pub pools: Arc<Pools>,
+    /// Loaded plugins.
+    pub backends: Arc<Backends>,
+    /// Long operations running now.
+    pub operations: Arc<Operations>,
+    /// `POST /v1/reload`.
+    pub reloader: Arc<Reloader>,
+    /// Pre-wake statistics (metrics).
+    pub predictor: Arc<ogel_policies::warm::Predictor>,
+    /// The catalog (operations' databases).
+    pub catalog: Catalog,
+    /// The gateway's admin token.
+    pub token: String,
+    /// The Postgres listener's address.
+    pub pg_addr: SocketAddr,
+    /// The API listener's address.
+    pub api_addr: SocketAddr,
+    /// When the gateway started.
+    pub started_at: Instant,
+}
 
 /// State handed to handlers.
 #[derive(Clone)]
-pub struct ApiState {
-    gateway: Arc<Gateway>,
-    token: Arc<str>,
-    api_addr: SocketAddr,
+pub struct ApiState(Arc<ApiServices>);
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiServices;
+    fn deref(&self) -> &ApiServices {
+        &self.0
+    }
 }
 
 /// Request body of `POST /v1/databases`.
@@ -192,9 +233,9 @@ impl ApiError {
     }
 }
 
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
-        if let ServiceError::Backend(b) = &e {
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        if let ControlError::Backend(b) = &e {
             if b.source.is_some() {
                 tracing::warn!(error = %e, cause = ?b.source, "API call failed");
             }
@@ -216,12 +257,9 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 
 impl ApiState {
     fn info(&self, view: DatabaseView) -> DatabaseInfo {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::names::unix_now();
         DatabaseInfo {
-            url: self.gateway.database_url(&view.record, None),
+            url: self.databases.url(&view.record, None),
             name: view.record.name,
             backend: view.record.backend,
             owner: view.record.owner,
@@ -276,12 +314,8 @@ pub fn openapi_json() -> String {
 }
 
 /// The API's router.
-pub fn router(gateway: Arc<Gateway>, token: String, api_addr: SocketAddr) -> Router {
-    let state = ApiState {
-        gateway,
-        token: token.into(),
-        api_addr,
-    };
+pub fn router(services: ApiServices) -> Router {
+    let state = ApiState(Arc::new(services));
     let authed = Router::new()
         .route("/v1/databases", get(list_databases).post(create_database))
         .route(
@@ -312,7 +346,7 @@ pub fn router(gateway: Arc<Gateway>, token: String, api_addr: SocketAddr) -> Rou
             get(|State(state): State<ApiState>| async move {
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    crate::api::metrics::render(&state.gateway),
+                    crate::api::metrics::render(&state.pools, &state.predictor),
                 )
             }),
         )
@@ -340,7 +374,7 @@ async fn require_token(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(scope) = presented.and_then(|t| state.gateway.scope_of(t, &state.token)) else {
+    let Some(scope) = presented.and_then(|t| state.access.scope_of(t, &state.token)) else {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -354,7 +388,7 @@ async fn require_token(
         match segments.as_slice() {
             ["v1", "databases"] | ["v1", "operations"] | ["v1", "tokens", _, "revoke"] => {}
             ["v1", "databases", name, ..] => {
-                if let Err(e) = state.gateway.database_in_scope(name, &scope) {
+                if let Err(e) = state.access.database_in_scope(name, &scope) {
                     return ApiError::from(e).into_response();
                 }
             }
@@ -378,7 +412,7 @@ async fn list_databases(
     State(state): State<ApiState>,
     Extension(scope): Extension<Scope>,
 ) -> ApiResult<Vec<DatabaseInfo>> {
-    let views = state.gateway.describe_all().await?;
+    let views = state.databases.describe_all().await?;
     Ok(Json(
         views
             .into_iter()
@@ -417,8 +451,8 @@ async fn create_database(
         (scope, _) => scope.tenant(),
     };
     let (record, password) = state
-        .gateway
-        .create_database(
+        .databases
+        .create(
             &body.name,
             body.backend.as_deref(),
             body.suspend_after_secs,
@@ -426,8 +460,8 @@ async fn create_database(
             tenant,
         )
         .await?;
-    let url = state.gateway.database_url(&record, Some(&password));
-    let view = state.gateway.describe(&record.name).await?;
+    let url = state.databases.url(&record, Some(&password));
+    let view = state.databases.describe(&record.name).await?;
     Ok((
         StatusCode::CREATED,
         Json(DatabaseCredentials {
@@ -445,7 +479,7 @@ async fn get_database(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<DatabaseInfo> {
-    Ok(Json(state.info(state.gateway.describe(&name).await?)))
+    Ok(Json(state.info(state.databases.describe(&name).await?)))
 }
 
 /// Delete a database and all its data.
@@ -455,7 +489,7 @@ async fn delete_database(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.gateway.delete_database(&name).await?;
+    state.databases.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -466,7 +500,7 @@ async fn suspend_database(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<DatabaseInfo> {
-    Ok(Json(state.info(state.gateway.suspend(&name).await?)))
+    Ok(Json(state.info(state.databases.suspend(&name).await?)))
 }
 
 /// Wake a database's compute now.
@@ -476,7 +510,7 @@ async fn wake_database(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<DatabaseInfo> {
-    Ok(Json(state.info(state.gateway.wake(&name).await?)))
+    Ok(Json(state.info(state.databases.wake(&name).await?)))
 }
 
 /// Give the owner role a new password (the old one stops working).
@@ -486,9 +520,9 @@ async fn reset_password(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<DatabaseCredentials> {
-    let password = state.gateway.reset_password(&name).await?;
-    let view = state.gateway.describe(&name).await?;
-    let url = state.gateway.database_url(&view.record, Some(&password));
+    let password = state.databases.reset_password(&name).await?;
+    let view = state.databases.describe(&name).await?;
+    let url = state.databases.url(&view.record, Some(&password));
     Ok(Json(DatabaseCredentials {
         database: state.info(view),
         password,
@@ -511,13 +545,12 @@ async fn pause_database(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<Done> {
-    let timeout = state.gateway.pools.config().pause_timeout;
-    let pools = state.gateway.pools_of(&name)?;
-    crate::pool::pause_all(&pools, timeout).await.map_err(|e| {
+    let pools = state.databases.pools_of(&name)?;
+    state.pools.pause(&pools).await.map_err(|e| {
         ApiError::new(
             StatusCode::CONFLICT,
             "pause_timeout",
-            format!("{e}; retry when long transactions have finished, or raise pool.pause_timeout"),
+            format!("{e}; {}", crate::pool::PAUSE_HINT),
         )
     })?;
     Ok(Json(Done {
@@ -532,7 +565,7 @@ async fn resume_database(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<Done> {
-    for db in state.gateway.pools_of(&name)? {
+    for db in state.databases.pools_of(&name)? {
         db.pool.resume();
     }
     Ok(Json(Done {
@@ -544,7 +577,7 @@ async fn resume_database(
 /// (sizes, limits, modes) without dropping connections.
 #[utoipa::path(post, path = "/v1/reload", responses((status = 200, body = Done), (status = 400, body = ApiErrorBody)))]
 async fn reload(State(state): State<ApiState>) -> ApiResult<Done> {
-    state.gateway.reload().map_err(|e| {
+    state.reloader.reload().map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_config",
@@ -559,13 +592,13 @@ async fn reload(State(state): State<ApiState>) -> ApiResult<Done> {
 /// Gateway, databases and computes.
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, body = GatewayStatus)))]
 async fn status(State(state): State<ApiState>) -> ApiResult<GatewayStatus> {
-    let views = state.gateway.describe_all().await?;
+    let views = state.databases.describe_all().await?;
     Ok(Json(GatewayStatus {
         version: env!("CARGO_PKG_VERSION").to_string(),
-        uptime_secs: state.gateway.started_at.elapsed().as_secs(),
-        listen: state.gateway.pg_addr.to_string(),
+        uptime_secs: state.started_at.elapsed().as_secs(),
+        listen: state.pg_addr.to_string(),
         api: state.api_addr.to_string(),
-        backend: state.gateway.backend_description(),
+        backend: state.backends.description(),
         databases: views.into_iter().map(|v| state.info(v)).collect(),
     }))
 }
@@ -573,7 +606,7 @@ async fn status(State(state): State<ApiState>) -> ApiResult<GatewayStatus> {
 /// Backend plugins: loaded (with capabilities) and refused (with the reason).
 #[utoipa::path(get, path = "/v1/plugins", responses((status = 200, body = PluginList)))]
 async fn list_plugins(State(state): State<ApiState>) -> ApiResult<PluginList> {
-    let backends = &state.gateway.backends;
+    let backends = &state.backends;
     Ok(Json(PluginList {
         plugins: backends
             .plugins

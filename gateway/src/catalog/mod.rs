@@ -1,38 +1,109 @@
-//! The catalog: databases and roles, in an embedded crash-safe store (redb:
-//! copy-on-write B-trees, each commit durable when it returns).
+//! The catalog: databases, roles, branches, tenants and issued tokens.
+//! [`Catalog`] is the typed view every service uses; where the records live
+//! is a [`CatalogStore`] — an embedded crash-safe file today
+//! ([`redb::RedbStore`]), a shared store when several gateways run together.
 //!
 //! Records are JSON values keyed by name, so adding a field never needs a
 //! migration (missing fields take their defaults). A database is written
 //! first as `creating`, then `ready` once its backend finished; on start-up
 //! anything still `creating` is a create a crash interrupted, and is undone.
 
-use redb::{Database, ReadableTable, TableDefinition};
+pub mod redb;
+
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
 
-const DATABASES: TableDefinition<&str, &[u8]> = TableDefinition::new("databases");
-const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
-/// Branches other than `main`, keyed `database@branch`.
-const BRANCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("branches");
-/// Tenants, by name.
-const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
-/// Issued tokens (ids and claims, never the token), by id.
-const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// The tables of the catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    /// Databases, by name.
+    Databases,
+    /// Roles of the gateway's role store, by name.
+    Roles,
+    /// Branches other than `main`, keyed `database@branch`.
+    Branches,
+    /// Tenants, by name.
+    Tenants,
+    /// Issued tokens (ids and claims, never the token), by id.
+    Tokens,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 5] = [
+        Table::Databases,
+        Table::Roles,
+        Table::Branches,
+        Table::Tenants,
+        Table::Tokens,
+    ];
+
+    /// Its name in the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Databases => "databases",
+            Table::Roles => "roles",
+            Table::Branches => "branches",
+            Table::Tenants => "tenants",
+            Table::Tokens => "tokens",
+        }
+    }
+}
+
+/// One write of a batch: a table, a key, and the new value (`None` deletes).
+pub type WriteOp<'a> = (Table, &'a str, Option<Vec<u8>>);
+
+/// Where catalog records live. Every method is one durable step: a
+/// [`write`](CatalogStore::write) batch is applied whole or not at all, and
+/// is durable when it returns.
+pub trait CatalogStore: Send + Sync {
+    /// The value at `key`, if any.
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, CatalogError>;
+    /// Every value of `table`, in key order.
+    fn list(&self, table: Table) -> Result<Vec<Vec<u8>>, CatalogError>;
+    /// Applies puts and deletes in one transaction.
+    fn write(&self, ops: &[WriteOp<'_>]) -> Result<(), CatalogError>;
+}
 
 /// The tenant of databases made without one (and of the global admin).
 pub const DEFAULT_TENANT: &str = "default";
+
+fn decode<T: DeserializeOwned>(table: Table, bytes: &[u8]) -> Result<T, CatalogError> {
+    serde_json::from_slice(bytes).map_err(|source| CatalogError::Decode {
+        table: table.name(),
+        source,
+    })
+}
 
 fn default_tenant() -> String {
     DEFAULT_TENANT.to_string()
 }
 
-/// A catalog failure (disk, corruption); the message says what failed.
+/// A catalog failure (disk, corruption), with its cause.
 #[derive(Debug, thiserror::Error)]
-#[error("catalog: {0}")]
-pub struct CatalogError(String);
-
-fn err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> CatalogError + '_ {
-    move |e| CatalogError(format!("{what}: {e}"))
+pub enum CatalogError {
+    /// The store failed to `action` (open, begin, read, write, commit).
+    #[error("catalog: could not {action}")]
+    Store {
+        /// What it was doing.
+        action: &'static str,
+        /// The store's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A record is not what this gateway can read.
+    #[error("catalog: a record of table {table} could not be decoded")]
+    Decode {
+        /// The table's name.
+        table: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record could not be encoded.
+    #[error("catalog: a record could not be encoded")]
+    Encode(#[source] serde_json::Error),
 }
 
 /// Where a database is in its life.
@@ -118,7 +189,6 @@ pub struct RoleRecord {
     pub databases: Vec<String>,
 }
 
-/// One write of a batch: a table, a key, and the new value (`None` deletes).
 /// A branch of a database (other than `main`, which every database has).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BranchRecord {
@@ -142,94 +212,69 @@ impl BranchRecord {
     }
 }
 
-type WriteOp<'a> = (
-    TableDefinition<'static, &'static str, &'static [u8]>,
-    &'a str,
-    Option<Vec<u8>>,
-);
-
-/// The catalog store.
+/// The catalog, typed: records in, records out, over any store.
+#[derive(Clone)]
 pub struct Catalog {
-    db: Database,
+    store: Arc<dyn CatalogStore>,
 }
 
 impl Catalog {
-    /// Opens or creates the catalog file.
+    /// Opens or creates the embedded catalog file.
     pub fn open(path: &Path) -> Result<Catalog, CatalogError> {
-        let db = Database::create(path).map_err(err("open the catalog"))?;
-        let txn = db.begin_write().map_err(err("begin"))?;
-        txn.open_table(DATABASES).map_err(err("open table"))?;
-        txn.open_table(ROLES).map_err(err("open table"))?;
-        txn.open_table(BRANCHES).map_err(err("open table"))?;
-        txn.open_table(TENANTS).map_err(err("open table"))?;
-        txn.open_table(TOKENS).map_err(err("open table"))?;
-        txn.commit().map_err(err("commit"))?;
-        Ok(Catalog { db })
+        Ok(Catalog::over(Arc::new(redb::RedbStore::open(path)?)))
     }
 
-    fn get<T: DeserializeOwned>(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-        key: &str,
-    ) -> Result<Option<T>, CatalogError> {
-        let txn = self.db.begin_read().map_err(err("begin"))?;
-        let table = txn.open_table(table).map_err(err("open table"))?;
-        match table.get(key).map_err(err("read"))? {
-            Some(v) => serde_json::from_slice(v.value())
-                .map(Some)
-                .map_err(err("decode a record")),
+    /// A catalog over `store`.
+    pub fn over(store: Arc<dyn CatalogStore>) -> Catalog {
+        Catalog { store }
+    }
+
+    fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>, CatalogError> {
+        match self.store.get(table, key)? {
+            Some(v) => decode(table, &v).map(Some),
             None => Ok(None),
         }
     }
 
-    fn list<T: DeserializeOwned>(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-    ) -> Result<Vec<T>, CatalogError> {
-        let txn = self.db.begin_read().map_err(err("begin"))?;
-        let table = txn.open_table(table).map_err(err("open table"))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(err("read"))? {
-            let (_, v) = entry.map_err(err("read"))?;
-            out.push(serde_json::from_slice(v.value()).map_err(err("decode a record"))?);
-        }
-        Ok(out)
+    fn list<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>, CatalogError> {
+        self.store
+            .list(table)?
+            .iter()
+            .map(|v| decode(table, v))
+            .collect()
     }
 
-    /// Applies puts and deletes in one durable transaction.
     fn write(&self, ops: &[WriteOp<'_>]) -> Result<(), CatalogError> {
-        let txn = self.db.begin_write().map_err(err("begin"))?;
-        for (table, key, value) in ops {
-            let mut table = txn.open_table(*table).map_err(err("open table"))?;
-            match value {
-                Some(v) => {
-                    table.insert(*key, v.as_slice()).map_err(err("write"))?;
-                }
-                None => {
-                    table.remove(*key).map_err(err("delete"))?;
-                }
-            }
-        }
-        txn.commit().map_err(err("commit"))
+        self.store.write(ops)
     }
 
     fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CatalogError> {
-        serde_json::to_vec(value).map_err(err("encode a record"))
+        serde_json::to_vec(value).map_err(CatalogError::Encode)
+    }
+
+    /// Whether a tenant exists (the default one always does).
+    pub fn tenant_exists(&self, name: &str) -> Result<bool, CatalogError> {
+        Ok(name == DEFAULT_TENANT || self.tenant(name)?.is_some())
+    }
+
+    /// Whether `branch` of `database` exists (`main` always does).
+    pub fn branch_exists(&self, database: &str, branch: &str) -> Result<bool, CatalogError> {
+        Ok(branch == crate::names::MAIN_BRANCH || self.branch(database, branch)?.is_some())
     }
 
     /// One database.
     pub fn database(&self, name: &str) -> Result<Option<DatabaseRecord>, CatalogError> {
-        self.get(DATABASES, name)
+        self.get(Table::Databases, name)
     }
 
     /// Every database, by name.
     pub fn databases(&self) -> Result<Vec<DatabaseRecord>, CatalogError> {
-        self.list(DATABASES)
+        self.list(Table::Databases)
     }
 
     /// One role.
     pub fn role(&self, name: &str) -> Result<Option<RoleRecord>, CatalogError> {
-        self.get(ROLES, name)
+        self.get(Table::Roles, name)
     }
 
     /// Writes a database and its owner role together.
@@ -239,14 +284,14 @@ impl Catalog {
         owner: &RoleRecord,
     ) -> Result<(), CatalogError> {
         self.write(&[
-            (DATABASES, &db.name, Some(Self::encode(db)?)),
-            (ROLES, &owner.name, Some(Self::encode(owner)?)),
+            (Table::Databases, &db.name, Some(Self::encode(db)?)),
+            (Table::Roles, &owner.name, Some(Self::encode(owner)?)),
         ])
     }
 
     /// Writes a role.
     pub fn put_role(&self, role: &RoleRecord) -> Result<(), CatalogError> {
-        self.write(&[(ROLES, &role.name, Some(Self::encode(role)?))])
+        self.write(&[(Table::Roles, &role.name, Some(Self::encode(role)?))])
     }
 
     /// Removes a database and its owner role together.
@@ -259,9 +304,12 @@ impl Catalog {
         // Its tokens go too: a new database of the same name must not
         // accept them (they would fail the tenant check only if it moved).
         let tokens: Vec<String> = self.tokens(&db.name)?.into_iter().map(|t| t.id).collect();
-        let mut ops: Vec<WriteOp<'_>> = vec![(DATABASES, &db.name, None), (ROLES, &db.owner, None)];
-        ops.extend(branches.iter().map(|k| (BRANCHES, k.as_str(), None)));
-        ops.extend(tokens.iter().map(|k| (TOKENS, k.as_str(), None)));
+        let mut ops: Vec<WriteOp<'_>> = vec![
+            (Table::Databases, &db.name, None),
+            (Table::Roles, &db.owner, None),
+        ];
+        ops.extend(branches.iter().map(|k| (Table::Branches, k.as_str(), None)));
+        ops.extend(tokens.iter().map(|k| (Table::Tokens, k.as_str(), None)));
         self.write(&ops)
     }
 
@@ -271,13 +319,13 @@ impl Catalog {
         database: &str,
         branch: &str,
     ) -> Result<Option<BranchRecord>, CatalogError> {
-        self.get(BRANCHES, &format!("{database}@{branch}"))
+        self.get(Table::Branches, &format!("{database}@{branch}"))
     }
 
     /// The branches of `database` (all databases' when empty).
     pub fn branches(&self, database: &str) -> Result<Vec<BranchRecord>, CatalogError> {
         Ok(self
-            .list::<BranchRecord>(BRANCHES)?
+            .list::<BranchRecord>(Table::Branches)?
             .into_iter()
             .filter(|b| database.is_empty() || b.database == database)
             .collect())
@@ -285,38 +333,38 @@ impl Catalog {
 
     /// Records a branch.
     pub fn put_branch(&self, branch: &BranchRecord) -> Result<(), CatalogError> {
-        self.write(&[(BRANCHES, &branch.key(), Some(Self::encode(branch)?))])
+        self.write(&[(Table::Branches, &branch.key(), Some(Self::encode(branch)?))])
     }
 
     /// One tenant.
     pub fn tenant(&self, name: &str) -> Result<Option<TenantRecord>, CatalogError> {
-        self.get(TENANTS, name)
+        self.get(Table::Tenants, name)
     }
 
     /// Every tenant.
     pub fn tenants(&self) -> Result<Vec<TenantRecord>, CatalogError> {
-        self.list(TENANTS)
+        self.list(Table::Tenants)
     }
 
     /// Records a tenant.
     pub fn put_tenant(&self, tenant: &TenantRecord) -> Result<(), CatalogError> {
-        self.write(&[(TENANTS, &tenant.name, Some(Self::encode(tenant)?))])
+        self.write(&[(Table::Tenants, &tenant.name, Some(Self::encode(tenant)?))])
     }
 
     /// Forgets a tenant.
     pub fn remove_tenant(&self, name: &str) -> Result<(), CatalogError> {
-        self.write(&[(TENANTS, name, None)])
+        self.write(&[(Table::Tenants, name, None)])
     }
 
     /// One issued token.
     pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, CatalogError> {
-        self.get(TOKENS, id)
+        self.get(Table::Tokens, id)
     }
 
     /// Issued tokens of `database` (every database's when empty).
     pub fn tokens(&self, database: &str) -> Result<Vec<TokenRecord>, CatalogError> {
         Ok(self
-            .list::<TokenRecord>(TOKENS)?
+            .list::<TokenRecord>(Table::Tokens)?
             .into_iter()
             .filter(|t| database.is_empty() || t.database == database)
             .collect())
@@ -324,12 +372,12 @@ impl Catalog {
 
     /// Records an issued (or revoked) token.
     pub fn put_token(&self, token: &TokenRecord) -> Result<(), CatalogError> {
-        self.write(&[(TOKENS, &token.id, Some(Self::encode(token)?))])
+        self.write(&[(Table::Tokens, &token.id, Some(Self::encode(token)?))])
     }
 
     /// Forgets a branch.
     pub fn remove_branch(&self, database: &str, branch: &str) -> Result<(), CatalogError> {
-        self.write(&[(BRANCHES, &format!("{database}@{branch}"), None)])
+        self.write(&[(Table::Branches, &format!("{database}@{branch}"), None)])
     }
 }
 

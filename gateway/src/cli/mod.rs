@@ -550,7 +550,7 @@ async fn branch_command(api: &ApiClient, command: &BranchCommand) -> anyhow::Res
                 "{:<20} {:<12} {:<10} {:>12}  URL",
                 "BRANCH", "PARENT", "COMPUTE", "EXPIRES"
             );
-            let now = crate::control::databases::unix_now();
+            let now = crate::names::unix_now();
             for b in list {
                 let expires = b
                     .expires_at_unix

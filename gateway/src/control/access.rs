@@ -4,44 +4,19 @@
 //! them, and a database of another tenant is "not found" to it, never
 //! "forbidden", so its existence does not leak.
 
+use super::databases::Databases;
+use super::urls::Urls;
 use crate::auth::constant_time_eq;
-use crate::auth::tokens::{TokenClaims, TokenError, ISSUER};
-use crate::catalog::{DatabaseRecord, TenantRecord, TokenRecord, DEFAULT_TENANT};
-use crate::control::databases::{unix_now, Gateway, ServiceError};
-use crate::error::ClientError;
-use ogel_plugin_sdk::{BackendError, BackendErrorKind};
+use crate::auth::tokens::{KeyRing, TokenClaims, TokenError, ISSUER};
+use crate::catalog::{Catalog, DatabaseRecord, TenantRecord, TokenRecord, DEFAULT_TENANT};
+use crate::config::TokensConfig;
+use crate::error::{ClientError, ControlError};
+use crate::names::{self, unix_now, MAIN_BRANCH};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// `[tokens]`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct TokensConfig {
-    /// The `aud` claim: tokens of another deployment are refused.
-    pub audience: String,
-    /// Lifetime of a token when none is asked for.
-    #[serde(with = "humantime_serde")]
-    pub default_ttl: Duration,
-    /// The longest lifetime a token may get.
-    #[serde(with = "humantime_serde")]
-    pub max_ttl: Duration,
-    /// The user name that says "my password is a token" (cleartext
-    /// password, only over TLS or from loopback). Reserved: no role has it.
-    pub password_user: String,
-}
-
-impl Default for TokensConfig {
-    fn default() -> Self {
-        TokensConfig {
-            audience: "ogelbase".into(),
-            default_ttl: Duration::from_secs(30 * 86_400),
-            max_ttl: Duration::from_secs(366 * 86_400),
-            password_user: "token".into(),
-        }
-    }
-}
 
 /// Whose request the API is serving.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,10 +78,6 @@ fn sha256_hex(s: &str) -> String {
         .collect()
 }
 
-fn invalid(message: impl Into<String>) -> ServiceError {
-    ServiceError::Backend(BackendError::new(BackendErrorKind::InvalidRequest, message))
-}
-
 fn random_hex(bytes: usize) -> String {
     let mut rng = rand::thread_rng();
     (0..bytes)
@@ -114,22 +85,42 @@ fn random_hex(bytes: usize) -> String {
         .collect()
 }
 
-/// Tenant names: like database names.
-fn validate_tenant(name: &str) -> Result<(), ServiceError> {
-    let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        && name.len() <= 48;
-    if !ok || name == DEFAULT_TENANT {
-        return Err(invalid(format!(
-            "invalid tenant name \"{name}\": use 1–48 characters a-z, 0-9, _ and -, starting with a letter (\"{DEFAULT_TENANT}\" is reserved)"
-        )));
-    }
-    Ok(())
+/// The access service: tenants, their admin tokens, and token URLs.
+pub struct Access {
+    catalog: Catalog,
+    databases: Arc<Databases>,
+    keys: Arc<KeyRing>,
+    tokens: TokensConfig,
+    /// `limits.clients_per_tenant`.
+    clients_per_tenant: usize,
+    urls: Urls,
 }
 
-impl Gateway {
+impl Access {
+    /// The service.
+    pub fn new(
+        catalog: Catalog,
+        databases: Arc<Databases>,
+        keys: Arc<KeyRing>,
+        tokens: TokensConfig,
+        clients_per_tenant: usize,
+        urls: Urls,
+    ) -> Self {
+        Access {
+            catalog,
+            databases,
+            keys,
+            tokens,
+            clients_per_tenant,
+            urls,
+        }
+    }
+
+    /// The signing keys (list, rotate, remove, JWKS).
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
     /// The scope of an API bearer token: the admin token, or a tenant's.
     pub fn scope_of(&self, bearer: &str, admin_token: &str) -> Option<Scope> {
         if constant_time_eq(bearer.as_bytes(), admin_token.as_bytes()) {
@@ -150,14 +141,12 @@ impl Gateway {
         &self,
         name: &str,
         scope: &Scope,
-    ) -> Result<DatabaseRecord, ServiceError> {
-        let record = self.ready_database(name)?;
+    ) -> Result<DatabaseRecord, ControlError> {
+        let record = self.databases.ready(name)?;
         if scope.sees(&record) {
             Ok(record)
         } else {
-            Err(ServiceError::Backend(BackendError::not_found(format!(
-                "database \"{name}\" does not exist; see `ogel db list`"
-            ))))
+            Err(ControlError::no_database(name))
         }
     }
 
@@ -166,12 +155,11 @@ impl Gateway {
         &self,
         name: &str,
         max_clients: Option<u32>,
-    ) -> Result<(TenantRecord, String), ServiceError> {
-        validate_tenant(name)?;
+    ) -> Result<(TenantRecord, String), ControlError> {
+        names::validate_tenant(name, DEFAULT_TENANT)?;
         if self.catalog.tenant(name)?.is_some() {
-            return Err(ServiceError::Backend(BackendError::new(
-                BackendErrorKind::AlreadyExists,
-                format!("tenant \"{name}\" already exists"),
+            return Err(ControlError::AlreadyExists(format!(
+                "tenant \"{name}\" already exists"
             )));
         }
         let token = format!("ogt_{}", random_hex(32));
@@ -186,11 +174,11 @@ impl Gateway {
     }
 
     /// Removes a tenant that owns no database.
-    pub fn delete_tenant(&self, name: &str) -> Result<(), ServiceError> {
+    pub fn delete_tenant(&self, name: &str) -> Result<(), ControlError> {
         if self.catalog.tenant(name)?.is_none() {
-            return Err(ServiceError::Backend(BackendError::not_found(format!(
+            return Err(ControlError::NotFound(format!(
                 "tenant \"{name}\" does not exist; see `ogel tenants list`"
-            ))));
+            )));
         }
         let owned: Vec<String> = self
             .catalog
@@ -200,25 +188,17 @@ impl Gateway {
             .map(|d| d.name)
             .collect();
         if !owned.is_empty() {
-            return Err(ServiceError::Backend(BackendError::new(
-                BackendErrorKind::InvalidRequest,
-                format!(
-                    "tenant \"{name}\" still owns {}; delete them first",
-                    owned.join(", ")
-                ),
+            return Err(ControlError::Invalid(format!(
+                "tenant \"{name}\" still owns {}; delete them first",
+                owned.join(", ")
             )));
         }
         Ok(self.catalog.remove_tenant(name)?)
     }
 
-    /// Whether a tenant exists (the default one always does).
-    pub fn tenant_exists(&self, name: &str) -> Result<bool, ServiceError> {
-        Ok(name == DEFAULT_TENANT || self.catalog.tenant(name)?.is_some())
-    }
-
     /// The client limit of a tenant (0: none).
     pub fn tenant_client_limit(&self, tenant: &str) -> usize {
-        let configured = self.limits.config().clients_per_tenant;
+        let configured = self.clients_per_tenant;
         // The default tenant has no record: no catalog read on its logins.
         if tenant == DEFAULT_TENANT {
             return configured;
@@ -240,25 +220,23 @@ impl Gateway {
         read_only: bool,
         ttl: Option<Duration>,
         scope: &Scope,
-    ) -> Result<IssuedToken, ServiceError> {
+    ) -> Result<IssuedToken, ControlError> {
         let record = self.database_in_scope(database, scope)?;
-        let branch = branch.unwrap_or("main");
-        if !self.branch_exists(database, branch)? {
-            return Err(ServiceError::Backend(BackendError::not_found(format!(
-                "database \"{database}\" has no branch \"{branch}\"; see `ogel branch list {database}`"
-            ))));
+        let branch = branch.unwrap_or(MAIN_BRANCH);
+        if !self.catalog.branch_exists(database, branch)? {
+            return Err(ControlError::no_branch(database, branch));
         }
-        let ttl = ttl.unwrap_or(self.config.tokens.default_ttl);
-        if ttl.is_zero() || ttl > self.config.tokens.max_ttl {
-            return Err(invalid(format!(
+        let ttl = ttl.unwrap_or(self.tokens.default_ttl);
+        if ttl.is_zero() || ttl > self.tokens.max_ttl {
+            return Err(ControlError::Invalid(format!(
                 "a token lives between 1 s and {} (tokens.max_ttl)",
-                humantime::format_duration(self.config.tokens.max_ttl)
+                humantime::format_duration(self.tokens.max_ttl)
             )));
         }
         let now = unix_now();
         let claims = TokenClaims {
             iss: ISSUER.into(),
-            aud: self.config.tokens.audience.clone(),
+            aud: self.tokens.audience.clone(),
             sub: record.owner.clone(),
             tenant: record.tenant.clone(),
             db: record.name.clone(),
@@ -268,9 +246,13 @@ impl Gateway {
             exp: now + ttl.as_secs(),
             jti: format!("tok_{}", random_hex(8)),
         };
-        let (token, kid) = self.keys.mint(&claims).map_err(|e| {
-            ServiceError::Backend(BackendError::internal(format!("could not sign: {e:#}")))
-        })?;
+        let (token, kid) = self
+            .keys
+            .mint(&claims)
+            .map_err(|e| ControlError::Internal {
+                message: "could not sign the token; see the gateway's log".into(),
+                source: e.into(),
+            })?;
         let token_record = TokenRecord {
             id: claims.jti.clone(),
             tenant: claims.tenant.clone(),
@@ -283,11 +265,7 @@ impl Gateway {
             revoked_at_unix: None,
         };
         self.catalog.put_token(&token_record)?;
-        let url = format!(
-            "postgresql://{token}@{}/{}?sslmode=require",
-            self.host_port(),
-            record.name
-        );
+        let url = self.urls.token(&token, &record.name);
         Ok(IssuedToken {
             record: token_record,
             token,
@@ -300,7 +278,7 @@ impl Gateway {
         &self,
         database: &str,
         scope: &Scope,
-    ) -> Result<Vec<TokenRecord>, ServiceError> {
+    ) -> Result<Vec<TokenRecord>, ControlError> {
         self.database_in_scope(database, scope)?;
         let mut tokens = self.catalog.tokens(database)?;
         tokens.sort_by_key(|t| t.issued_at_unix);
@@ -308,11 +286,11 @@ impl Gateway {
     }
 
     /// Revokes a token by id: it stops working at the next login.
-    pub fn revoke_token(&self, id: &str, scope: &Scope) -> Result<TokenRecord, ServiceError> {
+    pub fn revoke_token(&self, id: &str, scope: &Scope) -> Result<TokenRecord, ControlError> {
         let not_found = || {
-            ServiceError::Backend(BackendError::not_found(format!(
+            ControlError::NotFound(format!(
                 "no token \"{id}\"; see `ogel tokens list <database>`"
-            )))
+            ))
         };
         let mut record = self.catalog.token(id)?.ok_or_else(not_found)?;
         if let Scope::Tenant(t) = scope {
@@ -344,7 +322,7 @@ impl Gateway {
         };
         let claims = self
             .keys
-            .verify(token, &self.config.tokens.audience)
+            .verify(token, &self.tokens.audience)
             .map_err(|e| match e {
                 TokenError::Invalid(_) | TokenError::UnknownKey(_) => {
                     ClientError::new("28P01", format!("token authentication failed: {e}"))
@@ -380,7 +358,8 @@ impl Gateway {
             return Err(refused(format!("token \"{}\" was revoked", claims.jti)));
         }
         let record = self
-            .ready_database(&claims.db)
+            .databases
+            .ready(&claims.db)
             .ok()
             .filter(|r| r.tenant == claims.tenant && issued.database == r.name)
             .ok_or_else(|| {
@@ -396,15 +375,5 @@ impl Gateway {
             read_only: claims.ro,
             role: claims.sub,
         })
-    }
-
-    /// `host:port` of the Postgres listener, for URLs.
-    pub fn host_port(&self) -> String {
-        let host = match self.pg_addr.ip() {
-            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-            ip => ip.to_string(),
-        };
-        format!("{host}:{}", self.pg_addr.port())
     }
 }

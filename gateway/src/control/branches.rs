@@ -6,45 +6,18 @@
 //! held exclusively so no client is handed its compute meanwhile.
 //!
 //! A branch's compute is named `database@branch` everywhere below the
-//! gateway (lifecycles, pools, backends); `main` is the database itself.
+//! gateway (lifecycles, pools, backends); `main` is the database itself
+//! (`names::compute_name`).
 
-use crate::catalog::BranchRecord;
-use crate::control::databases::{unix_now, Gateway, ServiceError};
-use ogel_plugin_sdk::{
-    BackendError, BackendErrorKind, BranchPoint, BranchSpec, Branching, SnapshotInfo,
-};
+use super::databases::Databases;
+use super::operations::Operations;
+use crate::catalog::{BranchRecord, Catalog};
+use crate::error::ControlError;
+use crate::names::{self, compute_name, unix_now};
+use crate::pool::Pools;
+use ogel_plugin_sdk::{BranchPoint, BranchSpec, Branching, SnapshotInfo};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// The compute name of a branch.
-pub fn compute_name(database: &str, branch: &str) -> String {
-    if branch == "main" {
-        database.to_string()
-    } else {
-        format!("{database}@{branch}")
-    }
-}
-
-/// Splits `shop@dev` into (`shop`, `dev`); a plain name is its `main`.
-pub fn split(name: &str) -> (&str, &str) {
-    name.split_once('@').unwrap_or((name, "main"))
-}
-
-/// Branch names: like database names, plus `-`.
-pub fn validate_branch_name(name: &str) -> Result<(), String> {
-    let ok_start = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let ok_rest = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if !ok_start || !ok_rest || name.len() > 48 {
-        return Err(format!(
-            "invalid branch name \"{name}\": use 1–48 characters a-z, 0-9, _ and -, starting with a letter or digit"
-        ));
-    }
-    Ok(())
-}
 
 /// Reads `--at`: `now`, an LSN (`0/16B3740`) or a time (RFC 3339).
 pub fn parse_point(at: Option<&str>, snapshot: Option<&str>) -> BranchPoint {
@@ -60,54 +33,33 @@ pub fn parse_point(at: Option<&str>, snapshot: Option<&str>) -> BranchPoint {
     }
 }
 
-fn invalid(message: impl Into<String>) -> ServiceError {
-    ServiceError::Backend(BackendError::new(BackendErrorKind::InvalidRequest, message))
+/// The branches and snapshots service.
+pub struct Branches {
+    databases: Arc<Databases>,
+    catalog: Catalog,
+    pools: Arc<Pools>,
+    operations: Arc<Operations>,
 }
 
-fn no_branch(database: &str, branch: &str) -> ServiceError {
-    ServiceError::Backend(BackendError::not_found(format!(
-        "database \"{database}\" has no branch \"{branch}\"; see `ogel branch list {database}`"
-    )))
-}
-
-/// An operation listed in `GET /v1/operations` while it runs.
-pub struct OperationGuard {
-    operations: std::sync::Arc<
-        std::sync::Mutex<std::collections::BTreeMap<String, (&'static str, std::time::Instant)>>,
-    >,
-    compute: String,
-}
-
-impl Drop for OperationGuard {
-    fn drop(&mut self) {
-        self.operations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.compute);
-    }
-}
-
-impl Gateway {
-    /// Lists `kind` on `compute` as running until the guard is dropped.
-    pub fn operation(&self, compute: &str, kind: &'static str) -> OperationGuard {
-        self.operations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(compute.to_string(), (kind, std::time::Instant::now()));
-        OperationGuard {
-            operations: self.operations.clone(),
-            compute: compute.to_string(),
+impl Branches {
+    /// The service.
+    pub fn new(
+        databases: Arc<Databases>,
+        catalog: Catalog,
+        pools: Arc<Pools>,
+        operations: Arc<Operations>,
+    ) -> Self {
+        Branches {
+            databases,
+            catalog,
+            pools,
+            operations,
         }
     }
 
-    /// Whether `branch` of `database` exists (`main` always does).
-    pub fn branch_exists(&self, database: &str, branch: &str) -> Result<bool, ServiceError> {
-        Ok(branch == "main" || self.catalog.branch(database, branch)?.is_some())
-    }
-
     /// The branches of a database, `main` first.
-    pub fn branches(&self, database: &str) -> Result<Vec<BranchRecord>, ServiceError> {
-        let record = self.ready_database(database)?;
+    pub fn branches(&self, database: &str) -> Result<Vec<BranchRecord>, ControlError> {
+        let record = self.databases.ready(database)?;
         let mut out = vec![BranchRecord {
             database: database.to_string(),
             name: "main".into(),
@@ -126,20 +78,18 @@ impl Gateway {
         &self,
         name: &str,
         quiesce: bool,
-        op: impl std::future::Future<Output = Result<T, ServiceError>>,
-    ) -> Result<T, ServiceError> {
+        op: impl std::future::Future<Output = Result<T, ControlError>>,
+    ) -> Result<T, ControlError> {
         let pools = if quiesce {
             self.pools.find_all(name)
         } else {
             Vec::new()
         };
-        crate::pool::pause_all(&pools, self.pools.config().pause_timeout)
-            .await
-            .map_err(|e| {
-                invalid(format!(
-                    "could not pause \"{name}\" for a consistent copy: {e}"
-                ))
-            })?;
+        self.pools.pause(&pools).await.map_err(|e| {
+            ControlError::Invalid(format!(
+                "could not pause \"{name}\" for a consistent copy: {e}"
+            ))
+        })?;
         for pool in &pools {
             pool.pool.close_idle();
         }
@@ -160,46 +110,44 @@ impl Gateway {
         point: BranchPoint,
         ttl: Option<Duration>,
         allow_slow: bool,
-    ) -> Result<BranchRecord, ServiceError> {
-        validate_branch_name(branch).map_err(invalid)?;
+    ) -> Result<BranchRecord, ControlError> {
+        names::validate_branch(branch)?;
         if branch == "main" {
-            return Err(invalid(
-                "every database has its branch \"main\"; pick another name",
+            return Err(ControlError::Invalid(
+                "every database has its branch \"main\"; pick another name".into(),
             ));
         }
-        let record = self.ready_database(database)?;
-        let lifecycle = self.lifecycle(&record)?;
+        let record = self.databases.ready(database)?;
+        let lifecycle = self.databases.lifecycle(&record)?;
         let caps = lifecycle.backend().capabilities();
         if caps.branching == Branching::None {
-            return Err(ServiceError::Backend(BackendError::unsupported(format!(
+            return Err(ControlError::Unsupported(format!(
                 "backend {} cannot make branches",
                 record.backend
-            ))));
+            )));
         }
         if caps.slow_branches && !allow_slow {
-            return Err(ServiceError::Backend(BackendError::unsupported(format!(
+            return Err(ControlError::Unsupported(format!(
                 "backend {} makes a branch as a full copy through a snapshot, which takes minutes on large data; ask for it with --allow-slow (\"allow_slow\": true)",
                 record.backend
-            ))));
+            )));
         }
         if matches!(
             point,
             BranchPoint::Lsn { .. } | BranchPoint::Timestamp { .. }
         ) && !caps.point_in_time
         {
-            return Err(ServiceError::Backend(BackendError::unsupported(format!(
+            return Err(ControlError::Unsupported(format!(
                 "backend {} cannot branch at a point in time; use --at now",
                 record.backend
-            ))));
+            )));
         }
         let parent = parent.unwrap_or("main");
-        if !self.branch_exists(database, parent)? {
-            return Err(no_branch(database, parent));
+        if !self.catalog.branch_exists(database, parent)? {
+            return Err(ControlError::no_branch(database, parent));
         }
-        if self.branch_exists(database, branch)? {
-            return Err(ServiceError::Backend(BackendError::new(
-                BackendErrorKind::AlreadyExists,
-                format!("branch \"{branch}\" of \"{database}\" already exists; `ogel branch reset {database} {branch}` refreshes it"),
+        if self.catalog.branch_exists(database, branch)? {
+            return Err(ControlError::AlreadyExists(format!("branch \"{branch}\" of \"{database}\" already exists; `ogel branch reset {database} {branch}` refreshes it"
             )));
         }
         let spec = BranchSpec {
@@ -209,7 +157,9 @@ impl Gateway {
             point: point.clone(),
         };
         let started = std::time::Instant::now();
-        let _op = self.operation(&compute_name(database, branch), "create branch");
+        let _op = self
+            .operations
+            .start(&compute_name(database, branch), "create branch");
         let parent_compute = compute_name(database, parent);
         if point == BranchPoint::Now {
             // Copying the parent may stop it briefly (drivers without atomic
@@ -223,7 +173,7 @@ impl Gateway {
                         move |backend| async move { backend.create_branch(&spec).await },
                     )
                     .await
-                    .map_err(ServiceError::from)
+                    .map_err(ControlError::from)
             })
             .await?;
         } else {
@@ -250,19 +200,20 @@ impl Gateway {
     }
 
     /// Deletes a branch and its data.
-    pub async fn delete_branch(&self, database: &str, branch: &str) -> Result<(), ServiceError> {
-        let record = self.ready_database(database)?;
+    pub async fn delete_branch(&self, database: &str, branch: &str) -> Result<(), ControlError> {
+        let record = self.databases.ready(database)?;
         if branch == "main" {
-            return Err(invalid(format!(
+            return Err(ControlError::Invalid(format!(
                 "\"main\" is the database itself; `ogel db delete {database}` deletes it"
             )));
         }
-        if !self.branch_exists(database, branch)? {
-            return Err(no_branch(database, branch));
+        if !self.catalog.branch_exists(database, branch)? {
+            return Err(ControlError::no_branch(database, branch));
         }
         let name = compute_name(database, branch);
         let (db, br) = (database.to_string(), branch.to_string());
-        self.lifecycle(&record)?
+        self.databases
+            .lifecycle(&record)?
             .exclusive(&name, "delete a branch", move |backend| async move {
                 backend.delete_branch(&db, &br).await
             })
@@ -277,28 +228,28 @@ impl Gateway {
         &self,
         database: &str,
         branch: &str,
-    ) -> Result<BranchRecord, ServiceError> {
-        let record = self.ready_database(database)?;
+    ) -> Result<BranchRecord, ControlError> {
+        let record = self.databases.ready(database)?;
         let Some(mut branch_record) = self.catalog.branch(database, branch)? else {
             return Err(if branch == "main" {
-                invalid("\"main\" has no parent to reset to")
+                ControlError::Invalid("\"main\" has no parent to reset to".into())
             } else {
-                no_branch(database, branch)
+                ControlError::no_branch(database, branch)
             });
         };
-        let lifecycle = self.lifecycle(&record)?;
+        let lifecycle = self.databases.lifecycle(&record)?;
         let online = lifecycle.backend().capabilities().online_snapshot;
         let name = compute_name(database, branch);
         let parent_compute = compute_name(database, &branch_record.parent);
         let (db, br) = (database.to_string(), branch.to_string());
-        let _op = self.operation(&name, "reset branch");
+        let _op = self.operations.start(&name, "reset branch");
         self.quiesced(&parent_compute, !online, async {
             lifecycle
                 .exclusive(&name, "reset a branch", move |backend| async move {
                     backend.reset_branch(&db, &br).await
                 })
                 .await
-                .map_err(ServiceError::from)
+                .map_err(ControlError::from)
         })
         .await?;
         for pool in self.pools.find_all(&name) {
@@ -314,37 +265,38 @@ impl Gateway {
         &self,
         database: &str,
         branch: &str,
-    ) -> Result<SnapshotInfo, ServiceError> {
-        let record = self.ready_database(database)?;
-        if !self.branch_exists(database, branch)? {
-            return Err(no_branch(database, branch));
+    ) -> Result<SnapshotInfo, ControlError> {
+        let record = self.databases.ready(database)?;
+        if !self.catalog.branch_exists(database, branch)? {
+            return Err(ControlError::no_branch(database, branch));
         }
-        let lifecycle = self.lifecycle(&record)?;
+        let lifecycle = self.databases.lifecycle(&record)?;
         let caps = lifecycle.backend().capabilities();
         if !caps.snapshots {
-            return Err(ServiceError::Backend(BackendError::unsupported(format!(
+            return Err(ControlError::Unsupported(format!(
                 "backend {} cannot take snapshots",
                 record.backend
-            ))));
+            )));
         }
         let name = compute_name(database, branch);
         let (db, br) = (database.to_string(), branch.to_string());
-        let _op = self.operation(&name, "take snapshot");
+        let _op = self.operations.start(&name, "take snapshot");
         self.quiesced(&name, !caps.online_snapshot, async {
             lifecycle
                 .exclusive(&name, "take a snapshot", move |backend| async move {
                     backend.create_snapshot(&db, &br).await
                 })
                 .await
-                .map_err(ServiceError::from)
+                .map_err(ControlError::from)
         })
         .await
     }
 
     /// The snapshots of a database.
-    pub async fn snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, ServiceError> {
-        let record = self.ready_database(database)?;
+    pub async fn snapshots(&self, database: &str) -> Result<Vec<SnapshotInfo>, ControlError> {
+        let record = self.databases.ready(database)?;
         Ok(self
+            .databases
             .lifecycle(&record)?
             .backend()
             .list_snapshots(database)
@@ -357,9 +309,9 @@ impl Gateway {
         database: &str,
         id: &str,
         as_branch: Option<&str>,
-    ) -> Result<BranchRecord, ServiceError> {
-        let record = self.ready_database(database)?;
-        let lifecycle = self.lifecycle(&record)?;
+    ) -> Result<BranchRecord, ControlError> {
+        let record = self.databases.ready(database)?;
+        let lifecycle = self.databases.lifecycle(&record)?;
         let snapshot = lifecycle
             .backend()
             .list_snapshots(database)
@@ -367,22 +319,22 @@ impl Gateway {
             .into_iter()
             .find(|s| s.id == id)
             .ok_or_else(|| {
-                ServiceError::Backend(BackendError::not_found(format!(
+                ControlError::NotFound(format!(
                     "database \"{database}\" has no snapshot \"{id}\"; see `ogel snapshot list {database}`"
-                )))
+                ))
             })?;
         let target = as_branch.unwrap_or(&snapshot.branch).to_string();
-        validate_branch_name(&target).map_err(invalid)?;
+        names::validate_branch(&target)?;
         let name = compute_name(database, &target);
         let (db, snap, br) = (database.to_string(), id.to_string(), target.clone());
-        let _op = self.operation(&name, "restore snapshot");
+        let _op = self.operations.start(&name, "restore snapshot");
         self.quiesced(&name, true, async {
             lifecycle
                 .exclusive(&name, "restore a snapshot", move |backend| async move {
                     backend.restore_snapshot(&db, &snap, &br).await
                 })
                 .await
-                .map_err(ServiceError::from)
+                .map_err(ControlError::from)
         })
         .await?;
         let existing = self.catalog.branch(database, &target)?;
@@ -445,12 +397,5 @@ mod tests {
             parse_point(Some("now"), Some("s1")),
             BranchPoint::Snapshot { id: "s1".into() }
         );
-        assert_eq!(split("shop@dev"), ("shop", "dev"));
-        assert_eq!(split("shop"), ("shop", "main"));
-        assert_eq!(compute_name("shop", "main"), "shop");
-        assert!(validate_branch_name("pr-42").is_ok());
-        assert!(validate_branch_name("Dev").is_err());
-        assert!(validate_branch_name("a@b").is_err());
-        assert!(validate_branch_name("").is_err());
     }
 }

@@ -1,8 +1,12 @@
 //! The control plane every front end shares: databases, branches and
 //! snapshots, tenants and tokens, each a service over the catalog and the
-//! backends. The HTTP API, the CLI (through the API), the admin console and
-//! the gateway's own loops call these; nothing here speaks a wire protocol.
+//! backends with its dependencies passed in (`app` builds them). The HTTP
+//! API, the admin console, the login path and the gateway's loops call
+//! these; nothing here speaks a wire protocol.
 
 pub mod access;
 pub mod branches;
 pub mod databases;
+pub mod operations;
+pub mod reload;
+pub mod urls;

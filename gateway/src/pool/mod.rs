@@ -44,9 +44,14 @@ pub struct DbPool {
     known_statements: Mutex<HashSet<Arc<str>>>,
 }
 
+/// What to do about a PAUSE that timed out (console, API and branch copies
+/// say the same).
+pub const PAUSE_HINT: &str =
+    "retry when long transactions have finished, or raise pool.pause_timeout";
+
 /// PAUSEs every pool of `pools` (a compute's read-write and read-only
 /// pools): all paused, or, on a timeout, all resumed again.
-pub async fn pause_all(
+async fn pause_all(
     pools: &[Arc<DbPool>],
     timeout: Duration,
 ) -> Result<(), ogel_policies::pool::PauseTimeout> {
@@ -104,12 +109,21 @@ impl Pools {
             .clone()
     }
 
+    /// PAUSEs `pools` within `pool.pause_timeout`: all paused, or, on a
+    /// timeout, all resumed again.
+    pub async fn pause(
+        &self,
+        pools: &[Arc<DbPool>],
+    ) -> Result<(), ogel_policies::pool::PauseTimeout> {
+        pause_all(pools, self.config().pause_timeout).await
+    }
+
     /// Applies a new `[pool]` section to every pool, keeping connections.
     pub fn reconfigure(&self, config: PoolConfig) {
         let pools: Vec<Arc<DbPool>> = lock(&self.pools).values().cloned().collect();
         for db in pools {
             db.pool
-                .configure(config.settings(crate::control::branches::split(&db.name).0));
+                .configure(config.settings(crate::names::split_compute(&db.name).0));
         }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
@@ -130,7 +144,7 @@ impl Pools {
             // Branches (`db@branch`) take their database's settings.
             pool: Pool::new(
                 self.config()
-                    .settings(crate::control::branches::split(database).0),
+                    .settings(crate::names::split_compute(database).0),
             ),
             lifecycle: lifecycle.clone(),
             server_params: Mutex::new(params::Params::default()),
@@ -191,6 +205,13 @@ impl Pools {
     }
 }
 
+impl crate::config::Reload for Pools {
+    fn reload(&self, config: &crate::config::Config) -> Result<(), crate::config::ReloadError> {
+        self.reconfigure(config.pool.clone());
+        Ok(())
+    }
+}
+
 impl DbPool {
     /// How SHOW POOLS names it: the compute, marked when read-only.
     pub fn label(&self) -> String {
@@ -238,14 +259,14 @@ impl DbPool {
                 Err(ComputeConnectError::Refused(raw)) => {
                     let message = server_conn::error_message(&raw);
                     return Err(ClientError::new(
-                        "57P03",
+                        crate::error::CANNOT_CONNECT_NOW,
                         format!("the compute for database \"{db}\" refused the gateway: {message}"),
                     ));
                 }
                 Err(e) => {
                     tracing::warn!(database = %db, error = %e, "compute login failed");
                     return Err(ClientError::new(
-                        "57P03",
+                        crate::error::CANNOT_CONNECT_NOW,
                         format!(
                             "the compute for database \"{db}\" is not accepting connections: {e}"
                         ),
@@ -265,7 +286,7 @@ impl DbPool {
             .await
             .map_err(|e| match e {
                 ogel_policies::pool::AcquireError::Paused(_) => ClientError::new(
-                    "57P03",
+                    crate::error::CANNOT_CONNECT_NOW,
                     format!("database \"{}\" is paused: {e}", self.name),
                 )
                 .hint("wait for RESUME, or raise pool.queue_timeout"),

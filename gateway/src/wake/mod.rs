@@ -134,6 +134,16 @@ impl Backends {
         self.lifecycles.get(name)
     }
 
+    /// One line per running backend (versions, paths).
+    pub fn description(&self) -> String {
+        self.plugins
+            .iter()
+            .filter(|p| p.capabilities.is_some())
+            .map(|p| p.status.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// Names of the backends that are running.
     pub fn names(&self) -> Vec<String> {
         self.lifecycles.keys().cloned().collect()
