@@ -310,12 +310,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         move || warm_keep.warm_computes(),
         move |name: String| {
             let databases = warm_wake.clone();
-            async move {
-                databases
-                    .wake_compute(&name)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+            async move { databases.wake_compute(&name).await }
         },
         prewake,
         stopped(stop_rx.clone()),
@@ -326,12 +321,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         move || ttl_list.expired_branches(),
         move |(database, branch): (String, String)| {
             let branches = ttl_delete.clone();
-            async move {
-                branches
-                    .delete_branch(&database, &branch)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+            async move { branches.delete_branch(&database, &branch).await }
         },
         stopped(stop_rx.clone()),
     ));

@@ -17,6 +17,46 @@ use std::fmt::Display;
 /// retry).
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
 
+/// A file or directory the gateway could not use: what it was doing,
+/// where, and the OS's reason.
+#[derive(Debug, thiserror::Error)]
+#[error("could not {action} {}", path.display())]
+pub struct FileError {
+    /// read, write, create, remove, parse.
+    pub action: &'static str,
+    /// Which file or directory.
+    pub path: std::path::PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// `map_err(file("read", &path))?`: an io error as a [`FileError`], which
+/// `?` turns into any error made from one.
+pub fn file<'a>(
+    action: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(std::io::Error) -> FileError + 'a {
+    move |source| FileError {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An error and its causes on one line (`a: b: c`), for logs and for
+/// operators (never for clients: causes may name paths and addresses).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// An error to send to a Postgres client as an ErrorResponse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientError {

@@ -33,7 +33,6 @@ pub mod cancel;
 pub mod catalog;
 pub mod cli;
 pub mod config;
-pub mod conformance;
 pub mod control;
 pub mod error;
 pub mod names;

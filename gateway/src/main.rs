@@ -3,8 +3,8 @@
 //! plugins check` the conformance kit, the other commands are API clients.
 
 use clap::Parser;
-use ogel::cli::{self, Cli, Command};
-use ogel::{app, config, conformance};
+use ogel::cli::{self, conformance, Cli, Command};
+use ogel::{app, config};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

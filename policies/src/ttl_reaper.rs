@@ -11,7 +11,7 @@ pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs until `shutdown` resolves: every `interval`, `delete`s each item
 /// `expired` returns. A failed delete is logged and retried next pass.
-pub async fn run<T, E, D, Fut>(
+pub async fn run<T, E, D, Fut, Error>(
     interval: Duration,
     expired: E,
     delete: D,
@@ -20,7 +20,8 @@ pub async fn run<T, E, D, Fut>(
     T: std::fmt::Debug,
     E: Fn() -> Vec<T>,
     D: Fn(T) -> Fut,
-    Fut: Future<Output = Result<(), String>>,
+    Fut: Future<Output = Result<(), Error>>,
+    Error: std::fmt::Display,
 {
     tokio::pin!(shutdown);
     let mut ticker = tokio::time::interval(interval);

@@ -210,7 +210,7 @@ impl Predictor {
 /// Runs until `shutdown`: every second, wakes what `keep` lists (min_warm)
 /// and what the predictor expects clients for. `wake` is a no-op for a
 /// compute already running.
-pub async fn run<K, W, Fut>(
+pub async fn run<K, W, Fut, E>(
     predictor: std::sync::Arc<Predictor>,
     keep: K,
     wake: W,
@@ -219,7 +219,8 @@ pub async fn run<K, W, Fut>(
 ) where
     K: Fn() -> Vec<String>,
     W: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
     tokio::pin!(shutdown);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));

@@ -138,7 +138,7 @@ impl Authenticator {
                         (!route.database.is_empty()).then_some(route.database.as_str()),
                         route.branch.as_deref(),
                     )
-                    .map_err(AuthError::Client)
+                    .map_err(|e| AuthError::Client(e.into()))
             })
             .await?;
         tracing::debug!(token = %grant.id, database = %grant.record.name, branch = %grant.branch, read_only = grant.read_only, "token login");

@@ -7,7 +7,7 @@
 //! branch: `<db>--<branch>.<domain>` (or `<db>.<domain>`).
 
 use crate::config::TlsConfig;
-use anyhow::{anyhow, Context};
+use crate::error::file;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -28,10 +28,32 @@ pub fn tls_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("tls")
 }
 
+/// Why TLS could not be set up; the previous certificate stays on reload.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// `tls.cert` without `tls.key`, or the other way round.
+    #[error(
+        "tls.cert and tls.key go together: set both, or neither to use a generated certificate"
+    )]
+    HalfConfigured,
+    /// A file it needs.
+    #[error(transparent)]
+    File(#[from] crate::error::FileError),
+    /// The key file holds no private key.
+    #[error("{} holds no private key", .0.display())]
+    NoKey(PathBuf),
+    /// rustls refused the certificate (or its key).
+    #[error("the certificate does not match its key, or is not usable")]
+    Rustls(#[from] rustls::Error),
+    /// Making the local CA or certificate failed.
+    #[error("could not make the local certificate")]
+    Generate(#[from] rcgen::Error),
+}
+
 impl Tls {
     /// Loads the configured files, or the generated ones (making them on
     /// first use).
-    pub fn load(data_dir: &Path, config: &TlsConfig) -> anyhow::Result<Tls> {
+    pub fn load(data_dir: &Path, config: &TlsConfig) -> Result<Tls, TlsError> {
         let (cert, key, ca_file) = match (&config.cert, &config.key) {
             (Some(cert), Some(key)) => (cert.clone(), key.clone(), None),
             (None, None) => {
@@ -44,7 +66,7 @@ impl Tls {
                 }
                 (cert, key, Some(ca))
             }
-            _ => return Err(anyhow!("tls.cert and tls.key go together: set both, or neither to use a generated certificate")),
+            _ => return Err(TlsError::HalfConfigured),
         };
         let tls = Tls {
             acceptor: RwLock::new(None),
@@ -59,7 +81,7 @@ impl Tls {
     }
 
     /// Re-reads the certificate and key.
-    pub fn reload(&self) -> anyhow::Result<()> {
+    pub fn reload(&self) -> Result<(), TlsError> {
         let (cert, key) = &self.files;
         let acceptor = acceptor(cert, key)?;
         *self.acceptor.write().unwrap_or_else(|p| p.into_inner()) = Some(acceptor);
@@ -87,32 +109,30 @@ impl Tls {
     }
 }
 
-fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut std::io::BufReader::new(
-        std::fs::File::open(cert).with_context(|| format!("reading {}", cert.display()))?,
+        std::fs::File::open(cert).map_err(file("read", cert))?,
     ))
     .collect::<Result<_, _>>()
-    .with_context(|| format!("parsing {}", cert.display()))?;
-    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
-        std::fs::File::open(key).with_context(|| format!("reading {}", key.display()))?,
+    .map_err(file("parse", cert))?;
+    let key_der = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key).map_err(file("read", key))?,
     ))
-    .with_context(|| format!("parsing {}", key.display()))?
-    .ok_or_else(|| anyhow!("{} holds no private key", key.display()))?;
+    .map_err(file("parse", key))?
+    .ok_or_else(|| TlsError::NoKey(key.to_path_buf()))?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
-    .context("TLS protocol versions")?
+    .with_safe_default_protocol_versions()?
     .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .context("the certificate does not match its key")?;
+    .with_single_cert(certs, key_der)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Makes a CA and a server certificate signed by it in `dir`.
-fn generate(dir: &Path, domain: &str) -> anyhow::Result<()> {
+fn generate(dir: &Path, domain: &str) -> Result<(), TlsError> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(file("create", dir))?;
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.distinguished_name
@@ -142,12 +162,13 @@ fn generate(dir: &Path, domain: &str) -> anyhow::Result<()> {
         .distinguished_name
         .push(DnType::CommonName, "OgelBase gateway");
     let server_cert = server.signed_by(&server_key, &ca_cert, &ca_key)?;
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
-    std::fs::write(dir.join("server.pem"), server_cert.pem())?;
-    ogel_plugin_sdk::files::write_private(
-        &dir.join("server.key"),
-        server_key.serialize_pem().as_bytes(),
-    )?;
+    for (name, pem) in [("ca.pem", ca_cert.pem()), ("server.pem", server_cert.pem())] {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).map_err(file("write", &path))?;
+    }
+    let key_path = dir.join("server.key");
+    ogel_plugin_sdk::files::write_private(&key_path, server_key.serialize_pem().as_bytes())
+        .map_err(file("write", &key_path))?;
     // The CA's key is not needed again: a new CA is made if the files go.
     eprintln!(
         "ogel: made a local CA and server certificate in {} (clients: sslrootcert={}/ca.pem)",
@@ -188,7 +209,7 @@ impl crate::config::Reload for Tls {
     fn reload(&self, _: &crate::config::Config) -> Result<(), crate::config::ReloadError> {
         Tls::reload(self).map_err(|e| crate::config::ReloadError::Refused {
             what: "TLS certificate",
-            message: format!("{e:#}"),
+            message: crate::error::chain(&e),
         })
     }
 }

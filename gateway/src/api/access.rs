@@ -140,7 +140,7 @@ pub async fn rotate_key(State(state): State<ApiState>) -> ApiResult<Vec<KeyInfo>
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            format!("{e:#}"),
+            crate::error::chain(&e),
         )
     })?;
     Ok(Json(state.access.keys().list()))
@@ -157,7 +157,7 @@ pub async fn remove_key(
         .access
         .keys()
         .remove(&kid)
-        .map_err(|e| invalid(format!("{e:#}")))?;
+        .map_err(|e| invalid(crate::error::chain(&e)))?;
     Ok(Json(state.access.keys().list()))
 }
 

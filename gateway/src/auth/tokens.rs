@@ -7,7 +7,8 @@
 //! the JWKS document. Rotation makes a new key the signer; older keys keep
 //! verifying until removed. Revocation lives in the catalog (token ids).
 
-use anyhow::{anyhow, Context};
+use crate::error::file;
+use crate::names::unix_now;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -85,13 +86,6 @@ pub struct KeyRing {
     keys: RwLock<(Vec<SigningKey>, String)>,
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -105,17 +99,46 @@ pub fn looks_like_jwt(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// Why a key operation failed; the message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A file it needs.
+    #[error(transparent)]
+    File(#[from] crate::error::FileError),
+    /// A key file that is not a key.
+    #[error("{} is not an Ed25519 PKCS#8 key ({reason})", path.display())]
+    BadKey {
+        /// Which.
+        path: PathBuf,
+        /// What ring said.
+        reason: String,
+    },
+    /// No randomness to make a key with.
+    #[error("could not generate an Ed25519 key: no randomness")]
+    Random,
+    /// The active key cannot be removed.
+    #[error("key \"{0}\" signs new tokens; rotate (`ogel keys rotate`) before removing it")]
+    Active(String),
+    /// No such key.
+    #[error("no key \"{0}\"; see `ogel keys list`")]
+    Unknown(String),
+    /// Nothing to sign with.
+    #[error("no active signing key")]
+    NoActive,
+    /// jsonwebtoken refused to sign.
+    #[error("signing the token")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+}
+
 impl KeyRing {
     /// Loads the keys under `<data_dir>/keys`, making the first one if
     /// there is none.
-    pub fn open(data_dir: &Path) -> anyhow::Result<KeyRing> {
+    pub fn open(data_dir: &Path) -> Result<KeyRing, KeyError> {
         let dir = data_dir.join("keys");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(file("create", &dir))?;
         let mut keys = Vec::new();
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
-        {
-            let path = entry?.path();
+        for entry in std::fs::read_dir(&dir).map_err(file("read", &dir))? {
+            let path = entry.map_err(file("read", &dir))?.path();
             let Some(kid) = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -146,21 +169,20 @@ impl KeyRing {
     }
 
     /// Makes a new key and makes it the signer; returns its id.
-    pub fn rotate(&self) -> anyhow::Result<String> {
+    pub fn rotate(&self) -> Result<String, KeyError> {
         let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|_| anyhow!("could not generate an Ed25519 key"))?;
-        let created = now_unix();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Random)?;
+        let created = unix_now();
         let mut id = [0u8; 6];
-        ring::rand::SecureRandom::fill(&rng, &mut id)
-            .map_err(|_| anyhow!("no randomness for a key id"))?;
+        ring::rand::SecureRandom::fill(&rng, &mut id).map_err(|_| KeyError::Random)?;
         let kid = format!("k{created}-{}", b64url(&id));
         let path = self.dir.join(format!("{kid}.key"));
         ogel_plugin_sdk::files::write_private(&path, pkcs8.as_ref())
-            .with_context(|| format!("writing {}", path.display()))?;
+            .map_err(file("write", &path))?;
         let key = load_key(&path, &kid)?;
-        ogel_plugin_sdk::files::write_private(&self.dir.join("active"), kid.as_bytes())
-            .context("recording the active key")?;
+        let active = self.dir.join("active");
+        ogel_plugin_sdk::files::write_private(&active, kid.as_bytes())
+            .map_err(file("write", &active))?;
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
         keys.0.push(key);
         keys.1 = kid.clone();
@@ -169,20 +191,18 @@ impl KeyRing {
     }
 
     /// Removes a retired key: tokens it signed stop verifying.
-    pub fn remove(&self, kid: &str) -> anyhow::Result<()> {
+    pub fn remove(&self, kid: &str) -> Result<(), KeyError> {
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
         if keys.1 == kid {
-            return Err(anyhow!(
-                "key \"{kid}\" signs new tokens; rotate (`ogel keys rotate`) before removing it"
-            ));
+            return Err(KeyError::Active(kid.to_string()));
         }
         let before = keys.0.len();
         keys.0.retain(|k| k.kid != kid);
         if keys.0.len() == before {
-            return Err(anyhow!("no key \"{kid}\"; see `ogel keys list`"));
+            return Err(KeyError::Unknown(kid.to_string()));
         }
         let path = self.dir.join(format!("{kid}.key"));
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        std::fs::remove_file(&path).map_err(file("remove", &path))?;
         tracing::info!(kid = %kid, "token signing key removed");
         Ok(())
     }
@@ -217,17 +237,16 @@ impl KeyRing {
     }
 
     /// Signs `claims` with the active key; returns the token and its kid.
-    pub fn mint(&self, claims: &TokenClaims) -> anyhow::Result<(String, String)> {
+    pub fn mint(&self, claims: &TokenClaims) -> Result<(String, String), KeyError> {
         let keys = self.read();
         let key = keys
             .0
             .iter()
             .find(|k| k.kid == keys.1)
-            .ok_or_else(|| anyhow!("no active signing key"))?;
+            .ok_or(KeyError::NoActive)?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, claims, &key.encoding)
-            .map_err(|e| anyhow!("signing the token: {e}"))?;
+        let token = jsonwebtoken::encode(&header, claims, &key.encoding).map_err(KeyError::Sign)?;
         Ok((token, key.kid.clone()))
     }
 
@@ -266,10 +285,13 @@ impl KeyRing {
     }
 }
 
-fn load_key(path: &Path, kid: &str) -> anyhow::Result<SigningKey> {
-    let pkcs8 = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8)
-        .map_err(|e| anyhow!("{} is not an Ed25519 PKCS#8 key: {e}", path.display()))?;
+fn load_key(path: &Path, kid: &str) -> Result<SigningKey, KeyError> {
+    let pkcs8 = std::fs::read(path).map_err(file("read", path))?;
+    let pair =
+        Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).map_err(|e| KeyError::BadKey {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     let created_at_unix = kid
         .strip_prefix('k')
         .and_then(|s| s.split('-').next())
@@ -296,7 +318,7 @@ mod tests {
             db: "shop".into(),
             branch: "main".into(),
             ro: true,
-            iat: now_unix(),
+            iat: unix_now(),
             exp,
             jti: "t1".into(),
         }
@@ -306,7 +328,7 @@ mod tests {
     fn mints_verifies_rotates_and_removes() {
         let dir = tempfile::tempdir().unwrap();
         let ring = KeyRing::open(dir.path()).unwrap();
-        let (token, first) = ring.mint(&claims(now_unix() + 60)).unwrap();
+        let (token, first) = ring.mint(&claims(unix_now() + 60)).unwrap();
         assert!(looks_like_jwt(&token));
         assert_eq!(ring.verify(&token, "ogelbase").unwrap().db, "shop");
         assert!(matches!(
@@ -322,7 +344,7 @@ mod tests {
             Err(TokenError::Invalid(_))
         ));
         // Expired.
-        let (old, _) = ring.mint(&claims(now_unix() - 5)).unwrap();
+        let (old, _) = ring.mint(&claims(unix_now() - 5)).unwrap();
         assert_eq!(ring.verify(&old, "ogelbase"), Err(TokenError::Expired));
         // Rotation: the old key still verifies; reopening keeps both.
         let second = ring.rotate().unwrap();

@@ -4,6 +4,7 @@
 //! authenticated with `--admin-token`/`OGEL_TOKEN`, else `<data-dir>/admin-token`.
 
 mod access;
+pub mod conformance;
 
 use crate::api::branches::{BranchInfo, SnapshotEntry};
 use crate::api::{DatabaseCredentials, DatabaseInfo, GatewayStatus, PluginList};

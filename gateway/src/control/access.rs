@@ -18,6 +18,32 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why a presented token does not log a client in.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenRefused {
+    /// Not signed by this gateway's keys, or malformed (like a wrong password).
+    #[error("token authentication failed: {0}")]
+    Unverified(#[source] TokenError),
+    /// A real token that is not valid here or now (expired, revoked, for
+    /// another database or branch).
+    #[error("token refused: {0}")]
+    NotValidHere(String),
+    /// Its record could not be read.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+}
+
+impl From<TokenRefused> for ClientError {
+    fn from(e: TokenRefused) -> Self {
+        match &e {
+            TokenRefused::Unverified(_) => ClientError::new("28P01", e.to_string()),
+            TokenRefused::NotValidHere(_) => ClientError::new("28000", e.to_string())
+                .hint("mint a new one with `ogel db url <database> --token`"),
+            TokenRefused::Catalog(c) => ClientError::catalog_unreadable(c, "token login"),
+        }
+    }
+}
+
 /// Whose request the API is serving.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -315,18 +341,13 @@ impl Access {
         token: &str,
         asked_database: Option<&str>,
         asked_branch: Option<&str>,
-    ) -> Result<TokenGrant, ClientError> {
-        let refused = |why: String| {
-            ClientError::new("28000", format!("token refused: {why}"))
-                .hint("mint a new one with `ogel db url <database> --token`")
-        };
+    ) -> Result<TokenGrant, TokenRefused> {
+        let refused = TokenRefused::NotValidHere;
         let claims = self
             .keys
             .verify(token, &self.tokens.audience)
             .map_err(|e| match e {
-                TokenError::Invalid(_) | TokenError::UnknownKey(_) => {
-                    ClientError::new("28P01", format!("token authentication failed: {e}"))
-                }
+                TokenError::Invalid(_) | TokenError::UnknownKey(_) => TokenRefused::Unverified(e),
                 TokenError::Expired => refused(e.to_string()),
             })?;
         if let Some(asked) = asked_database {
@@ -345,10 +366,7 @@ impl Access {
                 )));
             }
         }
-        let issued = self
-            .catalog
-            .token(&claims.jti)
-            .map_err(|e| ClientError::catalog_unreadable(&e, "token login"))?;
+        let issued = self.catalog.token(&claims.jti)?;
         let Some(issued) = issued else {
             return Err(refused(
                 "this gateway has no record of it (its database was deleted?)".into(),

@@ -103,10 +103,9 @@ impl Backends {
                 backends.refused.push((file.clone(), reason));
                 continue;
             }
-            let config = configs
-                .get(&plugin.name)
-                .cloned()
-                .unwrap_or_else(|| serde_json::json!({}));
+            let section = configs.get(&plugin.name).cloned();
+            let configured = section.is_some();
+            let config = section.unwrap_or_else(|| serde_json::json!({}));
             let mut info = info_of(&plugin);
             match plugin.instantiate(config, call_timeout).await {
                 Ok(backend) => {
@@ -117,6 +116,15 @@ impl Backends {
                     backends.lifecycles.insert(
                         plugin.name.clone(),
                         Arc::new(Lifecycle::new(Arc::new(backend), wake_timeout)),
+                    );
+                }
+                // A backend nobody configured (Neon, RDS next to the binary)
+                // is not a fault: it says what it needs, without a warning.
+                Err(e) if !configured => {
+                    tracing::debug!(backend = %plugin.name, "backend not configured: {e}");
+                    info.status = format!(
+                        "not configured, needs [backends.{}] in ogel.toml: {e}",
+                        plugin.name
                     );
                 }
                 Err(e) => {
