@@ -135,8 +135,6 @@ impl<S, D: Shared> Relay<S, D> {
         Some(out)
     }
 
-    /// Relays one transaction (or, pinned / in session mode, the rest of
-
     pub(super) fn statement(&self, name: &str, rewrite: bool) -> Option<Arc<Statement>> {
         if !rewrite || name.is_empty() {
             return None;
@@ -153,9 +151,6 @@ impl<S, D: Shared> Relay<S, D> {
             self.push(Expect::SkipParse(statement.server_name.clone()));
         }
     }
-
-    /// Relays the server's complete messages to the client, following the
-    /// queue. `Some` ends the attachment.
 
     /// A Parse: a named one (transaction mode) is renamed, and answered by
     /// the pooler if the connection has the statement already. `None`:
