@@ -39,6 +39,8 @@ pub(super) enum Expect {
 }
 
 impl<S, D: Shared> Relay<S, D> {
+    /// One complete client message: forwarded to the server (renamed, or
+    /// answered by the pooler) and what it will be answered with queued.
     pub(super) fn client_message<T>(
         &mut self,
         tag: u8,
@@ -118,6 +120,8 @@ impl<S, D: Shared> Relay<S, D> {
         Ok(())
     }
 
+    /// One complete server message: relayed to the client or swallowed,
+    /// following the head of the queue. `Some` ends the attachment.
     pub(super) fn server_message<T>(
         &mut self,
         tag: u8,
