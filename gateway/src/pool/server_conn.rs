@@ -35,10 +35,12 @@ pub struct ServerInfo {
     pub generation: u64,
 }
 
-/// A logged-in server connection.
-pub struct ServerConn {
+/// A logged-in server connection. Generic over its socket so the relay
+/// can be driven over an in-memory stream in tests; the pool's is always a
+/// [`ServerStream`].
+pub struct ServerConn<S = ServerStream> {
     /// The socket.
-    pub stream: ServerStream,
+    pub stream: S,
     /// The compute's BackendKeyData.
     pub key: (u32, u32),
     /// Bytes read from the server, not yet relayed.

@@ -1,0 +1,134 @@
+//! The per-client loop: wait for a message holding nothing, answer it
+//! locally if the pooler can, otherwise lease a server connection, attach
+//! (cancel slot, SHOW CLIENTS/SERVERS links), relay, and give the
+//! connection back — or, when the client leaves mid-flight, reset or close
+//! it.
+
+use super::pump::Relay;
+use super::{End, RESET_TIMEOUT};
+use crate::cancel::CancelKey;
+use crate::config::PoolMode;
+use crate::error::ClientError;
+use crate::pool::registry::ConnState;
+use crate::pool::server_conn::ServerConn;
+use crate::pool::DbPool;
+use crate::wire::messages::{send, send_fatal};
+use bytes::BytesMut;
+use ogel_policies::pool::{ClientSeat, Lease};
+use ogel_policies::ActiveClient;
+use std::sync::atomic::Ordering;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// One connected client.
+pub struct Session<S> {
+    pub(super) relay: Relay<S, DbPool>,
+    pub(super) cancel: CancelKey,
+    pub(super) _seat: ClientSeat<ServerConn>,
+    pub(super) _active: ActiveClient,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    pub(super) async fn serve(&mut self) {
+        loop {
+            if !self.relay.wait_for_message().await {
+                return;
+            }
+            if self.relay.rbuf.first() == Some(&b'X') {
+                return; // Terminate between transactions
+            }
+            if let Some(answered) = self.relay.answer_locally() {
+                if send(&mut self.relay.stream, &answered).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            self.relay.info.entry.state.set(ConnState::Waiting);
+            let mut lease = match self.relay.db.lease().await {
+                Ok(lease) => lease,
+                Err(e) => {
+                    tracing::info!(database = %self.relay.db.name, error = %e.message, "client got no server connection");
+                    return Box::pin(send_fatal(&mut self.relay.stream, &e)).await;
+                }
+            };
+            let end = self.attach(&mut lease).await;
+            match end {
+                End::Released => {
+                    let server = lease.conn();
+                    let rest = server.to_client.split();
+                    lease.release();
+                    if send(&mut self.relay.stream, &rest).await.is_err() {
+                        return;
+                    }
+                    if self.relay.rbuf.is_empty() && self.relay.rbuf.capacity() > 4096 {
+                        self.relay.rbuf = BytesMut::new();
+                    }
+                }
+                End::ClientGone(error) => {
+                    Box::pin(self.finish(lease)).await;
+                    if let Some(e) = error {
+                        Box::pin(send_fatal(&mut self.relay.stream, &e)).await;
+                    }
+                    return;
+                }
+                End::ServerLost { notified } => {
+                    let server = lease.conn();
+                    let rest = server.to_client.split();
+                    drop(lease);
+                    let _ = send(&mut self.relay.stream, &rest).await;
+                    if !notified {
+                        let e = ClientError::new(
+                            "08006",
+                            format!(
+                                "the connection to database \"{}\"'s compute was lost",
+                                self.relay.db.name
+                            ),
+                        )
+                        .hint("reconnect; a transaction in progress was rolled back");
+                        Box::pin(send_fatal(&mut self.relay.stream, &e)).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Relays one transaction (or, pinned / in session mode, the rest of
+    /// the session) over `lease`.
+    async fn attach(&mut self, lease: &mut Lease<ServerConn>) -> End {
+        let server = lease.conn();
+        let info = &self.relay.info;
+        self.cancel.slot.set(Some(server.cancel_target()));
+        info.entry.state.set(ConnState::Active);
+        info.entry.server.store(server.info.id, Ordering::Relaxed);
+        server.info.entry.state.set(ConnState::Active);
+        server.info.entry.client.store(info.id, Ordering::Relaxed);
+        let end = self.relay.relay(server).await;
+        let info = &self.relay.info;
+        self.cancel.slot.set(None);
+        info.entry.state.set(ConnState::Idle);
+        info.entry.server.store(0, Ordering::Relaxed);
+        server.info.entry.state.set(ConnState::Idle);
+        server.info.entry.client.store(0, Ordering::Relaxed);
+        end
+    }
+
+    /// After the client left while attached: a clean connection goes back
+    /// to the pool (reset first if it carried session state); anything
+    /// mid-flight is closed.
+    async fn finish(&mut self, mut lease: Lease<ServerConn>) {
+        let clean = self.relay.at_rest(lease.conn());
+        if !clean {
+            return; // dropping the lease closes the connection
+        }
+        // Whatever was meant for the departed client stays with it.
+        lease.conn().to_client.clear();
+        if self.relay.mode == PoolMode::Session || self.relay.pinned.is_some() {
+            match tokio::time::timeout(RESET_TIMEOUT, lease.conn().discard_all()).await {
+                Ok(Ok(())) => lease.release(),
+                _ => drop(lease),
+            }
+        } else {
+            lease.release();
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Session state carried across server connections: the reported
+//! parameters the client sees and the unreported ones it set (from its
+//! startup packet, `options=-c …`, `SET`/`RESET`), changes kept only if
+//! their transaction commits, bringing a connection in line with one
+//! injected query before each transaction, and pinning a client that used a
+//! session-only feature to its connection.
+
+use super::pump::Relay;
+use super::queue::Expect;
+use super::sql::{self, SessionEffect};
+use super::Shared;
+use crate::config::PoolMode;
+use crate::error::ClientError;
+use crate::pool::params::Params;
+use crate::pool::server_conn::ServerConn;
+use crate::pool::DbPool;
+use crate::wire::messages;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+/// Reported parameters the pooler keeps in line with each client's.
+pub(super) const SYNCED: [&str; 6] = [
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+];
+
+/// A session-state change seen in the client's SQL, applied when its
+/// transaction commits.
+pub(super) enum Change {
+    Set(String, String),
+    Reset(String),
+    ResetAll,
+}
+
+/// The parameters a new client is told and the unreported ones it asked
+/// for: the pool's server parameters (opening a first connection if there
+/// is none yet, which wakes the compute), overlaid with the client's.
+pub(super) async fn client_settings(
+    db: &DbPool,
+    startup: &[(String, String)],
+) -> Result<(Params, HashMap<String, String>), ClientError> {
+    let server_params = match db.server_params() {
+        Some(p) => p,
+        None => {
+            db.lease().await?.release();
+            db.server_params().unwrap_or_default()
+        }
+    };
+    let mut params = server_params;
+    let mut extra = HashMap::new();
+    for (key, value) in startup {
+        match key.as_str() {
+            "user" | "database" | "replication" => {}
+            k if k.starts_with("_pq_.") => {}
+            "options" => {
+                for (name, value) in parse_options(value)? {
+                    if let Some(canonical) = SYNCED.iter().find(|s| s.eq_ignore_ascii_case(&name)) {
+                        params.set(canonical, &value);
+                    } else {
+                        extra.insert(name, quote_literal(&value));
+                    }
+                }
+            }
+            k => {
+                if let Some(canonical) = SYNCED.iter().find(|s| s.eq_ignore_ascii_case(k)) {
+                    params.set(canonical, value);
+                } else if sql::is_reported(k) {
+                    // Read-only reports (server_version, is_superuser, …).
+                } else if k
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                {
+                    extra.insert(k.to_ascii_lowercase(), quote_literal(value));
+                } else {
+                    return Err(ClientError::new(
+                        "42704",
+                        format!("unrecognized configuration parameter \"{k}\""),
+                    ));
+                }
+            }
+        }
+    }
+    Ok((params, extra))
+}
+
+/// `-c name=value` / `--name=value` pairs of the `options` startup
+/// parameter (backslash escapes a space).
+fn parse_options(options: &str) -> Result<Vec<(String, String)>, ClientError> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut pairs = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(w) = words.next() {
+        let setting = if w == "-c" {
+            words.next()
+        } else {
+            w.strip_prefix("--")
+                .or_else(|| w.strip_prefix("-c"))
+                .map(str::to_string)
+        };
+        let parsed = setting
+            .as_deref()
+            .and_then(|s| s.split_once('='))
+            .filter(|(k, _)| {
+                !k.is_empty()
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+            });
+        match parsed {
+            Some((k, v)) => pairs.push((k.replace('-', "_").to_ascii_lowercase(), v.to_string())),
+            None => {
+                return Err(ClientError::new(
+                    "0A000",
+                    format!("unsupported startup option \"{w}\" in \"options\""),
+                )
+                .hint("only -c name=value settings are supported through the gateway"))
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+pub(super) fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+impl<S, D: Shared> Relay<S, D> {
+    /// Brings the server connection's session state in line with the
+    /// client's: one injected Query of SET/RESET, its answer swallowed.
+    pub(super) fn sync_session<T>(&mut self, server: &mut ServerConn<T>) {
+        let mut sql = String::new();
+        for name in SYNCED {
+            if let Some(want) = self.params.get(name) {
+                if server.params.get(name) != Some(want) {
+                    let _ = write!(sql, "SET {name} TO {};", quote_literal(want));
+                }
+            }
+        }
+        for (name, value) in &self.extra {
+            if server.extra.get(name) != Some(value) {
+                let _ = write!(sql, "SET {name} TO {value};");
+            }
+        }
+        for name in server.extra.keys() {
+            if !self.extra.contains_key(name) {
+                let _ = write!(sql, "RESET {name};");
+            }
+        }
+        if !sql.is_empty() {
+            messages::query(&mut server.outbox, &sql);
+            self.queue.push_back(Expect::SkipQuery);
+            server.extra = self.extra.clone();
+        }
+    }
+
+    /// See [`Relay::uncertain`].
+    pub(super) fn mark_uncertain(&mut self) {
+        if !self.uncertain {
+            tracing::debug!(database = %self.db.name(), "a Sync inside COPY data: the server connection will be closed after this client");
+            self.uncertain = true;
+            self.pin("a Sync inside COPY data");
+        }
+    }
+
+    pub(super) fn pin(&mut self, feature: &'static str) {
+        if self.mode == PoolMode::Transaction && self.pinned.is_none() {
+            tracing::debug!(database = %self.db.name(), feature, "client keeps its server connection (session-only feature)");
+            self.pinned = Some(feature);
+            *self
+                .info
+                .entry
+                .pinned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = feature;
+            self.db
+                .counters()
+                .pinned_clients
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes what `sql` does to session state.
+    pub(super) fn observe_sql<T>(&mut self, sql: &str, server: &mut ServerConn<T>) {
+        match sql::session_effect(sql) {
+            SessionEffect::Set { name, value } => {
+                self.pending.push(Change::Set(name, value.to_string()))
+            }
+            SessionEffect::Reset(name) => self.pending.push(Change::Reset(name)),
+            SessionEffect::ResetAll => self.pending.push(Change::ResetAll),
+            SessionEffect::Deallocate(None) => {
+                // Runs on the server too: every statement there is gone.
+                self.statements.clear();
+                server.prepared.clear();
+            }
+            SessionEffect::Deallocate(Some(name)) => {
+                self.statements.remove(&name);
+            }
+            SessionEffect::SessionOnly(feature) => self.pin(feature),
+            SessionEffect::None => {}
+        }
+    }
+
+    /// A ReadyForQuery reached the client.
+    pub(super) fn ready<T>(&mut self, server: &mut ServerConn<T>, status: u8) {
+        server.status = status;
+        let c = self.db.counters();
+        c.queries.fetch_add(1, Ordering::Relaxed);
+        if status != b'I' {
+            return;
+        }
+        c.transactions.fetch_add(1, Ordering::Relaxed);
+        let changes = std::mem::take(&mut self.pending);
+        if !self.txn_failed {
+            for change in changes {
+                match change {
+                    Change::Set(name, value) => {
+                        self.extra.insert(name.clone(), value.clone());
+                        server.extra.insert(name, value);
+                    }
+                    Change::Reset(name) => {
+                        self.extra.remove(&name);
+                        server.extra.remove(&name);
+                    }
+                    Change::ResetAll => {
+                        self.extra.clear();
+                        server.extra.clear();
+                    }
+                }
+            }
+        }
+        self.txn_failed = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_read_as_settings() {
+        assert_eq!(
+            parse_options("-c search_path=app,public --statement-timeout=5s -cwork_mem=64MB")
+                .unwrap(),
+            vec![
+                ("search_path".into(), "app,public".into()),
+                ("statement_timeout".into(), "5s".into()),
+                ("work_mem".into(), "64MB".into()),
+            ]
+        );
+        assert_eq!(
+            parse_options(r"-c application_name=my\ app").unwrap(),
+            vec![("application_name".into(), "my app".into())]
+        );
+        assert!(parse_options("-B 100").is_err());
+        assert!(parse_options("-c =x").is_err());
+    }
+
+    #[test]
+    fn literals_are_quoted() {
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}
