@@ -46,6 +46,10 @@ pub(crate) struct Relay<S, D> {
     /// After an error in an extended-protocol batch, the server ignores
     /// everything up to Sync; so do we.
     pub(super) skipping: bool,
+    /// An extended-protocol batch (Parse/Bind/Describe/Close/Execute/Flush)
+    /// went to the server and its Sync has not: the server is inside the
+    /// batch's implicit transaction even when every answer has arrived.
+    pub(super) in_batch: bool,
     /// In COPY FROM STDIN: the server ignores Sync and Flush until the
     /// client's CopyDone or CopyFail.
     pub(super) copy_in: bool,
@@ -87,6 +91,7 @@ impl<S, D: Shared> Relay<S, D> {
             pinned: None,
             queue: VecDeque::new(),
             skipping: false,
+            in_batch: false,
             copy_in: false,
             data_before_copy_seen: false,
             uncertain: false,
@@ -99,7 +104,8 @@ impl<S, D: Shared> Relay<S, D> {
 
     /// Whether the server connection is between transactions with nothing
     /// outstanding: no answer pending, idle, not skipping to a Sync after
-    /// an error, not in COPY, no message half relayed. Only then may it
+    /// an error, no extended batch waiting for its Sync, not in COPY, no
+    /// message half relayed. Only then may it
     /// serve another client.
     pub(super) fn at_rest<T>(&self, server: &ServerConn<T>) -> bool {
         self.queue.is_empty()
@@ -107,6 +113,7 @@ impl<S, D: Shared> Relay<S, D> {
             && server.inbox.is_empty()
             && server.status == b'I'
             && !self.skipping
+            && !self.in_batch
             && !self.copy_in
             && !self.uncertain
             && self.client_stream_left == 0

@@ -52,6 +52,9 @@ impl<S, D: Shared> Relay<S, D> {
         if self.skipping && tag != b'S' && tag != b'X' {
             return Ok(()); // the server would ignore it too
         }
+        if matches!(tag, b'P' | b'B' | b'D' | b'C' | b'E' | b'H') {
+            self.in_batch = true;
+        }
         match tag {
             b'Q' => {
                 let (sql, _) = messages::cstr(msg, HEADER).ok_or_else(malformed)?;
@@ -77,6 +80,7 @@ impl<S, D: Shared> Relay<S, D> {
             }
             b'S' => {
                 self.skipping = false;
+                self.in_batch = false;
                 server.outbox.extend_from_slice(msg);
                 if self.copy_in {
                     self.mark_uncertain();
