@@ -444,7 +444,7 @@ mod tests {
             .map_err(|_| std::io::Error::other("bind")))
         );
         assert_eq!(
-            ours(|b| gssenc_request(b)).as_ref(),
+            ours(gssenc_request).as_ref(),
             &[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]
         );
     }
