@@ -4,11 +4,11 @@
 #
 # Builds release binaries, starts `ogel up` on free loopback ports in a
 # temporary data dir (pool size POOL_SIZE, OGEL_AUTH_TIMEOUT=2s,
-# OGEL_LOG=ogel=warn) and runs `fuzz-gateway` (bench/fuzz.rs) against its
+# OGEL_LOG=ogel=warn) and runs `fuzz-gateway` (bench/fuzz/) against its
 # default database "app": pre-auth inputs, each on its own connection, and
 # post-auth inputs, many per logged-in connection, with a bystander
 # `SELECT 1` and a check of the gateway process every 10,000 inputs. See
-# bench/fuzz.rs for what is sent and what counts as a crash or a hang.
+# bench/fuzz/main.rs for what is sent and what counts as a crash or a hang.
 # Afterwards: the gateway log must hold no panic, and the gateway must still
 # run and serve `SELECT 1`. The gateway and the temp dir are always cleaned
 # up (also on Ctrl-C).

@@ -9,9 +9,12 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Protocol 3.0.
 pub const PROTOCOL_3_0: u32 = 196_608;
-const SSL_REQUEST: u32 = 80_877_103;
-const GSSENC_REQUEST: u32 = 80_877_104;
-const CANCEL_REQUEST: u32 = 80_877_102;
+/// The code of an SSLRequest.
+pub const SSL_REQUEST: u32 = 80_877_103;
+/// The code of a GSSENCRequest.
+pub const GSSENC_REQUEST: u32 = 80_877_104;
+/// The code of a CancelRequest.
+pub const CANCEL_REQUEST: u32 = 80_877_102;
 
 /// Why reading from the client failed.
 #[derive(Debug, thiserror::Error)]
