@@ -61,9 +61,9 @@
 //!
 //! Every message is encoded with the gateway's own codec, `ogel::wire`
 //! (its client side, `ogel::wire::frontend`); what is deliberately broken
-//! (lying lengths, flips, truncation) is made here, in `gen` and `mutate`.
+//! (lying lengths, flips, truncation) is made here, in `inputs` and `mutate`.
 //!
-//! Modules: `args` (the command line), `rng` (the seeded generator), `gen`
+//! Modules: `args` (the command line), `rng` (the seeded generator), `inputs`
 //! (the inputs), `mutate` (byte mutations and the completion of cut
 //! messages), `conn` (a client socket with a message reader), `login`
 //! (SCRAM logins, spoiled or not), `ctx` (the run's shared state),
@@ -76,7 +76,7 @@ mod args;
 mod check;
 mod conn;
 mod ctx;
-mod gen;
+mod inputs;
 mod login;
 mod mutate;
 mod post_auth;

@@ -7,7 +7,7 @@
 use crate::check::MARKER_PREFIX;
 use crate::conn::{Conn, End};
 use crate::ctx::Ctx;
-use crate::gen::{hostile_params, post_input};
+use crate::inputs::{hostile_params, post_input};
 use crate::login::{authenticate, Auth};
 use crate::mutate::Plan;
 use crate::report::{contains, inc, show};

@@ -5,7 +5,7 @@
 
 use crate::conn::End;
 use crate::ctx::Ctx;
-use crate::gen::{pre_input, PreInput, Who, STARTUP_MAX};
+use crate::inputs::{pre_input, PreInput, Who, STARTUP_MAX};
 use crate::login::{authenticate, Auth, Spoiler};
 use crate::report::{inc, show};
 use crate::rng::mix;

@@ -4,7 +4,7 @@
 //! the inputs' bytes instead of sending them.
 
 use crate::ctx::Ctx;
-use crate::gen::{post_input, pre_input, PreInput};
+use crate::inputs::{post_input, pre_input, PreInput};
 use crate::mutate::{plan, Plan};
 use crate::post_auth::{may_pin, open_session, run_post, Outcome, Session};
 use crate::pre_auth::{owed, run_pre};
