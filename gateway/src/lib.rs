@@ -11,7 +11,8 @@
 //!   → wake/   the backend registry; Lifecycle wakes the compute
 //!   → pool/   pools of logged-in server connections, compute login
 //!   → relay/  one task per client: response queue, prepared statements,
-//!             session state, generic over any AsyncRead + AsyncWrite
+//!             session state, generic over the client's and the server's
+//!             AsyncRead + AsyncWrite (tested in-process over duplex pipes)
 //! ```
 //!
 //! Beside them: `wire/` (the one Postgres codec, both sides), `control/`
