@@ -178,6 +178,15 @@ fn generate(dir: &Path, domain: &str) -> Result<(), TlsError> {
     Ok(())
 }
 
+impl crate::config::Reload for Tls {
+    fn reload(&self, _: &crate::config::Config) -> Result<(), crate::config::ReloadError> {
+        Tls::reload(self).map_err(|e| crate::config::ReloadError::Refused {
+            what: "TLS certificate",
+            message: crate::error::chain(&e),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,14 +211,5 @@ mod tests {
             ..TlsConfig::default()
         };
         assert!(Tls::load(dir.path(), &bad).is_err());
-    }
-}
-
-impl crate::config::Reload for Tls {
-    fn reload(&self, _: &crate::config::Config) -> Result<(), crate::config::ReloadError> {
-        Tls::reload(self).map_err(|e| crate::config::ReloadError::Refused {
-            what: "TLS certificate",
-            message: crate::error::chain(&e),
-        })
     }
 }

@@ -175,18 +175,15 @@ mod tests {
         )
     }
 
+    type Sni<'a> = Option<(&'a str, Option<&'a str>)>;
+    type Pairs<'a> = &'a [(&'a str, &'a str)];
+
     const JWT: &str = "eyJhbGciOiJFZERTQSJ9.eyJkYiI6InNob3AifQ.c2ln";
 
     #[test]
     fn database_branch_and_credential() {
         // (startup parameters, SNI, database, branch, credential)
-        let cases: &[(
-            &[(&str, &str)],
-            Option<(&str, Option<&str>)>,
-            &str,
-            Option<&str>,
-            Credential,
-        )] = &[
+        let cases: &[(Pairs, Sni, &str, Option<&str>, Credential)] = &[
             (
                 &[("user", "u"), ("database", "shop")],
                 None,
@@ -291,7 +288,7 @@ mod tests {
 
     #[test]
     fn disagreements_and_refusals_have_their_sqlstate() {
-        let cases: &[(&[(&str, &str)], Option<(&str, Option<&str>)>, &str)] = &[
+        let cases: &[(Pairs, Sni, &str)] = &[
             (
                 &[
                     ("user", "u"),
