@@ -136,7 +136,7 @@ pub async fn list_operations(
         let database = state
             .gateway
             .catalog
-            .database(crate::control::branches::split(&compute).0)
+            .database(&crate::control::branches::split(&compute).0)
             .ok()
             .flatten();
         if !database.as_ref().is_some_and(|db| scope.sees(db)) {
@@ -144,7 +144,12 @@ pub async fn list_operations(
         }
         // Any state: a database being created reports its progress too.
         let progress = match database.as_ref().map(|db| state.gateway.lifecycle(db)) {
-            Some(Ok(l)) => l.backend().progress(&compute).await.ok().flatten(),
+            Some(Ok(l)) => l
+                .backend()
+                .progress(&compute.as_str().into())
+                .await
+                .ok()
+                .flatten(),
             _ => None,
         }
         .unwrap_or_default();
@@ -200,7 +205,7 @@ impl ApiState {
             Ok(db) => match self.gateway.lifecycle(&db) {
                 Ok(l) => l
                     .backend()
-                    .compute_status(&name)
+                    .compute_status(&name.as_str().into())
                     .await
                     .map(|s| format!("{:?}", s.state).to_lowercase())
                     .unwrap_or_else(|_| "unknown".into()),

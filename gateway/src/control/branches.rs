@@ -11,22 +11,20 @@
 use crate::catalog::BranchRecord;
 use crate::control::databases::{unix_now, Gateway, ServiceError};
 use ogel_plugin_sdk::{
-    BackendError, BackendErrorKind, BranchPoint, BranchSpec, Branching, SnapshotInfo,
+    BackendError, BackendErrorKind, BranchPoint, BranchSpec, Branching, ComputeName, SnapshotInfo,
 };
 use std::time::Duration;
 
-/// The compute name of a branch.
+/// The compute name of a branch ([`ComputeName`]'s text form).
 pub fn compute_name(database: &str, branch: &str) -> String {
-    if branch == "main" {
-        database.to_string()
-    } else {
-        format!("{database}@{branch}")
-    }
+    ComputeName::new(database, branch).to_string()
 }
 
-/// Splits `shop@dev` into (`shop`, `dev`); a plain name is its `main`.
-pub fn split(name: &str) -> (&str, &str) {
-    name.split_once('@').unwrap_or((name, "main"))
+/// Splits `shop@dev` into (`shop`, `dev`); a plain name is its `main`
+/// ([`ComputeName::parse`]).
+pub fn split(name: &str) -> (String, String) {
+    let ComputeName { database, branch } = ComputeName::parse(name);
+    (database, branch)
 }
 
 /// Branch names: like database names, plus `-`.
@@ -445,8 +443,8 @@ mod tests {
             parse_point(Some("now"), Some("s1")),
             BranchPoint::Snapshot { id: "s1".into() }
         );
-        assert_eq!(split("shop@dev"), ("shop", "dev"));
-        assert_eq!(split("shop"), ("shop", "main"));
+        assert_eq!(split("shop@dev"), ("shop".into(), "dev".into()));
+        assert_eq!(split("shop"), ("shop".into(), "main".into()));
         assert_eq!(compute_name("shop", "main"), "shop");
         assert!(validate_branch_name("pr-42").is_ok());
         assert!(validate_branch_name("Dev").is_err());

@@ -193,7 +193,11 @@ impl Gateway {
             computes.extend(self.catalog.branches(&db.name)?.iter().map(|b| b.key()));
             for name in computes {
                 // A branch the backend lost is reported, not fatal.
-                match lifecycle.backend().compute_status(&name).await {
+                match lifecycle
+                    .backend()
+                    .compute_status(&name.as_str().into())
+                    .await
+                {
                     Ok(status) if status.state == ogel_plugin_sdk::ComputeState::Running => {
                         lifecycle.adopt(&name).await?;
                     }
@@ -265,7 +269,11 @@ impl Gateway {
         self.catalog.put_database(&record, &role)?;
         // A backend may leave a new database's compute running: track it so
         // that idle suspend covers it.
-        if lifecycle.backend().compute_status(name).await?.state
+        if lifecycle
+            .backend()
+            .compute_status(&name.into())
+            .await?
+            .state
             == ogel_plugin_sdk::ComputeState::Running
         {
             lifecycle.adopt(name).await?;
@@ -402,7 +410,10 @@ impl Gateway {
 
     async fn view(&self, record: DatabaseRecord) -> Result<DatabaseView, ServiceError> {
         let lifecycle = self.lifecycle(&record)?;
-        let compute = lifecycle.backend().compute_status(&record.name).await?;
+        let compute = lifecycle
+            .backend()
+            .compute_status(&record.name.as_str().into())
+            .await?;
         let stats = lifecycle.stats(&record.name);
         let suspend_after = self.suspend_after(&record);
         Ok(DatabaseView {
@@ -509,7 +520,7 @@ impl Gateway {
 
     /// Wakes a compute (`db` or `db@branch`) unless it runs already.
     pub async fn wake_compute(&self, name: &str) -> Result<(), ServiceError> {
-        let record = self.ready_database(crate::control::branches::split(name).0)?;
+        let record = self.ready_database(&crate::control::branches::split(name).0)?;
         let lifecycle = self.lifecycle(&record)?;
         if !lifecycle.stats(name).running {
             lifecycle.wake(name).await?;

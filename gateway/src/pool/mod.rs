@@ -109,7 +109,7 @@ impl Pools {
         let pools: Vec<Arc<DbPool>> = lock(&self.pools).values().cloned().collect();
         for db in pools {
             db.pool
-                .configure(config.settings(crate::control::branches::split(&db.name).0));
+                .configure(config.settings(&crate::control::branches::split(&db.name).0));
         }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
@@ -130,7 +130,7 @@ impl Pools {
             // Branches (`db@branch`) take their database's settings.
             pool: Pool::new(
                 self.config()
-                    .settings(crate::control::branches::split(database).0),
+                    .settings(&crate::control::branches::split(database).0),
             ),
             lifecycle: lifecycle.clone(),
             server_params: Mutex::new(params::Params::default()),

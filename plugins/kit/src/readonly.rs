@@ -50,7 +50,10 @@ mod tests {
         assert!(!sql.contains("s3cret"), "{sql}");
         assert!(sql.contains("PASSWORD 'SCRAM-SHA-256$4096:"), "{sql}");
         assert!(sql.contains("CREATE ROLE \"ogel_readonly\" LOGIN"), "{sql}");
-        assert!(sql.contains("GRANT pg_read_all_data TO \"ogel_readonly\""), "{sql}");
+        assert!(
+            sql.contains("GRANT pg_read_all_data TO \"ogel_readonly\""),
+            "{sql}"
+        );
         assert!(sql.contains("default_transaction_read_only = on"), "{sql}");
         assert!(sql.contains("rolname = 'ogel_readonly'"), "{sql}");
     }

@@ -103,14 +103,22 @@ mod tests {
         let k = DerivationKey::new(b"secret");
         let a = k.derive("ogel-test", &["shop", "owner"]);
         assert_eq!(a.len(), 64);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_eq!(a, k.derive("ogel-test", &["shop", "owner"]));
-        assert_eq!(a, DerivationKey::new(b"secret").derive("ogel-test", &["shop", "owner"]));
+        assert_eq!(
+            a,
+            DerivationKey::new(b"secret").derive("ogel-test", &["shop", "owner"])
+        );
         assert_ne!(a, k.derive("ogel-test", &["shop2", "owner"]));
         assert_ne!(a, k.derive("ogel-test", &["shop", "owner2"]));
         assert_ne!(a, k.derive("ogel-other", &["shop", "owner"]));
         assert_ne!(k.derive("d", &["ab", "c"]), k.derive("d", &["a", "bc"]));
-        assert_ne!(a, DerivationKey::new(b"secret2").derive("ogel-test", &["shop", "owner"]));
+        assert_ne!(
+            a,
+            DerivationKey::new(b"secret2").derive("ogel-test", &["shop", "owner"])
+        );
         // A key longer than a block is not confused with its prefix.
         let long = vec![1u8; 100];
         assert_ne!(
