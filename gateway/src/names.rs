@@ -1,9 +1,11 @@
 //! Names every stage agrees on, and nothing else: what a database, branch
 //! or tenant may be called, the console's reserved names, how a branch's
 //! compute is named (`database@branch`, `main` = the database itself), and
-//! the clock records are stamped with. A leaf: it imports no other module.
+//! the clock records are stamped with (the kit's). A leaf: it imports no
+//! other module of the gateway.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+pub use ogel_plugin_kit::time::{unix_now, unix_secs};
+pub use ogel_plugin_sdk::ComputeName;
 
 /// The branch every database has: the database itself.
 pub const MAIN_BRANCH: &str = "main";
@@ -95,31 +97,16 @@ pub fn validate_tenant(name: &str, default_tenant: &str) -> Result<(), NameError
     Ok(())
 }
 
-/// The compute name of a branch: `database` for `main`, else `database@branch`.
+/// The compute name of a branch: `database` for `main`, else
+/// `database@branch` (the text form of [`ComputeName`]).
 pub fn compute_name(database: &str, branch: &str) -> String {
-    if branch == MAIN_BRANCH {
-        database.to_string()
-    } else {
-        format!("{database}@{branch}")
-    }
+    ComputeName::new(database, branch).to_string()
 }
 
-/// Splits a compute name `shop@dev` into (`shop`, `dev`); a plain name is
-/// its database's `main`.
-pub fn split_compute(name: &str) -> (&str, &str) {
-    name.split_once('@').unwrap_or((name, MAIN_BRANCH))
-}
-
-/// Seconds since the Unix epoch of `t` (0 before it).
-pub fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Seconds since the Unix epoch, now.
-pub fn unix_now() -> u64 {
-    unix_secs(SystemTime::now())
+/// A compute name (`shop@dev`, or `shop` for its `main`) as the typed name
+/// backends take ([`ComputeName::parse`], the one parser).
+pub fn split_compute(name: &str) -> ComputeName {
+    ComputeName::parse(name)
 }
 
 #[cfg(test)]
@@ -164,7 +151,7 @@ mod tests {
     fn compute_names_round_trip() {
         assert_eq!(compute_name("shop", "main"), "shop");
         assert_eq!(compute_name("shop", "dev"), "shop@dev");
-        assert_eq!(split_compute("shop@dev"), ("shop", "dev"));
-        assert_eq!(split_compute("shop"), ("shop", "main"));
+        assert_eq!(split_compute("shop@dev"), ComputeName::new("shop", "dev"));
+        assert_eq!(split_compute("shop"), ComputeName::new("shop", "main"));
     }
 }

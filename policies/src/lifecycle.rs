@@ -10,8 +10,12 @@
 //! either the client saw the cache before it was cleared — and then its
 //! increment is visible to the suspender, which backs off — or it sees no
 //! cache and queues on the lock behind the suspend, then wakes the compute.
+//!
+//! Computes are keyed here by their text name (`db` or `db@branch`, as the
+//! gateway's pools and stats know them); the backend is always called with
+//! the typed [`ComputeName`].
 
-use ogel_plugin_sdk::{Backend, BackendError, ComputeEndpoint};
+use ogel_plugin_sdk::{Backend, BackendError, ComputeEndpoint, ComputeName};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -140,7 +144,7 @@ impl Lifecycle {
         guard: OwnedMutexGuard<()>,
     ) -> Result<ComputeEndpoint, BackendError> {
         let started = Instant::now();
-        let (name, slot) = (db.to_string(), slot.clone());
+        let (name, slot) = (ComputeName::parse(db), slot.clone());
         let limit = self.wake_timeout;
         let too_slow = format!(
             "the compute for \"{db}\" did not start within {limit:?}; it may still be starting: retry"
@@ -244,7 +248,7 @@ impl Lifecycle {
         db: &str,
         guard: OwnedMutexGuard<()>,
     ) -> Result<(), BackendError> {
-        let name = db.to_string();
+        let name = ComputeName::parse(db);
         self.run_detached(
             guard,
             "suspend the compute",
@@ -342,6 +346,9 @@ mod tests {
     use super::*;
     use ogel_plugin_sdk::{Capabilities, ComputeStatus, Credentials, DatabaseSpec};
 
+    /// The compute names the double was called with, in order.
+    type Calls = Mutex<Vec<ComputeName>>;
+
     /// A backend double that counts starts and stops; starting takes 20 ms
     /// (or `start_delay_ms`), and panics when `panic_on_start` is set.
     #[derive(Default)]
@@ -351,6 +358,7 @@ mod tests {
         running: std::sync::atomic::AtomicBool,
         start_delay_ms: AtomicU64,
         panic_on_start: std::sync::atomic::AtomicBool,
+        calls: Calls,
     }
 
     #[async_trait::async_trait]
@@ -370,7 +378,8 @@ mod tests {
         async fn delete_database(&self, _: &str) -> Result<(), BackendError> {
             Ok(())
         }
-        async fn ensure_running(&self, db: &str) -> Result<ComputeEndpoint, BackendError> {
+        async fn ensure_running(&self, db: &ComputeName) -> Result<ComputeEndpoint, BackendError> {
+            lock(&self.calls).push(db.clone());
             if self.panic_on_start.load(Ordering::SeqCst) {
                 panic!("backend bug");
             }
@@ -383,7 +392,7 @@ mod tests {
             Ok(ComputeEndpoint {
                 host: "127.0.0.1".into(),
                 port: 1,
-                database: db.into(),
+                database: db.database.clone(),
                 generation: 1,
                 credentials: Credentials::Password {
                     user: "u".into(),
@@ -393,15 +402,32 @@ mod tests {
                 tls: None,
             })
         }
-        async fn suspend(&self, _: &str) -> Result<(), BackendError> {
+        async fn suspend(&self, db: &ComputeName) -> Result<(), BackendError> {
+            lock(&self.calls).push(db.clone());
             if self.running.swap(false, Ordering::SeqCst) {
                 self.stops.fetch_add(1, Ordering::SeqCst);
             }
             Ok(())
         }
-        async fn compute_status(&self, _: &str) -> Result<ComputeStatus, BackendError> {
+        async fn compute_status(&self, _: &ComputeName) -> Result<ComputeStatus, BackendError> {
             Ok(ComputeStatus::default())
         }
+    }
+
+    #[tokio::test]
+    async fn the_backend_is_called_with_typed_compute_names() {
+        let (backend, lifecycle) = lifecycle();
+        lifecycle.wake("shop@dev").await.unwrap();
+        lifecycle.suspend("shop@dev").await.unwrap();
+        lifecycle.wake("shop").await.unwrap();
+        assert_eq!(
+            *lock(&backend.calls),
+            vec![
+                ComputeName::new("shop", "dev"),
+                ComputeName::new("shop", "dev"),
+                ComputeName::main("shop"),
+            ]
+        );
     }
 
     fn lifecycle() -> (Arc<Counting>, Arc<Lifecycle>) {

@@ -19,28 +19,27 @@
 //! archive, then from the parent's `pg_wal`, up to the target, then promotes.
 
 use crate::{io_error, NativeBackend};
-use ogel_plugin_sdk::{BackendError, BackendErrorKind, BranchPoint, BranchSpec, SnapshotInfo};
+use ogel_plugin_sdk::{
+    BackendError, BackendErrorKind, BranchPoint, BranchSpec, ComputeName, SnapshotInfo,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// Longest a point-in-time branch may take to replay WAL and promote.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The compute name of `branch` of `database` (`main` is the database's own).
+/// The compute name (and volume name) of `branch` of `database` (`main`
+/// is the database's own): [`ComputeName`]'s text form.
 pub fn compute_name(database: &str, branch: &str) -> String {
-    if branch == "main" {
-        database.to_string()
-    } else {
-        format!("{database}@{branch}")
-    }
+    ComputeName::new(database, branch).to_string()
 }
 
-/// The database a compute name belongs to.
-pub fn database_of(name: &str) -> &str {
-    name.split('@').next().unwrap_or(name)
+/// The database a compute's volume name belongs to.
+pub fn database_of(name: &str) -> String {
+    ComputeName::parse(name).database
 }
 
 /// A snapshot's manifest.
@@ -87,10 +86,7 @@ pub struct FileEntry {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    ogel_plugin_kit::time::unix_millis()
 }
 
 fn invalid(message: impl Into<String>) -> BackendError {

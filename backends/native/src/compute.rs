@@ -11,9 +11,10 @@ use crate::os_user::ComputeUser;
 use crate::pg_binaries::PgBinaries;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use ogel_plugin_kit::time::unix_now;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::process::Child;
 
 /// How often the readiness and exit checks look again.
@@ -294,13 +295,6 @@ fn is_postgres_process(pid: u32) -> bool {
 fn free_loopback_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The last lines written to the log since `offset`, for error messages.

@@ -31,9 +31,11 @@ pub mod template;
 ogel_plugin_sdk::export_backend!("native", NativeBackend::from_config);
 
 use compute::{RunningCompute, StartSpec};
+use ogel_plugin_kit::readonly;
+use ogel_plugin_kit::sql::quote_ident;
 use ogel_plugin_sdk::{
     Backend, BackendError, BackendErrorKind, BranchSpec, Branching, Capabilities, ComputeEndpoint,
-    ComputeState, ComputeStatus, Credentials, DatabaseSpec, Progress, SnapshotInfo,
+    ComputeName, ComputeState, ComputeStatus, Credentials, DatabaseSpec, Progress, SnapshotInfo,
 };
 use os_user::ComputeUser;
 use pg_binaries::PgBinaries;
@@ -334,30 +336,9 @@ impl NativeBackend {
             return Ok(());
         }
         let database = branches::database_of(name);
-        let verifier = postgres_protocol::password::scram_sha_256(
-            self.secret
-                .role_password(database, READ_ONLY_ROLE)
-                .as_bytes(),
-        );
-        let role = quote_ident(READ_ONLY_ROLE);
+        let password = self.secret.role_password(&database, READ_ONLY_ROLE);
         let client = self.superuser(port, "postgres").await?;
-        let exists = client
-            .query_opt(
-                "SELECT 1 FROM pg_roles WHERE rolname = $1",
-                &[&READ_ONLY_ROLE],
-            )
-            .await
-            .map(|row| row.is_some());
-        let sql = match exists {
-            Ok(true) => format!("ALTER ROLE {role} LOGIN PASSWORD '{verifier}'"),
-            _ => format!("CREATE ROLE {role} LOGIN PASSWORD '{verifier}'"),
-        };
-        let result = client
-            .batch_execute(&format!(
-                "{sql}; GRANT pg_read_all_data TO {role}; \
-                 ALTER ROLE {role} SET default_transaction_read_only = on"
-            ))
-            .await;
+        let result = client.batch_execute(&readonly::setup_sql(&password)).await;
         drop(client);
         result.map_err(|e| {
             BackendError::internal("could not create the read-only role").with_source(e)
@@ -452,10 +433,6 @@ fn clone_progress(key: &str, map: ProgressMap) -> impl FnMut(u64, u64) + '_ {
     }
 }
 
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 fn io_error(verb: &str, path: &Path, e: std::io::Error) -> BackendError {
     let kind = if e.raw_os_error() == Some(nix::libc::ENOSPC) {
         BackendErrorKind::OutOfResources
@@ -534,20 +511,21 @@ impl Backend for NativeBackend {
         Ok(())
     }
 
-    /// `name` is a compute name: `database` or `database@branch`.
-    async fn ensure_running(&self, name: &str) -> Result<ComputeEndpoint, BackendError> {
+    /// Each compute is a volume named by the compute name's text form
+    /// (`database` or `database@branch`).
+    async fn ensure_running(&self, compute: &ComputeName) -> Result<ComputeEndpoint, BackendError> {
+        let name = &compute.to_string();
         let owner = self.owner_of(name)?;
         let port = self.start(name).await?;
         // Branches are clones: same database, same role, same password.
-        let database = branches::database_of(name);
+        let database = compute.database.as_str();
         let password = self.secret.role_password(database, &owner);
         let mut endpoint = self.endpoint(database, port, owner, password);
         match self.ensure_read_only_role(name, port).await {
             Ok(()) => {
-                endpoint.read_only = Some(Credentials::Password {
-                    user: READ_ONLY_ROLE.to_string(),
-                    password: self.secret.role_password(database, READ_ONLY_ROLE),
-                })
+                endpoint.read_only = Some(readonly::credentials(
+                    self.secret.role_password(database, READ_ONLY_ROLE),
+                ))
             }
             // Read-write clients are unaffected; read-only ones are refused.
             Err(e) => {
@@ -581,12 +559,12 @@ impl Backend for NativeBackend {
             .ok_or_else(|| BackendError::internal("the new snapshot is not listed"))
     }
 
-    async fn progress(&self, name: &str) -> Result<Option<Progress>, BackendError> {
+    async fn progress(&self, compute: &ComputeName) -> Result<Option<Progress>, BackendError> {
         Ok(self
             .progress
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(name)
+            .get(&compute.to_string())
             .cloned())
     }
 
@@ -604,8 +582,8 @@ impl Backend for NativeBackend {
         self.restore(database, snapshot, as_branch).await
     }
 
-    async fn suspend(&self, name: &str) -> Result<(), BackendError> {
-        self.stop(name).await
+    async fn suspend(&self, compute: &ComputeName) -> Result<(), BackendError> {
+        self.stop(&compute.to_string()).await
     }
 
     async fn list_databases(&self) -> Result<Vec<String>, BackendError> {
@@ -621,7 +599,8 @@ impl Backend for NativeBackend {
         Ok(names)
     }
 
-    async fn compute_status(&self, name: &str) -> Result<ComputeStatus, BackendError> {
+    async fn compute_status(&self, compute: &ComputeName) -> Result<ComputeStatus, BackendError> {
+        let name = &compute.to_string();
         self.owner_of(name)?;
         let mut computes = self.lock_computes();
         let generation = self.generation.load(Ordering::SeqCst);

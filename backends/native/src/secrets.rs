@@ -3,11 +3,11 @@
 //! Computes only accept SCRAM logins. Rather than store one password per
 //! role, the backend keeps one random 32-byte key (`<root>/secret`, mode
 //! 0600, readable only by the gateway's user) and derives every compute
-//! password from it with HMAC-SHA-256. Clients never see these passwords.
+//! password from it with HMAC-SHA-256 ([`ogel_plugin_kit::secrets`]).
+//! Clients never see these passwords.
 
-use hmac::{Hmac, Mac};
+use ogel_plugin_kit::secrets::DerivationKey;
 use rand::RngCore;
-use sha2::Sha256;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -15,13 +15,13 @@ use std::path::Path;
 /// The superuser created at `initdb` in the template; every cloned cluster has it.
 pub const SUPERUSER: &str = "ogel_admin";
 /// The role read-only clients log in as (in every compute).
-pub const READ_ONLY_ROLE: &str = "ogel_readonly";
+pub use ogel_plugin_kit::readonly::ROLE as READ_ONLY_ROLE;
 
 pub use ogel_plugin_sdk::files::write_private;
 
 /// The key compute passwords are derived from.
 #[derive(Clone)]
-pub struct MasterSecret([u8; 32]);
+pub struct MasterSecret(DerivationKey);
 
 impl MasterSecret {
     /// Loads the key at `path`, creating it (mode 0600) on first use.
@@ -37,7 +37,7 @@ impl MasterSecret {
                         ),
                     )
                 })?;
-                Ok(MasterSecret(key))
+                Ok(MasterSecret(DerivationKey::new(&key)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
@@ -49,7 +49,7 @@ impl MasterSecret {
                     .open(path)?;
                 file.write_all(&key)?;
                 file.sync_all()?;
-                Ok(MasterSecret(key))
+                Ok(MasterSecret(DerivationKey::new(&key)))
             }
             Err(e) => Err(e),
         }
@@ -57,26 +57,12 @@ impl MasterSecret {
 
     /// The password of `role` in the compute of `database`.
     pub fn role_password(&self, database: &str, role: &str) -> String {
-        self.derive(&format!("role\0{database}\0{role}"))
+        self.0.derive("role", &[database, role])
     }
 
     /// The password of the template's superuser (shared by every clone).
     pub fn superuser_password(&self) -> String {
-        self.derive("superuser")
-    }
-
-    fn derive(&self, label: &str) -> String {
-        // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
-        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.0) {
-            Ok(mac) => mac,
-            Err(_) => unreachable!("HMAC takes keys of any length"),
-        };
-        mac.update(label.as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        self.0.derive("superuser", &[])
     }
 }
 

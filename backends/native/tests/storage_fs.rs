@@ -5,7 +5,7 @@
 
 use ogel_backend_native::storage::{self, StorageDriver};
 use ogel_backend_native::{NativeBackend, NativeConfig};
-use ogel_plugin_sdk::{Backend, BranchPoint, BranchSpec, Credentials, DatabaseSpec};
+use ogel_plugin_sdk::{Backend, BranchPoint, BranchSpec, ComputeName, Credentials, DatabaseSpec};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -316,7 +316,11 @@ async fn create_connect_delete(fs: &LoopFs, expected_driver: &str) {
 
     // A branch of the running compute: on btrfs in one atomic snapshot
     // (the parent keeps running), elsewhere stopped, cloned, restarted.
-    let before = backend.compute_status("app").await.unwrap().pid;
+    let before = backend
+        .compute_status(&ComputeName::parse("app"))
+        .await
+        .unwrap()
+        .pid;
     let started = Instant::now();
     backend
         .create_branch(&BranchSpec {
@@ -331,7 +335,11 @@ async fn create_connect_delete(fs: &LoopFs, expected_driver: &str) {
         "branch of a running compute with {expected_driver}: {} ms",
         started.elapsed().as_millis()
     );
-    let after = backend.compute_status("app").await.unwrap().pid;
+    let after = backend
+        .compute_status(&ComputeName::parse("app"))
+        .await
+        .unwrap()
+        .pid;
     assert!(after.is_some(), "the parent runs again");
     assert_eq!(
         before == after,
@@ -361,7 +369,10 @@ async fn create_connect_delete(fs: &LoopFs, expected_driver: &str) {
 }
 
 async fn client_of(backend: &NativeBackend, compute: &str) -> tokio_postgres::Client {
-    let endpoint = backend.ensure_running(compute).await.unwrap();
+    let endpoint = backend
+        .ensure_running(&ComputeName::parse(compute))
+        .await
+        .unwrap();
     let Credentials::Password { user, password } = &endpoint.credentials;
     let (client, conn) = tokio_postgres::Config::new()
         .host(&endpoint.host)

@@ -55,7 +55,8 @@ use api::{ApiError, NeonApi};
 use config::{KeySource, Settings, API_KEY_ENV};
 use ogel_plugin_sdk::{
     Backend, BackendError, BackendErrorKind, BranchPoint, BranchSpec, Branching, Capabilities,
-    ComputeEndpoint, ComputeState, ComputeStatus, ComputeTls, Credentials, DatabaseSpec,
+    ComputeEndpoint, ComputeName, ComputeState, ComputeStatus, ComputeTls, Credentials,
+    DatabaseSpec,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -125,15 +126,6 @@ fn field<T: DeserializeOwned>(value: &Value, key: &str, what: &str) -> Result<T,
         .map_err(|e| ApiError::Protocol(format!("{what}: `{key}` is missing or malformed ({e})")))
 }
 
-/// `db` or `db@branch` → (database, branch); `main` for the database itself.
-fn split_compute(name: &str) -> (&str, &str) {
-    match name.split_once('@') {
-        Some((db, branch)) if !branch.is_empty() => (db, branch),
-        Some((db, _)) => (db, MAIN),
-        None => (name, MAIN),
-    }
-}
-
 fn find_branch<'a>(branches: &'a [Branch], name: &str) -> Option<&'a Branch> {
     if name == MAIN {
         branches
@@ -171,12 +163,12 @@ pub struct NeonBackend {
     settings: Settings,
     /// Database → project id.
     projects: Mutex<HashMap<String, String>>,
-    /// Compute name → where it lives.
-    targets: Mutex<HashMap<String, Target>>,
+    /// Compute → where it lives.
+    targets: Mutex<HashMap<ComputeName, Target>>,
     /// (project, branch, role) → password.
     passwords: Mutex<HashMap<(String, String, String), String>>,
-    /// Compute name → (endpoint id, generation).
-    generations: Mutex<HashMap<String, (String, u64)>>,
+    /// Compute → (endpoint id, generation).
+    generations: Mutex<HashMap<ComputeName, (String, u64)>>,
     next_generation: AtomicU64,
     /// (project, branch, read-only password) → whether the role is there.
     read_only: Mutex<HashMap<(String, String, String), bool>>,
@@ -292,21 +284,20 @@ impl NeonBackend {
     /// Forgets what is cached about database `db` and its branches.
     fn forget_database(&self, db: &str) {
         lock(&self.projects).remove(db);
-        let prefix = format!("{db}@");
-        lock(&self.targets).retain(|k, _| k != db && !k.starts_with(&prefix));
-        lock(&self.generations).retain(|k, _| k != db && !k.starts_with(&prefix));
+        lock(&self.targets).retain(|k, _| k.database != db);
+        lock(&self.generations).retain(|k, _| k.database != db);
     }
 
-    fn forget_compute(&self, compute: &str) {
+    fn forget_compute(&self, compute: &ComputeName) {
         lock(&self.targets).remove(compute);
     }
 
     /// Where compute `name` lives.
-    async fn target(&self, name: &str) -> Result<Target, BackendError> {
+    async fn target(&self, name: &ComputeName) -> Result<Target, BackendError> {
         if let Some(t) = lock(&self.targets).get(name) {
             return Ok(t.clone());
         }
-        let (db, branch) = split_compute(name);
+        let (db, branch) = (name.database.as_str(), name.branch.as_str());
         let project_id = self.project_id(db).await?;
         let branches = match self.branches(&project_id).await {
             Ok(b) => b,
@@ -343,12 +334,16 @@ impl NeonBackend {
             database: database.name,
             owner: database.owner_name,
         };
-        lock(&self.targets).insert(name.to_string(), target.clone());
+        lock(&self.targets).insert(name.clone(), target.clone());
         Ok(target)
     }
 
     /// The branch's read-write endpoint; made if it has none.
-    async fn endpoint(&self, name: &str, target: &Target) -> Result<Endpoint, BackendError> {
+    async fn endpoint(
+        &self,
+        name: &ComputeName,
+        target: &Target,
+    ) -> Result<Endpoint, BackendError> {
         let body = match self
             .api
             .get(&format!(
@@ -376,7 +371,7 @@ impl NeonBackend {
             return Ok(ep);
         }
         tracing::info!(
-            compute = name,
+            compute = %name,
             "the Neon branch has no read_write endpoint; making one"
         );
         let mut endpoint = json!({"branch_id": target.branch_id, "type": "read_write"});
@@ -424,13 +419,13 @@ impl NeonBackend {
 
     /// The generation of compute `name` served by endpoint `endpoint_id`:
     /// a new one whenever another endpoint serves it.
-    fn generation(&self, name: &str, endpoint_id: &str) -> u64 {
+    fn generation(&self, name: &ComputeName, endpoint_id: &str) -> u64 {
         let mut generations = lock(&self.generations);
         match generations.get(name) {
             Some((id, generation)) if id == endpoint_id => *generation,
             _ => {
                 let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-                generations.insert(name.to_string(), (endpoint_id.to_string(), generation));
+                generations.insert(name.clone(), (endpoint_id.to_string(), generation));
                 generation
             }
         }
@@ -512,7 +507,7 @@ impl NeonBackend {
     /// made (logged once): read-only tokens are then refused.
     async fn read_only_role(
         &self,
-        name: &str,
+        name: &ComputeName,
         target: &Target,
         compute: &ComputeEndpoint,
         owner_password: &str,
@@ -530,7 +525,7 @@ impl NeonBackend {
                 let ready = match readonly::ensure(compute, &password).await {
                     Ok(()) => true,
                     Err(e) => {
-                        tracing::warn!(compute = name, "could not make the read-only role {}: {e}; read-only tokens are refused for it", readonly::ROLE);
+                        tracing::warn!(compute = %name, "could not make the read-only role {}: {e}; read-only tokens are refused for it", readonly::ROLE);
                         false
                     }
                 };
@@ -538,10 +533,7 @@ impl NeonBackend {
                 ready
             }
         };
-        ready.then(|| Credentials::Password {
-            user: readonly::ROLE.to_string(),
-            password,
-        })
+        ready.then(|| ogel_plugin_kit::readonly::credentials(password))
     }
 
     fn new_endpoint_spec(&self) -> Value {
@@ -702,7 +694,7 @@ impl Backend for NeonBackend {
         Ok(())
     }
 
-    async fn ensure_running(&self, name: &str) -> Result<ComputeEndpoint, BackendError> {
+    async fn ensure_running(&self, name: &ComputeName) -> Result<ComputeEndpoint, BackendError> {
         let target = self.target(name).await?;
         let deadline = Instant::now() + self.settings.operation_timeout;
         let endpoint = loop {
@@ -757,7 +749,7 @@ impl Backend for NeonBackend {
         Ok(compute)
     }
 
-    async fn suspend(&self, name: &str) -> Result<(), BackendError> {
+    async fn suspend(&self, name: &ComputeName) -> Result<(), BackendError> {
         let target = self.target(name).await?;
         let ep = self.endpoint(name, &target).await?;
         if ep.current_state != "active" && ep.pending_state.is_none() {
@@ -781,7 +773,7 @@ impl Backend for NeonBackend {
         Ok(())
     }
 
-    async fn compute_status(&self, name: &str) -> Result<ComputeStatus, BackendError> {
+    async fn compute_status(&self, name: &ComputeName) -> Result<ComputeStatus, BackendError> {
         let target = self.target(name).await?;
         let ep = self.endpoint(name, &target).await?;
         let state = state_of(&ep);
@@ -887,7 +879,7 @@ impl Backend for NeonBackend {
                 format!("{what} failed: {e}; {cleanup}"),
             ));
         }
-        let compute = format!("{db}@{}", spec.branch);
+        let compute = ComputeName::new(db, &spec.branch);
         self.forget_compute(&compute);
         lock(&self.generations).remove(&compute);
         Ok(())
@@ -900,7 +892,7 @@ impl Backend for NeonBackend {
                 "the main branch is the database itself; delete the database instead",
             ));
         }
-        let compute = format!("{database}@{branch}");
+        let compute = ComputeName::new(database, branch);
         self.forget_compute(&compute);
         let project_id = self.project_id(database).await?;
         let branches = self.branches(&project_id).await?;
@@ -970,8 +962,6 @@ mod tests {
 
     #[test]
     fn compute_names_and_states() {
-        assert_eq!(split_compute("shop"), ("shop", "main"));
-        assert_eq!(split_compute("shop@dev"), ("shop", "dev"));
         assert_eq!(state_of(&endpoint("active", None)), ComputeState::Running);
         assert_eq!(
             state_of(&endpoint("active", Some("idle"))),

@@ -3,52 +3,22 @@
 //! "ogel-neon-readonly\0" + database))`, so it survives restarts and
 //! follows a reset of the owner's password) and making it over SQL as the
 //! owner (`CREATE ROLE … LOGIN`, `ALTER ROLE … PASSWORD <SCRAM verifier>`,
-//! `GRANT pg_read_all_data`), through the same TLS + SNI path the gateway
-//! uses. Roles made over SQL are not Neon API roles: API roles are members
-//! of `neon_superuser`, which can write.
+//! `GRANT pg_read_all_data`: [`ogel_plugin_kit::readonly`]), through the
+//! same TLS + SNI path the gateway uses ([`ogel_plugin_kit::tls`]). Roles
+//! made over SQL are not Neon API roles: API roles are members of
+//! `neon_superuser`, which can write.
 
-use hmac::{Hmac, Mac};
+use ogel_plugin_kit::secrets::DerivationKey;
 use ogel_plugin_sdk::ComputeEndpoint;
 use ogel_plugin_sdk::Credentials;
-use sha2::Sha256;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The role's name.
-pub const ROLE: &str = "ogel_readonly";
+pub use ogel_plugin_kit::readonly::ROLE;
 
 /// The read-only role's password for `database`, given the owner's.
 pub fn password(owner_password: &str, database: &str) -> String {
-    // HMAC takes keys of any length: new_from_slice cannot fail here, but
-    // the fallback keeps this free of panics all the same.
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(owner_password.as_bytes()) else {
-        return String::new();
-    };
-    mac.update(b"ogel-neon-readonly\0");
-    mac.update(database.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A rustls client configuration trusting `ca_pem`, or the public web roots.
-fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_pem {
-        Some(pem) => {
-            for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
-                let cert = cert.map_err(|e| format!("ca_file: {e}"))?;
-                roots.add(cert).map_err(|e| format!("ca_file: {e}"))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+    DerivationKey::new(owner_password.as_bytes()).derive("ogel-neon-readonly", &[database])
 }
 
 /// Makes (or updates) the read-only role in `ep`'s compute, logged in as
@@ -90,7 +60,9 @@ pub async fn ensure(ep: &ComputeEndpoint, password: &str) -> Result<(), String> 
         .dbname(&ep.database)
         .application_name("ogel-backend-neon")
         .connect_timeout(Duration::from_secs(30));
-    let tls = tls_config(ep.tls.as_ref().and_then(|t| t.ca_pem.as_deref()))?;
+    let tls =
+        ogel_plugin_kit::tls::client_config(ep.tls.as_ref().and_then(|t| t.ca_pem.as_deref()))
+            .map_err(|e| format!("ca_file: {e}"))?;
     let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
     let (client, connection) = config
         .connect(connector)
@@ -99,14 +71,7 @@ pub async fn ensure(ep: &ComputeEndpoint, password: &str) -> Result<(), String> 
     let driver = tokio::spawn(async move {
         let _ = connection.await;
     });
-    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
-    // The verifier is base64 and `$`/`:`: no quote can occur in it.
-    let sql = format!(
-        "DO $ogel$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ROLE}') THEN \
-         CREATE ROLE {ROLE} LOGIN; END IF; END$ogel$; \
-         ALTER ROLE {ROLE} LOGIN NOCREATEDB NOCREATEROLE PASSWORD '{verifier}'; \
-         GRANT pg_read_all_data TO {ROLE}"
-    );
+    let sql = ogel_plugin_kit::readonly::setup_sql(password);
     let result = client
         .batch_execute(&sql)
         .await
@@ -130,5 +95,17 @@ mod tests {
         assert_eq!(a, password("owner-pw", "shop"));
         assert_ne!(a, password("owner-pw", "shop2"));
         assert_ne!(a, password("other-pw", "shop"));
+        // The derivation the backend used before the kit: the same
+        // passwords, so roles made by older gateways keep working.
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"owner-pw").unwrap();
+        mac.update(b"ogel-neon-readonly\0shop");
+        let old: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(a, old);
     }
 }

@@ -10,7 +10,8 @@ mod common;
 use common::{connect, ids, start, SERIAL};
 use ogel_backend_neon::NeonBackend;
 use ogel_plugin_sdk::{
-    Backend, BackendErrorKind, BranchPoint, BranchSpec, ComputeEndpoint, ComputeState, DatabaseSpec,
+    Backend, BackendErrorKind, BranchPoint, BranchSpec, ComputeEndpoint, ComputeName, ComputeState,
+    DatabaseSpec,
 };
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -63,7 +64,10 @@ async fn databases_branches_suspend_and_delete_with_real_data() {
     );
 
     // The endpoint: TLS with SNI to the endpoint's host, through the override.
-    let ep = neon.ensure_running("shop").await.expect("ensure_running");
+    let ep = neon
+        .ensure_running(&ComputeName::parse("shop"))
+        .await
+        .expect("ensure_running");
     let tls = ep.tls.clone().expect("tls");
     assert!(
         tls.server_name.ends_with(&format!(".{}", emu.emu.domain)),
@@ -81,7 +85,10 @@ async fn databases_branches_suspend_and_delete_with_real_data() {
         .expect("write");
     assert_eq!(ids(&ep).await, vec![1]);
     assert_eq!(
-        neon.compute_status("shop").await.unwrap().state,
+        neon.compute_status(&ComputeName::parse("shop"))
+            .await
+            .unwrap()
+            .state,
         ComputeState::Running
     );
 
@@ -110,7 +117,10 @@ async fn databases_branches_suspend_and_delete_with_real_data() {
         .batch_execute("INSERT INTO t VALUES (2)")
         .await
         .unwrap();
-    let dev = neon.ensure_running("shop@dev").await.expect("dev endpoint");
+    let dev = neon
+        .ensure_running(&ComputeName::parse("shop@dev"))
+        .await
+        .expect("dev endpoint");
     assert_ne!(dev.tls, ep.tls, "a branch has its own endpoint");
     assert_eq!(ids(&dev).await, vec![1]);
     connect(&dev)
@@ -136,7 +146,10 @@ async fn databases_branches_suspend_and_delete_with_real_data() {
     neon.create_branch(&branch("shop", "past", BranchPoint::Lsn { lsn }))
         .await
         .expect("branch at an LSN");
-    let past = neon.ensure_running("shop@past").await.unwrap();
+    let past = neon
+        .ensure_running(&ComputeName::parse("shop@past"))
+        .await
+        .unwrap();
     assert_eq!(ids(&past).await, vec![1, 2]);
     let snap = neon
         .create_branch(&branch(
@@ -150,28 +163,45 @@ async fn databases_branches_suspend_and_delete_with_real_data() {
 
     // Reset: the branch becomes its parent as of now.
     neon.reset_branch("shop", "past").await.expect("reset");
-    let past = neon.ensure_running("shop@past").await.unwrap();
+    let past = neon
+        .ensure_running(&ComputeName::parse("shop@past"))
+        .await
+        .unwrap();
     assert_eq!(ids(&past).await, vec![1, 2, 3]);
 
     // Suspend; a connection wakes it (Neon's way); ensure_running too.
     drop(client);
-    neon.suspend("shop").await.expect("suspend");
+    neon.suspend(&ComputeName::parse("shop"))
+        .await
+        .expect("suspend");
     assert_eq!(
-        neon.compute_status("shop").await.unwrap().state,
+        neon.compute_status(&ComputeName::parse("shop"))
+            .await
+            .unwrap()
+            .state,
         ComputeState::Suspended
     );
-    neon.suspend("shop")
+    neon.suspend(&ComputeName::parse("shop"))
         .await
         .expect("suspending a suspended compute");
     assert_eq!(ids(&ep).await, vec![1, 2, 3], "a connection wakes it");
     assert_eq!(
-        neon.compute_status("shop").await.unwrap().state,
+        neon.compute_status(&ComputeName::parse("shop"))
+            .await
+            .unwrap()
+            .state,
         ComputeState::Running
     );
-    neon.suspend("shop").await.unwrap();
-    let woken = neon.ensure_running("shop").await.expect("wake");
+    neon.suspend(&ComputeName::parse("shop")).await.unwrap();
+    let woken = neon
+        .ensure_running(&ComputeName::parse("shop"))
+        .await
+        .expect("wake");
     assert_eq!(
-        neon.compute_status("shop").await.unwrap().state,
+        neon.compute_status(&ComputeName::parse("shop"))
+            .await
+            .unwrap()
+            .state,
         ComputeState::Running
     );
     assert_eq!(
@@ -183,7 +213,7 @@ async fn databases_branches_suspend_and_delete_with_real_data() {
     // A restarted plugin (empty caches) finds everything through the API.
     let restarted = backend(emu.config());
     let again = restarted
-        .ensure_running("shop@dev")
+        .ensure_running(&ComputeName::parse("shop@dev"))
         .await
         .expect("after restart");
     assert_eq!(again.tls, dev.tls);
@@ -200,13 +230,22 @@ async fn databases_branches_suspend_and_delete_with_real_data() {
     neon.delete_branch("shop", "dev")
         .await
         .expect("deleting a missing branch");
-    let gone = neon.ensure_running("shop@dev").await.unwrap_err();
+    let gone = neon
+        .ensure_running(&ComputeName::parse("shop@dev"))
+        .await
+        .unwrap_err();
     assert_eq!(gone.kind, BackendErrorKind::NotFound, "{gone}");
     neon.delete_database("shop").await.expect("delete");
     assert!(emu.project_names().await.is_empty());
-    let gone = neon.ensure_running("shop").await.unwrap_err();
+    let gone = neon
+        .ensure_running(&ComputeName::parse("shop"))
+        .await
+        .unwrap_err();
     assert_eq!(gone.kind, BackendErrorKind::NotFound, "{gone}");
-    let gone = restarted.compute_status("shop").await.unwrap_err();
+    let gone = restarted
+        .compute_status(&ComputeName::parse("shop"))
+        .await
+        .unwrap_err();
     assert_eq!(gone.kind, BackendErrorKind::NotFound, "{gone}");
     neon.delete_database("shop")
         .await
@@ -313,9 +352,13 @@ async fn rate_limits_and_server_errors_are_retried_within_a_bound() {
     );
     // 5xx bursts too.
     emu.faults(json!({"server_error_next": 2})).await;
-    neon.ensure_running("app").await.expect("through 500s");
+    neon.ensure_running(&ComputeName::parse("app"))
+        .await
+        .expect("through 500s");
     emu.faults(json!({"server_error_next": 2})).await;
-    neon.suspend("app").await.expect("suspend through 500s");
+    neon.suspend(&ComputeName::parse("app"))
+        .await
+        .expect("suspend through 500s");
 
     // A storm past the bound: a clear error, no retrying for ever.
     let mut config = emu.config();
@@ -332,7 +375,10 @@ async fn rate_limits_and_server_errors_are_retried_within_a_bound() {
     );
     assert_eq!(e.kind, BackendErrorKind::Unavailable, "{e}");
     assert!(e.message.contains("rate limited"), "{e}");
-    let e = bounded.ensure_running("app").await.unwrap_err();
+    let e = bounded
+        .ensure_running(&ComputeName::parse("app"))
+        .await
+        .unwrap_err();
     assert!(e.message.contains("rate limited"), "{e}");
     emu.clear_faults().await;
     assert_eq!(emu.project_names().await, vec!["ogel-app".to_string()]);
@@ -388,12 +434,15 @@ async fn a_failed_operation_is_an_error_and_leaves_nothing_half_made() {
         .expect("a retry works");
 
     // A failed wake is an error, not a hang.
-    neon.suspend("app").await.unwrap();
+    neon.suspend(&ComputeName::parse("app")).await.unwrap();
     emu.faults(json!({"fail_next_operation": true})).await;
-    let e = neon.ensure_running("app").await.unwrap_err();
+    let e = neon
+        .ensure_running(&ComputeName::parse("app"))
+        .await
+        .unwrap_err();
     assert!(e.message.contains("start"), "{e}");
     emu.clear_faults().await;
-    neon.ensure_running("app")
+    neon.ensure_running(&ComputeName::parse("app"))
         .await
         .expect("the next wake works");
     neon.delete_database("app").await.unwrap();
@@ -406,7 +455,10 @@ async fn a_project_locked_by_running_operations_is_waited_out() {
     let emu = start().await;
     let neon = backend(emu.config());
     neon.create_database(&spec("app")).await.unwrap();
-    let ep = neon.ensure_running("app").await.unwrap();
+    let ep = neon
+        .ensure_running(&ComputeName::parse("app"))
+        .await
+        .unwrap();
     let id = emu.project_id("ogel-app").await;
 
     // Slow operations; a suspend made behind the backend's back holds the lock.
@@ -445,7 +497,10 @@ async fn a_project_locked_by_running_operations_is_waited_out() {
         started.elapsed()
     );
     emu.clear_faults().await;
-    let woken = neon.ensure_running("app").await.unwrap();
+    let woken = neon
+        .ensure_running(&ComputeName::parse("app"))
+        .await
+        .unwrap();
     assert_eq!(woken.tls, ep.tls);
     connect(&woken).await.expect("connects after the wait");
     neon.delete_database("app").await.unwrap();

@@ -118,7 +118,8 @@ use crate::rds::{Instance, Phase, Rds, WaitError};
 use crate::secrets::{Password, Secret};
 use ogel_plugin_sdk::{
     Backend, BackendError, BackendErrorKind, BranchPoint, BranchSpec, Branching, Capabilities,
-    ComputeEndpoint, ComputeStatus, ComputeTls, Credentials, DatabaseSpec, Progress, SnapshotInfo,
+    ComputeEndpoint, ComputeName, ComputeStatus, ComputeTls, Credentials, DatabaseSpec, Progress,
+    SnapshotInfo,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -154,7 +155,7 @@ pub struct RdsBackend {
     rds: Rds,
     secret: Secret,
     ca_pem: Option<String>,
-    progress: Mutex<HashMap<String, Progress>>,
+    progress: Mutex<HashMap<ComputeName, Progress>>,
 }
 
 impl RdsBackend {
@@ -196,11 +197,11 @@ impl RdsBackend {
         instance_id(&self.config.identifier_prefix, database, branch)
     }
 
-    fn set_progress(&self, compute: &str, p: Option<Progress>) {
+    fn set_progress(&self, compute: &ComputeName, p: Option<Progress>) {
         if let Ok(mut map) = self.progress.lock() {
             match p {
                 Some(p) => {
-                    map.insert(compute.to_string(), p);
+                    map.insert(compute.clone(), p);
                 }
                 None => {
                     map.remove(compute);
@@ -330,7 +331,7 @@ impl RdsBackend {
     /// Waits for a new or restored instance to be usable, reporting progress.
     async fn wait_created(
         &self,
-        compute: &str,
+        compute: &ComputeName,
         id: &str,
         what: &str,
     ) -> Result<Instance, BackendError> {
@@ -413,7 +414,7 @@ impl RdsBackend {
         made: &mut (bool, bool),
     ) -> Result<(), BackendError> {
         let instance = self
-            .wait_created(&spec.name, id, "it was being created")
+            .wait_created(&ComputeName::main(&spec.name), id, "it was being created")
             .await?;
         let client = self.master(&instance).await?;
         if self.config.shared_data_server && sql::database_exists(&client, &spec.name).await? {
@@ -437,7 +438,7 @@ impl RdsBackend {
     /// on a shared data server, its data copy. On error, nothing is left.
     async fn restore_into(
         &self,
-        compute: &str,
+        compute: &ComputeName,
         snapshot: &rds::Snapshot,
         target: &str,
         mut tags: BTreeMap<String, String>,
@@ -482,7 +483,7 @@ impl RdsBackend {
     /// nothing is left.
     async fn clone_into(
         &self,
-        compute: &str,
+        compute: &ComputeName,
         parent: &Instance,
         target: &str,
         mut tags: BTreeMap<String, String>,
@@ -529,7 +530,7 @@ impl RdsBackend {
     /// On a shared data server, the snapshot's data is copied first.
     async fn snapshot_of(
         &self,
-        compute: &str,
+        compute: &ComputeName,
         i: &Instance,
         mut tags: BTreeMap<String, String>,
     ) -> Result<rds::Snapshot, BackendError> {
@@ -855,7 +856,7 @@ impl Backend for RdsBackend {
             }
             self.undo_instance(&id).await;
         }
-        self.set_progress(&spec.name, None);
+        self.set_progress(&ComputeName::main(&spec.name), None);
         result
     }
 
@@ -876,14 +877,14 @@ impl Backend for RdsBackend {
         Ok(())
     }
 
-    async fn ensure_running(&self, name: &str) -> Result<ComputeEndpoint, BackendError> {
+    async fn ensure_running(&self, name: &ComputeName) -> Result<ComputeEndpoint, BackendError> {
         let (database, branch) = check_compute(name)?;
         let i = self.existing(database, branch).await?;
         let i = self.wake(database, i).await?;
         self.endpoint(database, &i)
     }
 
-    async fn suspend(&self, name: &str) -> Result<(), BackendError> {
+    async fn suspend(&self, name: &ComputeName) -> Result<(), BackendError> {
         let (database, branch) = check_compute(name)?;
         let i = self.existing(database, branch).await?;
         match rds::phase(&i.status) {
@@ -919,7 +920,7 @@ impl Backend for RdsBackend {
         }
     }
 
-    async fn compute_status(&self, name: &str) -> Result<ComputeStatus, BackendError> {
+    async fn compute_status(&self, name: &ComputeName) -> Result<ComputeStatus, BackendError> {
         let (database, branch) = check_compute(name)?;
         let i = self.existing(database, branch).await?;
         Ok(ComputeStatus {
@@ -958,7 +959,7 @@ impl Backend for RdsBackend {
         if spec.branch == "main" {
             return Err(config::invalid("\"main\" is the database itself"));
         }
-        let compute = format!("{}@{}", spec.database, spec.branch);
+        let compute = ComputeName::new(&spec.database, &spec.branch);
         let target = self.instance_id(&spec.database, &spec.branch);
         if let Some(i) = self.find(&spec.database, &spec.branch).await? {
             return Err(BackendError::new(
@@ -1066,11 +1067,7 @@ impl Backend for RdsBackend {
     ) -> Result<SnapshotInfo, BackendError> {
         check_database(database)?;
         check_branch(branch)?;
-        let compute = if branch == "main" {
-            database.to_string()
-        } else {
-            format!("{database}@{branch}")
-        };
+        let compute = ComputeName::new(database, branch);
         let i = self.existing(database, branch).await?;
         let owner = i
             .tags
@@ -1121,11 +1118,7 @@ impl Backend for RdsBackend {
     ) -> Result<(), BackendError> {
         check_database(database)?;
         check_branch(as_branch)?;
-        let compute = if as_branch == "main" {
-            database.to_string()
-        } else {
-            format!("{database}@{as_branch}")
-        };
+        let compute = ComputeName::new(database, as_branch);
         let snap = self
             .snapshots_of(database)
             .await?
@@ -1175,7 +1168,7 @@ impl Backend for RdsBackend {
         Ok(())
     }
 
-    async fn progress(&self, name: &str) -> Result<Option<Progress>, BackendError> {
+    async fn progress(&self, name: &ComputeName) -> Result<Option<Progress>, BackendError> {
         Ok(self.progress.lock().ok().and_then(|m| m.get(name).cloned()))
     }
 }

@@ -10,7 +10,8 @@
 //! The exact names are in the instance's tags (see [`TAG_DATABASE`] …).
 
 use crate::config::invalid;
-use ogel_plugin_sdk::BackendError;
+pub use ogel_plugin_kit::sql::{quote_ident, quote_literal};
+use ogel_plugin_sdk::{BackendError, ComputeName};
 use sha2::{Digest, Sha256};
 
 /// Tag: the OgelBase database an instance or snapshot belongs to.
@@ -23,11 +24,6 @@ pub const TAG_OWNER: &str = "ogel:owner";
 pub const TAG_DBNAME: &str = "ogel:dbname";
 /// Tag: the identifier prefix of the gateway that made it.
 pub const TAG_PREFIX: &str = "ogel:prefix";
-
-/// `(database, branch)` of a compute name; `main` when there is no `@`.
-pub fn split_compute(name: &str) -> (&str, &str) {
-    name.split_once('@').unwrap_or((name, "main"))
-}
 
 /// Database names: `[a-z_][a-z0-9_]*`, at most 63 bytes (the SDK's rule).
 pub fn check_database(name: &str) -> Result<(), BackendError> {
@@ -75,9 +71,9 @@ pub fn check_branch(name: &str) -> Result<(), BackendError> {
     }
 }
 
-/// Checks a compute name and splits it.
-pub fn check_compute(name: &str) -> Result<(&str, &str), BackendError> {
-    let (db, branch) = split_compute(name);
+/// Checks a compute name's database and branch and returns them.
+pub fn check_compute(name: &ComputeName) -> Result<(&str, &str), BackendError> {
+    let (db, branch) = (name.database.as_str(), name.branch.as_str());
     check_database(db)?;
     check_branch(branch)?;
     Ok((db, branch))
@@ -149,16 +145,6 @@ pub fn snapshot_id(instance: &str, millis: u128) -> String {
     format!("{instance}-s{millis}")
 }
 
-/// `name` as a double-quoted SQL identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `value` as a single-quoted SQL string literal (standard_conforming_strings on).
-pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
 /// Whether `id` is a valid RDS identifier of at most `max` characters.
 pub fn valid_rds_identifier(id: &str, max: usize) -> bool {
     !id.is_empty()
@@ -209,9 +195,12 @@ mod tests {
         assert!(check_database("a\"b").is_err());
         assert!(check_branch("conformance-dev").is_ok());
         assert!(check_branch("-x").is_err());
-        assert_eq!(check_compute("shop@dev").unwrap(), ("shop", "dev"));
-        assert_eq!(check_compute("shop").unwrap(), ("shop", "main"));
-        assert!(check_compute("shop@").is_err());
+        let dev = ComputeName::parse("shop@dev");
+        assert_eq!(check_compute(&dev).unwrap(), ("shop", "dev"));
+        let main = ComputeName::parse("shop");
+        assert_eq!(check_compute(&main).unwrap(), ("shop", "main"));
+        assert!(check_compute(&ComputeName::parse("shop@")).is_err());
+        assert!(check_compute(&ComputeName::parse("shop@a@b")).is_err());
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
     }

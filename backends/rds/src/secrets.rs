@@ -1,13 +1,12 @@
 //! Derived passwords: the master password of every instance and each
 //! database owner's password come from the configured `secret` with
-//! HMAC-SHA-256, so nothing is stored and a restored instance (which keeps
+//! HMAC-SHA-256 ([`ogel_plugin_kit::secrets`], domain `ogel-rds`), so nothing is stored and a restored instance (which keeps
 //! its source's roles and master password) still matches. A password is
 //! only ever handed to RDS (CreateDBInstance), to Postgres (as a SCRAM
 //! verifier) and to the gateway (`ComputeEndpoint.credentials`), never
 //! logged: the wrapper type's `Debug` and `Display` show `<redacted>`.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use ogel_plugin_kit::secrets::DerivationKey;
 use std::fmt;
 
 /// A password that never prints.
@@ -35,7 +34,7 @@ impl fmt::Display for Password {
 
 /// The configured key.
 #[derive(Clone)]
-pub struct Secret(Vec<u8>);
+pub struct Secret(DerivationKey);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -46,26 +45,11 @@ impl fmt::Debug for Secret {
 impl Secret {
     /// Wraps the configured secret.
     pub fn new(secret: &str) -> Secret {
-        Secret(secret.as_bytes().to_vec())
+        Secret(DerivationKey::new(secret.as_bytes()))
     }
 
     fn derive(&self, parts: &[&str]) -> Password {
-        // HMAC accepts keys of any length: new_from_slice cannot fail.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else {
-            return Password(String::new());
-        };
-        mac.update(b"ogel-rds");
-        for p in parts {
-            mac.update(b"\0");
-            mac.update(p.as_bytes());
-        }
-        Password(
-            mac.finalize()
-                .into_bytes()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        )
+        Password(self.0.derive("ogel-rds", parts))
     }
 
     /// The master password of every instance this gateway makes: 64 hex

@@ -7,7 +7,6 @@
 use crate::names::{quote_ident, quote_literal};
 use crate::secrets::Password;
 use ogel_plugin_sdk::{BackendError, BackendErrorKind};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -98,35 +97,11 @@ pub async fn connect(t: &Target<'_>) -> Result<Client, BackendError> {
 
 /// A rustls client configuration trusting exactly `pem`'s certificates.
 pub fn tls_config(pem: &str) -> Result<rustls::ClientConfig, BackendError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
-        let cert = cert.map_err(|e| {
-            BackendError::new(
-                BackendErrorKind::InvalidRequest,
-                format!("`ca_file` is not a PEM certificate bundle: {e}"),
-            )
-        })?;
-        roots.add(cert).map_err(|e| {
-            BackendError::new(
-                BackendErrorKind::InvalidRequest,
-                format!("`ca_file` holds a certificate rustls refuses: {e}"),
-            )
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(BackendError::new(
-            BackendErrorKind::InvalidRequest,
-            "`ca_file` holds no certificate",
-        ));
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| BackendError::internal(format!("TLS setup failed: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(config)
+    use ogel_plugin_kit::tls::{client_config, TlsConfigError};
+    client_config(Some(pem)).map_err(|e| match e {
+        TlsConfigError::Setup(_) => BackendError::internal(e.to_string()),
+        _ => BackendError::new(BackendErrorKind::InvalidRequest, format!("`ca_file`: {e}")),
+    })
 }
 
 /// The server's own message, if the error came from the server.

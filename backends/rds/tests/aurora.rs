@@ -11,7 +11,7 @@ use common::*;
 use ogel_backend_rds::config::RdsConfig;
 use ogel_backend_rds::RdsBackend;
 use ogel_plugin_sdk::{
-    Backend, BackendErrorKind, BranchPoint, BranchSpec, Branching, ComputeState,
+    Backend, BackendErrorKind, BranchPoint, BranchSpec, Branching, ComputeName, ComputeState,
 };
 use std::time::Instant;
 
@@ -98,7 +98,10 @@ async fn aurora_clusters_clones_suspend_and_delete() {
     assert_eq!(b.list_databases().await.expect("list"), vec!["shop"]);
 
     // The endpoint is the cluster's writer endpoint, mapped by endpoint_overrides.
-    let ep = b.ensure_running("shop").await.expect("ensure_running");
+    let ep = b
+        .ensure_running(&ComputeName::parse("shop"))
+        .await
+        .expect("ensure_running");
     assert_eq!(ep.database, "shop");
     let db = connect_endpoint(&pg, &ep).await;
     db.batch_execute(
@@ -110,7 +113,9 @@ async fn aurora_clusters_clones_suspend_and_delete() {
     drop(db);
 
     // Suspend = StopDBCluster; ensure_running = StartDBCluster.
-    b.suspend("shop").await.expect("suspend");
+    b.suspend(&ComputeName::parse("shop"))
+        .await
+        .expect("suspend");
     assert_eq!(
         cluster(&client, &id)
             .await
@@ -118,10 +123,16 @@ async fn aurora_clusters_clones_suspend_and_delete() {
         Some("stopped".into())
     );
     assert_eq!(
-        b.compute_status("shop").await.expect("status").state,
+        b.compute_status(&ComputeName::parse("shop"))
+            .await
+            .expect("status")
+            .state,
         ComputeState::Suspended
     );
-    let ep2 = b.ensure_running("shop").await.expect("wake");
+    let ep2 = b
+        .ensure_running(&ComputeName::parse("shop"))
+        .await
+        .expect("wake");
     assert_eq!(ep2, ep, "same cluster, same endpoint");
     assert_eq!(
         cluster(&client, &id)
@@ -163,7 +174,10 @@ async fn aurora_clusters_clones_suspend_and_delete() {
         format!("{id} {dev_id} copy-on-write latest"),
         "a copy-on-write clone at the latest restorable time"
     );
-    let dev = b.ensure_running("shop@dev").await.expect("branch endpoint");
+    let dev = b
+        .ensure_running(&ComputeName::parse("shop@dev"))
+        .await
+        .expect("branch endpoint");
     assert_ne!(dev.database, ep.database);
     let dev_db = connect_endpoint(&pg, &dev).await;
     assert_eq!(count(&dev_db).await, 100, "the clone starts as its parent");
@@ -211,7 +225,10 @@ async fn aurora_clusters_clones_suspend_and_delete() {
     b.restore_snapshot("shop", &snap.id, "old")
         .await
         .expect("restore");
-    let old = b.ensure_running("shop@old").await.expect("restored");
+    let old = b
+        .ensure_running(&ComputeName::parse("shop@old"))
+        .await
+        .expect("restored");
     assert_eq!(count(&connect_endpoint(&pg, &old).await).await, 100);
     assert!(moto
         .actions()
@@ -222,7 +239,10 @@ async fn aurora_clusters_clones_suspend_and_delete() {
     b.delete_branch("shop", "dev").await.expect("delete branch");
     assert!(cluster(&client, &dev_id).await.is_none());
     assert!(!instances_in_moto(&client).await.contains(&dev_id));
-    let gone = b.ensure_running("shop@dev").await.unwrap_err();
+    let gone = b
+        .ensure_running(&ComputeName::parse("shop@dev"))
+        .await
+        .unwrap_err();
     assert_eq!(gone.kind, BackendErrorKind::NotFound, "{gone}");
 
     // Delete: no cluster, instance or snapshot left; no database in Postgres.
@@ -365,7 +385,10 @@ async fn point_in_time_branches_restore_the_cluster_to_a_time() {
         line.ends_with(at.trim_end_matches('Z')),
         "restored to {at}: {line}"
     );
-    let ep = b.ensure_running("pit@past").await.expect("endpoint");
+    let ep = b
+        .ensure_running(&ComputeName::parse("pit@past"))
+        .await
+        .expect("endpoint");
     assert_eq!(
         ep.database, "pit",
         "the database keeps its name in the copy"

@@ -8,7 +8,7 @@ use common::*;
 use ogel_backend_rds::config::RdsConfig;
 use ogel_backend_rds::RdsBackend;
 use ogel_plugin_sdk::{
-    Backend, BackendErrorKind, BranchPoint, BranchSpec, ComputeState, Credentials,
+    Backend, BackendErrorKind, BranchPoint, BranchSpec, ComputeName, ComputeState, Credentials,
 };
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,10 @@ async fn lifecycle_snapshots_and_branches() {
     assert_eq!(again.kind, BackendErrorKind::AlreadyExists, "{again}");
     assert_eq!(b.list_databases().await.expect("list"), vec!["shop"]);
 
-    let ep = b.ensure_running("shop").await.expect("ensure_running");
+    let ep = b
+        .ensure_running(&ComputeName::parse("shop"))
+        .await
+        .expect("ensure_running");
     assert_eq!(ep.database, "shop");
     assert!(ep.tls.is_none());
     let db = connect_endpoint(&pg, &ep).await;
@@ -86,19 +89,32 @@ async fn lifecycle_snapshots_and_branches() {
     drop(db);
 
     // Suspend = StopDBInstance; ensure_running starts it again.
-    let running = b.compute_status("shop").await.expect("status");
+    let running = b
+        .compute_status(&ComputeName::parse("shop"))
+        .await
+        .expect("status");
     assert_eq!(running.state, ComputeState::Running);
-    b.suspend("shop").await.expect("suspend");
+    b.suspend(&ComputeName::parse("shop"))
+        .await
+        .expect("suspend");
     assert_eq!(
         status_in_moto(&client, &id).await.as_deref(),
         Some("stopped")
     );
     assert_eq!(
-        b.compute_status("shop").await.expect("status").state,
+        b.compute_status(&ComputeName::parse("shop"))
+            .await
+            .expect("status")
+            .state,
         ComputeState::Suspended
     );
-    b.suspend("shop").await.expect("suspending twice is fine");
-    let ep2 = b.ensure_running("shop").await.expect("wake");
+    b.suspend(&ComputeName::parse("shop"))
+        .await
+        .expect("suspending twice is fine");
+    let ep2 = b
+        .ensure_running(&ComputeName::parse("shop"))
+        .await
+        .expect("wake");
     assert_eq!(
         status_in_moto(&client, &id).await.as_deref(),
         Some("available")
@@ -127,7 +143,10 @@ async fn lifecycle_snapshots_and_branches() {
     b.restore_snapshot("shop", &snap.id, "old")
         .await
         .expect("restore as a branch");
-    let old = b.ensure_running("shop@old").await.expect("restored branch");
+    let old = b
+        .ensure_running(&ComputeName::parse("shop@old"))
+        .await
+        .expect("restored branch");
     assert_ne!(old.database, "shop");
     assert_eq!(count(&connect_endpoint(&pg, &old).await).await, 100);
     assert_eq!(count(&connect_endpoint(&pg, &ep).await).await, 50);
@@ -146,7 +165,10 @@ async fn lifecycle_snapshots_and_branches() {
         status_in_moto(&client, &dev_id).await.as_deref(),
         Some("available")
     );
-    let dev = b.ensure_running("shop@dev").await.expect("branch endpoint");
+    let dev = b
+        .ensure_running(&ComputeName::parse("shop@dev"))
+        .await
+        .expect("branch endpoint");
     let dev_db = connect_endpoint(&pg, &dev).await;
     assert_eq!(count(&dev_db).await, 50);
     dev_db
@@ -177,12 +199,18 @@ async fn lifecycle_snapshots_and_branches() {
     b.restore_snapshot("shop", &snap.id, "dev")
         .await
         .expect("restore over dev");
-    let dev2 = b.ensure_running("shop@dev").await.expect("replaced branch");
+    let dev2 = b
+        .ensure_running(&ComputeName::parse("shop@dev"))
+        .await
+        .expect("replaced branch");
     assert_ne!(dev2.database, dev.database);
     assert_eq!(count(&connect_endpoint(&pg, &dev2).await).await, 100);
 
     b.delete_branch("shop", "dev").await.expect("delete branch");
-    let gone = b.ensure_running("shop@dev").await.unwrap_err();
+    let gone = b
+        .ensure_running(&ComputeName::parse("shop@dev"))
+        .await
+        .unwrap_err();
     assert_eq!(gone.kind, BackendErrorKind::NotFound, "{gone}");
 
     // Delete: every instance and snapshot gone from moto, the databases from Postgres.
@@ -203,7 +231,10 @@ async fn lifecycle_snapshots_and_branches() {
         .expect("databases")
         .get(0);
     assert_eq!(dbs, 0, "databases left on the data server");
-    let err = b.ensure_running("shop").await.unwrap_err();
+    let err = b
+        .ensure_running(&ComputeName::parse("shop"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, BackendErrorKind::NotFound);
     b.delete_database("shop")
         .await
@@ -249,7 +280,10 @@ async fn stuck_in_modifying_is_a_clear_error_and_leaves_nothing() {
     // A running database whose instance goes into a long modification.
     moto.force_status(&id, "modifying");
     let started = Instant::now();
-    let err = b.ensure_running("stuck").await.unwrap_err();
+    let err = b
+        .ensure_running(&ComputeName::parse("stuck"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, BackendErrorKind::Unavailable, "{err}");
     assert!(
         err.message.contains("\"modifying\"") && err.message.contains("start_timeout"),
@@ -258,27 +292,42 @@ async fn stuck_in_modifying_is_a_clear_error_and_leaves_nothing() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(
-        b.compute_status("stuck").await.expect("status").state,
+        b.compute_status(&ComputeName::parse("stuck"))
+            .await
+            .expect("status")
+            .state,
         ComputeState::Starting
     );
-    let err = b.suspend("stuck").await.unwrap_err();
+    let err = b.suspend(&ComputeName::parse("stuck")).await.unwrap_err();
     assert!(err.message.contains("cannot be stopped"), "{}", err.message);
     moto.clear_status(&id);
-    b.ensure_running("stuck").await.expect("available again");
+    b.ensure_running(&ComputeName::parse("stuck"))
+        .await
+        .expect("available again");
 
     // A stopped instance that takes longer than start_timeout to start:
     // the caller is told it is starting, not held.
-    b.suspend("stuck").await.expect("suspend");
+    b.suspend(&ComputeName::parse("stuck"))
+        .await
+        .expect("suspend");
     moto.force_status(&id, "starting");
-    let err = b.ensure_running("stuck").await.unwrap_err();
+    let err = b
+        .ensure_running(&ComputeName::parse("stuck"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, BackendErrorKind::Unavailable);
     assert!(err.message.contains("is starting"), "{}", err.message);
     moto.clear_status(&id);
-    b.ensure_running("stuck").await.expect("started");
+    b.ensure_running(&ComputeName::parse("stuck"))
+        .await
+        .expect("started");
 
     // A broken instance: no waiting at all.
     moto.force_status(&id, "storage-full");
-    let err = b.ensure_running("stuck").await.unwrap_err();
+    let err = b
+        .ensure_running(&ComputeName::parse("stuck"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, BackendErrorKind::OutOfResources, "{err}");
     moto.clear_status(&id);
     b.delete_database("stuck").await.expect("delete");
@@ -393,7 +442,10 @@ async fn tls_to_instances_is_verified_against_the_configured_ca() {
     b.create_database(&spec("secure"))
         .await
         .expect("create over TLS");
-    let ep = b.ensure_running("secure").await.expect("endpoint");
+    let ep = b
+        .ensure_running(&ComputeName::parse("secure"))
+        .await
+        .expect("endpoint");
     let tls = ep.tls.clone().expect("the endpoint asks for TLS");
     let id = b.instance_id("secure", "main");
     assert_eq!(

@@ -129,7 +129,7 @@ pub async fn list_operations(
         // A tenant sees its own databases' operations only.
         let database = state
             .catalog
-            .database(crate::names::split_compute(&compute).0)
+            .database(&crate::names::split_compute(&compute).database)
             .ok()
             .flatten();
         if !database.as_ref().is_some_and(|db| scope.sees(db)) {
@@ -137,7 +137,7 @@ pub async fn list_operations(
         }
         // Any state: a database being created reports its progress too.
         let progress = match database.as_ref().map(|db| state.databases.lifecycle(db)) {
-            Some(Ok(l)) => l.backend().progress(&compute).await.ok().flatten(),
+            Some(Ok(l)) => l.backend().progress(&compute.as_str().into()).await.ok().flatten(),
             _ => None,
         }
         .unwrap_or_default();
@@ -193,7 +193,7 @@ impl ApiState {
             Ok(db) => match self.databases.lifecycle(&db) {
                 Ok(l) => l
                     .backend()
-                    .compute_status(&name)
+                    .compute_status(&name.as_str().into())
                     .await
                     .map(|s| format!("{:?}", s.state).to_lowercase())
                     .unwrap_or_else(|_| "unknown".into()),

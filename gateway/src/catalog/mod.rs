@@ -208,7 +208,7 @@ pub struct BranchRecord {
 impl BranchRecord {
     /// Its key and compute name: `database@branch`.
     pub fn key(&self) -> String {
-        format!("{}@{}", self.database, self.name)
+        crate::names::compute_name(&self.database, &self.name)
     }
 }
 
@@ -319,7 +319,7 @@ impl Catalog {
         database: &str,
         branch: &str,
     ) -> Result<Option<BranchRecord>, CatalogError> {
-        self.get(Table::Branches, &format!("{database}@{branch}"))
+        self.get(Table::Branches, &crate::names::compute_name(database, branch))
     }
 
     /// The branches of `database` (all databases' when empty).
@@ -377,7 +377,7 @@ impl Catalog {
 
     /// Forgets a branch.
     pub fn remove_branch(&self, database: &str, branch: &str) -> Result<(), CatalogError> {
-        self.write(&[(Table::Branches, &format!("{database}@{branch}"), None)])
+        self.write(&[(Table::Branches, &crate::names::compute_name(database, branch), None)])
     }
 }
 

@@ -533,7 +533,7 @@ async fn branch_command(api: &ApiClient, command: &BranchCommand) -> anyhow::Res
             eprintln!("making branch \"{branch}\" of \"{database}\" from \"{from}\"…");
             let started = std::time::Instant::now();
             let path = format!("/v1/databases/{database}/branches");
-            let compute = format!("{database}@{branch}");
+            let compute = crate::names::compute_name(database, branch);
             let made: BranchInfo =
                 with_progress(api, &compute, api.call(Method::POST, &path, Some(body))).await?;
             eprintln!("done in {:.2}s", started.elapsed().as_secs_f64());
@@ -580,7 +580,7 @@ async fn branch_command(api: &ApiClient, command: &BranchCommand) -> anyhow::Res
         }
         BranchCommand::Reset { database, branch } => {
             let path = format!("/v1/databases/{database}/branches/{branch}/reset");
-            let compute = format!("{database}@{branch}");
+            let compute = crate::names::compute_name(database, branch);
             let b: BranchInfo =
                 with_progress(api, &compute, api.call(Method::POST, &path, None)).await?;
             println!(
@@ -598,11 +598,7 @@ async fn snapshot_command(api: &ApiClient, command: &SnapshotCommand) -> anyhow:
         SnapshotCommand::Create { database, branch } => {
             let path = format!("/v1/databases/{database}/snapshots");
             let body = serde_json::json!({ "branch": branch });
-            let compute = if branch == "main" {
-                database.clone()
-            } else {
-                format!("{database}@{branch}")
-            };
+            let compute = crate::names::compute_name(database, branch);
             let s: SnapshotEntry =
                 with_progress(api, &compute, api.call(Method::POST, &path, Some(body))).await?;
             println!("{}", s.id);
@@ -643,11 +639,7 @@ async fn snapshot_command(api: &ApiClient, command: &SnapshotCommand) -> anyhow:
                     .map(|(b, _)| b.to_string())
                     .unwrap_or_default()
             });
-            let compute = if target == "main" {
-                database.clone()
-            } else {
-                format!("{database}@{target}")
-            };
+            let compute = crate::names::compute_name(database, &target);
             let b: BranchInfo =
                 with_progress(api, &compute, api.call(Method::POST, &path, Some(body))).await?;
             println!("restored {snapshot} into branch \"{}\": {}", b.name, b.url);

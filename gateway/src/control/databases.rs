@@ -110,7 +110,7 @@ impl Databases {
             computes.extend(self.catalog.branches(&db.name)?.iter().map(|b| b.key()));
             for name in computes {
                 // A branch the backend lost is reported, not fatal.
-                match lifecycle.backend().compute_status(&name).await {
+                match lifecycle.backend().compute_status(&name.as_str().into()).await {
                     Ok(status) if status.state == ComputeState::Running => {
                         lifecycle.adopt(&name).await?;
                     }
@@ -181,7 +181,7 @@ impl Databases {
         self.catalog.put_database(&record, &role)?;
         // A backend may leave a new database's compute running: track it so
         // that idle suspend covers it.
-        if lifecycle.backend().compute_status(name).await?.state == ComputeState::Running {
+        if lifecycle.backend().compute_status(&name.into()).await?.state == ComputeState::Running {
             lifecycle.adopt(name).await?;
         }
         Ok((record, password))
@@ -325,7 +325,10 @@ impl Databases {
 
     async fn view(&self, record: DatabaseRecord) -> Result<DatabaseView, ControlError> {
         let lifecycle = self.lifecycle(&record)?;
-        let compute = lifecycle.backend().compute_status(&record.name).await?;
+        let compute = lifecycle
+            .backend()
+            .compute_status(&record.name.as_str().into())
+            .await?;
         let stats = lifecycle.stats(&record.name);
         let suspend_after = self.suspend_after(&record);
         Ok(DatabaseView {
@@ -373,7 +376,7 @@ impl Databases {
 
     /// Wakes a compute (`db` or `db@branch`) unless it runs already.
     pub async fn wake_compute(&self, name: &str) -> Result<(), ControlError> {
-        let record = self.ready(names::split_compute(name).0)?;
+        let record = self.ready(&names::split_compute(name).database)?;
         let lifecycle = self.lifecycle(&record)?;
         if !lifecycle.stats(name).running {
             lifecycle.wake(name).await?;

@@ -123,7 +123,7 @@ impl Pools {
         let pools: Vec<Arc<DbPool>> = lock(&self.pools).values().cloned().collect();
         for db in pools {
             db.pool
-                .configure(config.settings(crate::names::split_compute(&db.name).0));
+                .configure(config.settings(&crate::names::split_compute(&db.name).database));
         }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
@@ -144,7 +144,7 @@ impl Pools {
             // Branches (`db@branch`) take their database's settings.
             pool: Pool::new(
                 self.config()
-                    .settings(crate::names::split_compute(database).0),
+                    .settings(&crate::names::split_compute(database).database),
             ),
             lifecycle: lifecycle.clone(),
             server_params: Mutex::new(params::Params::default()),

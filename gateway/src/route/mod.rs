@@ -10,7 +10,7 @@
 
 use crate::auth::tokens::looks_like_jwt;
 use crate::error::ClientError;
-use crate::names::is_admin_database;
+use crate::names::{is_admin_database, ComputeName};
 
 /// How the client will prove who it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,9 +83,13 @@ pub fn resolve(
             }
         });
     let (options, option_branch) = branch_option(param("options").as_deref());
-    let (database, name_branch) = match requested.split_once('@') {
-        Some((db, branch)) => (db.to_string(), Some(branch.to_string())),
-        None => (requested.clone(), None),
+    // `shop@dev` names a branch; a plain name names none (which the
+    // options or the TLS server name may then name).
+    let (database, name_branch) = if requested.contains('@') {
+        let ComputeName { database, branch } = ComputeName::parse(&requested);
+        (database, Some(branch))
+    } else {
+        (requested.clone(), None)
     };
     let branch = match (name_branch, option_branch) {
         (Some(a), Some(b)) if a != b => {

@@ -1,12 +1,11 @@
 //! The gateway's socket to a compute: plain TCP (a compute on loopback) or
 //! TLS (a compute across a network, such as Neon's or RDS's, with the
-//! server name sent as SNI and verified). Owns the TLS client setup.
+//! server name sent as SNI and verified). The TLS client configuration is
+//! the plugin kit's (`ogel_plugin_kit::tls`), shared with the backends.
 
 use ogel_plugin_sdk::ComputeTls;
-use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -70,51 +69,13 @@ impl AsyncWrite for ServerStream {
     }
 }
 
-/// Client configurations by trusted CA (`None`: the public web roots),
-/// built once each.
-fn client_config(ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIGS: OnceLock<Mutex<HashMap<Option<String>, Arc<rustls::ClientConfig>>>> =
-        OnceLock::new();
-    let configs = CONFIGS.get_or_init(Mutex::default);
-    let key = ca_pem.map(str::to_string);
-    if let Some(config) = configs.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-        return Ok(config.clone());
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_pem {
-        Some(pem) => {
-            for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
-                let cert = cert.map_err(|e| format!("the compute's CA is not valid PEM: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("the compute's CA was refused: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err("the compute's CA holds no certificate".into());
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let config = Arc::new(config);
-    configs
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(key, config.clone());
-    Ok(config)
-}
-
 /// Asks the compute for TLS (SSLRequest) and does a verified handshake for
 /// `tls.server_name`.
 pub async fn start_tls(mut tcp: TcpStream, tls: &ComputeTls) -> Result<ServerStream, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let config = client_config(tls.ca_pem.as_deref())?;
+    // Built once per CA (`None`: the public web roots) by the kit.
+    let config = ogel_plugin_kit::tls::shared_client_config(tls.ca_pem.as_deref())
+        .map_err(|e| format!("the compute's {e}"))?;
     let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
         .map_err(|_| format!("\"{}\" is not a valid TLS server name", tls.server_name))?;
     let mut request = [0u8; 8];

@@ -12,8 +12,8 @@
 use ogel_plugin_sdk::abi::{self, EntryFn, PluginDescriptor, RawBuffer};
 use ogel_plugin_sdk::wire::{Request, Response};
 use ogel_plugin_sdk::{
-    Backend, BackendError, BranchSpec, Capabilities, ComputeEndpoint, ComputeStatus, DatabaseSpec,
-    Progress, SnapshotInfo,
+    Backend, BackendError, BranchSpec, Capabilities, ComputeEndpoint, ComputeName, ComputeStatus,
+    DatabaseSpec, Progress, SnapshotInfo,
 };
 
 /// The least time a call that copies data may take ([`Request::is_long`]).
@@ -299,8 +299,11 @@ impl PluginBackend {
         } else {
             self.call_timeout
         };
-        let bytes =
-            serde_json::to_vec(&request).map_err(|e| BackendError::internal(e.to_string()))?;
+        // Each plugin gets the forms of its own ABI minor (string compute
+        // names before 1.3).
+        let bytes = request
+            .encode_for(self.plugin.abi.1)
+            .map_err(|e| BackendError::internal(e.to_string()))?;
         let plugin = self.plugin.clone();
         let instance = self.instance;
         let in_flight = self.in_flight.clone();
@@ -365,15 +368,15 @@ impl Backend for PluginBackend {
         self.call(Request::DeleteDatabase { name: name.into() })
             .await
     }
-    async fn ensure_running(&self, name: &str) -> Result<ComputeEndpoint, BackendError> {
-        self.call(Request::EnsureRunning { name: name.into() })
+    async fn ensure_running(&self, name: &ComputeName) -> Result<ComputeEndpoint, BackendError> {
+        self.call(Request::EnsureRunning { name: name.clone() })
             .await
     }
-    async fn suspend(&self, name: &str) -> Result<(), BackendError> {
-        self.call(Request::Suspend { name: name.into() }).await
+    async fn suspend(&self, name: &ComputeName) -> Result<(), BackendError> {
+        self.call(Request::Suspend { name: name.clone() }).await
     }
-    async fn compute_status(&self, name: &str) -> Result<ComputeStatus, BackendError> {
-        self.call(Request::ComputeStatus { name: name.into() })
+    async fn compute_status(&self, name: &ComputeName) -> Result<ComputeStatus, BackendError> {
+        self.call(Request::ComputeStatus { name: name.clone() })
             .await
     }
     async fn health(&self) -> Result<(), BackendError> {
@@ -430,11 +433,11 @@ impl Backend for PluginBackend {
         })
         .await
     }
-    async fn progress(&self, name: &str) -> Result<Option<Progress>, BackendError> {
+    async fn progress(&self, name: &ComputeName) -> Result<Option<Progress>, BackendError> {
         // A 1.0 plugin does not know the request: no progress to report.
         if self.plugin.abi.1 < 1 {
             return Ok(None);
         }
-        self.call(Request::Progress { name: name.into() }).await
+        self.call(Request::Progress { name: name.clone() }).await
     }
 }

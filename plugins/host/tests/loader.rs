@@ -12,7 +12,9 @@
 
 use ogel_plugin_host::{load, load_dir, LoadError, Plugin};
 use ogel_plugin_sdk::abi::{ABI_MAJOR, ABI_MINOR, SDK_VERSION};
-use ogel_plugin_sdk::{Backend, BackendErrorKind, ComputeState, Credentials, DatabaseSpec};
+use ogel_plugin_sdk::{
+    Backend, BackendErrorKind, ComputeName, ComputeState, Credentials, DatabaseSpec,
+};
 use serde_json::json;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -48,7 +50,7 @@ fn cargo_build(manifest: &Path, target_dir: &str) -> PathBuf {
     Path::new(target_dir).join("debug")
 }
 
-/// The fixture plugin `name` (`panicky`, `hangs`, `bumped_abi`).
+/// The fixture plugin `name` (`panicky`, `hangs`, `bumped_abi`, `old_minor`).
 fn fixture(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
@@ -251,7 +253,7 @@ async fn a_panic_fails_only_that_call_and_the_instance_survives() {
         .expect("create");
     for _ in 0..2 {
         let err = backend
-            .ensure_running("shop")
+            .ensure_running(&ComputeName::main("shop"))
             .await
             .expect_err("ensure_running panics");
         assert_eq!(err.kind, BackendErrorKind::Internal, "{err}");
@@ -262,7 +264,10 @@ async fn a_panic_fails_only_that_call_and_the_instance_survives() {
             .create_database(&spec("shop"))
             .await
             .expect("create after a panic");
-        let status = backend.compute_status("shop").await.expect("status");
+        let status = backend
+            .compute_status(&ComputeName::main("shop"))
+            .await
+            .expect("status");
         assert_eq!(status.state, ComputeState::Suspended);
     }
 }
@@ -283,7 +288,7 @@ fn a_hung_call_times_out_and_the_runtime_stays_responsive() {
 
         let started = Instant::now();
         let err = backend
-            .ensure_running("shop")
+            .ensure_running(&ComputeName::main("shop"))
             .await
             .expect_err("a hung call must time out");
         let took = started.elapsed();
@@ -319,6 +324,42 @@ fn a_hung_call_times_out_and_the_runtime_stays_responsive() {
     runtime.shutdown_timeout(Duration::from_millis(100));
 }
 
+#[tokio::test]
+async fn a_plugin_of_an_older_minor_gets_string_compute_names_and_works() {
+    let plugin = Arc::new(load(&fixture("old_minor")).expect("a 1.2 plugin loads"));
+    assert_eq!(plugin.abi, (ABI_MAJOR, 2));
+    let backend = plugin
+        .instantiate(json!({}), Duration::from_secs(10))
+        .await
+        .expect("instantiate");
+    for (name, text) in [
+        (ComputeName::new("shop", "dev"), "shop@dev"),
+        (ComputeName::main("shop"), "shop"),
+    ] {
+        // The fixture refuses a typed name, as a real 1.2 plugin would.
+        let endpoint = backend.ensure_running(&name).await.expect("ensure_running");
+        assert_eq!(endpoint.database, text);
+        let Credentials::Password { user, password } = &endpoint.credentials;
+        assert_eq!(
+            (user.as_str(), password.as_str()),
+            (name.database.as_str(), name.branch.as_str())
+        );
+        let status = backend.compute_status(&name).await.expect("compute_status");
+        assert_eq!(status.state, ComputeState::Running);
+        assert_eq!(status.generation, if name.is_main() { 1 } else { 2 });
+        backend.suspend(&name).await.expect("suspend");
+        let progress = backend.progress(&name).await.expect("progress");
+        assert_eq!(
+            progress.map(|p| p.done_bytes),
+            Some(name.branch.len() as u64)
+        );
+    }
+    backend
+        .create_database(&spec("shop"))
+        .await
+        .expect("create");
+}
+
 // ---------------------------------------------------------------------------
 // The native backend, loaded as the gateway loads it.
 
@@ -352,7 +393,7 @@ async fn the_native_backend_serves_a_database_through_the_loader() {
     let plugin = Arc::new(load(&native_plugin()).expect("the native plugin loads"));
     assert_eq!(plugin.name, "native");
     assert_eq!(plugin.abi, (ABI_MAJOR, ABI_MINOR));
-    assert_eq!(plugin.abi, (1, 2));
+    assert_eq!(plugin.abi, (1, 3));
     assert_eq!(plugin.sdk_version, SDK_VERSION.trim_end_matches('\0'));
 
     let dir = temp_dir();
@@ -374,7 +415,7 @@ async fn the_native_backend_serves_a_database_through_the_loader() {
         .await
         .expect("create shop");
     let endpoint = backend
-        .ensure_running("shop")
+        .ensure_running(&ComputeName::main("shop"))
         .await
         .expect("ensure_running");
     assert_eq!(endpoint.database, "shop");
@@ -385,16 +426,25 @@ async fn the_native_backend_serves_a_database_through_the_loader() {
     assert_eq!(one, 1);
     drop(client);
 
-    let status = backend.compute_status("shop").await.expect("status");
+    let status = backend
+        .compute_status(&ComputeName::main("shop"))
+        .await
+        .expect("status");
     assert_eq!(status.state, ComputeState::Running);
 
-    backend.suspend("shop").await.expect("suspend");
-    let status = backend.compute_status("shop").await.expect("status");
+    backend
+        .suspend(&ComputeName::main("shop"))
+        .await
+        .expect("suspend");
+    let status = backend
+        .compute_status(&ComputeName::main("shop"))
+        .await
+        .expect("status");
     assert_eq!(status.state, ComputeState::Suspended);
 
     backend.delete_database("shop").await.expect("delete");
     let err = backend
-        .compute_status("shop")
+        .compute_status(&ComputeName::main("shop"))
         .await
         .expect_err("a deleted database is gone");
     assert_eq!(err.kind, BackendErrorKind::NotFound, "{err}");
@@ -562,7 +612,7 @@ async fn exercise_external(plugin: &Arc<Plugin>, server: &TestPostgres, url: Str
 
     backend.health().await.expect("the server answers");
     let err = backend
-        .compute_status("shop")
+        .compute_status(&ComputeName::main("shop"))
         .await
         .expect_err("no shop yet");
     assert_eq!(err.kind, BackendErrorKind::NotFound, "{err}");
@@ -578,7 +628,7 @@ async fn exercise_external(plugin: &Arc<Plugin>, server: &TestPostgres, url: Str
     assert_eq!(err.kind, BackendErrorKind::AlreadyExists, "{err}");
 
     let endpoint = backend
-        .ensure_running("shop")
+        .ensure_running(&ComputeName::main("shop"))
         .await
         .expect("ensure_running");
     assert_eq!(endpoint.host, "127.0.0.1");
@@ -589,7 +639,11 @@ async fn exercise_external(plugin: &Arc<Plugin>, server: &TestPostgres, url: Str
     assert_eq!(user, "shop_owner");
     // The same password every time: nothing is stored, it is derived.
     assert_eq!(
-        backend.ensure_running("shop").await.unwrap().credentials,
+        backend
+            .ensure_running(&ComputeName::main("shop"))
+            .await
+            .unwrap()
+            .credentials,
         endpoint.credentials
     );
 
@@ -614,9 +668,15 @@ async fn exercise_external(plugin: &Arc<Plugin>, server: &TestPostgres, url: Str
         .await
         .is_err());
 
-    let err = backend.suspend("shop").await.expect_err("cannot suspend");
+    let err = backend
+        .suspend(&ComputeName::main("shop"))
+        .await
+        .expect_err("cannot suspend");
     assert_eq!(err.kind, BackendErrorKind::Unsupported, "{err}");
-    let status = backend.compute_status("shop").await.expect("status");
+    let status = backend
+        .compute_status(&ComputeName::main("shop"))
+        .await
+        .expect("status");
     assert_eq!(status.state, ComputeState::Running);
     assert_eq!(status.generation, 1);
 
@@ -625,12 +685,12 @@ async fn exercise_external(plugin: &Arc<Plugin>, server: &TestPostgres, url: Str
     backend.delete_database("shop").await.expect("delete");
     assert!(lingering.query_one("SELECT 1", &[]).await.is_err());
     let err = backend
-        .compute_status("shop")
+        .compute_status(&ComputeName::main("shop"))
         .await
         .expect_err("shop is gone");
     assert_eq!(err.kind, BackendErrorKind::NotFound, "{err}");
     let err = backend
-        .ensure_running("shop")
+        .ensure_running(&ComputeName::main("shop"))
         .await
         .expect_err("shop is gone");
     assert_eq!(err.kind, BackendErrorKind::NotFound, "{err}");
@@ -691,7 +751,7 @@ async fn the_external_example_fronts_an_existing_server() {
     let err = backend.health().await.expect_err("the server is down");
     assert_eq!(err.kind, BackendErrorKind::Unavailable, "{err}");
     let err = backend
-        .ensure_running("shop")
+        .ensure_running(&ComputeName::main("shop"))
         .await
         .expect_err("the server is down");
     assert_eq!(err.kind, BackendErrorKind::Unavailable, "{err}");

@@ -10,8 +10,9 @@
 //! Versioning: the first three fields (`magic`, `abi_major`, `abi_minor`)
 //! keep their offsets forever, so a loader can read them from any plugin
 //! and refuse an unknown major before touching the rest. A minor bump only
-//! adds message kinds; the major changes when the descriptor or an existing
-//! message changes.
+//! adds message kinds or a field form the host only sends to plugins of
+//! that minor or later (1.3's typed compute names); the major changes when
+//! the descriptor or an existing message changes for every plugin.
 
 use std::ffi::{c_char, c_void};
 
@@ -23,8 +24,11 @@ pub const DESCRIPTOR_MAGIC: u64 = 0x4f47_454c_504c_5547;
 pub const ABI_MAJOR: u32 = 1;
 /// Compatible additions bump this. 1.1: `progress`. 1.2: optional
 /// `ComputeEndpoint.read_only` and `ComputeEndpoint.tls` (a 1.0/1.1 plugin
-/// omits them: no read-only role, plaintext to its computes).
-pub const ABI_MINOR: u32 = 2;
+/// omits them: no read-only role, plaintext to its computes). 1.3: compute
+/// names ([`crate::ComputeName`]) travel as `{"database", "branch"}`
+/// instead of `db@branch` strings; the host sends 1.0–1.2 plugins the
+/// string, and a plugin accepts both forms.
+pub const ABI_MINOR: u32 = 3;
 /// The SDK version, NUL-terminated.
 pub const SDK_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 /// `rustc --version` of the build, NUL-terminated (informational: the ABI

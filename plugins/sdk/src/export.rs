@@ -261,7 +261,7 @@ pub unsafe extern "C" fn destroy(instance: *mut c_void) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Capabilities, ComputeEndpoint, ComputeStatus, DatabaseSpec};
+    use crate::{Capabilities, ComputeEndpoint, ComputeName, ComputeStatus, DatabaseSpec};
 
     /// Creates databases; panics on `ensure_running("boom")`.
     struct Toy;
@@ -289,16 +289,19 @@ mod tests {
         async fn delete_database(&self, _: &str) -> Result<(), BackendError> {
             Ok(())
         }
-        async fn ensure_running(&self, name: &str) -> Result<ComputeEndpoint, BackendError> {
-            if name == "boom" {
+        async fn ensure_running(
+            &self,
+            name: &ComputeName,
+        ) -> Result<ComputeEndpoint, BackendError> {
+            if name.database == "boom" {
                 panic!("boom");
             }
-            Err(BackendError::not_found(name))
+            Err(BackendError::not_found(name.to_string()))
         }
-        async fn suspend(&self, _: &str) -> Result<(), BackendError> {
+        async fn suspend(&self, _: &ComputeName) -> Result<(), BackendError> {
             Ok(())
         }
-        async fn compute_status(&self, _: &str) -> Result<ComputeStatus, BackendError> {
+        async fn compute_status(&self, _: &ComputeName) -> Result<ComputeStatus, BackendError> {
             Ok(ComputeStatus::default())
         }
     }
@@ -338,13 +341,28 @@ mod tests {
             let err = roundtrip(
                 instance,
                 &Request::EnsureRunning {
-                    name: "boom".into(),
+                    name: ComputeName::main("boom"),
                 },
             )
             .into_result::<ComputeEndpoint>()
             .unwrap_err();
             assert_eq!(err.kind, crate::BackendErrorKind::Internal);
             assert!(err.message.contains("panicked: boom"), "{}", err.message);
+            // Compute names arrive in both forms: the string of a 1.0–1.2
+            // host and the typed form of a 1.3 one.
+            for raw in [
+                &br#"{"op":"ensure_running","name":"shop@dev"}"#[..],
+                &br#"{"op":"ensure_running","name":{"database":"shop","branch":"dev"}}"#[..],
+            ] {
+                let mut out = RawBuffer::empty();
+                call(instance, raw.as_ptr(), raw.len(), &mut out);
+                let response: Response =
+                    serde_json::from_slice(std::slice::from_raw_parts(out.ptr, out.len)).unwrap();
+                free_buffer(out);
+                let err = response.into_result::<ComputeEndpoint>().unwrap_err();
+                assert_eq!(err.kind, crate::BackendErrorKind::NotFound);
+                assert_eq!(err.message, "shop@dev");
+            }
             // Defaults of the trait answer for what Toy does not implement.
             let err = roundtrip(
                 instance,

@@ -14,6 +14,13 @@
 //! - errors carry a [`BackendErrorKind`] that the gateway maps to SQLSTATEs and
 //!   HTTP status codes, and a message that is safe to show to a client.
 //!
+//! Computes are named by a [`ComputeName`] (a database and one of its
+//! branches, `main` being the database itself), never by a `db@branch`
+//! string: `ComputeName::parse` and its `Display` are the only code that
+//! reads or writes that text form. Since ABI 1.3 the typed form
+//! `{"database": .., "branch": ..}` crosses the ABI; the host still sends
+//! the string to plugins built for 1.0–1.2, and a plugin accepts both.
+//!
 //! ```
 //! use ogel_plugin_sdk::*;
 //!
@@ -28,21 +35,24 @@
 //!     }
 //!     async fn create_database(&self, _: &DatabaseSpec) -> Result<(), BackendError> { Ok(()) }
 //!     async fn delete_database(&self, _: &str) -> Result<(), BackendError> { Ok(()) }
-//!     async fn ensure_running(&self, db: &str) -> Result<ComputeEndpoint, BackendError> {
+//!     async fn ensure_running(&self, compute: &ComputeName) -> Result<ComputeEndpoint, BackendError> {
+//!         if !compute.is_main() {
+//!             return Err(BackendError::not_found(format!("{compute}: no branches here")));
+//!         }
 //!         Ok(ComputeEndpoint {
 //!             host: "127.0.0.1".into(),
 //!             port: 5432,
-//!             database: db.into(),
+//!             database: compute.database.clone(),
 //!             generation: 1,
 //!             credentials: Credentials::Password { user: "app".into(), password: "secret".into() },
 //!             read_only: None, // no read-only role: read-only tokens are refused
 //!             tls: None,       // a compute on loopback
 //!         })
 //!     }
-//!     async fn suspend(&self, _: &str) -> Result<(), BackendError> {
+//!     async fn suspend(&self, _: &ComputeName) -> Result<(), BackendError> {
 //!         Err(BackendError::unsupported("the fixed backend cannot suspend"))
 //!     }
-//!     async fn compute_status(&self, _: &str) -> Result<ComputeStatus, BackendError> {
+//!     async fn compute_status(&self, _: &ComputeName) -> Result<ComputeStatus, BackendError> {
 //!         Ok(ComputeStatus::default())
 //!     }
 //! }
@@ -52,7 +62,10 @@
 pub mod abi;
 pub mod export;
 pub mod files;
+pub mod names;
 pub mod wire;
+
+pub use names::{ComputeName, MAIN_BRANCH};
 
 #[doc(hidden)]
 pub use serde_json as __serde_json;
@@ -368,14 +381,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Returns only once the compute accepts connections. The endpoint's
     /// credentials log in as the database's owner role; only the gateway
     /// holds them.
-    async fn ensure_running(&self, name: &str) -> Result<ComputeEndpoint, BackendError>;
+    async fn ensure_running(&self, compute: &ComputeName) -> Result<ComputeEndpoint, BackendError>;
 
     /// Stops the compute cleanly: no committed transaction is lost.
     /// Suspending a suspended database is not an error.
-    async fn suspend(&self, name: &str) -> Result<(), BackendError>;
+    async fn suspend(&self, compute: &ComputeName) -> Result<(), BackendError>;
 
     /// The compute's current state, without changing it.
-    async fn compute_status(&self, name: &str) -> Result<ComputeStatus, BackendError>;
+    async fn compute_status(&self, compute: &ComputeName) -> Result<ComputeStatus, BackendError>;
 
     /// Whether the backend can serve at all (its control plane answers, its
     /// disks are writable). The default says yes.
@@ -434,11 +447,11 @@ pub trait Backend: Send + Sync + 'static {
         Err(unsupported(self.name(), "restore snapshots"))
     }
 
-    /// Progress of the long operation running on compute `name` (a branch
+    /// Progress of the long operation running on `compute` (a branch
     /// being made, restored or snapshotted), if any. Asked while that
     /// operation's call is still running. (ABI 1.1.)
-    async fn progress(&self, name: &str) -> Result<Option<Progress>, BackendError> {
-        let _ = name;
+    async fn progress(&self, compute: &ComputeName) -> Result<Option<Progress>, BackendError> {
+        let _ = compute;
         Ok(None)
     }
 }

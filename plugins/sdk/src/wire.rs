@@ -1,7 +1,7 @@
 //! The JSON messages that cross the plugin ABI: one [`Request`] per
 //! [`Backend`](crate::Backend) method, one [`Response`] back.
 
-use crate::{BackendError, BackendErrorKind, BranchSpec, DatabaseSpec};
+use crate::{BackendError, BackendErrorKind, BranchSpec, ComputeName, DatabaseSpec};
 use serde::{Deserialize, Serialize};
 
 /// A call into a plugin.
@@ -22,18 +22,18 @@ pub enum Request {
     },
     /// [`Backend::ensure_running`](crate::Backend::ensure_running).
     EnsureRunning {
-        /// Database.
-        name: String,
+        /// The compute (a string before ABI 1.3).
+        name: ComputeName,
     },
     /// [`Backend::suspend`](crate::Backend::suspend).
     Suspend {
-        /// Database.
-        name: String,
+        /// The compute (a string before ABI 1.3).
+        name: ComputeName,
     },
     /// [`Backend::compute_status`](crate::Backend::compute_status).
     ComputeStatus {
-        /// Database.
-        name: String,
+        /// The compute (a string before ABI 1.3).
+        name: ComputeName,
     },
     /// [`Backend::describe`](crate::Backend::describe).
     Describe,
@@ -83,12 +83,35 @@ pub enum Request {
     },
     /// [`Backend::progress`](crate::Backend::progress) (ABI 1.1).
     Progress {
-        /// Compute name.
-        name: String,
+        /// The compute (a string before ABI 1.3).
+        name: ComputeName,
     },
 }
 
+/// The first ABI minor whose plugins read compute names in the typed form.
+pub const TYPED_NAMES_MINOR: u32 = 3;
+
 impl Request {
+    /// Encodes the request for a plugin built for ABI minor `minor`: compute
+    /// names go as `{"database": .., "branch": ..}` from 1.3 on, and as the
+    /// `db@branch` string a 1.0–1.2 plugin expects before.
+    pub fn encode_for(&self, minor: u32) -> Result<Vec<u8>, serde_json::Error> {
+        let mut value = serde_json::to_value(self)?;
+        if minor < TYPED_NAMES_MINOR {
+            let name = match self {
+                Request::EnsureRunning { name }
+                | Request::Suspend { name }
+                | Request::ComputeStatus { name }
+                | Request::Progress { name } => Some(name),
+                _ => None,
+            };
+            if let (Some(name), Some(fields)) = (name, value.as_object_mut()) {
+                fields.insert("name".into(), serde_json::Value::String(name.to_string()));
+            }
+        }
+        serde_json::to_vec(&value)
+    }
+
     /// Calls that copy data and may take long (minutes on large data with
     /// a copying driver): they get a longer time limit.
     pub fn is_long(&self) -> bool {
@@ -158,5 +181,41 @@ impl Response {
         serde_json::to_vec(self).unwrap_or_else(|_| {
             br#"{"result":"err","kind":"internal","message":"encoding failed"}"#.to_vec()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn compute_names_are_typed_from_1_3_and_strings_before() {
+        let request = Request::ComputeStatus {
+            name: ComputeName::new("shop", "dev"),
+        };
+        let typed: serde_json::Value =
+            serde_json::from_slice(&request.encode_for(3).unwrap()).unwrap();
+        assert_eq!(
+            typed,
+            json!({"op": "compute_status", "name": {"database": "shop", "branch": "dev"}})
+        );
+        let old: serde_json::Value =
+            serde_json::from_slice(&request.encode_for(2).unwrap()).unwrap();
+        assert_eq!(old, json!({"op": "compute_status", "name": "shop@dev"}));
+        // Both decode to the same request.
+        for form in [typed, old] {
+            match serde_json::from_value(form).unwrap() {
+                Request::ComputeStatus { name } => {
+                    assert_eq!(name, ComputeName::new("shop", "dev"))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Other requests are unchanged.
+        let other = Request::DeleteDatabase {
+            name: "shop".into(),
+        };
+        assert_eq!(other.encode_for(0).unwrap(), other.encode_for(3).unwrap());
     }
 }

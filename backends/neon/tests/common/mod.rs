@@ -7,7 +7,6 @@
 use ogel_neon_emulator::RunningEmulator;
 use ogel_plugin_sdk::{ComputeEndpoint, Credentials};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub const KEY: &str = "neon-plugin-test-key";
@@ -147,21 +146,11 @@ pub async fn connect(
         .tls
         .as_ref()
         .expect("a Neon endpoint is reached over TLS");
-    let mut roots = rustls::RootCertStore::empty();
     let pem = tls
         .ca_pem
         .as_deref()
         .expect("the emulator's CA is configured");
-    for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
-        roots.add(cert.expect("CA PEM")).expect("CA added");
-    }
-    let tls_config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls_config = ogel_plugin_kit::tls::client_config(Some(pem)).expect("the emulator's CA");
     let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config);
     let Credentials::Password { user, password } = &ep.credentials;
     let mut config = tokio_postgres::Config::new();

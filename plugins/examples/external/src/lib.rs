@@ -21,7 +21,8 @@
 //!   gateway connects for every database. Only the first host is used; the
 //!   connection is made without TLS (this is an example).
 //! - `secret` (required) — the key owner passwords are derived from:
-//!   `hex(HMAC-SHA256(secret, "ogel-external\0" + database + "\0" + role))`.
+//!   `hex(HMAC-SHA256(secret, "ogel-external\0" + database + "\0" + role))`
+//!   (`ogel_plugin_kit::secrets`).
 //!   Nothing else is stored anywhere: keep the secret stable, or every
 //!   database's owner password changes (re-creating is then the only fix).
 //! - `connect_timeout_ms` (optional, default 10 000) — for admin connections.
@@ -39,13 +40,15 @@
 //!   (PostgreSQL 13+), then drops its owner role (never the admin itself or
 //!   a superuser; a missing role, or one still owning objects elsewhere, is
 //!   left alone).
-//! - `ensure_running(name)`: the server's host and port, the database, and
+//! - `ensure_running(compute)`: a [`ComputeName`]; only a database's `main`
+//!   branch exists here (`NotFound` for any other). The server's host and
+//!   port, the database, and
 //!   the owner's credentials. The owner is read back from `pg_database`
 //!   (the server stores it; this plugin stores nothing), which also checks
 //!   that the database exists. The gateway names owners `<name>_owner`, but
 //!   this backend does not rely on it. `generation` is always 1: the
 //!   compute never changes.
-//! - `compute_status(name)`: `Running` (generation 1) if the database
+//! - `compute_status(compute)`: `Running` (generation 1) if the database
 //!   exists, `NotFound` otherwise.
 //! - `suspend`: `Unsupported`.
 //! - `health`: logs in as the admin and runs `SELECT 1`.
@@ -70,13 +73,13 @@
 //! directory at start; the plugin only needs the same target triple and
 //! plugin ABI major as the gateway, not the same compiler.
 
-use hmac::{Hmac, Mac};
+use ogel_plugin_kit::secrets::DerivationKey;
+pub use ogel_plugin_kit::sql::{quote_ident, quote_literal};
 use ogel_plugin_sdk::{
-    Backend, BackendError, BackendErrorKind, Capabilities, ComputeEndpoint, ComputeState,
-    ComputeStatus, Credentials, DatabaseSpec,
+    Backend, BackendError, BackendErrorKind, Capabilities, ComputeEndpoint, ComputeName,
+    ComputeState, ComputeStatus, Credentials, DatabaseSpec,
 };
 use serde::Deserialize;
-use sha2::Sha256;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
@@ -105,7 +108,7 @@ pub struct ExternalBackend {
     admin: tokio_postgres::Config,
     host: String,
     port: u16,
-    secret: Vec<u8>,
+    secret: DerivationKey,
 }
 
 impl ExternalBackend {
@@ -146,23 +149,13 @@ impl ExternalBackend {
             admin,
             host,
             port,
-            secret: config.secret.into_bytes(),
+            secret: DerivationKey::new(config.secret.as_bytes()),
         })
     }
 
     /// The password of `role`, owner of `database`.
     pub fn owner_password(&self, database: &str, role: &str) -> String {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes keys of any length");
-        mac.update(b"ogel-external\0");
-        mac.update(database.as_bytes());
-        mac.update(b"\0");
-        mac.update(role.as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        self.secret.derive("ogel-external", &[database, role])
     }
 
     /// A fresh admin connection; its driver task runs on the plugin's runtime.
@@ -359,8 +352,8 @@ impl Backend for ExternalBackend {
         Ok(())
     }
 
-    async fn ensure_running(&self, name: &str) -> Result<ComputeEndpoint, BackendError> {
-        check_name("database", name)?;
+    async fn ensure_running(&self, compute: &ComputeName) -> Result<ComputeEndpoint, BackendError> {
+        let name = main_of(compute)?;
         let client = self.connect().await?;
         let owner = self.existing_owner(&client, name).await?;
         let password = self.owner_password(name, &owner);
@@ -387,14 +380,14 @@ impl Backend for ExternalBackend {
             .map_err(|e| sql_error("answer a query", e))
     }
 
-    async fn suspend(&self, _name: &str) -> Result<(), BackendError> {
+    async fn suspend(&self, _compute: &ComputeName) -> Result<(), BackendError> {
         Err(BackendError::unsupported(
             "the external backend cannot suspend: the server is not ours to stop",
         ))
     }
 
-    async fn compute_status(&self, name: &str) -> Result<ComputeStatus, BackendError> {
-        check_name("database", name)?;
+    async fn compute_status(&self, compute: &ComputeName) -> Result<ComputeStatus, BackendError> {
+        let name = main_of(compute)?;
         let client = self.connect().await?;
         self.existing_owner(&client, name).await?;
         Ok(ComputeStatus {
@@ -428,14 +421,15 @@ fn check_name(what: &str, name: &str) -> Result<(), BackendError> {
     }
 }
 
-/// `name` as a double-quoted SQL identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `value` as a single-quoted SQL string literal (standard_conforming_strings on).
-pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
+/// The database of a `main` compute (this backend has no branches), checked.
+fn main_of(compute: &ComputeName) -> Result<&str, BackendError> {
+    check_name("database", &compute.database)?;
+    if !compute.is_main() {
+        return Err(BackendError::not_found(format!(
+            "{compute}: the external backend has no branches"
+        )));
+    }
+    Ok(&compute.database)
 }
 
 /// The server's own message, if the error came from the server.

@@ -7,7 +7,7 @@
 
 use ogel_backend_native::secrets::{MasterSecret, SUPERUSER};
 use ogel_backend_native::{NativeBackend, NativeConfig};
-use ogel_plugin_sdk::{Backend, BranchPoint, BranchSpec, ComputeState, DatabaseSpec};
+use ogel_plugin_sdk::{Backend, BranchPoint, BranchSpec, ComputeName, ComputeState, DatabaseSpec};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +28,7 @@ pub(crate) struct DataPlane {
 }
 
 /// Quotes an SQL identifier.
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub(crate) use ogel_plugin_kit::sql::quote_ident;
 
 impl DataPlane {
     /// Opens (or initialises: `initdb` of the template) the native backend at `root`.
@@ -70,7 +68,7 @@ impl DataPlane {
 
     /// The native compute name of `branch` (a native branch name) of `project`.
     pub(crate) fn compute(project: &str, native_branch: &str) -> String {
-        ogel_backend_native::branches::compute_name(project, native_branch)
+        ComputeName::new(project, native_branch).to_string()
     }
 
     /// Makes the project's cluster (its default branch), running.
@@ -135,7 +133,7 @@ impl DataPlane {
     pub(crate) async fn start(&self, compute: &str) -> anyhow::Result<u16> {
         let endpoint = self
             .native
-            .ensure_running(compute)
+            .ensure_running(&ComputeName::parse(compute))
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         Ok(endpoint.port)
@@ -144,14 +142,18 @@ impl DataPlane {
     /// Stops a compute (fast shutdown); stopping a stopped one is fine.
     pub(crate) async fn stop(&self, compute: &str) -> anyhow::Result<()> {
         self.native
-            .suspend(compute)
+            .suspend(&ComputeName::parse(compute))
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message))
     }
 
     /// The port of a running compute.
     pub(crate) async fn running_port(&self, compute: &str) -> Option<u16> {
-        match self.native.compute_status(compute).await {
+        match self
+            .native
+            .compute_status(&ComputeName::parse(compute))
+            .await
+        {
             Ok(status) if status.state == ComputeState::Running => status.port,
             _ => None,
         }

@@ -6,7 +6,6 @@
 use ogel_neon_emulator::RunningEmulator;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const KEY: &str = "test-api-key";
@@ -153,17 +152,8 @@ pub async fn connect(
     password: &str,
     dbname: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut emu.ca_pem.as_bytes()) {
-        roots.add(cert.expect("CA PEM")).expect("CA added");
-    }
-    let tls_config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls_config =
+        ogel_plugin_kit::tls::client_config(Some(&emu.ca_pem)).expect("the emulator's CA");
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config);
     let mut config = tokio_postgres::Config::new();
     config
