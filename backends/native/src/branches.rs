@@ -152,16 +152,31 @@ pub fn hash_tree(root: &Path) -> std::io::Result<Vec<FileEntry>> {
     Ok(files)
 }
 
+/// How a snapshot differs from its manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum Corruption {
+    /// The snapshot could not be read.
+    #[error("could not read it: {0}")]
+    Unreadable(#[source] std::io::Error),
+    /// A file of the manifest is gone.
+    #[error("file {0} is missing")]
+    Missing(String),
+    /// A file's bytes changed.
+    #[error("file {0} does not match its checksum")]
+    Changed(String),
+    /// A file the manifest does not list.
+    #[error("file {0} is not in the manifest")]
+    Extra(String),
+}
+
 /// Checks a snapshot's files against its manifest; the first difference
 /// found, if any.
-pub fn verify(manifest: &Manifest, pgdata: &Path) -> Result<(), String> {
-    let actual = hash_tree(pgdata).map_err(|e| format!("could not read it: {e}"))?;
+pub fn verify(manifest: &Manifest, pgdata: &Path) -> Result<(), Corruption> {
+    let actual = hash_tree(pgdata).map_err(Corruption::Unreadable)?;
     for want in &manifest.files {
         match actual.binary_search_by(|f| f.path.cmp(&want.path)) {
-            Err(_) => return Err(format!("file {} is missing", want.path)),
-            Ok(i) if actual[i] != *want => {
-                return Err(format!("file {} does not match its checksum", want.path))
-            }
+            Err(_) => return Err(Corruption::Missing(want.path.clone())),
+            Ok(i) if actual[i] != *want => return Err(Corruption::Changed(want.path.clone())),
             Ok(_) => {}
         }
     }
@@ -171,7 +186,7 @@ pub fn verify(manifest: &Manifest, pgdata: &Path) -> Result<(), String> {
             .binary_search_by(|w| w.path.cmp(&f.path))
             .is_err()
     }) {
-        return Err(format!("file {} is not in the manifest", extra.path));
+        return Err(Corruption::Extra(extra.path.clone()));
     }
     Ok(())
 }
@@ -800,9 +815,13 @@ mod tests {
         std::fs::write(dir.path().join("base/1"), b"hellp").unwrap();
         assert!(verify(&manifest, dir.path())
             .unwrap_err()
+            .to_string()
             .contains("base/1"));
         std::fs::write(dir.path().join("base/1"), b"hello").unwrap();
         std::fs::write(dir.path().join("extra"), b"").unwrap();
-        assert!(verify(&manifest, dir.path()).unwrap_err().contains("extra"));
+        assert!(verify(&manifest, dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("extra"));
     }
 }

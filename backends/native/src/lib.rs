@@ -130,7 +130,7 @@ impl NativeBackend {
         let secret = MasterSecret::load_or_create(&root.join("secret"))
             .map_err(|e| io_error("read the master secret in", &root, e))?;
         let template = template::ensure_template(&root, &bins, &user, &secret, storage.as_ref())
-            .map_err(BackendError::unavailable)?;
+            .map_err(|e| BackendError::unavailable(e.to_string()))?;
         let prewarm = config.prewarm && has_pg_prewarm(&bins);
         let backend = NativeBackend {
             root,

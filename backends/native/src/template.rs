@@ -32,6 +32,27 @@ const COMPUTE_HBA: &str = "\
 host all all 127.0.0.1/32 scram-sha-256
 ";
 
+/// Why the template could not be made; the message names the file and the
+/// OS's reason (the io error is kept, not only its text).
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// A file or volume step failed.
+    #[error("could not {what}: {cause}")]
+    Io {
+        /// What it was doing, with the path.
+        what: String,
+        /// The OS's reason.
+        cause: std::io::Error,
+    },
+    /// initdb ran and failed; its own words.
+    #[error("initdb failed: {0}")]
+    Initdb(String),
+}
+
+fn failed(what: String) -> impl FnOnce(std::io::Error) -> TemplateError {
+    move |cause| TemplateError::Io { what, cause }
+}
+
 /// Makes the volume `<root>/template` holding `pgdata` if it does not exist
 /// yet; returns the path of `pgdata`.
 pub fn ensure_template(
@@ -40,7 +61,7 @@ pub fn ensure_template(
     user: &ComputeUser,
     secret: &MasterSecret,
     storage: &dyn StorageDriver,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, TemplateError> {
     let template_dir = root.join("template");
     let pgdata = template_dir.join("pgdata");
     if pgdata.join("PG_VERSION").exists() {
@@ -50,22 +71,20 @@ pub fn ensure_template(
     if scratch.exists() {
         storage
             .delete_volume(&scratch)
-            .map_err(|e| format!("could not remove {}: {e}", scratch.display()))?;
+            .map_err(failed(format!("remove {}", scratch.display())))?;
     }
     storage
         .create_volume(&scratch)
-        .map_err(|e| format!("could not create {}: {e}", scratch.display()))?;
+        .map_err(failed(format!("create {}", scratch.display())))?;
     // initdb runs as the compute user: the scratch dir and the password
     // file must be that user's.
     let pwfile = scratch.join("pwfile");
     write_private(&pwfile, secret.superuser_password().as_bytes())
-        .map_err(|e| format!("could not write {}: {e}", pwfile.display()))?;
-    user.chown_tree(&scratch).map_err(|e| {
-        format!(
-            "could not hand {} to the compute user: {e}",
-            scratch.display()
-        )
-    })?;
+        .map_err(failed(format!("write {}", pwfile.display())))?;
+    user.chown_tree(&scratch).map_err(failed(format!(
+        "hand {} to the compute user",
+        scratch.display()
+    )))?;
     let scratch_pgdata = scratch.join("pgdata");
     let mut cmd = std::process::Command::new(bins.initdb());
     cmd.arg("-D")
@@ -81,27 +100,26 @@ pub fn ensure_template(
     tracing::info!(bin = %bins.bin_dir.display(), version = %bins.version, "initdb of the template cluster (once per data dir)");
     let output = cmd
         .output()
-        .map_err(|e| format!("could not run {}: {e}", bins.initdb().display()))?;
+        .map_err(failed(format!("run {}", bins.initdb().display())))?;
     let _ = std::fs::remove_file(&pwfile);
     if !output.status.success() {
-        return Err(format!(
-            "initdb failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
+        return Err(TemplateError::Initdb(
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
         ));
     }
     append(&scratch_pgdata.join("postgresql.conf"), COMPUTE_CONF)
         .and_then(|_| std::fs::write(scratch_pgdata.join("pg_hba.conf"), COMPUTE_HBA))
-        .map_err(|e| format!("could not configure the template: {e}"))?;
+        .map_err(failed("configure the template".into()))?;
     user.chown_tree(&scratch)
-        .map_err(|e| format!("could not hand the template to the compute user: {e}"))?;
+        .map_err(failed("hand the template to the compute user".into()))?;
     if template_dir.exists() {
         storage
             .delete_volume(&template_dir)
-            .map_err(|e| format!("could not remove {}: {e}", template_dir.display()))?;
+            .map_err(failed(format!("remove {}", template_dir.display())))?;
     }
     storage
         .rename_volume(&scratch, &template_dir)
-        .map_err(|e| format!("could not move the template into place: {e}"))?;
+        .map_err(failed("move the template into place".into()))?;
     Ok(pgdata)
 }
 

@@ -64,7 +64,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 ogel_plugin_sdk::export_backend!("neon", NeonBackend::from_config);
 
@@ -189,10 +189,7 @@ impl NeonBackend {
     /// Builds the backend from checked settings.
     pub fn new(settings: Settings) -> Result<Self, BackendError> {
         let api = NeonApi::new(&settings)?;
-        let first_generation = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(1);
+        let first_generation = ogel_plugin_kit::time::unix_now().max(1);
         Ok(NeonBackend {
             api,
             settings,
@@ -525,7 +522,7 @@ impl NeonBackend {
                 let ready = match readonly::ensure(compute, &password).await {
                     Ok(()) => true,
                     Err(e) => {
-                        tracing::warn!(compute = %name, "could not make the read-only role {}: {e}; read-only tokens are refused for it", readonly::ROLE);
+                        tracing::warn!(compute = %name, error = %e, cause = ?std::error::Error::source(&e), "could not make the read-only role {}; read-only tokens are refused for it", readonly::ROLE);
                         false
                     }
                 };

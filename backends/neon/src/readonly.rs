@@ -21,9 +21,38 @@ pub fn password(owner_password: &str, database: &str) -> String {
     DerivationKey::new(owner_password.as_bytes()).derive("ogel-neon-readonly", &[database])
 }
 
+/// Why the read-only role could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadOnlyRoleError {
+    /// The tunnel's host name did not resolve.
+    #[error("resolving {host}")]
+    Resolve {
+        /// The host.
+        host: String,
+        /// Why (none: no address).
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    /// The endpoint's CA is not usable.
+    #[error("ca_file")]
+    Tls(#[from] ogel_plugin_kit::tls::TlsConfigError),
+    /// The owner could not log in.
+    #[error("connecting as {user}")]
+    Connect {
+        /// The owner role.
+        user: String,
+        /// Why.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The SQL failed.
+    #[error("making the role: {}", .0.as_db_error().map(|db| format!("{}: {}", db.code().code(), db.message())).unwrap_or_else(|| .0.to_string()))]
+    Sql(#[source] tokio_postgres::Error),
+}
+
 /// Makes (or updates) the read-only role in `ep`'s compute, logged in as
 /// the owner `ep.credentials`; its password is `password`.
-pub async fn ensure(ep: &ComputeEndpoint, password: &str) -> Result<(), String> {
+pub async fn ensure(ep: &ComputeEndpoint, password: &str) -> Result<(), ReadOnlyRoleError> {
     let Credentials::Password {
         user,
         password: owner_password,
@@ -38,11 +67,15 @@ pub async fn ensure(ep: &ComputeEndpoint, password: &str) -> Result<(), String> 
                 }
                 Err(_) if ep.host != tls.server_name => {
                     // A tunnel given by name: resolve it, keep the server name for TLS.
+                    let resolve = |source| ReadOnlyRoleError::Resolve {
+                        host: ep.host.clone(),
+                        source,
+                    };
                     let addr = tokio::net::lookup_host((ep.host.as_str(), ep.port))
                         .await
-                        .map_err(|e| format!("resolving {}: {e}", ep.host))?
+                        .map_err(|e| resolve(Some(e)))?
                         .next()
-                        .ok_or_else(|| format!("{} has no address", ep.host))?;
+                        .ok_or_else(|| resolve(None))?;
                     config.hostaddr(addr.ip());
                 }
                 Err(_) => {}
@@ -61,13 +94,16 @@ pub async fn ensure(ep: &ComputeEndpoint, password: &str) -> Result<(), String> 
         .application_name("ogel-backend-neon")
         .connect_timeout(Duration::from_secs(30));
     let tls =
-        ogel_plugin_kit::tls::client_config(ep.tls.as_ref().and_then(|t| t.ca_pem.as_deref()))
-            .map_err(|e| format!("ca_file: {e}"))?;
+        ogel_plugin_kit::tls::client_config(ep.tls.as_ref().and_then(|t| t.ca_pem.as_deref()))?;
     let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-    let (client, connection) = config
-        .connect(connector)
-        .await
-        .map_err(|e| format!("connecting as {user}: {e}"))?;
+    let (client, connection) =
+        config
+            .connect(connector)
+            .await
+            .map_err(|source| ReadOnlyRoleError::Connect {
+                user: user.clone(),
+                source,
+            })?;
     let driver = tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -75,10 +111,7 @@ pub async fn ensure(ep: &ComputeEndpoint, password: &str) -> Result<(), String> 
     let result = client
         .batch_execute(&sql)
         .await
-        .map_err(|e| match e.as_db_error() {
-            Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => e.to_string(),
-        });
+        .map_err(ReadOnlyRoleError::Sql);
     drop(client);
     let _ = driver.await;
     result

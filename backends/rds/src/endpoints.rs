@@ -6,17 +6,31 @@
 
 use std::collections::BTreeMap;
 
+/// An address that is not `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// No `:`.
+    #[error("\"{0}\" is not host:port")]
+    NotHostPort(String),
+    /// The port is not 1–65535.
+    #[error("\"{0}\" has no valid port")]
+    BadPort(String),
+    /// Nothing before the `:`.
+    #[error("\"{0}\" has no host")]
+    NoHost(String),
+}
+
 /// Parses `host:port` (`[v6]:port` for IPv6).
-pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+pub fn parse_host_port(s: &str) -> Result<(String, u16), AddressError> {
     let (host, port) = s
         .rsplit_once(':')
-        .ok_or_else(|| format!("\"{s}\" is not host:port"))?;
+        .ok_or_else(|| AddressError::NotHostPort(s.to_string()))?;
     let port: u16 = port
         .parse()
-        .map_err(|_| format!("\"{s}\" has no valid port"))?;
+        .map_err(|_| AddressError::BadPort(s.to_string()))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
-        return Err(format!("\"{s}\" has no host"));
+        return Err(AddressError::NoHost(s.to_string()));
     }
     Ok((host.to_string(), port))
 }

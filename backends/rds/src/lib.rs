@@ -131,12 +131,9 @@ ogel_plugin_sdk::export_backend!("rds", RdsBackend::from_config);
 /// Such snapshots are internal (not listed) and go with their branch.
 const TAG_BASE_OF: &str = "ogel:base-of";
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch (the kit's clock), for unique names.
 pub(crate) fn now_millis() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
+    u128::from(ogel_plugin_kit::time::unix_millis())
 }
 
 fn human(d: Duration) -> String {

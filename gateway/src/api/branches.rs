@@ -137,7 +137,12 @@ pub async fn list_operations(
         }
         // Any state: a database being created reports its progress too.
         let progress = match database.as_ref().map(|db| state.databases.lifecycle(db)) {
-            Some(Ok(l)) => l.backend().progress(&compute.as_str().into()).await.ok().flatten(),
+            Some(Ok(l)) => l
+                .backend()
+                .progress(&compute.as_str().into())
+                .await
+                .ok()
+                .flatten(),
             _ => None,
         }
         .unwrap_or_default();

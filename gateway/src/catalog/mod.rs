@@ -319,7 +319,10 @@ impl Catalog {
         database: &str,
         branch: &str,
     ) -> Result<Option<BranchRecord>, CatalogError> {
-        self.get(Table::Branches, &crate::names::compute_name(database, branch))
+        self.get(
+            Table::Branches,
+            &crate::names::compute_name(database, branch),
+        )
     }
 
     /// The branches of `database` (all databases' when empty).
@@ -377,7 +380,11 @@ impl Catalog {
 
     /// Forgets a branch.
     pub fn remove_branch(&self, database: &str, branch: &str) -> Result<(), CatalogError> {
-        self.write(&[(Table::Branches, &crate::names::compute_name(database, branch), None)])
+        self.write(&[(
+            Table::Branches,
+            &crate::names::compute_name(database, branch),
+            None,
+        )])
     }
 }
 

@@ -110,7 +110,11 @@ impl Databases {
             computes.extend(self.catalog.branches(&db.name)?.iter().map(|b| b.key()));
             for name in computes {
                 // A branch the backend lost is reported, not fatal.
-                match lifecycle.backend().compute_status(&name.as_str().into()).await {
+                match lifecycle
+                    .backend()
+                    .compute_status(&name.as_str().into())
+                    .await
+                {
                     Ok(status) if status.state == ComputeState::Running => {
                         lifecycle.adopt(&name).await?;
                     }
@@ -181,7 +185,13 @@ impl Databases {
         self.catalog.put_database(&record, &role)?;
         // A backend may leave a new database's compute running: track it so
         // that idle suspend covers it.
-        if lifecycle.backend().compute_status(&name.into()).await?.state == ComputeState::Running {
+        if lifecycle
+            .backend()
+            .compute_status(&name.into())
+            .await?
+            .state
+            == ComputeState::Running
+        {
             lifecycle.adopt(name).await?;
         }
         Ok((record, password))

@@ -50,6 +50,18 @@ pub enum ComputeConnectError {
     /// The compute broke the protocol or the exchange failed.
     #[error("compute start-up failed: {0}")]
     Protocol(String),
+    /// The connection broke during start-up.
+    #[error("compute start-up failed: {what}: {source}")]
+    Lost {
+        /// What was going on.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS to the compute did not start.
+    #[error("compute start-up failed: {0}")]
+    Tls(#[from] crate::wire::server_stream::StartTlsError),
     /// Too slow.
     #[error("the compute did not complete start-up within {CONNECT_TIMEOUT:?}")]
     Timeout,
@@ -85,9 +97,7 @@ async fn connect_inner(
     let _ = tcp.set_nodelay(true);
     let mut stream = match &endpoint.tls {
         None => ServerStream::Plain(tcp),
-        Some(tls) => start_tls(tcp, tls)
-            .await
-            .map_err(ComputeConnectError::Protocol)?,
+        Some(tls) => start_tls(tcp, tls).await?,
     };
     let Credentials::Password { user, password } = &endpoint.credentials;
 
@@ -109,9 +119,10 @@ async fn connect_inner(
         let (tag, body) = startup::read_message(&mut stream, STARTUP_MESSAGE_MAX_BYTES)
             .await
             .map_err(|e| match e {
-                ReadError::Io(e) => {
-                    ComputeConnectError::Protocol(format!("connection lost during start-up: {e}"))
-                }
+                ReadError::Io(source) => ComputeConnectError::Lost {
+                    what: "connection lost during start-up",
+                    source,
+                },
                 ReadError::Malformed(m) => ComputeConnectError::Protocol(m),
             })?;
         match tag {
@@ -196,11 +207,17 @@ async fn send(stream: &mut ServerStream, out: &mut BytesMut) -> Result<(), Compu
     stream
         .write_all(out)
         .await
-        .map_err(|e| ComputeConnectError::Protocol(format!("write to compute: {e}")))?;
+        .map_err(|source| ComputeConnectError::Lost {
+            what: "write to compute",
+            source,
+        })?;
     stream
         .flush()
         .await
-        .map_err(|e| ComputeConnectError::Protocol(format!("write to compute: {e}")))?;
+        .map_err(|source| ComputeConnectError::Lost {
+            what: "write to compute",
+            source,
+        })?;
     out.clear();
     Ok(())
 }

@@ -69,31 +69,63 @@ impl AsyncWrite for ServerStream {
     }
 }
 
+/// Why TLS to a compute did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartTlsError {
+    /// The CA the backend gave is not usable.
+    #[error("the compute's {0}")]
+    Config(#[from] ogel_plugin_kit::tls::TlsConfigError),
+    /// The backend's server name is not a DNS name or address.
+    #[error("\"{0}\" is not a valid TLS server name")]
+    ServerName(String),
+    /// The SSLRequest could not be sent.
+    #[error("sending SSLRequest: {0}")]
+    Send(#[source] io::Error),
+    /// No answer to it.
+    #[error("reading the SSLRequest answer: {0}")]
+    Answer(#[source] io::Error),
+    /// The compute said `N`.
+    #[error("the compute does not accept TLS (it answered the SSLRequest with N)")]
+    Refused,
+    /// The handshake failed (certificate, name, protocol).
+    #[error("TLS handshake with {name}: {source}")]
+    Handshake {
+        /// The name verified.
+        name: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// Asks the compute for TLS (SSLRequest) and does a verified handshake for
 /// `tls.server_name`.
-pub async fn start_tls(mut tcp: TcpStream, tls: &ComputeTls) -> Result<ServerStream, String> {
+pub async fn start_tls(
+    mut tcp: TcpStream,
+    tls: &ComputeTls,
+) -> Result<ServerStream, StartTlsError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // Built once per CA (`None`: the public web roots) by the kit.
-    let config = ogel_plugin_kit::tls::shared_client_config(tls.ca_pem.as_deref())
-        .map_err(|e| format!("the compute's {e}"))?;
+    let config = ogel_plugin_kit::tls::shared_client_config(tls.ca_pem.as_deref())?;
     let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
-        .map_err(|_| format!("\"{}\" is not a valid TLS server name", tls.server_name))?;
+        .map_err(|_| StartTlsError::ServerName(tls.server_name.clone()))?;
     let mut request = [0u8; 8];
     request[..4].copy_from_slice(&8u32.to_be_bytes());
-    request[4..].copy_from_slice(&80_877_103u32.to_be_bytes());
-    tcp.write_all(&request)
-        .await
-        .map_err(|e| format!("sending SSLRequest: {e}"))?;
+    request[4..].copy_from_slice(&crate::wire::startup::SSL_REQUEST.to_be_bytes());
+    tcp.write_all(&request).await.map_err(StartTlsError::Send)?;
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer)
         .await
-        .map_err(|e| format!("reading the SSLRequest answer: {e}"))?;
+        .map_err(StartTlsError::Answer)?;
     if answer[0] != b'S' {
-        return Err("the compute does not accept TLS (it answered the SSLRequest with N)".into());
+        return Err(StartTlsError::Refused);
     }
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS handshake with {}: {e}", tls.server_name))?;
+        .map_err(|source| StartTlsError::Handshake {
+            name: tls.server_name.clone(),
+            source,
+        })?;
     Ok(ServerStream::Tls(Box::new(stream)))
 }

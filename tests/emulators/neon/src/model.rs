@@ -5,7 +5,7 @@
 use rand::Rng;
 use serde::Serialize;
 use serde_json::Value;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// The current time as Neon writes it (`2022-11-23T17:42:25Z`).
 pub(crate) fn now() -> String {
@@ -17,12 +17,9 @@ pub(crate) fn in_seconds(secs: u64) -> String {
     humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(secs)).to_string()
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch (the kit's clock).
 pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    ogel_plugin_kit::time::unix_millis()
 }
 
 const ADJECTIVES: &[&str] = &[
