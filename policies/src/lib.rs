@@ -3,7 +3,8 @@
 //! ([`scale_to_zero`]), server-connection pools ([`pool`]), expiry of preview
 //! branches ([`ttl_reaper`]), warm computes and pre-wake ([`warm`]). Later:
 //! caching, leases.
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod lifecycle;
 pub mod pool;

@@ -20,6 +20,9 @@
 //! Volumes are made, cloned and deleted by a storage driver (`storage`):
 //! btrfs subvolumes, ZFS datasets, reflinked or plain copies.
 
+#![warn(unreachable_pub)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod branches;
 pub mod compute;
 pub mod os_user;

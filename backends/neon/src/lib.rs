@@ -47,6 +47,9 @@
 //! are refused. The API key is never logged, shown by `describe()`, put in
 //! an error or printed by `Debug`.
 
+#![warn(unreachable_pub)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod api;
 pub mod config;
 pub mod readonly;

@@ -101,6 +101,9 @@
 //! `Debug`/`Display` print `<redacted>`; errors, logs and `describe()`
 //! name instances, hosts and states only.
 
+#![warn(unreachable_pub)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod aws;
 pub mod config;
 pub mod endpoints;

@@ -7,7 +7,8 @@
 //! that hangs fails with `Unavailable` (its blocking thread stays with the
 //! plugin until it returns). A call that panics inside the plugin is caught
 //! there and fails that call only.
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use ogel_plugin_sdk::abi::{self, EntryFn, PluginDescriptor, RawBuffer};
 use ogel_plugin_sdk::wire::{Request, Response};

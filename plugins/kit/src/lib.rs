@@ -9,6 +9,7 @@
 //! in-tree backends and out-of-tree plugins use it alike. Nothing here
 //! panics on input: every fallible helper returns a typed error.
 #![warn(missing_docs, unreachable_pub)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod readonly;
 pub mod secrets;

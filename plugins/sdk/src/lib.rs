@@ -58,6 +58,7 @@
 //! }
 //! ```
 #![warn(missing_docs, unreachable_pub)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod abi;
 pub mod export;

@@ -15,7 +15,7 @@ use std::process::Command;
 pub struct BtrfsDriver;
 
 /// Whether `path` is the root of a btrfs subvolume (its inode is always 256).
-pub fn is_subvolume(path: &Path) -> bool {
+pub(crate) fn is_subvolume(path: &Path) -> bool {
     std::fs::symlink_metadata(path)
         .map(|m| m.is_dir() && m.ino() == 256)
         .unwrap_or(false)

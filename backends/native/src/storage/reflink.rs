@@ -14,7 +14,7 @@ use std::path::Path;
 pub struct ReflinkDriver;
 
 /// Clones the file `from` into a new file `to` sharing its extents.
-pub fn reflink_file(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn reflink_file(from: &Path, to: &Path) -> io::Result<()> {
     let src = File::open(from)?;
     let dst = OpenOptions::new().write(true).create_new(true).open(to)?;
     // SAFETY: both descriptors are open for the duration of the call;
