@@ -2,6 +2,7 @@
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
+pub use ogel_plugin_kit::url::percent_encode;
 use std::time::Duration;
 
 /// Throws hostile protocol input at a gateway; counts crashes and hangs.
@@ -118,18 +119,6 @@ pub fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-pub fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// (user, password, database) of a postgresql:// URL.

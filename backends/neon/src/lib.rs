@@ -56,6 +56,7 @@ pub mod readonly;
 
 use api::{ApiError, NeonApi};
 use config::{KeySource, Settings, API_KEY_ENV};
+use ogel_plugin_kit::url::percent_encode as pct;
 use ogel_plugin_sdk::{
     Backend, BackendError, BackendErrorKind, BranchPoint, BranchSpec, Branching, Capabilities,
     ComputeEndpoint, ComputeName, ComputeState, ComputeStatus, ComputeTls, Credentials,
@@ -543,19 +544,6 @@ impl NeonBackend {
         }
         endpoint
     }
-}
-
-/// Percent-encodes a path or query component.
-fn pct(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[async_trait::async_trait]

@@ -17,5 +17,6 @@ pub mod sql;
 pub mod time;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod url;
 
 pub use ogel_plugin_sdk as sdk;

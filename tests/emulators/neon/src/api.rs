@@ -14,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ogel_plugin_kit::url::percent_encode as pct;
 use ogel_plugin_sdk::BranchPoint;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -324,19 +325,6 @@ fn uri(host: &str, role: &str, password: &str, database: &str) -> String {
         pct(password),
         pct(database)
     )
-}
-
-/// Percent-encodes what is not unreserved in a URI component.
-fn pct(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn connection_details(app: &AppState, endpoint_id: &str, role: &Role, db: &Database) -> Value {
