@@ -211,7 +211,10 @@ async fn plugins_are_listed_and_a_bad_library_is_refused_without_harm() {
         .iter()
         .find(|p| p["name"] == "native")
         .expect("native listed");
-    assert_eq!(native["abi"], "1.3", "the native plugin speaks the newest ABI");
+    assert_eq!(
+        native["abi"], "1.3",
+        "the native plugin speaks the newest ABI"
+    );
     assert_eq!(native["running"], true);
     assert_eq!(native["can_suspend"], true);
     assert!(
