@@ -65,7 +65,7 @@ async fn serve(mut stream: ClientStream, console: &Console) {
         ("standard_conforming_strings", "on"),
         ("integer_datetimes", "on"),
     ] {
-        messages::parameter_status(&mut out, name, value);
+        messages::parameter_status(&mut out, name, value.as_bytes());
     }
     crate::wire::messages::backend_key_data(&mut out, 0, 0);
     messages::ready_for_query(&mut out, b'I');

@@ -18,7 +18,7 @@ use ogel_policies::pool::{Checkout, Lease};
 use ogel_policies::{Lifecycle, Pool};
 use registry::{ClientInfo, Registry};
 use server_conn::{ServerConn, ServerInfo};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -42,6 +42,12 @@ pub struct DbPool {
     /// prepared without error: a client's Parse of one of these is
     /// answered without a server connection.
     known_statements: Mutex<HashSet<Arc<str>>>,
+    /// `name=value` → the server's spelling of a startup setting
+    /// (`client_encoding=utf8` → `UTF8`).
+    spellings: Mutex<HashMap<String, Arc<[u8]>>>,
+    /// Server connection pid → the BackendKeyData pid of the client that
+    /// last sent SQL that may notify through it (what listeners are shown).
+    notifiers: Mutex<HashMap<u32, u32>>,
 }
 
 /// What to do about a PAUSE that timed out (console, API and branch copies
@@ -78,6 +84,11 @@ fn pool_key(database: &str, read_only: bool) -> String {
 
 /// Bound on [`DbPool`]'s set of known statements (cleared when full).
 const KNOWN_STATEMENTS_MAX: usize = 10_000;
+/// Bound on [`DbPool`]'s remembered spellings (cleared when full).
+const SPELLINGS_MAX: usize = 256;
+/// Bound on [`DbPool`]'s notifier map (cleared when full: server
+/// connections come and go).
+const NOTIFIERS_MAX: usize = 4096;
 
 /// All pools, the pool configuration in force, and the connected clients.
 pub struct Pools {
@@ -150,6 +161,8 @@ impl Pools {
             server_params: Mutex::new(params::Params::default()),
             servers: Arc::new(Registry::default()),
             known_statements: Mutex::new(HashSet::new()),
+            spellings: Mutex::default(),
+            notifiers: Mutex::default(),
         });
         pools.insert(key, db.clone());
         db
@@ -312,6 +325,35 @@ impl DbPool {
             known.clear();
         }
         known.insert(server_name.clone());
+    }
+
+    /// The server's spelling of setting `name` = `value`, if learnt.
+    pub fn spelling(&self, name: &str, value: &str) -> Option<Arc<[u8]>> {
+        lock(&self.spellings).get(&format!("{name}={value}")).cloned()
+    }
+
+    /// Remembers the server's spelling of `name` = `value`.
+    pub fn learn_spelling(&self, name: &str, value: &str, server_value: Arc<[u8]>) {
+        let mut spellings = lock(&self.spellings);
+        if spellings.len() >= SPELLINGS_MAX {
+            spellings.clear();
+        }
+        spellings.insert(format!("{name}={value}"), server_value);
+    }
+
+    /// Notes that the client with pid `client_pid` may notify through the
+    /// server connection `server_pid`.
+    pub fn note_notifier(&self, server_pid: u32, client_pid: u32) {
+        let mut notifiers = lock(&self.notifiers);
+        if notifiers.len() >= NOTIFIERS_MAX && !notifiers.contains_key(&server_pid) {
+            notifiers.clear();
+        }
+        notifiers.insert(server_pid, client_pid);
+    }
+
+    /// The client last noted as notifying through `server_pid`.
+    pub fn notifier(&self, server_pid: u32) -> Option<u32> {
+        lock(&self.notifiers).get(&server_pid).copied()
     }
 
     /// The parameters a new client is told, known once a server connection

@@ -1,22 +1,23 @@
 //! Reported session parameters (ParameterStatus) of a client or a server
-//! connection: a short ordered list of shared strings. Clients start from
+//! connection: a short ordered list of shared values. Clients start from
 //! their pool's list, so ten thousand idle clients share one copy of every
-//! value they did not change.
+//! value they did not change. Values are bytes as the server sent them (in
+//! the client encoding of the time), never required to be UTF-8.
 
 use std::sync::Arc;
 
 /// Parameter name → value, in the order the server first reported them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Params(Vec<(Arc<str>, Arc<str>)>);
+pub struct Params(Vec<(Arc<str>, Arc<[u8]>)>);
 
 impl Params {
     /// The value of `name`.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.0.iter().find(|(k, _)| &**k == name).map(|(_, v)| &**v)
     }
 
     /// Sets `name`; allocates only for a new value.
-    pub fn set(&mut self, name: &str, value: &str) {
+    pub fn set(&mut self, name: &str, value: &[u8]) {
         match self.0.iter_mut().find(|(k, _)| &**k == name) {
             Some((_, v)) if &**v == value => {}
             Some((_, v)) => *v = value.into(),
@@ -25,7 +26,7 @@ impl Params {
     }
 
     /// Every parameter, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.0.iter().map(|(k, v)| (&**k, &**v))
     }
 
@@ -42,15 +43,15 @@ mod tests {
     #[test]
     fn unchanged_values_stay_shared() {
         let mut pool = Params::default();
-        pool.set("TimeZone", "UTC");
-        pool.set("DateStyle", "ISO, MDY");
+        pool.set("TimeZone", b"UTC");
+        pool.set("DateStyle", b"ISO, MDY");
         let mut client = pool.clone();
-        client.set("TimeZone", "UTC");
+        client.set("TimeZone", b"UTC");
         assert!(Arc::ptr_eq(&pool.0[0].1, &client.0[0].1));
-        client.set("TimeZone", "Asia/Tokyo");
-        assert_eq!(client.get("TimeZone"), Some("Asia/Tokyo"));
-        assert_eq!(pool.get("TimeZone"), Some("UTC"));
-        client.set("application_name", "x");
+        client.set("TimeZone", b"Asia/Tokyo");
+        assert_eq!(client.get("TimeZone"), Some(&b"Asia/Tokyo"[..]));
+        assert_eq!(pool.get("TimeZone"), Some(&b"UTC"[..]));
+        client.set("application_name", b"\xe9t\xe9"); // LATIN1
         assert_eq!(
             client.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             ["TimeZone", "DateStyle", "application_name"]

@@ -17,6 +17,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+/// Unreported parameters a client set or a server connection has: name →
+/// the value's SQL text, in the client encoding.
+pub type Extra = HashMap<String, Box<[u8]>>;
+
 /// A server connection (SHOW SERVERS).
 pub struct ServerInfo {
     /// Registry id.
@@ -51,8 +55,8 @@ pub struct ServerConn<S = ServerStream> {
     pub to_client: BytesMut,
     /// Parameters the server reported (ParameterStatus), current values.
     pub params: Params,
-    /// Unreported parameters set on this connection: name → SQL value.
-    pub extra: HashMap<String, String>,
+    /// Unreported parameters set on this connection.
+    pub extra: Extra,
     /// Server-side names of statements prepared on this connection.
     pub prepared: HashSet<Arc<str>>,
     /// Transaction status of the last ReadyForQuery (`I`, `T`, `E`).
@@ -127,8 +131,22 @@ impl ServerConn {
     /// `DISCARD ALL`: resets a connection a session-mode (or pinned)
     /// client used, so the next client starts clean.
     pub async fn discard_all(&mut self) -> std::io::Result<()> {
+        let failed = self.run(b"DISCARD ALL").await?;
+        self.extra.clear();
+        self.prepared.clear();
+        match failed {
+            None if self.status == b'I' => Ok(()),
+            None => Err(std::io::Error::other("not idle after DISCARD ALL")),
+            Some(e) => Err(std::io::Error::other(error_message(&e))),
+        }
+    }
+
+    /// Runs one simple Query of the pooler's own to its ReadyForQuery,
+    /// noting the parameters the server reports. `Some`: the server's
+    /// first ErrorResponse.
+    pub async fn run(&mut self, sql: &[u8]) -> std::io::Result<Option<BytesMut>> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        messages::query(&mut self.outbox, "DISCARD ALL");
+        messages::query(&mut self.outbox, sql);
         self.stream.write_all(&self.outbox).await?;
         self.stream.flush().await?;
         self.outbox.clear();
@@ -145,16 +163,12 @@ impl ServerConn {
                             self.params.set(name, value);
                         }
                     }
-                    b'E' => failed = Some(error_message(&msg)),
+                    b'E' => {
+                        failed.get_or_insert(msg);
+                    }
                     b'Z' => {
                         self.status = msg.get(messages::HEADER).copied().unwrap_or(b'I');
-                        self.extra.clear();
-                        self.prepared.clear();
-                        return match failed {
-                            None if self.status == b'I' => Ok(()),
-                            None => Err(std::io::Error::other("not idle after DISCARD ALL")),
-                            Some(e) => Err(std::io::Error::other(e)),
-                        };
+                        return Ok(failed);
                     }
                     _ => {}
                 }
@@ -183,7 +197,7 @@ pub fn error_message(raw: &[u8]) -> String {
             break;
         };
         if field == b'M' {
-            return value.to_string();
+            return String::from_utf8_lossy(value).into_owned();
         }
         at = next;
     }

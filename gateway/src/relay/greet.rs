@@ -5,7 +5,7 @@
 
 use super::pump::Relay;
 use super::session::Session;
-use super::state::client_settings;
+use super::state::{client_settings, Refusal};
 use super::Login;
 use crate::error::ClientError;
 use crate::pool::registry::{ClientInfo, Registry};
@@ -14,7 +14,7 @@ use crate::wire::messages::{self, send, send_fatal};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// Tells the client its parameters and key; `None` if it is gone or refused.
 pub(super) async fn greet<S: AsyncRead + AsyncWrite + Unpin + Send>(
@@ -42,8 +42,13 @@ pub(super) async fn greet<S: AsyncRead + AsyncWrite + Unpin + Send>(
     };
     let (params, extra) = match client_settings(&db, &startup).await {
         Ok(settings) => settings,
-        Err(e) => {
+        Err(Refusal::Gateway(e)) => {
             send_fatal(&mut stream, &e).await;
+            return None;
+        }
+        Err(Refusal::Server(error)) => {
+            let _ = send(&mut stream, &error).await;
+            let _ = stream.shutdown().await;
             return None;
         }
     };
@@ -57,10 +62,8 @@ pub(super) async fn greet<S: AsyncRead + AsyncWrite + Unpin + Send>(
         state: Default::default(),
         server: Default::default(),
         application_name: std::sync::Mutex::new(
-            params
-                .get("application_name")
-                .unwrap_or_default()
-                .to_string(),
+            String::from_utf8_lossy(params.get("application_name").unwrap_or_default())
+                .into_owned(),
         ),
         pinned: std::sync::Mutex::new(""),
     });
@@ -75,7 +78,7 @@ pub(super) async fn greet<S: AsyncRead + AsyncWrite + Unpin + Send>(
         return None;
     }
     Some(Session {
-        relay: Relay::new(stream, db, mode, params, extra, info),
+        relay: Relay::new(stream, db, mode, cancel.pid, params, extra, info),
         cancel,
         _seat: seat,
         _active: active,

@@ -109,6 +109,10 @@ pub(crate) trait Shared: Send + Sync + 'static {
     fn is_known(&self, server_name: &str) -> bool;
     /// Notes that a server accepted the statement `server_name`.
     fn mark_known(&self, server_name: &Arc<str>);
+    /// Notes that client `client_pid` may notify through `server_pid`.
+    fn note_notifier(&self, server_pid: u32, client_pid: u32);
+    /// The client last noted as notifying through `server_pid`.
+    fn notifier(&self, server_pid: u32) -> Option<u32>;
 }
 
 impl Shared for DbPool {
@@ -123,6 +127,12 @@ impl Shared for DbPool {
     }
     fn mark_known(&self, server_name: &Arc<str>) {
         DbPool::mark_known(self, server_name)
+    }
+    fn note_notifier(&self, server_pid: u32, client_pid: u32) {
+        DbPool::note_notifier(self, server_pid, client_pid)
+    }
+    fn notifier(&self, server_pid: u32) -> Option<u32> {
+        DbPool::notifier(self, server_pid)
     }
 }
 

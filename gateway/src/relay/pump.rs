@@ -7,6 +7,7 @@
 
 use super::io::{flush, poll_read_into, poll_write_all, read_some, Io};
 use super::queue::Expect;
+use super::sql::Dialect;
 use super::state::Change;
 use super::statements::Statement;
 use super::{
@@ -16,7 +17,7 @@ use crate::config::PoolMode;
 use crate::error::ClientError;
 use crate::pool::params::Params;
 use crate::pool::registry::{ClientInfo, Registered};
-use crate::pool::server_conn::ServerConn;
+use crate::pool::server_conn::{Extra, ServerConn};
 use crate::wire::messages::{header, HEADER};
 use bytes::{Buf, BytesMut};
 use std::collections::{HashMap, VecDeque};
@@ -33,12 +34,17 @@ pub(crate) struct Relay<S, D> {
     pub(super) mode: PoolMode,
     /// Unprocessed bytes from the client (small between transactions).
     pub(super) rbuf: BytesMut,
+    /// The pid of the client's BackendKeyData (shown in the notifications
+    /// it causes).
+    pub(super) pid: u32,
     /// Named statements: client name → server statement (transaction mode).
-    pub(super) statements: HashMap<String, Arc<Statement>>,
+    pub(super) statements: HashMap<Box<[u8]>, Arc<Statement>>,
     /// Reported parameters as the client sees them.
     pub(super) params: Params,
-    /// Unreported parameters the client set: name → SQL value.
-    pub(super) extra: HashMap<String, String>,
+    /// How to read the client's SQL (its encoding and string rules).
+    pub(super) dialect: Dialect,
+    /// Unreported parameters the client set.
+    pub(super) extra: Extra,
     pub(super) pending: Vec<Change>,
     pub(super) txn_failed: bool,
     pub(super) pinned: Option<&'static str>,
@@ -74,17 +80,24 @@ impl<S, D: Shared> Relay<S, D> {
         stream: S,
         db: Arc<D>,
         mode: PoolMode,
+        pid: u32,
         params: Params,
-        extra: HashMap<String, String>,
+        extra: Extra,
         info: Registered<ClientInfo>,
     ) -> Self {
+        let dialect = Dialect::of(
+            params.get("client_encoding"),
+            params.get("standard_conforming_strings"),
+        );
         Relay {
             stream,
             db,
             mode,
             rbuf: BytesMut::new(),
+            pid,
             statements: HashMap::new(),
             params,
+            dialect,
             extra,
             pending: Vec::new(),
             txn_failed: false,

@@ -29,10 +29,20 @@ pub(super) enum Expect {
     Query,
     /// The ParseComplete of a Parse the pooler injected: swallowed.
     SkipParse(Arc<str>),
+    /// A client's Parse of a name it has already prepared, sent as a second
+    /// Parse of that statement so the server fails (and aborts the
+    /// transaction) as it would have; its 42P05 is replaced by this
+    /// ErrorResponse naming the client's statement.
+    DuplicateParse(Bytes),
     /// The whole answer to a Query the pooler injected: swallowed.
     SkipQuery,
     /// Bytes the pooler answers itself, sent when their turn comes.
     Synth(Bytes),
+    /// The pooler's answer to SQL `DEALLOCATE` of a statement it renamed
+    /// (the client's name), given when its turn comes, by the transaction
+    /// status then: the name goes, CommandComplete and ReadyForQuery; or,
+    /// in a failed transaction, the server's 25P02 and the name stays.
+    Deallocate(Box<[u8]>),
     /// The client ended a COPY FROM STDIN (CopyDone/CopyFail) before the
     /// server's CopyInResponse was seen; no answer of its own.
     CopyEnd,
@@ -58,9 +68,14 @@ impl<S, D: Shared> Relay<S, D> {
         match tag {
             b'Q' => {
                 let (sql, _) = messages::cstr(msg, HEADER).ok_or_else(malformed)?;
-                self.observe_sql(sql, server);
-                server.outbox.extend_from_slice(msg);
-                self.push(Expect::Query);
+                if let Some(name) = rewrite.then(|| self.renamed_deallocate(sql)).flatten() {
+                    self.queue.push_back(Expect::Deallocate(name.into()));
+                    self.drain_synth(server);
+                } else {
+                    self.observe_sql(sql, server);
+                    server.outbox.extend_from_slice(msg);
+                    self.push(Expect::Query);
+                }
             }
             b'P' => self
                 .forward_parse(msg, server, rewrite)
@@ -138,6 +153,7 @@ impl<S, D: Shared> Relay<S, D> {
                     server.params.set(name, value);
                     if self.params.get(name) != Some(value) {
                         self.params.set(name, value);
+                        self.update_dialect(name);
                         server.to_client.extend_from_slice(msg);
                         if name == "application_name" {
                             *self
@@ -145,16 +161,21 @@ impl<S, D: Shared> Relay<S, D> {
                                 .entry
                                 .application_name
                                 .lock()
-                                .unwrap_or_else(|p| p.into_inner()) = value.to_string();
+                                .unwrap_or_else(|p| p.into_inner()) =
+                                String::from_utf8_lossy(value).into_owned();
                         }
                     }
                 }
                 return None;
             }
-            b'N' | b'A' => {
+            b'N' => {
                 if !matches!(self.queue.front(), Some(Expect::SkipQuery)) {
                     server.to_client.extend_from_slice(msg);
                 }
+                return None;
+            }
+            b'A' => {
+                self.relay_notification(msg, server);
                 return None;
             }
             _ => {}
@@ -198,7 +219,7 @@ impl<S, D: Shared> Relay<S, D> {
                 self.drain_synth(server);
             }
             (Expect::Describe, b'T' | b'n') | (Expect::Execute, b'C' | b'I' | b's') => {
-                if tag == b'C' && messages::command_tag(msg) == "ROLLBACK" {
+                if tag == b'C' && messages::command_tag(msg) == b"ROLLBACK" {
                     self.txn_failed = true;
                 }
                 server.to_client.extend_from_slice(msg);
@@ -221,10 +242,18 @@ impl<S, D: Shared> Relay<S, D> {
                 server.to_client.extend_from_slice(msg);
             }
             (Expect::Query, b'C') => {
-                if messages::command_tag(msg) == "ROLLBACK" {
+                if messages::command_tag(msg) == b"ROLLBACK" {
                     self.txn_failed = true;
                 }
                 server.to_client.extend_from_slice(msg);
+            }
+            (Expect::DuplicateParse(error), b'E') => {
+                if messages::error_field(msg, b'C') == Some(b"42P05") {
+                    server.to_client.extend_from_slice(error);
+                } else {
+                    server.to_client.extend_from_slice(msg);
+                }
+                self.error_until_sync(server);
             }
             (
                 Expect::Parse(_)
@@ -263,6 +292,27 @@ impl<S, D: Shared> Relay<S, D> {
         self.skipping = true;
     }
 
+    /// A NotificationResponse: one the client caused itself (sent through
+    /// this server connection) shows the client's own BackendKeyData pid,
+    /// one another gateway client caused shows that client's, as drivers
+    /// that filter their own notifications by pid expect. Others (sessions
+    /// outside the gateway) keep the server's pid.
+    fn relay_notification<T>(&mut self, msg: &[u8], server: &mut ServerConn<T>) {
+        let Some(pid) = msg.get(HEADER..HEADER + 4) else {
+            server.to_client.extend_from_slice(msg);
+            return;
+        };
+        let pid = u32::from_be_bytes([pid[0], pid[1], pid[2], pid[3]]);
+        let shown = if pid == server.key.0 {
+            self.pid
+        } else {
+            self.db.notifier(pid).unwrap_or(pid)
+        };
+        server.to_client.extend_from_slice(&msg[..HEADER]);
+        server.to_client.extend_from_slice(&shown.to_be_bytes());
+        server.to_client.extend_from_slice(&msg[HEADER + 4..]);
+    }
+
     pub(super) fn push(&mut self, expect: Expect) {
         self.queue.push_back(expect);
     }
@@ -275,9 +325,29 @@ impl<S, D: Shared> Relay<S, D> {
     }
 
     pub(super) fn drain_synth<T>(&mut self, server: &mut ServerConn<T>) {
-        while let Some(Expect::Synth(_) | Expect::CopyEnd) = self.queue.front() {
-            if let Some(Expect::Synth(bytes)) = self.queue.pop_front() {
-                server.to_client.extend_from_slice(&bytes);
+        while let Some(Expect::Synth(_) | Expect::CopyEnd | Expect::Deallocate(_)) =
+            self.queue.front()
+        {
+            match self.queue.pop_front() {
+                Some(Expect::Synth(bytes)) => server.to_client.extend_from_slice(&bytes),
+                Some(Expect::Deallocate(name)) => {
+                    let status = server.status;
+                    if status == b'E' {
+                        messages::error_response(
+                            &mut server.to_client,
+                            false,
+                            "25P02",
+                            "current transaction is aborted, commands ignored until end of transaction block",
+                            None,
+                        );
+                    } else {
+                        self.statements.remove(&name);
+                        messages::command_complete(&mut server.to_client, "DEALLOCATE");
+                    }
+                    messages::ready_for_query(&mut server.to_client, status);
+                    self.ready(server, status);
+                }
+                _ => {}
             }
         }
     }

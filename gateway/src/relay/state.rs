@@ -7,16 +7,15 @@
 
 use super::pump::Relay;
 use super::queue::Expect;
-use super::sql::{self, SessionEffect};
+use super::sql::{self, Dialect, SessionEffect};
 use super::Shared;
 use crate::config::PoolMode;
 use crate::error::ClientError;
 use crate::pool::params::Params;
-use crate::pool::server_conn::ServerConn;
+use crate::pool::server_conn::{Extra, ServerConn};
 use crate::pool::DbPool;
 use crate::wire::messages;
-use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// Reported parameters the pooler keeps in line with each client's.
@@ -32,18 +31,22 @@ pub(super) const SYNCED: [&str; 6] = [
 /// A session-state change seen in the client's SQL, applied when its
 /// transaction commits.
 pub(super) enum Change {
-    Set(String, String),
+    /// `SET name TO value` (the value's SQL text, client encoding).
+    Set(String, Box<[u8]>),
     Reset(String),
     ResetAll,
 }
 
 /// The parameters a new client is told and the unreported ones it asked
 /// for: the pool's server parameters (opening a first connection if there
-/// is none yet, which wakes the compute), overlaid with the client's.
+/// is none yet, which wakes the compute), overlaid with the client's, each
+/// in the server's own spelling (`utf8` → `UTF8`), learnt from a server
+/// connection the first time a value is seen. A value the server refuses
+/// refuses the login with the server's error, as Postgres does.
 pub(super) async fn client_settings(
     db: &DbPool,
     startup: &[(String, String)],
-) -> Result<(Params, HashMap<String, String>), ClientError> {
+) -> Result<(Params, Extra), Refusal> {
     let server_params = match db.server_params() {
         Some(p) => p,
         None => {
@@ -52,7 +55,8 @@ pub(super) async fn client_settings(
         }
     };
     let mut params = server_params;
-    let mut extra = HashMap::new();
+    let mut extra = Extra::new();
+    let mut asked: Vec<(&'static str, String)> = Vec::new();
     for (key, value) in startup {
         match key.as_str() {
             "user" | "database" | "replication" => {}
@@ -60,32 +64,113 @@ pub(super) async fn client_settings(
             "options" => {
                 for (name, value) in parse_options(value)? {
                     if let Some(canonical) = SYNCED.iter().find(|s| s.eq_ignore_ascii_case(&name)) {
-                        params.set(canonical, &value);
+                        asked.push((canonical, value));
                     } else {
-                        extra.insert(name, quote_literal(&value));
+                        extra.insert(name, quote_literal(value.as_bytes()));
                     }
                 }
             }
             k => {
                 if let Some(canonical) = SYNCED.iter().find(|s| s.eq_ignore_ascii_case(k)) {
-                    params.set(canonical, value);
+                    asked.push((canonical, value.clone()));
                 } else if sql::is_reported(k) {
                     // Read-only reports (server_version, is_superuser, …).
                 } else if k
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
                 {
-                    extra.insert(k.to_ascii_lowercase(), quote_literal(value));
+                    extra.insert(k.to_ascii_lowercase(), quote_literal(value.as_bytes()));
                 } else {
                     return Err(ClientError::new(
                         "42704",
                         format!("unrecognized configuration parameter \"{k}\""),
-                    ));
+                    )
+                    .into());
                 }
             }
         }
     }
+    for (name, value) in spell(db, asked).await? {
+        params.set(name, &value);
+    }
     Ok((params, extra))
+}
+
+/// The server's spelling of each setting a client asked for at startup:
+/// from the pool's memory, or by setting them on a server connection and
+/// reading what it reports (the connection goes back to the pool; the next
+/// client's transaction brings it in line again). `application_name` is
+/// each client's own and stays as given.
+async fn spell(
+    db: &DbPool,
+    asked: Vec<(&'static str, String)>,
+) -> Result<Vec<(&'static str, Arc<[u8]>)>, Refusal> {
+    let mut spelt = Vec::with_capacity(asked.len());
+    let mut unknown = Vec::new();
+    for (name, value) in asked {
+        if name == "application_name" {
+            spelt.push((name, value.as_bytes().into()));
+        } else {
+            match db.spelling(name, &value) {
+                Some(server_value) => spelt.push((name, server_value)),
+                None => unknown.push((name, value)),
+            }
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(spelt);
+    }
+    let mut lease = db.lease().await?;
+    let conn = lease.conn();
+    let mut sql = Vec::new();
+    for (name, value) in &unknown {
+        set_sql(&mut sql, name, &quote_literal(value.as_bytes()));
+    }
+    match conn.run(&sql).await {
+        Ok(None) => {}
+        Ok(Some(error)) => {
+            lease.release();
+            return Err(Refusal::Server(messages::as_fatal(&error)));
+        }
+        Err(e) => {
+            drop(lease);
+            return Err(ClientError::new(
+                "08006",
+                format!("the connection to database \"{}\"'s compute was lost: {e}", db.name),
+            )
+            .into());
+        }
+    }
+    for (name, value) in unknown {
+        let server_value: Arc<[u8]> = conn.params.get(name).unwrap_or(value.as_bytes()).into();
+        db.learn_spelling(name, &value, server_value.clone());
+        spelt.push((name, server_value));
+    }
+    lease.release();
+    Ok(spelt)
+}
+
+/// Why a login's settings were refused.
+pub(crate) enum Refusal {
+    /// The gateway's own error.
+    Gateway(ClientError),
+    /// The server's ErrorResponse to one of the settings, made FATAL.
+    Server(bytes::BytesMut),
+}
+
+impl From<ClientError> for Refusal {
+    fn from(e: ClientError) -> Self {
+        Refusal::Gateway(e)
+    }
+}
+
+/// Appends `SET name TO value;`.
+fn set_sql(sql: &mut Vec<u8>, name: &str, value: &[u8]) {
+    sql.extend_from_slice(b"SET ");
+    sql.extend_from_slice(name.as_bytes());
+    sql.extend_from_slice(b" TO ");
+    sql.extend_from_slice(value);
+    sql.push(b';');
 }
 
 /// `-c name=value` / `--name=value` pairs of the `options` startup
@@ -140,36 +225,66 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, ClientError> {
     Ok(pairs)
 }
 
-pub(super) fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
+/// `value` as an SQL string literal (`'` doubled; bytes as they are).
+pub(crate) fn quote_literal(value: &[u8]) -> Box<[u8]> {
+    let mut quoted = Vec::with_capacity(value.len() + 2);
+    quoted.push(b'\'');
+    for &b in value {
+        quoted.push(b);
+        if b == b'\'' {
+            quoted.push(b'\'');
+        }
+    }
+    quoted.push(b'\'');
+    quoted.into()
 }
 
 impl<S, D: Shared> Relay<S, D> {
     /// Brings the server connection's session state in line with the
-    /// client's: one injected Query of SET/RESET, its answer swallowed.
+    /// client's: injected Queries of SET/RESET, their answers swallowed.
+    /// A different `client_encoding` goes first, in a Query of its own:
+    /// the server reads each Query in the encoding in force when it
+    /// arrives, and the other values are in the client's.
     pub(super) fn sync_session<T>(&mut self, server: &mut ServerConn<T>) {
-        let mut sql = String::new();
+        let mut sql = Vec::new();
         for name in SYNCED {
             if let Some(want) = self.params.get(name) {
                 if server.params.get(name) != Some(want) {
-                    let _ = write!(sql, "SET {name} TO {};", quote_literal(want));
+                    set_sql(&mut sql, name, &quote_literal(want));
+                    if name == "client_encoding" {
+                        messages::query(&mut server.outbox, &sql);
+                        self.queue.push_back(Expect::SkipQuery);
+                        sql.clear();
+                    }
                 }
             }
         }
         for (name, value) in &self.extra {
             if server.extra.get(name) != Some(value) {
-                let _ = write!(sql, "SET {name} TO {value};");
+                set_sql(&mut sql, name, value);
             }
         }
         for name in server.extra.keys() {
             if !self.extra.contains_key(name) {
-                let _ = write!(sql, "RESET {name};");
+                sql.extend_from_slice(b"RESET ");
+                sql.extend_from_slice(name.as_bytes());
+                sql.push(b';');
             }
         }
         if !sql.is_empty() {
             messages::query(&mut server.outbox, &sql);
             self.queue.push_back(Expect::SkipQuery);
             server.extra = self.extra.clone();
+        }
+    }
+
+    /// Re-reads how to scan the client's SQL after `name` changed.
+    pub(super) fn update_dialect(&mut self, name: &str) {
+        if name == "client_encoding" || name == "standard_conforming_strings" {
+            self.dialect = Dialect::of(
+                self.params.get("client_encoding"),
+                self.params.get("standard_conforming_strings"),
+            );
         }
     }
 
@@ -199,12 +314,14 @@ impl<S, D: Shared> Relay<S, D> {
         }
     }
 
-    /// Notes what `sql` does to session state.
-    pub(super) fn observe_sql<T>(&mut self, sql: &str, server: &mut ServerConn<T>) {
-        match sql::session_effect(sql) {
-            SessionEffect::Set { name, value } => {
-                self.pending.push(Change::Set(name, value.to_string()))
-            }
+    /// Notes what `sql` does to session state, and that the client may
+    /// notify through this server connection.
+    pub(super) fn observe_sql<T>(&mut self, sql: &[u8], server: &mut ServerConn<T>) {
+        if sql::notifies(sql) {
+            self.db.note_notifier(server.key.0, self.pid);
+        }
+        match sql::session_effect(sql, self.dialect) {
+            SessionEffect::Set { name, value } => self.pending.push(Change::Set(name, value.into())),
             SessionEffect::Reset(name) => self.pending.push(Change::Reset(name)),
             SessionEffect::ResetAll => self.pending.push(Change::ResetAll),
             SessionEffect::Deallocate(None) => {
@@ -213,7 +330,7 @@ impl<S, D: Shared> Relay<S, D> {
                 server.prepared.clear();
             }
             SessionEffect::Deallocate(Some(name)) => {
-                self.statements.remove(&name);
+                self.statements.remove(&name[..]);
             }
             SessionEffect::SessionOnly(feature) => self.pin(feature),
             SessionEffect::None => {}
@@ -277,6 +394,7 @@ mod tests {
 
     #[test]
     fn literals_are_quoted() {
-        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(&*quote_literal(b"it's"), b"'it''s'");
+        assert_eq!(&*quote_literal(b"\xa4"), b"'\xa4'", "LATIN9 bytes as they are");
     }
 }

@@ -4,8 +4,11 @@
 //! each connection knows which it has. A Bind or Describe on a connection
 //! lacking the statement gets its Parse injected first (answer swallowed),
 //! a Parse of one the connection has is answered by the pooler, Close and
-//! SQL `DEALLOCATE` drop only the client's name, and batches of Parse of
-//! known statements and Close are answered without a server at all.
+//! SQL `DEALLOCATE` drop only the client's name (and are answered by the
+//! pooler as the server would), a Parse of a name the client has already
+//! prepared fails as on the server (42P05, transaction aborted), and
+//! batches of Parse of known statements and Close are answered without a
+//! server at all. Names and texts are bytes in the client's encoding.
 
 use super::pump::Relay;
 use super::queue::Expect;
@@ -24,14 +27,30 @@ pub(super) struct Statement {
     pub(super) server_name: Arc<str>,
     /// The client's Parse, renamed, to replay on other connections.
     pub(super) parse: Bytes,
+    /// Its text may send a notification (see [`sql::notifies`]).
+    pub(super) notifies: bool,
+}
+
+impl Statement {
+    /// `query` with parameter `types`, under its server-side name.
+    fn new(query: &[u8], types: &[u8]) -> Arc<Statement> {
+        let server_name = server_statement_name(query, types);
+        let mut parse = BytesMut::with_capacity(query.len() + types.len() + 48);
+        messages::parse_message(&mut parse, &server_name, query, types);
+        Arc::new(Statement {
+            server_name,
+            parse: parse.freeze(),
+            notifies: sql::notifies(query),
+        })
+    }
 }
 
 /// The server-side name of a statement: the same text and parameter types
 /// get the same name on every connection, so any client's preparation
 /// serves every other client with the same statement.
-pub(super) fn server_statement_name(query: &str, types: &[u8]) -> Arc<str> {
+pub(super) fn server_statement_name(query: &[u8], types: &[u8]) -> Arc<str> {
     let mut hash = Sha256::new();
-    hash.update(query.as_bytes());
+    hash.update(query);
     hash.update([0]);
     hash.update(types);
     let digest = hash.finalize();
@@ -59,23 +78,17 @@ impl<S, D: Shared> Relay<S, D> {
         let (tag, len) = header(&self.rbuf)?;
         if tag == b'Q' && self.rbuf.len() >= len {
             let (sql, _) = messages::cstr(&self.rbuf[..len], HEADER)?;
-            let SessionEffect::Deallocate(Some(name)) = sql::session_effect(sql) else {
-                return None;
-            };
-            if !sql.trim_end().trim_end_matches(';').contains(';')
-                && self.statements.remove(&name).is_some()
-            {
-                self.rbuf.advance(len);
-                let mut out = BytesMut::new();
-                messages::command_complete(&mut out, "DEALLOCATE");
-                messages::ready_for_query(&mut out, b'I');
-                return Some(out);
-            }
-            return None;
+            let name = self.renamed_deallocate(sql)?;
+            self.statements.remove(&name[..]);
+            self.rbuf.advance(len);
+            let mut out = BytesMut::new();
+            messages::command_complete(&mut out, "DEALLOCATE");
+            messages::ready_for_query(&mut out, b'I');
+            return Some(out);
         }
-        enum Op {
-            Prepare(String, Arc<Statement>),
-            Close(String),
+        enum Op<'m> {
+            Prepare(&'m [u8], Arc<Statement>),
+            Close(&'m [u8]),
         }
         let mut ops = Vec::new();
         let mut out = BytesMut::new();
@@ -86,27 +99,30 @@ impl<S, D: Shared> Relay<S, D> {
             match tag {
                 b'P' => {
                     let (name, query, types) = messages::parse_fields(msg)?;
-                    if name.is_empty() || sql::session_effect(query) != SessionEffect::None {
+                    if name.is_empty()
+                        || sql::session_effect(query, self.dialect) != SessionEffect::None
+                    {
                         return None;
                     }
-                    let server_name = server_statement_name(query, types);
-                    if !self.db.is_known(&server_name) {
+                    // A name in use (or used earlier in the batch) is the
+                    // server path's to answer, in order.
+                    let reused = self.statements.contains_key(name)
+                        || ops.iter().any(|op| match op {
+                            Op::Prepare(n, _) | Op::Close(n) => *n == name,
+                        });
+                    if reused {
                         return None;
                     }
-                    let mut parse = BytesMut::with_capacity(msg.len() + 40);
-                    messages::parse_message(&mut parse, &server_name, query, types);
-                    ops.push(Op::Prepare(
-                        name.to_string(),
-                        Arc::new(Statement {
-                            server_name,
-                            parse: parse.freeze(),
-                        }),
-                    ));
+                    let statement = Statement::new(query, types);
+                    if !self.db.is_known(&statement.server_name) {
+                        return None;
+                    }
+                    ops.push(Op::Prepare(name, statement));
                     out.extend_from_slice(messages::PARSE_COMPLETE);
                 }
                 b'C' => match messages::target_fields(msg)? {
                     (b'S', name) if !name.is_empty() => {
-                        ops.push(Op::Close(name.to_string()));
+                        ops.push(Op::Close(name));
                         out.extend_from_slice(messages::CLOSE_COMPLETE);
                     }
                     _ => return None,
@@ -121,12 +137,19 @@ impl<S, D: Shared> Relay<S, D> {
             }
             at += len;
         }
+        let mut names: Vec<(Box<[u8]>, Option<Arc<Statement>>)> = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
-                Op::Prepare(name, statement) => {
+                Op::Prepare(name, statement) => names.push((name.into(), Some(statement))),
+                Op::Close(name) => names.push((name.into(), None)),
+            }
+        }
+        for (name, statement) in names {
+            match statement {
+                Some(statement) => {
                     self.statements.insert(name, statement);
                 }
-                Op::Close(name) => {
+                None => {
                     self.statements.remove(&name);
                 }
             }
@@ -135,7 +158,22 @@ impl<S, D: Shared> Relay<S, D> {
         Some(out)
     }
 
-    pub(super) fn statement(&self, name: &str, rewrite: bool) -> Option<Arc<Statement>> {
+    /// The client's name in `sql` if it is SQL `DEALLOCATE [PREPARE] name`,
+    /// alone in its Query, of a statement the pooler renamed: only the
+    /// client's name goes (the server-side statement may serve others) and
+    /// the pooler answers.
+    pub(super) fn renamed_deallocate(&self, sql: &[u8]) -> Option<Vec<u8>> {
+        if self.statements.is_empty() {
+            return None;
+        }
+        let SessionEffect::Deallocate(Some(name)) = sql::session_effect(sql, self.dialect) else {
+            return None;
+        };
+        (self.statements.contains_key(&name[..]) && sql::is_single_statement(sql, self.dialect))
+            .then_some(name)
+    }
+
+    pub(super) fn statement(&self, name: &[u8], rewrite: bool) -> Option<Arc<Statement>> {
         if !rewrite || name.is_empty() {
             return None;
         }
@@ -162,19 +200,25 @@ impl<S, D: Shared> Relay<S, D> {
         rewrite: bool,
     ) -> Option<()> {
         let (name, query, types) = messages::parse_fields(msg)?;
-        self.observe_sql(query, server);
         if name.is_empty() || !rewrite {
+            self.observe_sql(query, server);
             server.outbox.extend_from_slice(msg);
             self.push(Expect::Parse(None));
+        } else if let Some(existing) = self.statements.get(name).cloned() {
+            // The server would refuse a second statement of that name.
+            self.ensure_prepared(server, &existing);
+            server.outbox.extend_from_slice(&existing.parse);
+            let mut error = BytesMut::new();
+            let mut message = b"prepared statement \"".to_vec();
+            message.extend_from_slice(name);
+            message.extend_from_slice(b"\" already exists");
+            messages::error_response_bytes(&mut error, false, "42P05", &message, None);
+            self.push(Expect::DuplicateParse(error.freeze()));
         } else {
-            let server_name = server_statement_name(query, types);
-            let mut parse = BytesMut::with_capacity(msg.len() + 40);
-            messages::parse_message(&mut parse, &server_name, query, types);
-            let statement = Arc::new(Statement {
-                server_name: server_name.clone(),
-                parse: parse.freeze(),
-            });
-            self.statements.insert(name.to_string(), statement.clone());
+            self.observe_sql(query, server);
+            let statement = Statement::new(query, types);
+            let server_name = statement.server_name.clone();
+            self.statements.insert(name.into(), statement.clone());
             if server.prepared.contains(&server_name) {
                 self.push_synth(server, Bytes::from_static(messages::PARSE_COMPLETE));
             } else {
@@ -197,6 +241,9 @@ impl<S, D: Shared> Relay<S, D> {
         let (portal, name, rest_at) = messages::bind_fields(msg)?;
         match self.statement(name, rewrite) {
             Some(statement) => {
+                if statement.notifies {
+                    self.db.note_notifier(server.key.0, self.pid);
+                }
                 self.ensure_prepared(server, &statement);
                 messages::rename_bind(
                     &mut server.outbox,
@@ -260,10 +307,10 @@ mod tests {
 
     #[test]
     fn statement_names_depend_on_text_and_types() {
-        let a = server_statement_name("SELECT $1", &[0, 0]);
-        assert_eq!(a, server_statement_name("SELECT $1", &[0, 0]));
-        assert_ne!(a, server_statement_name("SELECT $1", &[0, 1, 0, 0, 0, 23]));
-        assert_ne!(a, server_statement_name("SELECT $2", &[0, 0]));
+        let a = server_statement_name(b"SELECT $1", &[0, 0]);
+        assert_eq!(a, server_statement_name(b"SELECT $1", &[0, 0]));
+        assert_ne!(a, server_statement_name(b"SELECT $1", &[0, 1, 0, 0, 0, 23]));
+        assert_ne!(a, server_statement_name(b"SELECT $2", &[0, 0]));
         assert!(a.len() < 64, "within NAMEDATALEN");
     }
 }

@@ -454,18 +454,18 @@ mod tests {
         let msg = ours(|b| parse(b, b"s1", b"SELECT $1", &[23]));
         assert_eq!(
             parse_fields(&msg),
-            Some(("s1", "SELECT $1", &[0u8, 1, 0, 0, 0, 23][..]))
+            Some((&b"s1"[..], &b"SELECT $1"[..], &[0u8, 1, 0, 0, 0, 23][..]))
         );
         let msg = ours(|b| bind_raw(b, b"portal", b"s2", &[0, 0, 0, 0, 0, 0]));
         let (portal, name, rest) = bind_fields(&msg).unwrap();
         assert_eq!(
             (portal, name, &msg[rest..]),
-            ("portal", "s2", &[0u8; 6][..])
+            (&b"portal"[..], &b"s2"[..], &[0u8; 6][..])
         );
         let msg = ours(|b| describe(b, b'P', b"c2"));
-        assert_eq!(target_fields(&msg), Some((b'P', "c2")));
+        assert_eq!(target_fields(&msg), Some((b'P', &b"c2"[..])));
         let msg = ours(|b| close(b, b'S', b""));
-        assert_eq!(target_fields(&msg), Some((b'S', "")));
+        assert_eq!(target_fields(&msg), Some((b'S', &b""[..])));
         for msg in [
             ours(sync),
             ours(flush),

@@ -4,6 +4,10 @@
 //! message the gateway makes itself — authentication requests,
 //! BackendKeyData, ErrorResponse (one encoder, ERROR or FATAL). Everything
 //! else is relayed as bytes, never decoded.
+//!
+//! Strings inside client and server messages are bytes in the client's
+//! encoding (LATIN9, SJIS, …), so the readers here return `&[u8]`, never
+//! `&str`: nothing on the relay path requires UTF-8.
 
 use crate::error::ClientError;
 use bytes::{BufMut, BytesMut};
@@ -22,31 +26,31 @@ pub fn header(buf: &[u8]) -> Option<(u8, usize)> {
     Some((buf[0], len + 1))
 }
 
-/// A NUL-terminated string at `at` in `body`: (text, index after the NUL).
-pub fn cstr(body: &[u8], at: usize) -> Option<(&str, usize)> {
+/// A NUL-terminated string at `at` in `body`: (its bytes, index after the
+/// NUL).
+pub fn cstr(body: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let rest = body.get(at..)?;
-    let end = rest.iter().position(|b| *b == 0)?;
-    let text = std::str::from_utf8(&rest[..end]).ok()?;
-    Some((text, at + end + 1))
+    let end = memchr::memchr(0, rest)?;
+    Some((&rest[..end], at + end + 1))
 }
 
 /// Parse: (statement name, query, the bytes after the query: parameter
 /// types). `msg` is the whole message.
-pub fn parse_fields(msg: &[u8]) -> Option<(&str, &str, &[u8])> {
+pub fn parse_fields(msg: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     let (name, at) = cstr(msg, HEADER)?;
     let (query, at) = cstr(msg, at)?;
     Some((name, query, &msg[at..]))
 }
 
 /// Bind: (portal, statement name, index where the rest starts).
-pub fn bind_fields(msg: &[u8]) -> Option<(&str, &str, usize)> {
+pub fn bind_fields(msg: &[u8]) -> Option<(&[u8], &[u8], usize)> {
     let (portal, at) = cstr(msg, HEADER)?;
     let (statement, at) = cstr(msg, at)?;
     Some((portal, statement, at))
 }
 
 /// Describe or Close: (kind `S`/`P`, name).
-pub fn target_fields(msg: &[u8]) -> Option<(u8, &str)> {
+pub fn target_fields(msg: &[u8]) -> Option<(u8, &[u8])> {
     let kind = *msg.get(HEADER)?;
     let (name, _) = cstr(msg, HEADER + 1)?;
     Some((kind, name))
@@ -64,26 +68,16 @@ pub fn put(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
 }
 
 /// A Parse message for `name` with `query` and the original parameter types.
-pub fn parse_message(out: &mut BytesMut, name: &str, query: &str, types: &[u8]) {
-    put(
-        out,
-        b'P',
-        &[name.as_bytes(), b"\0", query.as_bytes(), b"\0", types],
-    );
+pub fn parse_message(out: &mut BytesMut, name: &str, query: &[u8], types: &[u8]) {
+    put(out, b'P', &[name.as_bytes(), b"\0", query, b"\0", types]);
 }
 
 /// `msg` (Bind) with its statement name replaced.
-pub fn rename_bind(out: &mut BytesMut, msg: &[u8], portal: &str, name: &str, rest_at: usize) {
+pub fn rename_bind(out: &mut BytesMut, msg: &[u8], portal: &[u8], name: &str, rest_at: usize) {
     put(
         out,
         b'B',
-        &[
-            portal.as_bytes(),
-            b"\0",
-            name.as_bytes(),
-            b"\0",
-            &msg[rest_at..],
-        ],
+        &[portal, b"\0", name.as_bytes(), b"\0", &msg[rest_at..]],
     );
 }
 
@@ -92,9 +86,9 @@ pub fn describe_statement(out: &mut BytesMut, name: &str) {
     put(out, b'D', &[b"S", name.as_bytes(), b"\0"]);
 }
 
-/// A simple Query.
-pub fn query(out: &mut BytesMut, sql: &str) {
-    put(out, b'Q', &[sql.as_bytes(), b"\0"]);
+/// A simple Query (`sql` in the connection's client encoding).
+pub fn query(out: &mut BytesMut, sql: &[u8]) {
+    put(out, b'Q', &[sql, b"\0"]);
 }
 
 /// ParseComplete.
@@ -102,20 +96,17 @@ pub const PARSE_COMPLETE: &[u8] = &[b'1', 0, 0, 0, 4];
 /// CloseComplete.
 pub const CLOSE_COMPLETE: &[u8] = &[b'3', 0, 0, 0, 4];
 
-/// ParameterStatus body: (name, value).
-pub fn parameter_status_fields(msg: &[u8]) -> Option<(&str, &str)> {
+/// ParameterStatus body: (name, value). Names are ASCII; the value is in
+/// the client encoding.
+pub fn parameter_status_fields(msg: &[u8]) -> Option<(&str, &[u8])> {
     let (name, at) = cstr(msg, HEADER)?;
     let (value, _) = cstr(msg, at)?;
-    Some((name, value))
+    Some((std::str::from_utf8(name).ok()?, value))
 }
 
 /// A ParameterStatus message.
-pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
-    put(
-        out,
-        b'S',
-        &[name.as_bytes(), b"\0", value.as_bytes(), b"\0"],
-    );
+pub fn parameter_status(out: &mut BytesMut, name: &str, value: &[u8]) {
+    put(out, b'S', &[name.as_bytes(), b"\0", value, b"\0"]);
 }
 
 /// ReadyForQuery with transaction status `status` (`I`, `T`, `E`).
@@ -136,13 +127,24 @@ pub fn error_response(
     message: &str,
     hint: Option<&str>,
 ) {
+    error_response_bytes(out, fatal, code, message.as_bytes(), hint)
+}
+
+/// [`error_response`] with a message in the client's encoding.
+pub fn error_response_bytes(
+    out: &mut BytesMut,
+    fatal: bool,
+    code: &str,
+    message: &[u8],
+    hint: Option<&str>,
+) {
     let severity: &[u8] = if fatal { b"FATAL" } else { b"ERROR" };
     let mut body = BytesMut::new();
     for (field, value) in [
         (b'S', severity),
         (b'V', severity),
         (b'C', code.as_bytes()),
-        (b'M', message.as_bytes()),
+        (b'M', message),
     ] {
         body.put_u8(field);
         body.put_slice(value);
@@ -168,7 +170,7 @@ pub fn error_is_fatal(msg: &[u8]) -> bool {
             break;
         };
         if field == b'V' || field == b'S' {
-            return matches!(value, "FATAL" | "PANIC");
+            return matches!(value, b"FATAL" | b"PANIC");
         }
         at = next;
     }
@@ -176,8 +178,45 @@ pub fn error_is_fatal(msg: &[u8]) -> bool {
 }
 
 /// CommandComplete's tag.
-pub fn command_tag(msg: &[u8]) -> &str {
-    cstr(msg, HEADER).map(|(t, _)| t).unwrap_or("")
+pub fn command_tag(msg: &[u8]) -> &[u8] {
+    cstr(msg, HEADER).map(|(t, _)| t).unwrap_or(b"")
+}
+
+/// Field `code` (`C`, `M`, …) of an ErrorResponse or NoticeResponse `msg`
+/// (the whole message), as sent.
+pub fn error_field(msg: &[u8], code: u8) -> Option<&[u8]> {
+    let mut at = HEADER;
+    while let Some(&field) = msg.get(at) {
+        if field == 0 {
+            break;
+        }
+        let (value, next) = cstr(msg, at + 1)?;
+        if field == code {
+            return Some(value);
+        }
+        at = next;
+    }
+    None
+}
+
+/// An ErrorResponse `msg` with its severity made FATAL: a server's refusal
+/// of a client's startup setting, passed on as Postgres would at login.
+pub fn as_fatal(msg: &[u8]) -> BytesMut {
+    let mut body = BytesMut::with_capacity(msg.len());
+    let mut at = HEADER;
+    while let Some(&field) = msg.get(at) {
+        let Some((value, next)) = cstr(msg, at + 1).filter(|_| field != 0) else {
+            break;
+        };
+        body.put_u8(field);
+        body.put_slice(if matches!(field, b'S' | b'V') { b"FATAL" } else { value });
+        body.put_u8(0);
+        at = next;
+    }
+    body.put_u8(0);
+    let mut out = BytesMut::with_capacity(body.len() + HEADER);
+    put(&mut out, b'E', &[&body]);
+    out
 }
 
 /// Writes a message whose body `body` writes, filling in the length.
@@ -270,11 +309,11 @@ mod tests {
             &[b"portal\0", b"s1\0", &[0, 0, 0, 1, 0, 0, 0, 1, b'7', 0, 0]],
         );
         let (portal, name, rest) = bind_fields(&msg).unwrap();
-        assert_eq!((portal, name), ("portal", "s1"));
+        assert_eq!((portal, name), (&b"portal"[..], &b"s1"[..]));
         let mut out = BytesMut::new();
         rename_bind(&mut out, &msg, portal, "ogel_abc", rest);
         let (p2, n2, rest2) = bind_fields(&out).unwrap();
-        assert_eq!((p2, n2), ("portal", "ogel_abc"));
+        assert_eq!((p2, n2), (&b"portal"[..], &b"ogel_abc"[..]));
         assert_eq!(&out[rest2..], &msg[rest..]);
         assert_eq!(header(&out).unwrap().1, out.len());
     }
@@ -287,19 +326,39 @@ mod tests {
         out.clear();
         error_response(&mut out, false, "42601", "syntax", Some("hint"));
         assert!(!error_is_fatal(&out));
+        assert_eq!(error_field(&out, b'C'), Some(&b"42601"[..]));
+        assert_eq!(error_field(&out, b'H'), Some(&b"hint"[..]));
+        let fatal = as_fatal(&out);
+        assert!(error_is_fatal(&fatal));
+        assert_eq!(error_field(&fatal, b'M'), Some(&b"syntax"[..]));
+        assert_eq!(header(&fatal).unwrap().1, fatal.len());
+    }
+
+    #[test]
+    fn strings_are_bytes_in_any_encoding() {
+        // LATIN9 '€' is 0xA4, not UTF-8.
+        let mut out = BytesMut::new();
+        query(&mut out, b"select 'x' as \"\xa4\"");
+        assert_eq!(
+            cstr(&out, HEADER).map(|(s, _)| s),
+            Some(&b"select 'x' as \"\xa4\""[..])
+        );
     }
 
     #[test]
     fn parse_fields_and_status() {
         let mut out = BytesMut::new();
-        parse_message(&mut out, "s", "SELECT $1", &[0, 1, 0, 0, 0, 23]);
+        parse_message(&mut out, "s", b"SELECT $1", &[0, 1, 0, 0, 0, 23]);
         assert_eq!(
             parse_fields(&out),
-            Some(("s", "SELECT $1", &[0u8, 1, 0, 0, 0, 23][..]))
+            Some((&b"s"[..], &b"SELECT $1"[..], &[0u8, 1, 0, 0, 0, 23][..]))
         );
         out.clear();
-        parameter_status(&mut out, "TimeZone", "UTC");
-        assert_eq!(parameter_status_fields(&out), Some(("TimeZone", "UTC")));
+        parameter_status(&mut out, "TimeZone", b"UTC");
+        assert_eq!(
+            parameter_status_fields(&out),
+            Some(("TimeZone", &b"UTC"[..]))
+        );
         assert_eq!(header(b"Z\0\0"), None);
     }
 }

@@ -26,6 +26,7 @@ use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 struct FakeDb {
     counters: PoolCounters,
     known: Mutex<HashSet<Arc<str>>>,
+    notifiers: Mutex<HashMap<u32, u32>>,
 }
 
 impl Shared for FakeDb {
@@ -41,7 +42,16 @@ impl Shared for FakeDb {
     fn mark_known(&self, server_name: &Arc<str>) {
         self.known.lock().unwrap().insert(server_name.clone());
     }
+    fn note_notifier(&self, server_pid: u32, client_pid: u32) {
+        self.notifiers.lock().unwrap().insert(server_pid, client_pid);
+    }
+    fn notifier(&self, server_pid: u32) -> Option<u32> {
+        self.notifiers.lock().unwrap().get(&server_pid).copied()
+    }
 }
+
+/// The pid in the client's BackendKeyData.
+const CLIENT_PID: u32 = 4242;
 
 type TestRelay = Relay<DuplexStream, FakeDb>;
 
@@ -72,6 +82,7 @@ fn client(mode: PoolMode) -> (TestRelay, DuplexStream) {
         ours,
         Arc::new(FakeDb::default()),
         mode,
+        CLIENT_PID,
         Params::default(),
         HashMap::new(),
         info,
@@ -764,7 +775,7 @@ async fn a_sync_inside_copy_data_makes_the_connection_uncertain() {
 #[tokio::test]
 async fn named_statements_follow_the_client_across_connections() {
     let sql = "SELECT $1::int";
-    let name = server_statement_name(sql, &[0, 0]);
+    let name = server_statement_name(sql.as_bytes(), &[0, 0]);
     let (mut relay, mut c) = client(PoolMode::Transaction);
 
     // First transaction: the Parse goes to the server, renamed.
@@ -879,7 +890,7 @@ async fn named_statements_follow_the_client_across_connections() {
 #[tokio::test]
 async fn a_parse_the_connection_has_is_answered_in_order_by_the_pooler() {
     let sql = "SELECT $1::int";
-    let name = server_statement_name(sql, &[0, 0]);
+    let name = server_statement_name(sql.as_bytes(), &[0, 0]);
     let (mut relay, mut c) = client(PoolMode::Transaction);
     let (mut conn, mut pg) = server(&[&name]);
     let end = run(
@@ -975,3 +986,5 @@ async fn an_extended_batch_keeps_its_connection_until_sync() {
     }])
     .await;
 }
+
+mod exact;
