@@ -103,3 +103,33 @@ async fn node_postgres_driver() {
     )
     .await;
 }
+
+/// psycopg 3 in LATIN9, EUC_JP, SJIS, BIG5 and GBK (every character the
+/// server converts, identifiers, notices, errors, COPY, settings), startup
+/// spellings, notification pids and statement churn, in `mode`, on a pool
+/// of two so clients take turns on the same server connections.
+async fn psycopg3_encodings(mode: &str) {
+    require(
+        "python3",
+        &["-c", "import psycopg"],
+        "the Python driver psycopg 3 (PyPI psycopg[binary])",
+    );
+    let gw = Gateway::start_with(&[("OGEL_POOL__MODE", mode), ("OGEL_POOL__SIZE", "2")]).await;
+    let script = clients_dir().join("psycopg_encodings.py");
+    run_client(
+        "python3",
+        &[script.display().to_string(), gw.app_url.clone()],
+        "OK encodings",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn psycopg3_in_other_encodings_transaction_mode() {
+    psycopg3_encodings("transaction").await;
+}
+
+#[tokio::test]
+async fn psycopg3_in_other_encodings_session_mode() {
+    psycopg3_encodings("session").await;
+}
