@@ -1,7 +1,9 @@
 //! Any client works: real drivers in other languages drive the gateway —
-//! psycopg 3 (Python) and node-postgres (JavaScript) — through simple and
-//! extended queries, prepared statements, a rolled-back transaction, COPY in
-//! and out, and LISTEN/NOTIFY. The client programs live in tests/clients/;
+//! psycopg 3 (Python), node-postgres (JavaScript) and pgjdbc (Java, when a
+//! JVM is on the machine) — through simple and extended queries, prepared
+//! statements, a rolled-back transaction, COPY in and out, LISTEN/NOTIFY,
+//! client encodings other than UTF-8 (LATIN9, EUC_JP, SJIS, BIG5, GBK) and
+//! statement-cache churn. The client programs live in tests/clients/;
 //! scripts/test installs the drivers, and a missing driver fails the test.
 
 use ogel_e2e::Gateway;
@@ -132,4 +134,65 @@ async fn psycopg3_in_other_encodings_transaction_mode() {
 #[tokio::test]
 async fn psycopg3_in_other_encodings_session_mode() {
     psycopg3_encodings("session").await;
+}
+
+#[tokio::test]
+async fn node_postgres_in_other_encodings() {
+    require("node", &["--version"], "Node.js (Debian package nodejs)");
+    let node_dir = clients_dir().join("node");
+    assert!(
+        node_dir.join("node_modules/pg").is_dir(),
+        "node-postgres is missing under {}: run scripts/test (npm ci --prefix tests/clients/node)",
+        node_dir.display()
+    );
+    let gw = Gateway::start_with(&[("OGEL_POOL__SIZE", "2")]).await;
+    run_client(
+        "node",
+        &[
+            node_dir.join("pg_encodings.js").display().to_string(),
+            gw.app_url.clone(),
+        ],
+        "OK node-postgres encodings",
+    )
+    .await;
+}
+
+/// pgjdbc (Debian libpostgresql-jdbc-java) when a JVM is on the machine:
+/// server-side statements closed and prepared again from several threads,
+/// results in LATIN9, EUC_JP and SJIS, notification pids. Skips, saying
+/// so, without `java`; fails without the jar where there is one
+/// (scripts/test installs it).
+#[tokio::test]
+async fn pgjdbc_driver() {
+    let has_java = std::process::Command::new("java")
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_java {
+        eprintln!("pgjdbc_driver: skipped: no JVM (java) on this machine");
+        return;
+    }
+    let jar = PathBuf::from("/usr/share/java/postgresql.jar");
+    assert!(
+        jar.is_file(),
+        "pgjdbc is missing ({}): run scripts/test, which installs Debian's libpostgresql-jdbc-java",
+        jar.display()
+    );
+    let gw = Gateway::start_with(&[("OGEL_POOL__SIZE", "2")]).await;
+    run_client(
+        "java",
+        &[
+            "-cp".into(),
+            jar.display().to_string(),
+            clients_dir()
+                .join("jdbc/PgjdbcClient.java")
+                .display()
+                .to_string(),
+            gw.app_url.clone(),
+        ],
+        "OK pgjdbc",
+    )
+    .await;
 }

@@ -329,7 +329,9 @@ impl DbPool {
 
     /// The server's spelling of setting `name` = `value`, if learnt.
     pub fn spelling(&self, name: &str, value: &str) -> Option<Arc<[u8]>> {
-        lock(&self.spellings).get(&format!("{name}={value}")).cloned()
+        lock(&self.spellings)
+            .get(&format!("{name}={value}"))
+            .cloned()
     }
 
     /// Remembers the server's spelling of `name` = `value`.

@@ -67,8 +67,8 @@ impl Charset {
             .collect();
         match &name[..] {
             b"sjis" | b"shiftjis" | b"mskanji" | b"win932" | b"shiftjis2004" => Charset::Sjis,
-            b"big5" | b"win950" | b"gbk" | b"win936" | b"cp936" | b"uhc" | b"win949"
-            | b"cp949" | b"johab" => Charset::DoubleByte,
+            b"big5" | b"win950" | b"gbk" | b"win936" | b"cp936" | b"uhc" | b"win949" | b"cp949"
+            | b"johab" => Charset::DoubleByte,
             b"gb18030" => Charset::Gb18030,
             _ => Charset::AsciiSafe,
         }
@@ -280,8 +280,7 @@ fn set_effect(mut words: Words<'_>) -> SessionEffect<'_> {
 /// lower case.
 fn name_of(w: &[u8]) -> Option<String> {
     let valid = !w.is_empty()
-        && w
-            .iter()
+        && w.iter()
             .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.');
     valid.then(|| String::from_utf8_lossy(w).to_ascii_lowercase())
 }
@@ -326,7 +325,10 @@ fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || haystack.len() < needle.len() {
         return None;
     }
-    let (lower, upper) = (needle[0].to_ascii_lowercase(), needle[0].to_ascii_uppercase());
+    let (lower, upper) = (
+        needle[0].to_ascii_lowercase(),
+        needle[0].to_ascii_uppercase(),
+    );
     let last = haystack.len() - needle.len();
     let mut at = 0;
     while at <= last {
@@ -475,7 +477,8 @@ fn quoted_len(text: &[u8], quote: u8, charset: Charset, backslashes: bool) -> Op
 fn dollar_quoted_len(text: &[u8]) -> Option<Option<usize>> {
     let tag_end = 1 + text[1..].iter().position(|b| *b == b'$')?;
     let tag = &text[1..tag_end];
-    let valid = tag.first().is_none_or(|b| !b.is_ascii_digit()) && tag.iter().all(|b| *b != b'$' && is_ident_byte(*b));
+    let valid = tag.first().is_none_or(|b| !b.is_ascii_digit())
+        && tag.iter().all(|b| *b != b'$' && is_ident_byte(*b));
     if !valid {
         return None;
     }
@@ -577,26 +580,13 @@ mod tests {
             }
         );
         assert_eq!(effect("SET LOCAL search_path TO x"), None);
-        assert_eq!(
-            effect("SET application_name = 'x'"),
-            None,
-            "reported"
-        );
+        assert_eq!(effect("SET application_name = 'x'"), None, "reported");
         assert_eq!(effect("SET TIME ZONE 'UTC'"), None, "reported");
-        assert_eq!(
-            effect("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
-            None
-        );
-        assert_eq!(
-            effect("set work_mem to default"),
-            Reset("work_mem".into())
-        );
+        assert_eq!(effect("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), None);
+        assert_eq!(effect("set work_mem to default"), Reset("work_mem".into()));
         assert_eq!(effect("RESET ALL"), ResetAll);
         assert_eq!(effect("discard all"), ResetAll);
-        assert_eq!(
-            effect("RESET search_path"),
-            Reset("search_path".into())
-        );
+        assert_eq!(effect("RESET search_path"), Reset("search_path".into()));
         assert_eq!(effect("SET ROLE other"), SessionOnly("SET ROLE"));
     }
 
@@ -670,10 +660,22 @@ mod tests {
             }
         );
         assert_eq!(effect("SET app.x = 'unterminated"), None);
-        assert_eq!(effect("/* a /* nested */ comment */ LISTEN x"), SessionOnly("LISTEN"));
-        assert!(is_single_statement(b"DEALLOCATE s1 ;  -- done", Dialect::default()));
-        assert!(is_single_statement(b"DEALLOCATE \"a;b\"", Dialect::default()));
-        assert!(!is_single_statement(b"DEALLOCATE s1; SELECT 1", Dialect::default()));
+        assert_eq!(
+            effect("/* a /* nested */ comment */ LISTEN x"),
+            SessionOnly("LISTEN")
+        );
+        assert!(is_single_statement(
+            b"DEALLOCATE s1 ;  -- done",
+            Dialect::default()
+        ));
+        assert!(is_single_statement(
+            b"DEALLOCATE \"a;b\"",
+            Dialect::default()
+        ));
+        assert!(!is_single_statement(
+            b"DEALLOCATE s1; SELECT 1",
+            Dialect::default()
+        ));
         assert!(notifies(b"select PG_NOTIFY('c', 'x')"));
         assert!(notifies(b"NOTIFY c"));
         assert!(!notifies(b"select 1"));

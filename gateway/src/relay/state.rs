@@ -15,8 +15,8 @@ use crate::pool::params::Params;
 use crate::pool::server_conn::{Extra, ServerConn};
 use crate::pool::DbPool;
 use crate::wire::messages;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// Reported parameters the pooler keeps in line with each client's.
 pub(super) const SYNCED: [&str; 6] = [
@@ -136,7 +136,10 @@ async fn spell(
             drop(lease);
             return Err(ClientError::new(
                 "08006",
-                format!("the connection to database \"{}\"'s compute was lost: {e}", db.name),
+                format!(
+                    "the connection to database \"{}\"'s compute was lost: {e}",
+                    db.name
+                ),
             )
             .into());
         }
@@ -321,7 +324,9 @@ impl<S, D: Shared> Relay<S, D> {
             self.db.note_notifier(server.key.0, self.pid);
         }
         match sql::session_effect(sql, self.dialect) {
-            SessionEffect::Set { name, value } => self.pending.push(Change::Set(name, value.into())),
+            SessionEffect::Set { name, value } => {
+                self.pending.push(Change::Set(name, value.into()))
+            }
             SessionEffect::Reset(name) => self.pending.push(Change::Reset(name)),
             SessionEffect::ResetAll => self.pending.push(Change::ResetAll),
             SessionEffect::Deallocate(None) => {
@@ -395,6 +400,10 @@ mod tests {
     #[test]
     fn literals_are_quoted() {
         assert_eq!(&*quote_literal(b"it's"), b"'it''s'");
-        assert_eq!(&*quote_literal(b"\xa4"), b"'\xa4'", "LATIN9 bytes as they are");
+        assert_eq!(
+            &*quote_literal(b"\xa4"),
+            b"'\xa4'",
+            "LATIN9 bytes as they are"
+        );
     }
 }

@@ -137,20 +137,13 @@ impl<S, D: Shared> Relay<S, D> {
             }
             at += len;
         }
-        let mut names: Vec<(Box<[u8]>, Option<Arc<Statement>>)> = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
-                Op::Prepare(name, statement) => names.push((name.into(), Some(statement))),
-                Op::Close(name) => names.push((name.into(), None)),
-            }
-        }
-        for (name, statement) in names {
-            match statement {
-                Some(statement) => {
-                    self.statements.insert(name, statement);
+                Op::Prepare(name, statement) => {
+                    self.statements.insert(name.into(), statement);
                 }
-                None => {
-                    self.statements.remove(&name);
+                Op::Close(name) => {
+                    self.statements.remove(name);
                 }
             }
         }

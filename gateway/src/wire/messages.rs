@@ -209,7 +209,11 @@ pub fn as_fatal(msg: &[u8]) -> BytesMut {
             break;
         };
         body.put_u8(field);
-        body.put_slice(if matches!(field, b'S' | b'V') { b"FATAL" } else { value });
+        body.put_slice(if matches!(field, b'S' | b'V') {
+            b"FATAL"
+        } else {
+            value
+        });
         body.put_u8(0);
         at = next;
     }

@@ -49,9 +49,7 @@ async fn latin9_and_sjis_bytes_pass_both_ways() {
 async fn settings_follow_in_the_clients_encoding() {
     let (mut relay, mut c) = client(PoolMode::Transaction);
     relay.params.set("client_encoding", b"LATIN9");
-    relay
-        .extra
-        .insert("app.note".into(), (*b"'\xa4'").into());
+    relay.extra.insert("app.note".into(), (*b"'\xa4'").into());
     let (mut conn, mut pg) = server(&[]);
     conn.params.set("client_encoding", b"UTF8");
     let end = run(

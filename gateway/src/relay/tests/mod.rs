@@ -43,7 +43,10 @@ impl Shared for FakeDb {
         self.known.lock().unwrap().insert(server_name.clone());
     }
     fn note_notifier(&self, server_pid: u32, client_pid: u32) {
-        self.notifiers.lock().unwrap().insert(server_pid, client_pid);
+        self.notifiers
+            .lock()
+            .unwrap()
+            .insert(server_pid, client_pid);
     }
     fn notifier(&self, server_pid: u32) -> Option<u32> {
         self.notifiers.lock().unwrap().get(&server_pid).copied()
