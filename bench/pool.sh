@@ -14,11 +14,13 @@
 #
 # Workloads, each on direct / PgBouncer / gateway:
 #   1. pgbench -S              select-only, simple protocol
+#      and again with twice the clients (64 by default)
 #   2. pgbench -S -C           a new connection per transaction
 #      (and on the gateway again with a token URL: no SCRAM exchange)
-#   3. pgbench -S -M prepared  prepared statements (PgBouncer needs >= 1.21
+#   3. pgbench -S -M extended  extended protocol, unnamed statements
+#   4. pgbench -S -M prepared  prepared statements (PgBouncer needs >= 1.21
 #                              and max_prepared_statements; older: n/a)
-#   4. IDLE_CLIENTS idle, authenticated connections held open by
+#   5. IDLE_CLIENTS idle, authenticated connections held open by
 #      `idle-clients`: RSS of the pgbouncer and the gateway process before
 #      and while holding them (direct: n/a, max_connections is 200)
 # and a table of TPS, average latency and ratios at the end. While each
@@ -400,9 +402,11 @@ TARGETS=(direct pgbouncer)
 [[ -z "$SKIP_GATEWAY" ]] && TARGETS+=(gateway)
 declare -A URL_OF=([direct]="$DIRECT_URL" [pgbouncer]="$PGB_URL" [gateway]="$GW_URL")
 declare -A TPS LAT SRV
-WORKLOADS=(simple connect token prepared)
-declare -A LABEL=([simple]="select (-S)" [connect]="select, new conn (-S -C)" [token]="new conn, token URL (-S -C)" [prepared]="select, prepared (-M prepared)")
-declare -A FLAGS=([simple]="-S" [connect]="-S -C" [token]="-S -C" [prepared]="-S -M prepared")
+WORKLOADS=(simple wide connect token extended prepared)
+declare -A LABEL=([simple]="select (-S)" [wide]="select, $((CLIENTS * 2)) clients (-S)" [connect]="select, new conn (-S -C)" [token]="new conn, token URL (-S -C)" [extended]="select, extended (-M extended)" [prepared]="select, prepared (-M prepared)")
+declare -A FLAGS=([simple]="-S" [wide]="-S" [connect]="-S -C" [token]="-S -C" [extended]="-S -M extended" [prepared]="-S -M prepared")
+# Clients per workload (default CLIENTS).
+declare -A CLIENTS_OF=([wide]=$((CLIENTS * 2)))
 
 # run_pgbench WORKLOAD TARGET: fills TPS, LAT and SRV[WORKLOAD:TARGET].
 run_pgbench() {
@@ -422,7 +426,7 @@ run_pgbench() {
         return
     fi
     # shellcheck disable=SC2086 # FLAGS are words
-    "$PGBENCH" ${FLAGS[$workload]} -n -c "$CLIENTS" -j "$JOBS" -T "$DURATION" "$url" >"$log" 2>&1 &
+    "$PGBENCH" ${FLAGS[$workload]} -n -c "${CLIENTS_OF[$workload]:-$CLIENTS}" -j "$JOBS" -T "$DURATION" "$url" >"$log" 2>&1 &
     BENCH_PID=$!
     while kill -0 "$BENCH_PID" 2>/dev/null; do
         n="$(bench_backends "$target")"
@@ -449,7 +453,7 @@ run_pgbench() {
 }
 
 for workload in "${WORKLOADS[@]}"; do
-    say "pgbench ${FLAGS[$workload]} -n -c $CLIENTS -j $JOBS -T $DURATION: ${LABEL[$workload]}"
+    say "pgbench ${FLAGS[$workload]} -n -c ${CLIENTS_OF[$workload]:-$CLIENTS} -j $JOBS -T $DURATION: ${LABEL[$workload]}"
     for target in "${TARGETS[@]}"; do
         run_pgbench "$workload" "$target"
     done

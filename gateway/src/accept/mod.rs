@@ -131,9 +131,7 @@ pub async fn serve(
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    handle_client(ClientStream::Plain(stream), frontend).await;
-                    drop(admitted);
-                    tracing::trace!(%peer, "client gone");
+                    handle_client(ClientStream::Plain(stream), frontend, admitted).await;
                 });
             }
             Err(e) => {
@@ -145,14 +143,21 @@ pub async fn serve(
     }
 }
 
-async fn handle_client(stream: ClientStream, frontend: Arc<Frontend>) {
-    // Logging in is boxed: its state (SCRAM, startup packet) is freed once
-    // done, so an idle client's task keeps only what the session needs.
+/// Logs the client in and hands it to the relay, which serves it in a task
+/// of its own (holding `admitted` and the tenant's slot until it leaves):
+/// this task, with the login's state, ends once the client is logged in.
+async fn handle_client(stream: ClientStream, frontend: Arc<Frontend>, admitted: Admitted) {
+    // Boxed: its state (SCRAM, startup packet) is freed once done.
     let Some((pool, login, tenant_slot)) = Box::pin(log_in(stream, &frontend)).await else {
         return;
     };
-    relay::run(pool, login, &frontend.pools.clients).await;
-    drop(tenant_slot);
+    relay::run(
+        pool,
+        login,
+        &frontend.pools.clients,
+        (admitted, tenant_slot),
+    )
+    .await;
 }
 
 /// Authenticates and wakes; `None` once the client was answered (an error,

@@ -1,14 +1,17 @@
 //! Reported session parameters (ParameterStatus) of a client or a server
-//! connection: a short ordered list of shared values. Clients start from
-//! their pool's list, so ten thousand idle clients share one copy of every
-//! value they did not change. Values are bytes as the server sent them (in
+//! connection: a short ordered list of shared values, itself shared until
+//! changed. Clients start from their pool's list, so ten thousand idle
+//! clients that changed nothing share one list. Values are bytes as the server sent them (in
 //! the client encoding of the time), never required to be UTF-8.
 
 use std::sync::Arc;
 
 /// Parameter name → value, in the order the server first reported them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Params(Vec<(Arc<str>, Arc<[u8]>)>);
+pub struct Params(Arc<Vec<Param>>);
+
+/// One parameter: (name, value).
+type Param = (Arc<str>, Arc<[u8]>);
 
 impl Params {
     /// The value of `name`.
@@ -18,10 +21,10 @@ impl Params {
 
     /// Sets `name`; allocates only for a new value.
     pub fn set(&mut self, name: &str, value: &[u8]) {
-        match self.0.iter_mut().find(|(k, _)| &**k == name) {
-            Some((_, v)) if &**v == value => {}
-            Some((_, v)) => *v = value.into(),
-            None => self.0.push((name.into(), value.into())),
+        match self.0.iter().position(|(k, _)| &**k == name) {
+            Some(i) if &*self.0[i].1 == value => {}
+            Some(i) => Arc::make_mut(&mut self.0)[i].1 = value.into(),
+            None => Arc::make_mut(&mut self.0).push((name.into(), value.into())),
         }
     }
 
@@ -47,7 +50,13 @@ mod tests {
         pool.set("DateStyle", b"ISO, MDY");
         let mut client = pool.clone();
         client.set("TimeZone", b"UTC");
-        assert!(Arc::ptr_eq(&pool.0[0].1, &client.0[0].1));
+        assert!(Arc::ptr_eq(&pool.0, &client.0), "one list until changed");
+        client.set("application_name", b"x");
+        assert!(
+            Arc::ptr_eq(&pool.0[0].1, &client.0[0].1),
+            "values still shared"
+        );
+        let mut client = pool.clone();
         client.set("TimeZone", b"Asia/Tokyo");
         assert_eq!(client.get("TimeZone"), Some(&b"Asia/Tokyo"[..]));
         assert_eq!(pool.get("TimeZone"), Some(&b"UTC"[..]));

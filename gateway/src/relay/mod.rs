@@ -137,22 +137,26 @@ impl Shared for DbPool {
 }
 
 /// Finishes the login (parameters, BackendKeyData, ReadyForQuery) and
-/// serves the client until it leaves.
+/// serves the client in a task of its own until it leaves, `guards` (the
+/// admissions it holds) with it. Returns once the client is logged in.
 ///
-/// Not an `async fn` of its own: a second async layer around
-/// [`serve_client`] would keep another copy of the login in every idle
-/// client's task (measured: ~0.3 KB per client in `bench/pool.sh`).
-pub fn run(
+/// The session's task holds only the [`Session`] and its loop's idle state
+/// (measured in `bench/pool.sh`): the login's larger state, and every
+/// future around the caller's, stay in the caller's task, which ends.
+pub async fn run<G: Send + 'static>(
     db: Arc<DbPool>,
     login: Login,
     registry: &Arc<Registry<ClientInfo>>,
-) -> impl std::future::Future<Output = ()> + Send + '_ {
+    guards: G,
+) {
     let addr = login.stream.peer_addr();
-    serve_client(db, login, addr, registry)
+    if let Some(session) = Box::pin(greet::greet(db, login, addr, registry)).await {
+        tokio::spawn(session.serve(guards));
+    }
 }
 
 /// [`run`] for a client over any stream (`addr`: its address, if it has
-/// one), such as a WebSocket's.
+/// one), such as a WebSocket's, served in the caller's task.
 pub async fn serve_client<S>(
     db: Arc<DbPool>,
     login: Login<S>,
@@ -162,7 +166,7 @@ pub async fn serve_client<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     // Boxed: the login's state is freed before the long-lived part.
-    if let Some(mut session) = Box::pin(greet::greet(db, login, addr, registry)).await {
-        session.serve().await;
+    if let Some(session) = Box::pin(greet::greet(db, login, addr, registry)).await {
+        session.serve(()).await;
     }
 }

@@ -28,7 +28,25 @@ pub struct Session<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    pub(super) async fn serve(&mut self) {
+    /// Serves the client until it leaves, holding `guards` until then.
+    /// Everything that waits while the client is not idle (a lease, a
+    /// transaction's relay, a reset) is boxed, so the future's idle state
+    /// is little more than the session.
+    ///
+    /// Not an `async fn`: its argument would be stored twice in the future
+    /// (measured: 848 bytes instead of 472 per idle client).
+    #[allow(clippy::manual_async_fn)] // see above: the async fn is larger
+    pub(super) fn serve<G: Send>(
+        mut self,
+        guards: G,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            self.serve_loop().await;
+            drop(guards);
+        }
+    }
+
+    async fn serve_loop(&mut self) {
         loop {
             if !self.relay.wait_for_message().await {
                 return;
@@ -36,58 +54,67 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if self.relay.rbuf.first() == Some(&b'X') {
                 return; // Terminate between transactions
             }
-            if let Some(answered) = self.relay.answer_locally() {
-                if send(&mut self.relay.stream, &answered).await.is_err() {
-                    return;
-                }
-                continue;
+            // Boxed: an idle client's task keeps none of a transaction's
+            // state (the lease, the relay's, the answers being sent).
+            if !Box::pin(self.transaction()).await {
+                return;
             }
-            self.relay.info.entry.state.set(ConnState::Waiting);
-            let mut lease = match self.relay.db.lease().await {
-                Ok(lease) => lease,
-                Err(e) => {
-                    tracing::info!(database = %self.relay.db.name, error = %e.message, "client got no server connection");
-                    return Box::pin(send_fatal(&mut self.relay.stream, &e)).await;
+        }
+    }
+
+    /// Serves what the client sent: answered locally, or over a leased
+    /// server connection until the transaction ends. `false`: the client
+    /// is gone or was refused.
+    async fn transaction(&mut self) -> bool {
+        if let Some(answered) = self.relay.answer_locally() {
+            return send(&mut self.relay.stream, &answered).await.is_ok();
+        }
+        self.relay.info.entry.state.set(ConnState::Waiting);
+        let mut lease = match self.relay.db.lease().await {
+            Ok(lease) => lease,
+            Err(e) => {
+                tracing::info!(database = %self.relay.db.name, error = %e.message, "client got no server connection");
+                send_fatal(&mut self.relay.stream, &e).await;
+                return false;
+            }
+        };
+        match self.attach(&mut lease).await {
+            End::Released => {
+                let server = lease.conn();
+                let rest = server.to_client.split();
+                lease.release();
+                if send(&mut self.relay.stream, &rest).await.is_err() {
+                    return false;
                 }
-            };
-            let end = self.attach(&mut lease).await;
-            match end {
-                End::Released => {
-                    let server = lease.conn();
-                    let rest = server.to_client.split();
-                    lease.release();
-                    if send(&mut self.relay.stream, &rest).await.is_err() {
-                        return;
-                    }
-                    if self.relay.rbuf.is_empty() && self.relay.rbuf.capacity() > 4096 {
-                        self.relay.rbuf = BytesMut::new();
-                    }
+                if self.relay.rbuf.is_empty() && self.relay.rbuf.capacity() > 4096 {
+                    self.relay.rbuf = BytesMut::new();
                 }
-                End::ClientGone(error) => {
-                    Box::pin(self.finish(lease)).await;
-                    if let Some(e) = error {
-                        Box::pin(send_fatal(&mut self.relay.stream, &e)).await;
-                    }
-                    return;
+                true
+            }
+            End::ClientGone(error) => {
+                self.finish(lease).await;
+                if let Some(e) = error {
+                    send_fatal(&mut self.relay.stream, &e).await;
                 }
-                End::ServerLost { notified } => {
-                    let server = lease.conn();
-                    let rest = server.to_client.split();
-                    drop(lease);
-                    let _ = send(&mut self.relay.stream, &rest).await;
-                    if !notified {
-                        let e = ClientError::new(
-                            "08006",
-                            format!(
-                                "the connection to database \"{}\"'s compute was lost",
-                                self.relay.db.name
-                            ),
-                        )
-                        .hint("reconnect; a transaction in progress was rolled back");
-                        Box::pin(send_fatal(&mut self.relay.stream, &e)).await;
-                    }
-                    return;
+                false
+            }
+            End::ServerLost { notified } => {
+                let server = lease.conn();
+                let rest = server.to_client.split();
+                drop(lease);
+                let _ = send(&mut self.relay.stream, &rest).await;
+                if !notified {
+                    let e = ClientError::new(
+                        "08006",
+                        format!(
+                            "the connection to database \"{}\"'s compute was lost",
+                            self.relay.db.name
+                        ),
+                    )
+                    .hint("reconnect; a transaction in progress was rolled back");
+                    send_fatal(&mut self.relay.stream, &e).await;
                 }
+                false
             }
         }
     }
