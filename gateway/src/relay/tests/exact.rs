@@ -11,6 +11,24 @@ fn raw_query(sql: &[u8]) -> Vec<u8> {
     msg(b'Q', &body)
 }
 
+/// An ErrorResponse with `code` and `message`.
+fn error_saying(code: &str, message: &str) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    messages::error_response(&mut out, false, code, message, None);
+    out.to_vec()
+}
+
+/// A simple Query the server runs and answers with CommandComplete `sql`
+/// and ReadyForQuery `status`, relayed as is.
+fn relayed(sql: &str, status: u8) -> Vec<Step> {
+    vec![
+        Client(query(sql)),
+        ServerGets(query(sql)),
+        Server(cat(&[complete(sql), ready(status)])),
+        ClientGets(cat(&[complete(sql), ready(status)])),
+    ]
+}
+
 fn notification(pid: u32, channel: &str, payload: &[u8]) -> Vec<u8> {
     let mut b = pid.to_be_bytes().to_vec();
     b.extend_from_slice(channel.as_bytes());
@@ -89,14 +107,7 @@ async fn a_second_parse_of_a_name_fails_as_on_the_server() {
     let name = server_statement_name(sql.as_bytes(), &[0, 0]);
     let (mut relay, mut c) = client(PoolMode::Transaction);
     let (mut conn, mut pg) = server(&[&name]);
-    let mut ours = BytesMut::new();
-    messages::error_response(
-        &mut ours,
-        false,
-        "42P05",
-        "prepared statement \"s1\" already exists",
-        None,
-    );
+    let ours = error_saying("42P05", "prepared statement \"s1\" already exists");
     let end = run(
         &mut relay,
         &mut c,
@@ -128,12 +139,11 @@ async fn a_second_parse_of_a_name_fails_as_on_the_server() {
                 sync(),
             ])),
             Server(cat(&[error("42P05"), ready(b'E')])),
-            ClientGets(cat(&[ours.to_vec(), ready(b'E')])),
-            Client(query("ROLLBACK")),
-            ServerGets(query("ROLLBACK")),
-            Server(cat(&[complete("ROLLBACK"), ready(b'I')])),
-            ClientGets(cat(&[complete("ROLLBACK"), ready(b'I')])),
-        ],
+            ClientGets(cat(&[ours, ready(b'E')])),
+        ]
+        .into_iter()
+        .chain(relayed("ROLLBACK", b'I'))
+        .collect(),
     )
     .await;
     assert_eq!(end, End::Released);
@@ -147,17 +157,10 @@ async fn deallocate_in_a_transaction_is_answered_as_the_server_would() {
     let (mut conn, mut pg) = server(&[]);
     let s1 = server_statement_name(b"SELECT 1", &[0, 0]);
     let s2 = server_statement_name(b"SELECT 2", &[0, 0]);
-    let aborted = {
-        let mut e = BytesMut::new();
-        messages::error_response(
-            &mut e,
-            false,
-            "25P02",
-            "current transaction is aborted, commands ignored until end of transaction block",
-            None,
-        );
-        e.to_vec()
-    };
+    let aborted = error_saying(
+        "25P02",
+        "current transaction is aborted, commands ignored until end of transaction block",
+    );
     let end = run(
         &mut relay,
         &mut c,
@@ -200,11 +203,10 @@ async fn deallocate_in_a_transaction_is_answered_as_the_server_would() {
             // In a failed transaction the server would refuse it.
             Client(query("DEALLOCATE PREPARE s2")),
             ClientGets(cat(&[aborted, ready(b'E')])),
-            Client(query("ROLLBACK")),
-            ServerGets(query("ROLLBACK")),
-            Server(cat(&[complete("ROLLBACK"), ready(b'I')])),
-            ClientGets(cat(&[complete("ROLLBACK"), ready(b'I')])),
-        ],
+        ]
+        .into_iter()
+        .chain(relayed("ROLLBACK", b'I'))
+        .collect(),
     )
     .await;
     assert_eq!(end, End::Released);
