@@ -44,6 +44,37 @@ struct Args {
     /// How many connection attempts may be in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Connect over TLS (sslmode=require, whatever the URL says), trusting
+    /// the CA certificate in this PEM file.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+}
+
+/// How the connections are made.
+#[derive(Clone)]
+enum Transport {
+    Plain,
+    Tls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// A TLS connector trusting the CA in `pem_file`.
+fn tls_connector(pem_file: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    let pem = std::fs::read(pem_file)
+        .with_context(|| format!("reading the CA file {}", pem_file.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots
+            .add(cert.context("a certificate in the CA file")?)
+            .context("adding the CA certificate")?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// One held connection: the client and its connection task.
@@ -67,6 +98,13 @@ async fn main() -> Result<()> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
+    let transport = match &args.ca {
+        Some(ca) => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            Transport::Tls(tls_connector(ca)?)
+        }
+        None => Transport::Plain,
+    };
 
     let limit = raise_nofile_limit()?;
     // Each connection is one descriptor; leave some for the runtime.
@@ -92,9 +130,10 @@ async fn main() -> Result<()> {
         let config = config.clone();
         let lost = Arc::clone(&lost);
         let first_lost = Arc::clone(&first_lost);
+        let transport = transport.clone();
         attempts.spawn(async move {
             let _permit = permits.acquire_owned().await?;
-            open_one(&config, lost, first_lost).await
+            open_one(&config, &transport, lost, first_lost).await
         });
     }
 
@@ -182,11 +221,41 @@ async fn main() -> Result<()> {
 /// that ends before we close it is counted in `lost`.
 async fn open_one(
     config: &tokio_postgres::Config,
+    transport: &Transport,
     lost: Arc<AtomicUsize>,
     first_lost: Arc<Mutex<Option<String>>>,
 ) -> Result<Held> {
-    let (client, connection) = config.connect(NoTls).await.context("connect")?;
-    let task = tokio::spawn(async move {
+    let (client, task) = match transport {
+        Transport::Plain => {
+            let (client, connection) = config.connect(NoTls).await.context("connect")?;
+            (client, watch(connection, lost, first_lost))
+        }
+        Transport::Tls(tls) => {
+            let (client, connection) = config.connect(tls.clone()).await.context("connect")?;
+            (client, watch(connection, lost, first_lost))
+        }
+    };
+    let rows = client.simple_query("SELECT 1").await.context("SELECT 1")?;
+    if rows.is_empty() {
+        bail!("SELECT 1 returned nothing");
+    }
+    Ok(Held {
+        _client: client,
+        task,
+    })
+}
+
+/// Drives a connection in a task of its own, counting it in `lost` if it
+/// ends with an error before we close it.
+fn watch<F>(
+    connection: F,
+    lost: Arc<AtomicUsize>,
+    first_lost: Arc<Mutex<Option<String>>>,
+) -> JoinHandle<()>
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
         let ended = connection.await;
         // `Ok` is also how a connection ends when we drop the client, so
         // only an error means it was lost early.
@@ -198,14 +267,6 @@ async fn open_one(
                 }
             }
         }
-    });
-    let rows = client.simple_query("SELECT 1").await.context("SELECT 1")?;
-    if rows.is_empty() {
-        bail!("SELECT 1 returned nothing");
-    }
-    Ok(Held {
-        _client: client,
-        task,
     })
 }
 

@@ -22,7 +22,8 @@
 #                              and max_prepared_statements; older: n/a)
 #   5. IDLE_CLIENTS idle, authenticated connections held open by
 #      `idle-clients`: RSS of the pgbouncer and the gateway process before
-#      and while holding them (direct: n/a, max_connections is 200)
+#      and while holding them (direct: n/a, max_connections is 200), and on
+#      the gateway again over TLS
 # and a table of TPS, average latency and ratios at the end. While each
 # pgbench run goes, the server-side connections to "bench" of that side are
 # sampled every second (direct ones carry their own application_name, the
@@ -461,15 +462,17 @@ done
 
 # ----------------------------------------------------------- idle clients
 declare -A IDLE_BEFORE IDLE_HOLD IDLE_OK IDLE_FAILED IDLE_SRV IDLE_SECS
-# idle_run TARGET PID: holds IDLE_CLIENTS connections to TARGET, reads PID's RSS.
+# idle_run TARGET PID [URL_TARGET [IDLE-CLIENTS ARGS…]]: holds IDLE_CLIENTS
+# connections to URL_TARGET's URL (default TARGET's), reads PID's RSS.
 idle_run() {
-    local target="$1" pid="$2" log="$LOGS/idle-$1.log" fifo="$TMP/idle-$1.fifo" line="" started
+    local target="$1" pid="$2" url_target="${3:-$1}" log="$LOGS/idle-$1.log" fifo="$TMP/idle-$1.fifo" line="" started
+    shift $(($# < 3 ? $# : 3))
     IDLE_BEFORE[$target]="$(rss_kb "$pid")"
     mkfifo "$fifo"
     # Read-write open: never blocks; closing fd 9 later is idle-clients' EOF.
     exec 9<>"$fifo"
     started=$SECONDS
-    "$IDLE" --url "${URL_OF[$target]}" --count "$IDLE_CLIENTS" --concurrency "$IDLE_CONCURRENCY" \
+    "$IDLE" --url "${URL_OF[$url_target]}" --count "$IDLE_CLIENTS" --concurrency "$IDLE_CONCURRENCY" "$@" \
         <"$fifo" 9>&- >"$log" 2>&1 &
     IDLE_PID=$!
     while :; do
@@ -516,6 +519,10 @@ if ((IDLE_CLIENTS > 0)); then
     if [[ -z "$SKIP_GATEWAY" ]]; then
         kill -0 "$GW_PID" 2>/dev/null || die "the gateway is gone"
         idle_run gateway "$GW_PID"
+        # The same over TLS (the gateway's own CA), for the TLS figure. Its
+        # "before" is after the plain run, whose freed memory the allocator
+        # may reuse: read it as a lower bound.
+        idle_run gateway-tls "$GW_PID" gateway --ca "$GW_DIR/tls/ca.pem"
     fi
 fi
 
@@ -550,8 +557,8 @@ say "Results"
         echo
         echo "idle clients ($IDLE_CLIENTS held open; RSS is VmRSS of the pooler process)"
         printf '  %-10s %s\n' direct "n/a (max_connections = 200)"
-        for target in pgbouncer gateway; do
-            if [[ "$target" == gateway && -n "$SKIP_GATEWAY" ]]; then
+        for target in pgbouncer gateway gateway-tls; do
+            if [[ "$target" == gateway* && -n "$SKIP_GATEWAY" ]]; then
                 printf '  %-10s %s\n' gateway skipped
                 continue
             fi
