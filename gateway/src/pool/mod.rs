@@ -259,10 +259,15 @@ impl DbPool {
             };
             match compute_login::connect(&endpoint, &[]).await {
                 Ok(link) => {
-                    let conn = ServerConn::new(link, endpoint.generation, &self.servers);
+                    let mut conn = ServerConn::new(link, endpoint.generation, &self.servers);
                     let mut params = lock(&self.server_params);
                     if params.is_empty() {
                         *params = conn.params.clone();
+                    } else if *params == conn.params {
+                        // One list for the pool, its connections and the
+                        // clients that changed nothing: `Relay::sync_session`
+                        // then sees at a glance that nothing differs.
+                        conn.params = params.clone();
                     }
                     return Ok(conn);
                 }

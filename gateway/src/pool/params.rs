@@ -28,6 +28,11 @@ impl Params {
         }
     }
 
+    /// Whether both are the same shared list (so equal without looking).
+    pub fn same_list(&self, other: &Params) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Every parameter, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.0.iter().map(|(k, v)| (&**k, &**v))
@@ -50,7 +55,7 @@ mod tests {
         pool.set("DateStyle", b"ISO, MDY");
         let mut client = pool.clone();
         client.set("TimeZone", b"UTC");
-        assert!(Arc::ptr_eq(&pool.0, &client.0), "one list until changed");
+        assert!(pool.same_list(&client), "one list until changed");
         client.set("application_name", b"x");
         assert!(
             Arc::ptr_eq(&pool.0[0].1, &client.0[0].1),

@@ -34,8 +34,10 @@ pub(super) async fn read_some<S: AsyncRead + Unpin>(
     rbuf: &mut BytesMut,
 ) -> io::Result<usize> {
     std::future::poll_fn(|cx| {
-        let mut chunk = [0u8; 4096];
-        let mut buf = ReadBuf::new(&mut chunk);
+        // Uninitialised: zeroing 4 KiB on every wait cost a quarter of the
+        // gateway's instructions per transaction (callgrind, pgbench -S).
+        let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut buf = ReadBuf::uninit(&mut chunk);
         match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => {
                 rbuf.extend_from_slice(buf.filled());

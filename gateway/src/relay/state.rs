@@ -250,7 +250,12 @@ impl<S, D: Shared> Relay<S, D> {
     /// arrives, and the other values are in the client's.
     pub(super) fn sync_session<T>(&mut self, server: &mut ServerConn<T>) {
         let mut sql = Vec::new();
-        for name in SYNCED {
+        let synced = if self.params.same_list(&server.params) {
+            &[][..]
+        } else {
+            &SYNCED[..]
+        };
+        for &name in synced {
             if let Some(want) = self.params.get(name) {
                 if server.params.get(name) != Some(want) {
                     set_sql(&mut sql, name, &quote_literal(want));
