@@ -187,6 +187,16 @@ def spellings(psycopg, url):
         with psycopg.connect(url, client_encoding=asked) as conn:
             got = conn.info.parameter_status("client_encoding")
             check(got == told, f"client_encoding={asked}: told {got!r}, Postgres says {told!r}")
+    # Spelt from the server's default, not from whatever another client
+    # left on the connection that answers.
+    with psycopg.connect(url, autocommit=True) as other:
+        default_order = other.info.parameter_status("DateStyle").split(", ")[1]
+        other_order = "YMD" if default_order != "YMD" else "MDY"
+        other.execute(f"SET DateStyle TO 'German, {other_order}'")
+        with psycopg.connect(url, options="-c DateStyle=ISO") as conn:
+            got = conn.info.parameter_status("DateStyle")
+            want = f"ISO, {default_order}"
+            check(got == want, f"DateStyle=ISO: told {got!r}, Postgres says {want!r}")
     try:
         psycopg.connect(url, client_encoding="no_such_encoding").close()
         raise AssertionError("an unknown client_encoding was accepted")

@@ -122,8 +122,11 @@ async fn spell(
     }
     let mut lease = db.lease().await?;
     let conn = lease.conn();
+    // From the server's default, as at a login: `DateStyle=ISO` keeps the
+    // default's field order ("ISO, MDY"), not another client's.
     let mut sql = Vec::new();
     for (name, value) in &unknown {
+        reset_sql(&mut sql, name);
         set_sql(&mut sql, name, &quote_literal(value.as_bytes()));
     }
     match conn.run(&sql).await {
@@ -173,6 +176,13 @@ fn set_sql(sql: &mut Vec<u8>, name: &str, value: &[u8]) {
     sql.extend_from_slice(name.as_bytes());
     sql.extend_from_slice(b" TO ");
     sql.extend_from_slice(value);
+    sql.push(b';');
+}
+
+/// Appends `RESET name;`.
+fn reset_sql(sql: &mut Vec<u8>, name: &str) {
+    sql.extend_from_slice(b"RESET ");
+    sql.extend_from_slice(name.as_bytes());
     sql.push(b';');
 }
 
@@ -274,9 +284,7 @@ impl<S, D: Shared> Relay<S, D> {
         }
         for name in server.extra.keys() {
             if !self.extra.contains_key(name) {
-                sql.extend_from_slice(b"RESET ");
-                sql.extend_from_slice(name.as_bytes());
-                sql.push(b';');
+                reset_sql(&mut sql, name);
             }
         }
         if !sql.is_empty() {
