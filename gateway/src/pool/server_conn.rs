@@ -188,18 +188,7 @@ impl ServerConn {
 
 /// The message of a raw ErrorResponse, for logs and client errors.
 pub fn error_message(raw: &[u8]) -> String {
-    let mut at = messages::HEADER;
-    while let Some(&field) = raw.get(at) {
-        if field == 0 {
-            break;
-        }
-        let Some((value, next)) = messages::cstr(raw, at + 1) else {
-            break;
-        };
-        if field == b'M' {
-            return String::from_utf8_lossy(value).into_owned();
-        }
-        at = next;
-    }
-    "no message".into()
+    messages::error_field(raw, b'M')
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .unwrap_or_else(|| "no message".into())
 }

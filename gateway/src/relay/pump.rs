@@ -85,10 +85,7 @@ impl<S, D: Shared> Relay<S, D> {
         extra: Extra,
         info: Registered<ClientInfo>,
     ) -> Self {
-        let dialect = Dialect::of(
-            params.get("client_encoding"),
-            params.get("standard_conforming_strings"),
-        );
+        let dialect = Dialect::of_params(&params);
         Relay {
             stream,
             db,

@@ -7,6 +7,7 @@
 //! Syncs the server ignores inside COPY FROM STDIN are dropped.
 
 use super::pump::Relay;
+use super::sql::{self, SessionEffect};
 use super::{End, Shared};
 use crate::config::PoolMode;
 use crate::error::ClientError;
@@ -68,13 +69,19 @@ impl<S, D: Shared> Relay<S, D> {
         match tag {
             b'Q' => {
                 let (sql, _) = messages::cstr(msg, HEADER).ok_or_else(malformed)?;
-                if let Some(name) = rewrite.then(|| self.renamed_deallocate(sql)).flatten() {
-                    self.queue.push_back(Expect::Deallocate(name.into()));
-                    self.drain_synth(server);
-                } else {
-                    self.observe_sql(sql, server);
-                    server.outbox.extend_from_slice(msg);
-                    self.push(Expect::Query);
+                let effect = sql::session_effect(sql, self.dialect);
+                match effect {
+                    SessionEffect::Deallocate(Some(name))
+                        if rewrite && self.deallocates_renamed(sql, &name) =>
+                    {
+                        self.queue.push_back(Expect::Deallocate(name.into()));
+                        self.drain_synth(server);
+                    }
+                    effect => {
+                        self.observe_effect(sql, effect, server);
+                        server.outbox.extend_from_slice(msg);
+                        self.push(Expect::Query);
+                    }
                 }
             }
             b'P' => self
@@ -332,19 +339,7 @@ impl<S, D: Shared> Relay<S, D> {
                 Some(Expect::Synth(bytes)) => server.to_client.extend_from_slice(&bytes),
                 Some(Expect::Deallocate(name)) => {
                     let status = server.status;
-                    if status == b'E' {
-                        messages::error_response(
-                            &mut server.to_client,
-                            false,
-                            "25P02",
-                            "current transaction is aborted, commands ignored until end of transaction block",
-                            None,
-                        );
-                    } else {
-                        self.statements.remove(&name);
-                        messages::command_complete(&mut server.to_client, "DEALLOCATE");
-                    }
-                    messages::ready_for_query(&mut server.to_client, status);
+                    self.answer_deallocate(&name, status, &mut server.to_client);
                     self.ready(server, status);
                 }
                 _ => {}

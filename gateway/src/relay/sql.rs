@@ -113,6 +113,14 @@ impl Dialect {
             backslash_strings: standard_conforming_strings == Some(b"off"),
         }
     }
+
+    /// The dialect of a session whose reported parameters are `params`.
+    pub fn of_params(params: &crate::pool::params::Params) -> Self {
+        Dialect::of(
+            params.get("client_encoding"),
+            params.get("standard_conforming_strings"),
+        )
+    }
 }
 
 /// Parameters the server reports with ParameterStatus; the pooler tracks

@@ -297,10 +297,7 @@ impl<S, D: Shared> Relay<S, D> {
     /// Re-reads how to scan the client's SQL after `name` changed.
     pub(super) fn update_dialect(&mut self, name: &str) {
         if name == "client_encoding" || name == "standard_conforming_strings" {
-            self.dialect = Dialect::of(
-                self.params.get("client_encoding"),
-                self.params.get("standard_conforming_strings"),
-            );
+            self.dialect = Dialect::of_params(&self.params);
         }
     }
 
@@ -333,10 +330,21 @@ impl<S, D: Shared> Relay<S, D> {
     /// Notes what `sql` does to session state, and that the client may
     /// notify through this server connection.
     pub(super) fn observe_sql<T>(&mut self, sql: &[u8], server: &mut ServerConn<T>) {
+        let effect = sql::session_effect(sql, self.dialect);
+        self.observe_effect(sql, effect, server);
+    }
+
+    /// [`Relay::observe_sql`] with `sql`'s effect already read.
+    pub(super) fn observe_effect<T>(
+        &mut self,
+        sql: &[u8],
+        effect: SessionEffect<'_>,
+        server: &mut ServerConn<T>,
+    ) {
         if sql::notifies(sql) {
             self.db.note_notifier(server.key.0, self.pid);
         }
-        match sql::session_effect(sql, self.dialect) {
+        match effect {
             SessionEffect::Set { name, value } => {
                 self.pending.push(Change::Set(name, value.into()))
             }

@@ -77,13 +77,20 @@ impl<S, D: Shared> Relay<S, D> {
         }
         let (tag, len) = header(&self.rbuf)?;
         if tag == b'Q' && self.rbuf.len() >= len {
+            if self.statements.is_empty() {
+                return None;
+            }
             let (sql, _) = messages::cstr(&self.rbuf[..len], HEADER)?;
-            let name = self.renamed_deallocate(sql)?;
-            self.statements.remove(&name[..]);
+            let SessionEffect::Deallocate(Some(name)) = sql::session_effect(sql, self.dialect)
+            else {
+                return None;
+            };
+            if !self.deallocates_renamed(sql, &name) {
+                return None;
+            }
             self.rbuf.advance(len);
             let mut out = BytesMut::new();
-            messages::command_complete(&mut out, "DEALLOCATE");
-            messages::ready_for_query(&mut out, b'I');
+            self.answer_deallocate(&name, b'I', &mut out);
             return Some(out);
         }
         enum Op<'m> {
@@ -151,19 +158,31 @@ impl<S, D: Shared> Relay<S, D> {
         Some(out)
     }
 
-    /// The client's name in `sql` if it is SQL `DEALLOCATE [PREPARE] name`,
-    /// alone in its Query, of a statement the pooler renamed: only the
+    /// Whether `sql`, read as `DEALLOCATE [PREPARE] name`, is alone in its
+    /// Query and names a statement the pooler renamed: then only the
     /// client's name goes (the server-side statement may serve others) and
-    /// the pooler answers.
-    pub(super) fn renamed_deallocate(&self, sql: &[u8]) -> Option<Vec<u8>> {
-        if self.statements.is_empty() {
-            return None;
+    /// the pooler answers ([`Relay::answer_deallocate`]).
+    pub(super) fn deallocates_renamed(&self, sql: &[u8], name: &[u8]) -> bool {
+        self.statements.contains_key(name) && sql::is_single_statement(sql, self.dialect)
+    }
+
+    /// The answer to such a `DEALLOCATE` in transaction status `status`:
+    /// the name goes, CommandComplete and ReadyForQuery; in a failed
+    /// transaction the server's 25P02, and the name stays.
+    pub(super) fn answer_deallocate(&mut self, name: &[u8], status: u8, out: &mut BytesMut) {
+        if status == b'E' {
+            messages::error_response(
+                out,
+                false,
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+                None,
+            );
+        } else {
+            self.statements.remove(name);
+            messages::command_complete(out, "DEALLOCATE");
         }
-        let SessionEffect::Deallocate(Some(name)) = sql::session_effect(sql, self.dialect) else {
-            return None;
-        };
-        (self.statements.contains_key(&name[..]) && sql::is_single_statement(sql, self.dialect))
-            .then_some(name)
+        messages::ready_for_query(out, status);
     }
 
     pub(super) fn statement(&self, name: &[u8], rewrite: bool) -> Option<Arc<Statement>> {
