@@ -14,7 +14,7 @@ pub(super) fn clients(console: &Console) -> Table {
             vec![
                 c.id.to_string(),
                 c.user.clone(),
-                c.database.clone(),
+                c.database.to_string(),
                 c.state.get().as_str().to_string(),
                 c.addr.map(|a| a.to_string()).unwrap_or_default(),
                 unix_secs(c.connected_at).to_string(),

@@ -10,7 +10,7 @@ pub(super) fn servers(console: &Console) -> Table {
         for s in db.servers.list() {
             rows.push(vec![
                 s.id.to_string(),
-                db.name.clone(),
+                db.name.to_string(),
                 s.state.get().as_str().to_string(),
                 s.addr.to_string(),
                 s.pid.to_string(),

@@ -14,7 +14,7 @@ pub(super) fn stats(console: &Console) -> Table {
             let waits = get(&c.waits);
             let wait_us = get(&c.wait_micros);
             vec![
-                db.name.clone(),
+                db.name.to_string(),
                 get(&c.transactions).to_string(),
                 get(&c.queries).to_string(),
                 get(&c.bytes_in).to_string(),

@@ -26,7 +26,7 @@ use std::time::Duration;
 /// server connections.
 pub struct DbPool {
     /// The compute: `database` or `database@branch`.
-    pub name: String,
+    pub name: Arc<str>,
     /// Logs in as the backend's read-only role (read-only tokens).
     pub read_only: bool,
     /// Server connections.
@@ -150,7 +150,7 @@ impl Pools {
             }
         }
         let db = Arc::new(DbPool {
-            name: database.to_string(),
+            name: Arc::from(database),
             read_only,
             // Branches (`db@branch`) take their database's settings.
             pool: Pool::new(

@@ -111,7 +111,7 @@ pub struct ClientInfo {
     /// Gateway role.
     pub user: String,
     /// Database.
-    pub database: String,
+    pub database: Arc<str>,
     /// Peer address.
     pub addr: Option<SocketAddr>,
     /// When it connected.
@@ -132,6 +132,6 @@ pub struct ClientInfo {
 pub fn count_clients(clients: &[Arc<ClientInfo>], database: &str, state: ConnState) -> usize {
     clients
         .iter()
-        .filter(|c| c.database == database && c.state.get() == state)
+        .filter(|c| &*c.database == database && c.state.get() == state)
         .count()
 }

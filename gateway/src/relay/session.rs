@@ -13,7 +13,6 @@ use crate::pool::registry::ConnState;
 use crate::pool::server_conn::ServerConn;
 use crate::pool::DbPool;
 use crate::wire::messages::{send, send_fatal};
-use bytes::BytesMut;
 use ogel_policies::pool::{ClientSeat, Lease};
 use ogel_policies::ActiveClient;
 use std::sync::atomic::Ordering;
@@ -85,9 +84,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 lease.release();
                 if send(&mut self.relay.stream, &rest).await.is_err() {
                     return false;
-                }
-                if self.relay.rbuf.is_empty() && self.relay.rbuf.capacity() > 4096 {
-                    self.relay.rbuf = BytesMut::new();
                 }
                 true
             }
