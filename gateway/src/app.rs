@@ -208,6 +208,11 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         pools.clone(),
         operations.clone(),
     ));
+    let backups = Arc::new(crate::control::backups::Backups::new(
+        databases.clone(),
+        catalog.clone(),
+        operations.clone(),
+    ));
     let access = Arc::new(Access::new(
         catalog.clone(),
         databases.clone(),
@@ -279,6 +284,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let app = api::router(ApiServices {
         databases: databases.clone(),
         branches: branches.clone(),
+        backups: backups.clone(),
         access,
         pools: pools.clone(),
         backends: backends.clone(),

@@ -46,6 +46,10 @@ pub struct Config {
     /// checks it (`pg_bin`, `os_user`, `start_timeout_ms`, `stop_timeout_ms`,
     /// `storage`).
     pub native: serde_json::Value,
+    /// The cold tier (`[cold]`: `dir`, or `s3 = { bucket, prefix, endpoint,
+    /// region }`, `encryption_key`, `upload_concurrency`), where the native
+    /// backend archives WAL and keeps backups; handed to it as its `cold`.
+    pub cold: serde_json::Value,
     /// Other backends' sections (`[backends.NAME]`), handed to each plugin.
     pub backends: BTreeMap<String, serde_json::Value>,
     /// Connection pooling (`[pool]`); the one section `ogel reload` re-reads.
@@ -345,6 +349,7 @@ impl Default for Config {
             plugins_dir: None,
             plugin_call_timeout: Duration::from_secs(120),
             native: serde_json::json!({}),
+            cold: serde_json::json!({}),
             backends: BTreeMap::new(),
             pool: PoolConfig::default(),
             prewake: PrewakeConfig::default(),
@@ -379,6 +384,9 @@ impl Config {
             "root".into(),
             serde_json::json!(self.data_dir.join("native")),
         );
+        if self.cold.as_object().is_some_and(|c| !c.is_empty()) {
+            native.insert("cold".into(), self.cold.clone());
+        }
         configs.insert("native".into(), serde_json::Value::Object(native));
         configs
     }

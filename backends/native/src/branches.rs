@@ -100,7 +100,7 @@ pub fn parse_lsn(lsn: &str) -> Option<u64> {
 }
 
 /// Parses an RFC 3339 time into Unix milliseconds.
-fn parse_time_ms(at: &str) -> Option<u64> {
+pub(crate) fn parse_time_ms(at: &str) -> Option<u64> {
     humantime::parse_rfc3339_weak(at.trim().trim_end_matches('Z').trim_end_matches("+00:00"))
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -474,6 +474,8 @@ impl NativeBackend {
     /// Writes the files that make a volume a finished branch.
     fn finish_branch(&self, dir: &Path, owner: &str, parent: &str) -> Result<(), BackendError> {
         let _ = std::fs::remove_file(dir.join("postgres.log"));
+        // A new life: its WAL goes to an archive of its own (`archive`).
+        let _ = std::fs::remove_file(dir.join("incarnation"));
         std::fs::write(dir.join("parent"), parent).map_err(|e| io_error("write", dir, e))?;
         // Written last: its presence marks a finished branch.
         std::fs::write(dir.join("owner"), owner).map_err(|e| io_error("write", dir, e))
@@ -537,8 +539,13 @@ impl NativeBackend {
                     })
                     .ok_or_else(|| no_base(spec, lsn))?;
                 self.clone_snapshot(&base, &dir, name).await?;
-                self.recover(parent, name, &format!("recovery_target_lsn = '{lsn}'"))
-                    .await?;
+                self.recover(
+                    parent,
+                    name,
+                    parse_lsn(&base.lsn),
+                    &format!("recovery_target_lsn = '{lsn}'"),
+                )
+                .await?;
             }
             BranchPoint::Timestamp { at } => {
                 let target = parse_time_ms(at).ok_or_else(|| {
@@ -558,8 +565,13 @@ impl NativeBackend {
                         .to_string()
                         .replace('T', " ")
                         .replace('Z', "+00");
-                self.recover(parent, name, &format!("recovery_target_time = '{at}'"))
-                    .await?;
+                self.recover(
+                    parent,
+                    name,
+                    parse_lsn(&base.lsn),
+                    &format!("recovery_target_time = '{at}'"),
+                )
+                .await?;
             }
         }
         self.finish_branch(&dir, &owner, &spec.parent)?;
@@ -570,9 +582,32 @@ impl NativeBackend {
 
     /// Replays the parent's WAL into the fresh clone `name` up to `target`,
     /// then promotes it; the compute is left stopped.
-    async fn recover(&self, parent: &str, name: &str, target: &str) -> Result<(), BackendError> {
+    async fn recover(
+        &self,
+        parent: &str,
+        name: &str,
+        from: Option<u64>,
+        target: &str,
+    ) -> Result<(), BackendError> {
         let pgdata = self.pgdata(name);
-        let archive = self.archive_dir(parent);
+        // The parent's WAL from the cold tier (what is not there yet is
+        // still in its pg_wal), from the base snapshot's segment on.
+        let archive = self.db_dir(name).join("restore-wal");
+        let parent_dir = self.db_dir(parent);
+        let (incarnation, _) = crate::archive::incarnation(&parent_dir, parent)
+            .map_err(|e| io_error("read", &parent_dir, e))?;
+        let _ = self.archiver.drain(parent, Duration::from_secs(10)).await;
+        self.archiver
+            .fetch_wal(
+                &crate::archive::compute_prefix(parent, &incarnation),
+                &archive,
+                from.map(crate::archive::segment_of_lsn).as_deref(),
+                |_| {},
+            )
+            .await
+            .map_err(|e| {
+                BackendError::unavailable(format!("could not fetch {parent}'s WAL: {e}"))
+            })?;
         let parent_wal = self.pgdata(parent).join("pg_wal");
         let settings = format!(
             "\n# Point-in-time branch (OgelBase)\nrestore_command = 'cp \"{}/%f\" \"%p\" 2>/dev/null || cp \"{}/%f\" \"%p\"'\n{target}\nrecovery_target_action = 'promote'\n",
@@ -638,7 +673,9 @@ impl NativeBackend {
         // The recovery settings only apply in recovery; drop them anyway.
         let cleaned = conf.replace(&settings, "");
         std::fs::write(&auto_conf, cleaned).map_err(|e| io_error("write", &auto_conf, e))?;
-        self.stop(name).await
+        self.stop(name).await?;
+        let _ = std::fs::remove_dir_all(&archive);
+        Ok(())
     }
 
     /// Deletes branch `branch` of `database` and its WAL archive.

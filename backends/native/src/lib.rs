@@ -14,7 +14,8 @@
 //! databases/<name>/postgres.log
 //! databases/<name>@<branch>/  a branch: a cluster cloned from its parent (see `branches`)
 //! snapshots/<name>/<id>/      a snapshot volume, with `<id>.json`, its manifest
-//! archive/<compute>/          the WAL each compute archives
+//! archive/<compute>/          marks of the WAL files the cold tier holds (see `archive`)
+//! cold/                       the cold tier when no bucket is configured (see `cold`)
 //! ```
 //!
 //! Volumes are made, cloned and deleted by a storage driver (`storage`):
@@ -23,7 +24,10 @@
 #![warn(unreachable_pub)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod archive;
+pub mod backup;
 pub mod branches;
+pub mod cold;
 pub mod compute;
 pub mod os_user;
 pub mod pg_binaries;
@@ -37,8 +41,9 @@ use compute::{RunningCompute, StartSpec};
 use ogel_plugin_kit::readonly;
 use ogel_plugin_kit::sql::quote_ident;
 use ogel_plugin_sdk::{
-    Backend, BackendError, BackendErrorKind, BranchSpec, Branching, Capabilities, ComputeEndpoint,
-    ComputeName, ComputeState, ComputeStatus, Credentials, DatabaseSpec, Progress, SnapshotInfo,
+    ArchiveStatus, Backend, BackendError, BackendErrorKind, BackupInfo, BranchSpec, Branching,
+    Capabilities, ComputeEndpoint, ComputeName, ComputeState, ComputeStatus, Credentials,
+    DatabaseSpec, Progress, RestoreSpec, Restored, SnapshotInfo,
 };
 use os_user::ComputeUser;
 use pg_binaries::PgBinaries;
@@ -69,6 +74,9 @@ pub struct NativeConfig {
     /// Save the buffer cache's block list at suspend and load it at wake
     /// (pg_prewarm's autoprewarm), when pg_prewarm is installed.
     pub prewarm: bool,
+    /// The cold tier (`[cold]`, handed over by the gateway): where WAL and
+    /// backups go.
+    pub cold: cold::ColdConfig,
 }
 
 impl Default for NativeConfig {
@@ -80,6 +88,7 @@ impl Default for NativeConfig {
             stop_timeout_ms: 60_000,
             storage: None,
             prewarm: true,
+            cold: cold::ColdConfig::default(),
         }
     }
 }
@@ -99,6 +108,8 @@ pub struct NativeBackend {
     prewarm: bool,
     /// Clones in progress, for `progress`.
     progress: ProgressMap,
+    /// Uploads every compute's WAL to the cold tier.
+    archiver: Arc<archive::Archiver>,
 }
 
 impl NativeBackend {
@@ -135,6 +146,21 @@ impl NativeBackend {
         let template = template::ensure_template(&root, &bins, &user, &secret, storage.as_ref())
             .map_err(|e| BackendError::unavailable(e.to_string()))?;
         let prewarm = config.prewarm && has_pg_prewarm(&bins);
+        let seal_key = match &config.cold.encryption_key {
+            Some(hex) => Some(Arc::new(
+                cold::SealKey::from_hex(hex).map_err(BackendError::unavailable)?,
+            )),
+            None => None,
+        };
+        let store: Arc<dyn cold::ObjectStore> =
+            Arc::new(cold::LazyStore::new(config.cold.clone(), root.join("cold")));
+        let archiver =
+            archive::Archiver::new(store, seal_key, config.cold.upload_concurrency.unwrap_or(4));
+        // Without a runtime (some unit tests) nothing is archived, and the
+        // computes' archive commands wait and retry, keeping their WAL.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            archiver.spawn();
+        }
         let backend = NativeBackend {
             root,
             config,
@@ -147,6 +173,7 @@ impl NativeBackend {
             generation: AtomicU64::new(0),
             prewarm,
             progress: ProgressMap::default(),
+            archiver,
         };
         backend.adopt_running();
         Ok(backend)
@@ -205,6 +232,9 @@ impl NativeBackend {
             let name = entry.file_name().to_string_lossy().to_string();
             if let Some(compute) = RunningCompute::adopt(&self.pgdata(&name)) {
                 tracing::info!(database = %name, pid = compute.pid, port = compute.port, "adopted a running compute");
+                if let Err(e) = self.archive_settings(&name) {
+                    tracing::warn!(database = %name, error = %e, "its WAL is not archived until it restarts");
+                }
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 self.lock_computes().insert(name, compute);
             }
@@ -289,28 +319,50 @@ impl NativeBackend {
         Ok(port)
     }
 
-    /// Per-compute settings: WAL archiving into the compute's own archive
-    /// (point-in-time branches replay it), and pg_prewarm's autoprewarm
+    /// Watches compute `name`'s WAL for the archiver and returns its
+    /// `archive_command` (see `archive`).
+    fn archive_settings(&self, name: &str) -> Result<String, BackendError> {
+        let marks = self.archive_dir(name);
+        let dir = self.db_dir(name);
+        let (incarnation, fresh) =
+            archive::incarnation(&dir, name).map_err(|e| io_error("write in", &dir, e))?;
+        if fresh && marks.exists() {
+            // Marks of an earlier life of this name (or of the parent a
+            // clone was made of) say nothing about this one's WAL.
+            let _ = std::fs::remove_dir_all(&marks);
+        }
+        std::fs::create_dir_all(&marks).map_err(|e| io_error("create", &marks, e))?;
+        self.archiver.watch(
+            name,
+            &self.pgdata(name),
+            &marks,
+            archive::compute_prefix(name, &incarnation),
+        );
+        Ok(archive::archive_command(&marks))
+    }
+
+    /// Per-compute settings: WAL archiving into the cold tier (point-in-time
+    /// branches and restores replay it), and pg_prewarm's autoprewarm
     /// (the buffer cache's block list is saved at shutdown and loaded in the
     /// background at start, so a woken compute is warm) when installed.
     fn compute_settings(&self, name: &str) -> Result<Vec<(String, String)>, BackendError> {
-        let archive = self.archive_dir(name);
-        if !archive.exists() {
-            std::fs::create_dir_all(&archive).map_err(|e| io_error("create", &archive, e))?;
-            self.user
-                .chown_tree(&archive)
-                .map_err(|e| io_error("hand to the compute user", &archive, e))?;
-        }
+        ensure_replication_hba(&self.pgdata(name))?;
         let mut settings = vec![
             ("archive_mode".to_string(), "on".to_string()),
-            (
-                "archive_command".to_string(),
-                format!(
-                    "test ! -f \"{0}/%f\" && cp \"%p\" \"{0}/%f\"",
-                    archive.display()
-                ),
-            ),
+            ("archive_command".to_string(), self.archive_settings(name)?),
         ];
+        settings.push((
+            "archive_timeout".to_string(),
+            self.config
+                .cold
+                .archive_timeout
+                .clone()
+                .unwrap_or_else(|| "60s".to_string()),
+        ));
+        if self.bins.major >= 17 {
+            // WAL summaries: what incremental backups are made from.
+            settings.push(("summarize_wal".into(), "on".into()));
+        }
         if self.prewarm {
             settings.push(("shared_preload_libraries".into(), "pg_prewarm".into()));
             settings.push(("pg_prewarm.autoprewarm_interval".into(), "0".into()));
@@ -388,6 +440,21 @@ fn has_pg_prewarm(bins: &PgBinaries) -> bool {
     ["lib/pg_prewarm.so", "lib/postgresql/pg_prewarm.so"]
         .iter()
         .any(|p| prefix.join(p).exists())
+}
+
+/// The pg_hba.conf line `pg_basebackup` needs (backups): the superuser
+/// over loopback with SCRAM, like every other login.
+const REPLICATION_HBA: &str = "host replication ogel_admin 127.0.0.1/32 scram-sha-256";
+
+/// Adds [`REPLICATION_HBA`] to a cluster made before backups existed.
+fn ensure_replication_hba(pgdata: &Path) -> Result<(), BackendError> {
+    let hba = pgdata.join("pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).map_err(|e| io_error("read", &hba, e))?;
+    if text.lines().any(|l| l.trim() == REPLICATION_HBA) {
+        return Ok(());
+    }
+    std::fs::write(&hba, format!("{}\n{REPLICATION_HBA}\n", text.trim_end()))
+        .map_err(|e| io_error("write", &hba, e))
 }
 
 /// Deletes what interrupted deletes left in `trash`.
@@ -540,6 +607,43 @@ impl Backend for NativeBackend {
 
     async fn create_branch(&self, spec: &BranchSpec) -> Result<(), BackendError> {
         self.branch(spec).await
+    }
+
+    async fn create_backup(
+        &self,
+        database: &str,
+        branch: &str,
+        full: bool,
+    ) -> Result<BackupInfo, BackendError> {
+        self.backup_create(database, branch, full).await
+    }
+
+    async fn list_backups(&self, database: &str) -> Result<Vec<BackupInfo>, BackendError> {
+        self.backup_list(database).await
+    }
+
+    async fn restore_backup(&self, spec: &RestoreSpec) -> Result<Restored, BackendError> {
+        self.backup_restore(spec).await
+    }
+
+    async fn archive_status(
+        &self,
+        compute: &ComputeName,
+    ) -> Result<Option<ArchiveStatus>, BackendError> {
+        let name = compute.to_string();
+        self.owner_of(&name)?;
+        Ok(Some(match self.archiver.lag(&name) {
+            Some(lag) => ArchiveStatus {
+                store: self.archiver.store().describe(),
+                pending_files: lag.segments,
+                lag_seconds: lag.seconds,
+                last_error: lag.last_error,
+            },
+            None => ArchiveStatus {
+                store: self.archiver.store().describe(),
+                ..ArchiveStatus::default()
+            },
+        }))
     }
 
     async fn delete_branch(&self, database: &str, branch: &str) -> Result<(), BackendError> {
@@ -697,6 +801,7 @@ impl NativeBackend {
     /// looks whole but is not.
     async fn discard(&self, name: &str) -> Result<(), BackendError> {
         self.stop(name).await?;
+        self.archiver.forget(name);
         let dir = self.db_dir(name);
         if !dir.exists() {
             return Ok(());

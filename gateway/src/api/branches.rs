@@ -132,12 +132,18 @@ pub async fn list_operations(
             .database(&crate::names::split_compute(&compute).database)
             .ok()
             .flatten();
-        if !database.as_ref().is_some_and(|db| scope.sees(db)) {
-            continue;
-        }
+        // One not in the catalog yet (restored onto this gateway) is the
+        // default backend's, and only the admin's to see.
+        let lifecycle = match &database {
+            Some(db) if scope.sees(db) => state.databases.lifecycle(db),
+            None if scope == crate::control::access::Scope::Global => {
+                state.databases.backend_lifecycle(None)
+            }
+            _ => continue,
+        };
         // Any state: a database being created reports its progress too.
-        let progress = match database.as_ref().map(|db| state.databases.lifecycle(db)) {
-            Some(Ok(l)) => l
+        let progress = match lifecycle {
+            Ok(l) => l
                 .backend()
                 .progress(&compute.as_str().into())
                 .await
@@ -192,7 +198,7 @@ pub(super) fn bad_body(e: axum::extract::rejection::JsonRejection, example: &str
 }
 
 impl ApiState {
-    async fn branch_info(&self, record: BranchRecord) -> BranchInfo {
+    pub(super) async fn branch_info(&self, record: BranchRecord) -> BranchInfo {
         let name = compute_name(&record.database, &record.name);
         let compute = match self.databases.ready(&record.database) {
             Ok(db) => match self.databases.lifecycle(&db) {

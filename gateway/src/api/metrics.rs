@@ -78,8 +78,13 @@ impl Exposition {
     }
 }
 
-/// The exposition text.
-pub fn render(pools: &Pools, predictor: &Predictor) -> String {
+/// The exposition text; `archives`: each database's continuous WAL
+/// archive, for backends that keep one.
+pub fn render(
+    pools: &Pools,
+    predictor: &Predictor,
+    archives: &[(String, ogel_plugin_sdk::ArchiveStatus)],
+) -> String {
     let mut out = Exposition(String::with_capacity(4096));
     let pool_list: Vec<_> = pools
         .all()
@@ -210,5 +215,29 @@ pub fn render(pools: &Pools, predictor: &Predictor) -> String {
         "Clients connected to any database.",
     );
     out.sample("ogel_clients_connected", &[], clients.len());
+    out.family(
+        "ogel_archive_pending_files",
+        "gauge",
+        "WAL files not yet durable in the cold tier, by database.",
+    );
+    for (database, archive) in archives {
+        out.sample(
+            "ogel_archive_pending_files",
+            &[("database", database)],
+            archive.pending_files,
+        );
+    }
+    out.family(
+        "ogel_archive_lag_seconds",
+        "gauge",
+        "Age of the oldest WAL file not yet durable in the cold tier, by database.",
+    );
+    for (database, archive) in archives {
+        out.sample(
+            "ogel_archive_lag_seconds",
+            &[("database", database)],
+            archive.lag_seconds,
+        );
+    }
     out.0
 }

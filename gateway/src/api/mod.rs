@@ -5,6 +5,7 @@
 //! says what to do.
 
 pub mod access;
+pub mod backups;
 pub mod branches;
 pub mod metrics;
 
@@ -36,6 +37,8 @@ pub struct ApiServices {
     pub databases: Arc<Databases>,
     /// Branches and snapshots.
     pub branches: Arc<Branches>,
+    /// Backups and the WAL archive.
+    pub backups: Arc<crate::control::backups::Backups>,
     /// Tenants, tokens and keys.
     pub access: Arc<Access>,
     /// Pools (PAUSE/RESUME, metrics).
@@ -132,6 +135,8 @@ pub struct DatabaseInfo {
     pub tenant: String,
     /// Its compute.
     pub compute: ComputeInfo,
+    /// Its continuous WAL archive (backends that keep one).
+    pub archive: Option<backups::ArchiveInfo>,
 }
 
 /// Response of `POST /v1/databases` and of a password reset.
@@ -276,6 +281,7 @@ impl ApiState {
                 active_clients: view.stats.active_clients,
                 wakes: view.stats.wakes,
             },
+            archive: view.archive.map(|a| backups::ArchiveInfo::from(Some(a))),
         }
     }
 }
@@ -285,8 +291,9 @@ impl ApiState {
     info(title = "OgelBase API", description = "Databases, computes and status of an OgelBase gateway."),
     paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, pause_database, resume_database, reset_password, reload, status, list_plugins,
         branches::list_branches, branches::create_branch, branches::delete_branch, branches::reset_branch, branches::list_snapshots, branches::create_snapshot, branches::restore_snapshot, branches::list_operations,
+        backups::create_backup, backups::list_backups, backups::restore_backup, backups::archive,
         access::create_token, access::list_tokens, access::revoke_token, access::list_keys, access::rotate_key, access::remove_key, access::list_tenants, access::create_tenant, access::delete_tenant),
-    components(schemas(Done, access::CreateToken, access::CreateTenant, access::TenantInfo, access::CreatedTenant, crate::control::access::IssuedToken, crate::catalog::TokenRecord, crate::auth::tokens::KeyInfo, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
+    components(schemas(Done, access::CreateToken, access::CreateTenant, access::TenantInfo, access::CreatedTenant, crate::control::access::IssuedToken, crate::catalog::TokenRecord, crate::auth::tokens::KeyInfo, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, backups::CreateBackup, backups::BackupEntry, backups::RestoreBackup, backups::RestoreResult, backups::ArchiveInfo, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
     modifiers(&BearerAuth),
     security(("admin_token" = []))
 )]
@@ -329,6 +336,7 @@ pub fn router(services: ApiServices) -> Router {
         .route("/v1/databases/{name}/resume", post(resume_database))
         .route("/v1/reload", post(reload))
         .merge(branches::routes())
+        .merge(backups::routes())
         .merge(access::routes())
         .route("/v1/status", get(status))
         .route("/v1/plugins", get(list_plugins))
@@ -344,9 +352,10 @@ pub fn router(services: ApiServices) -> Router {
         .route(
             "/metrics",
             get(|State(state): State<ApiState>| async move {
+                let archives = state.databases.archive_statuses().await;
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    crate::api::metrics::render(&state.pools, &state.predictor),
+                    crate::api::metrics::render(&state.pools, &state.predictor, &archives),
                 )
             }),
         )

@@ -4,6 +4,7 @@
 //! authenticated with `--admin-token`/`OGEL_TOKEN`, else `<data-dir>/admin-token`.
 
 mod access;
+mod backup;
 pub mod conformance;
 
 use crate::api::branches::{BranchInfo, SnapshotEntry};
@@ -55,6 +56,10 @@ pub enum Command {
     /// Snapshots of a database's branches (with checksummed manifests).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Backups in the durable store (the native backend's cold tier):
+    /// make, list, restore anywhere.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Gateway, databases and computes.
     Status,
     /// Re-read the configuration's [pool] section (sizes, limits, modes)
@@ -342,6 +347,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
         Command::Keys(command) => access::keys(&api, command).await?,
         Command::Tenants(command) => access::tenants(&api, command).await?,
         Command::Snapshot(command) => snapshot_command(&api, command).await?,
+        Command::Backup(command) => backup::backup(&api, command).await?,
         Command::Reload => {
             let done: crate::api::Done = api.call(Method::POST, "/v1/reload", None).await?;
             println!("{}", done.done);
@@ -662,12 +668,12 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 
 fn print_databases(dbs: &[DatabaseInfo]) {
     println!(
-        "{:<16} {:<8} {:<10} {:>8} {:>6} {:>8} {:>7} {:>6}  URL",
-        "DATABASE", "BACKEND", "COMPUTE", "PID", "PORT", "UPTIME", "CLIENTS", "WAKES"
+        "{:<16} {:<8} {:<10} {:>8} {:>6} {:>8} {:>7} {:>6} {:>9}  URL",
+        "DATABASE", "BACKEND", "COMPUTE", "PID", "PORT", "UPTIME", "CLIENTS", "WAKES", "WAL LAG"
     );
     for db in dbs {
         println!(
-            "{:<16} {:<8} {:<10} {:>8} {:>6} {:>8} {:>7} {:>6}  {}",
+            "{:<16} {:<8} {:<10} {:>8} {:>6} {:>8} {:>7} {:>6} {:>9}  {}",
             db.name,
             db.backend,
             db.compute.state,
@@ -679,7 +685,14 @@ fn print_databases(dbs: &[DatabaseInfo]) {
                 .unwrap_or_else(|| "-".into()),
             db.compute.active_clients,
             db.compute.wakes,
+            db.archive
+                .as_ref()
+                .map(|a| format!("{}f/{}s", a.pending_files, a.lag_seconds))
+                .unwrap_or_else(|| "-".into()),
             db.url
         );
+        if let Some(error) = db.archive.as_ref().and_then(|a| a.last_error.as_ref()) {
+            println!("    archive: {error}");
+        }
     }
 }

@@ -30,6 +30,8 @@ pub struct DatabaseView {
     pub stats: LifecycleStats,
     /// Effective idle window (`None`: never suspends).
     pub suspend_after: Option<Duration>,
+    /// The continuous WAL archive's lag, if the backend keeps one.
+    pub archive: Option<ogel_plugin_sdk::ArchiveStatus>,
 }
 
 /// What the service needs from the configuration.
@@ -197,6 +199,48 @@ impl Databases {
         Ok((record, password))
     }
 
+    /// Restores database `name` from `backend`'s durable store onto this
+    /// gateway, which does not know it yet (an empty disk, another
+    /// machine), and records it with a fresh password, returned once.
+    /// Under the create lock, so the name cannot be taken meanwhile.
+    pub async fn restore_new(
+        &self,
+        spec: &ogel_plugin_sdk::RestoreSpec,
+        backend: Option<&str>,
+        tenant: &str,
+    ) -> Result<(DatabaseRecord, String, ogel_plugin_sdk::Restored), ControlError> {
+        names::validate_database(&spec.database)?;
+        let backend = backend.unwrap_or(&self.settings.default_backend);
+        let lifecycle = self.backend_named(backend)?.clone();
+        let _guard = self.create_lock.lock().await;
+        if self.catalog.database(&spec.database)?.is_some() {
+            return Err(ControlError::AlreadyExists(format!(
+                "database \"{}\" exists on this gateway; restore it as a branch (`--as NAME`) instead",
+                spec.database
+            )));
+        }
+        let _op = self.operations.start(&spec.database, "restore backup");
+        let restored = lifecycle.backend().restore_backup(spec).await?;
+        let password = new_password();
+        let record = DatabaseRecord {
+            name: spec.database.clone(),
+            backend: backend.to_string(),
+            owner: restored.owner.clone(),
+            state: DatabaseState::Ready,
+            created_at_unix: names::unix_now(),
+            suspend_after_secs: None,
+            min_warm: 0,
+            tenant: tenant.to_string(),
+        };
+        let role = RoleRecord {
+            name: restored.owner.clone(),
+            verifier: ScramVerifier::hash_password(&password),
+            databases: vec![spec.database.clone()],
+        };
+        self.catalog.put_database(&record, &role)?;
+        Ok((record, password, restored))
+    }
+
     /// Deletes a database, its data and its owner role.
     pub async fn delete(&self, name: &str) -> Result<(), ControlError> {
         let _guard = self.create_lock.lock().await;
@@ -318,6 +362,12 @@ impl Databases {
         })
     }
 
+    /// The lifecycle of backend `name` (default: the default backend).
+    pub fn backend_lifecycle(&self, name: Option<&str>) -> Result<Arc<Lifecycle>, ControlError> {
+        self.backend_named(name.unwrap_or(&self.settings.default_backend))
+            .cloned()
+    }
+
     fn backend_named(&self, name: &str) -> Result<&Arc<Lifecycle>, ControlError> {
         self.backends.get(name).ok_or_else(|| {
             ControlError::Invalid(format!(
@@ -341,12 +391,42 @@ impl Databases {
             .await?;
         let stats = lifecycle.stats(&record.name);
         let suspend_after = self.suspend_after(&record);
+        // Reported, never fatal to a status read.
+        let archive = lifecycle
+            .backend()
+            .archive_status(&record.name.as_str().into())
+            .await
+            .ok()
+            .flatten();
         Ok(DatabaseView {
             record,
             compute,
             stats,
             suspend_after,
+            archive,
         })
+    }
+
+    /// Each ready database's continuous WAL archive (backends that keep
+    /// one; an unanswered backend is left out).
+    pub async fn archive_statuses(&self) -> Vec<(String, ogel_plugin_sdk::ArchiveStatus)> {
+        let mut out = Vec::new();
+        for record in self.catalog.databases().unwrap_or_default() {
+            if record.state != DatabaseState::Ready {
+                continue;
+            }
+            let Ok(lifecycle) = self.lifecycle(&record) else {
+                continue;
+            };
+            if let Ok(Some(status)) = lifecycle
+                .backend()
+                .archive_status(&record.name.as_str().into())
+                .await
+            {
+                out.push((record.name, status));
+            }
+        }
+        out
     }
 
     /// Every ready database with its compute.

@@ -5,6 +5,7 @@
 //! these; nothing here speaks a wire protocol.
 
 pub mod access;
+pub mod backups;
 pub mod branches;
 pub mod databases;
 pub mod operations;

@@ -11,10 +11,10 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use ogel_plugin_sdk::abi::{self, EntryFn, PluginDescriptor, RawBuffer};
-use ogel_plugin_sdk::wire::{Request, Response};
+use ogel_plugin_sdk::wire::{Request, Response, BACKUPS_MINOR};
 use ogel_plugin_sdk::{
-    Backend, BackendError, BranchSpec, Capabilities, ComputeEndpoint, ComputeName, ComputeStatus,
-    DatabaseSpec, Progress, SnapshotInfo,
+    ArchiveStatus, Backend, BackendError, BackupInfo, BranchSpec, Capabilities, ComputeEndpoint,
+    ComputeName, ComputeStatus, DatabaseSpec, Progress, RestoreSpec, Restored, SnapshotInfo,
 };
 
 /// The least time a call that copies data may take ([`Request::is_long`]).
@@ -291,6 +291,18 @@ impl PluginBackend {
         &self.plugin
     }
 
+    /// Refuses a call older plugins do not know, as the SDK's default
+    /// method would.
+    fn require_minor(&self, minor: u32, what: &str) -> Result<(), BackendError> {
+        if self.plugin.abi.1 < minor {
+            return Err(BackendError::unsupported(format!(
+                "backend {} cannot {what} (its plugin is built for ABI 1.{}; 1.{minor} is needed)",
+                self.plugin.name, self.plugin.abi.1
+            )));
+        }
+        Ok(())
+    }
+
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         request: Request,
@@ -433,6 +445,42 @@ impl Backend for PluginBackend {
             as_branch: as_branch.into(),
         })
         .await
+    }
+    async fn create_backup(
+        &self,
+        database: &str,
+        branch: &str,
+        full: bool,
+    ) -> Result<BackupInfo, BackendError> {
+        self.require_minor(BACKUPS_MINOR, "make backups")?;
+        self.call(Request::CreateBackup {
+            database: database.into(),
+            branch: branch.into(),
+            full,
+        })
+        .await
+    }
+    async fn list_backups(&self, database: &str) -> Result<Vec<BackupInfo>, BackendError> {
+        self.require_minor(BACKUPS_MINOR, "list backups")?;
+        self.call(Request::ListBackups {
+            database: database.into(),
+        })
+        .await
+    }
+    async fn restore_backup(&self, spec: &RestoreSpec) -> Result<Restored, BackendError> {
+        self.require_minor(BACKUPS_MINOR, "restore backups")?;
+        self.call(Request::RestoreBackup { spec: spec.clone() })
+            .await
+    }
+    async fn archive_status(
+        &self,
+        name: &ComputeName,
+    ) -> Result<Option<ArchiveStatus>, BackendError> {
+        if self.plugin.abi.1 < BACKUPS_MINOR {
+            return Ok(None);
+        }
+        self.call(Request::ArchiveStatus { name: name.clone() })
+            .await
     }
     async fn progress(&self, name: &ComputeName) -> Result<Option<Progress>, BackendError> {
         // A 1.0 plugin does not know the request: no progress to report.

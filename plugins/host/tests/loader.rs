@@ -358,6 +358,21 @@ async fn a_plugin_of_an_older_minor_gets_string_compute_names_and_works() {
         .create_database(&spec("shop"))
         .await
         .expect("create");
+    // Backups came with 1.4: the host answers for an older plugin, which
+    // would not know the request.
+    let refused = backend
+        .create_backup("shop", "main", false)
+        .await
+        .expect_err("a 1.2 plugin makes no backups");
+    assert_eq!(refused.kind, BackendErrorKind::Unsupported);
+    assert!(refused.message.contains("ABI 1.2"), "{}", refused.message);
+    assert_eq!(
+        backend
+            .archive_status(&ComputeName::main("shop"))
+            .await
+            .expect("archive status"),
+        None
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -393,7 +408,7 @@ async fn the_native_backend_serves_a_database_through_the_loader() {
     let plugin = Arc::new(load(&native_plugin()).expect("the native plugin loads"));
     assert_eq!(plugin.name, "native");
     assert_eq!(plugin.abi, (ABI_MAJOR, ABI_MINOR));
-    assert_eq!(plugin.abi, (1, 3));
+    assert_eq!(plugin.abi, (1, 4));
     assert_eq!(plugin.sdk_version, SDK_VERSION.trim_end_matches('\0'));
 
     let dir = temp_dir();

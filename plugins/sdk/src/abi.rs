@@ -27,8 +27,10 @@ pub const ABI_MAJOR: u32 = 1;
 /// omits them: no read-only role, plaintext to its computes). 1.3: compute
 /// names ([`crate::ComputeName`]) travel as `{"database", "branch"}`
 /// instead of `db@branch` strings; the host sends 1.0–1.2 plugins the
-/// string, and a plugin accepts both forms.
-pub const ABI_MINOR: u32 = 3;
+/// string, and a plugin accepts both forms. 1.4: backups in a durable
+/// store (`create_backup`, `list_backups`, `restore_backup`) and
+/// `archive_status`; the host answers them itself for older plugins.
+pub const ABI_MINOR: u32 = 4;
 /// The SDK version, NUL-terminated.
 pub const SDK_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 /// `rustc --version` of the build, NUL-terminated (informational: the ABI

@@ -190,6 +190,20 @@ async fn dispatch(backend: &dyn Backend, request: Request) -> Response {
                 .await,
         ),
         Request::Progress { name } => Response::from_result(backend.progress(&name).await),
+        Request::CreateBackup {
+            database,
+            branch,
+            full,
+        } => Response::from_result(backend.create_backup(&database, &branch, full).await),
+        Request::ListBackups { database } => {
+            Response::from_result(backend.list_backups(&database).await)
+        }
+        Request::RestoreBackup { spec } => {
+            Response::from_result(backend.restore_backup(&spec).await)
+        }
+        Request::ArchiveStatus { name } => {
+            Response::from_result(backend.archive_status(&name).await)
+        }
     }
 }
 

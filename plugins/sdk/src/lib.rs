@@ -167,6 +167,111 @@ pub struct SnapshotInfo {
     pub size_bytes: Option<u64>,
 }
 
+/// Full or incremental (ABI 1.4).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupKind {
+    /// Everything.
+    Full,
+    /// What changed since the previous backup of its chain.
+    Incremental,
+}
+
+/// A backup in a backend's durable store (ABI 1.4).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupInfo {
+    /// Id, unique per branch; ids sort by time.
+    pub id: String,
+    /// The database.
+    pub database: String,
+    /// The branch it is of.
+    pub branch: String,
+    /// Full or incremental.
+    pub kind: BackupKind,
+    /// The backup an incremental one is relative to.
+    pub parent: Option<String>,
+    /// The ids a restore of it needs, from the full backup to this one.
+    pub chain: Vec<String>,
+    /// Unix time it started.
+    pub created_at_unix: u64,
+    /// Unix time it finished.
+    pub finished_at_unix: u64,
+    /// The WAL range it needs (start, end).
+    pub start_lsn: String,
+    /// See `start_lsn`.
+    pub end_lsn: String,
+    /// Bytes of data it holds (before compression).
+    pub size_bytes: u64,
+    /// Bytes it takes in the store.
+    pub stored_bytes: u64,
+    /// The PostgreSQL major version it is of.
+    pub pg_major: u32,
+}
+
+/// How far a restore replays (ABI 1.4).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RestoreTarget {
+    /// Everything the store holds.
+    #[default]
+    Latest,
+    /// Up to this WAL position.
+    Lsn {
+        /// `X/Y`.
+        lsn: String,
+    },
+    /// Up to this time.
+    Timestamp {
+        /// RFC 3339.
+        at: String,
+    },
+}
+
+/// A restore from the backend's durable store (ABI 1.4).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestoreSpec {
+    /// The database.
+    pub database: String,
+    /// The branch whose backups are used.
+    pub branch: String,
+    /// How far to replay.
+    #[serde(default)]
+    pub target: RestoreTarget,
+    /// Restore this backup (default: the newest one before the target).
+    #[serde(default)]
+    pub backup: Option<String>,
+    /// Restore as this branch (default: `branch` itself, replaced once the
+    /// restored copy is whole).
+    #[serde(default)]
+    pub as_branch: Option<String>,
+}
+
+/// What a restore made (ABI 1.4).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Restored {
+    /// The database.
+    pub database: String,
+    /// The branch restored into.
+    pub branch: String,
+    /// The backup used.
+    pub backup: String,
+    /// The database's owner role.
+    pub owner: String,
+}
+
+/// How far behind a compute's continuous archive is (ABI 1.4).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArchiveStatus {
+    /// Where WAL goes.
+    pub store: String,
+    /// WAL files not yet durable there.
+    pub pending_files: u64,
+    /// Age of the oldest of them, in seconds.
+    pub lag_seconds: u64,
+    /// The last upload error, while uploads fail.
+    pub last_error: Option<String>,
+}
+
 /// A database to create.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DatabaseSpec {
@@ -446,6 +551,40 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<(), BackendError> {
         let _ = (database, snapshot, as_branch);
         Err(unsupported(self.name(), "restore snapshots"))
+    }
+
+    /// Makes a backup of a branch in the backend's durable store; `full`
+    /// asks for a full one where it would be incremental. (ABI 1.4.)
+    async fn create_backup(
+        &self,
+        database: &str,
+        branch: &str,
+        full: bool,
+    ) -> Result<BackupInfo, BackendError> {
+        let _ = (database, branch, full);
+        Err(unsupported(self.name(), "make backups"))
+    }
+
+    /// The backups of a database's branches, oldest first. (ABI 1.4.)
+    async fn list_backups(&self, database: &str) -> Result<Vec<BackupInfo>, BackendError> {
+        let _ = database;
+        Err(unsupported(self.name(), "list backups"))
+    }
+
+    /// Restores a branch from the durable store alone. (ABI 1.4.)
+    async fn restore_backup(&self, spec: &RestoreSpec) -> Result<Restored, BackendError> {
+        let _ = spec;
+        Err(unsupported(self.name(), "restore backups"))
+    }
+
+    /// The continuous archive's lag for `compute`, if the backend has
+    /// one. (ABI 1.4.)
+    async fn archive_status(
+        &self,
+        compute: &ComputeName,
+    ) -> Result<Option<ArchiveStatus>, BackendError> {
+        let _ = compute;
+        Ok(None)
     }
 
     /// Progress of the long operation running on `compute` (a branch

@@ -81,6 +81,30 @@ pub enum Request {
         /// Branch to restore into.
         as_branch: String,
     },
+    /// [`Backend::create_backup`](crate::Backend::create_backup) (ABI 1.4).
+    CreateBackup {
+        /// Database.
+        database: String,
+        /// Branch.
+        branch: String,
+        /// Full even where it would be incremental.
+        full: bool,
+    },
+    /// [`Backend::list_backups`](crate::Backend::list_backups) (ABI 1.4).
+    ListBackups {
+        /// Database.
+        database: String,
+    },
+    /// [`Backend::restore_backup`](crate::Backend::restore_backup) (ABI 1.4).
+    RestoreBackup {
+        /// What to restore.
+        spec: crate::RestoreSpec,
+    },
+    /// [`Backend::archive_status`](crate::Backend::archive_status) (ABI 1.4).
+    ArchiveStatus {
+        /// The compute.
+        name: ComputeName,
+    },
     /// [`Backend::progress`](crate::Backend::progress) (ABI 1.1).
     Progress {
         /// The compute (a string before ABI 1.3).
@@ -90,6 +114,8 @@ pub enum Request {
 
 /// The first ABI minor whose plugins read compute names in the typed form.
 pub const TYPED_NAMES_MINOR: u32 = 3;
+/// The first ABI minor whose plugins know backups and archive status.
+pub const BACKUPS_MINOR: u32 = 4;
 
 impl Request {
     /// Encodes the request for a plugin built for ABI minor `minor`: compute
@@ -122,6 +148,8 @@ impl Request {
                 | Request::ResetBranch { .. }
                 | Request::CreateSnapshot { .. }
                 | Request::RestoreSnapshot { .. }
+                | Request::CreateBackup { .. }
+                | Request::RestoreBackup { .. }
         )
     }
 }
