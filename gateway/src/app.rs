@@ -331,6 +331,11 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         },
         stopped(stop_rx.clone()),
     ));
+    let backup_task = tokio::spawn(backups.clone().run_schedule(
+        config.backup.clone(),
+        config.backup.check_interval(),
+        stopped(stop_rx.clone()),
+    ));
     let sighup_reloader = reloader.clone();
     let reload_task = tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -373,6 +378,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let _ = api_task.await;
     let _ = idle_task.await;
     let _ = ttl_task.await;
+    let _ = backup_task.await;
     let _ = warm_task.await;
     pool_task.abort();
     reload_task.abort();

@@ -62,6 +62,65 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Token URLs (`[tokens]`).
     pub tokens: TokensConfig,
+    /// Backups: schedule and retention (`[backup]`).
+    pub backup: BackupConfig,
+}
+
+/// `[backup]`: when the gateway makes backups by itself, and which the
+/// backend keeps. `[backup.databases.NAME]` sets one database's schedule.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// A backup of each database's main branch this often (unset: none).
+    #[serde(with = "humantime_serde")]
+    pub every: Option<Duration>,
+    /// Make it a full one when the last full one is this old (PostgreSQL
+    /// 17+; before, every backup is full).
+    #[serde(with = "humantime_serde")]
+    pub full_every: Option<Duration>,
+    /// Full backups (with their incremental ones) kept by count (default 2).
+    pub keep_full: Option<usize>,
+    /// Backups kept by age, whatever their count.
+    #[serde(with = "humantime_serde")]
+    pub keep_for: Option<Duration>,
+    /// Per-database schedules.
+    pub databases: BTreeMap<String, BackupSchedule>,
+}
+
+/// `[backup.databases.NAME]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupSchedule {
+    /// See [`BackupConfig::every`].
+    #[serde(with = "humantime_serde")]
+    pub every: Option<Duration>,
+    /// See [`BackupConfig::full_every`].
+    #[serde(with = "humantime_serde")]
+    pub full_every: Option<Duration>,
+}
+
+impl BackupConfig {
+    /// How often the schedule is looked at: every 30 s, or twice per the
+    /// shortest `every` when that is shorter (not under a second).
+    pub fn check_interval(&self) -> Duration {
+        let shortest = self
+            .databases
+            .values()
+            .filter_map(|s| s.every)
+            .chain(self.every)
+            .min();
+        let half = shortest.map_or(Duration::from_secs(30), |d| d / 2);
+        half.clamp(Duration::from_secs(1), Duration::from_secs(30))
+    }
+
+    /// Database `name`'s schedule: its own section over the defaults.
+    pub fn schedule(&self, name: &str) -> BackupSchedule {
+        let own = self.databases.get(name);
+        BackupSchedule {
+            every: own.and_then(|s| s.every).or(self.every),
+            full_every: own.and_then(|s| s.full_every).or(self.full_every),
+        }
+    }
 }
 
 /// `[limits]`.
@@ -356,6 +415,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
             tokens: TokensConfig::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -384,8 +444,25 @@ impl Config {
             "root".into(),
             serde_json::json!(self.data_dir.join("native")),
         );
-        if self.cold.as_object().is_some_and(|c| !c.is_empty()) {
-            native.insert("cold".into(), self.cold.clone());
+        let mut cold = match &self.cold {
+            serde_json::Value::Object(map) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        let mut retention = serde_json::Map::new();
+        if let Some(keep) = self.backup.keep_full {
+            retention.insert("keep_full".into(), keep.into());
+        }
+        if let Some(age) = self.backup.keep_for {
+            retention.insert(
+                "keep_for".into(),
+                humantime::format_duration(age).to_string().into(),
+            );
+        }
+        if !retention.is_empty() {
+            cold.insert("retention".into(), retention.into());
+        }
+        if !cold.is_empty() {
+            native.insert("cold".into(), serde_json::Value::Object(cold));
         }
         configs.insert("native".into(), serde_json::Value::Object(native));
         configs

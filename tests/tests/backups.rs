@@ -326,3 +326,130 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     }
     None
 }
+
+/// The ids of the backups `ogel backup list` shows, oldest first.
+async fn backup_ids(gw: &Gateway, db: &str) -> Vec<String> {
+    let (status, list) = gw
+        .api("GET", &format!("/v1/databases/{db}/backups"), None)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The files named `name` under `dir`, recursively.
+fn count_files(dir: &Path, name: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                count_files(&path, name)
+            } else {
+                usize::from(path.file_name().is_some_and(|n| n == name))
+            }
+        })
+        .sum()
+}
+
+/// Incarnation dirs of `compute` in the cold dir.
+fn incarnations(cold: &Path, compute: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(cold.join("computes").join(compute))
+        .map(|e| e.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_backups_run_and_retention_keeps_only_what_is_needed() {
+    let cold = shared_tempdir();
+    let a = gateway_on(
+        cold.path(),
+        &[
+            ("OGEL_BACKUP__EVERY", "2s"),
+            ("OGEL_BACKUP__KEEP_FULL", "1"),
+        ],
+    )
+    .await;
+    let url = a.create_db("kept", None).await;
+    let c = connect(&url).await.unwrap();
+    c.batch_execute("CREATE TABLE t AS SELECT generate_series(1, 100) AS n")
+        .await
+        .unwrap();
+    // The schedule makes backups by itself; retention keeps one.
+    let first = loop_until(Duration::from_secs(60), || async {
+        backup_ids(&a, "kept").await.first().cloned()
+    })
+    .await
+    .expect("a scheduled backup");
+    let later = loop_until(Duration::from_secs(60), || async {
+        let ids = backup_ids(&a, "kept").await;
+        (ids.len() == 1 && ids[0] != first).then(|| ids[0].clone())
+    })
+    .await
+    .expect("a newer scheduled backup replaces the first");
+    assert!(later > first);
+    let compute_dir = cold.path().join("computes/kept");
+    assert!(
+        count_files(&compute_dir, "manifest.json") <= 2,
+        "expired backups are deleted from the store"
+    );
+    // An in-place restore starts a new life; once a backup of it exists,
+    // the old life's backups and WAL are not needed by anything kept.
+    let old = incarnations(cold.path(), "kept");
+    assert_eq!(old.len(), 1, "{old:?}");
+    drop(c);
+    cli_ok(&a, &["backup", "restore", "kept"]);
+    let c = connect(&url).await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (101)").await.unwrap();
+    let gone = eventually(Duration::from_secs(90), || async {
+        walk(&old[0]).is_empty()
+    })
+    .await;
+    let left: Vec<_> = walk(&old[0]);
+    assert!(gone, "the old life's objects are left: {left:?}");
+    assert_eq!(incarnations(cold.path(), "kept").len(), 2);
+    drop(c);
+    wait_archived(&a, "kept").await;
+    // What is kept is enough to bring it back elsewhere.
+    let b = gateway_on(cold.path(), &[]).await;
+    let url = restored_url(&cli_ok(&b, &["backup", "restore", "kept"]));
+    assert_eq!(count(&url, "t").await, 101);
+}
+
+async fn loop_until<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}

@@ -281,7 +281,7 @@ pub(crate) struct Fetched {
 
 /// The segment part (log and segment numbers, 16 hex digits) of a WAL
 /// segment's file name; `None` for history and other files.
-fn segment_of(file: &str) -> Option<&str> {
+pub(crate) fn segment_of(file: &str) -> Option<&str> {
     (file.len() == 24 && file.bytes().all(|b| b.is_ascii_hexdigit())).then(|| &file[8..])
 }
 

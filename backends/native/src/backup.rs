@@ -313,6 +313,9 @@ impl NativeBackend {
         )
         .await?;
         tracing::info!(compute = %name, backup = %id, kind = ?manifest.kind, bytes = manifest.size_bytes, stored = manifest.stored_bytes, "backup stored in the cold tier");
+        if let Err(e) = self.prune(&name).await {
+            tracing::warn!(compute = %name, error = %e, "retention could not prune old backups; it tries again after the next backup");
+        }
         Ok(manifest.info())
     }
 
@@ -382,6 +385,132 @@ impl NativeBackend {
             )
             .await?;
         Ok((total, stored, parts, pg_manifest))
+    }
+
+    /// Deletes the backups retention does not keep (`cold.retention`), and
+    /// the WAL nothing kept needs: not what a kept backup replays, nor what
+    /// a point-in-time branch of the compute may replay (from its oldest
+    /// local snapshot on); an earlier incarnation's WAL goes once none of
+    /// its backups is kept. A backup's `manifest.json` goes first, so a
+    /// prune cut short leaves only unlisted leftovers, never a listed
+    /// backup with parts missing.
+    pub(crate) async fn prune(&self, name: &str) -> Result<(usize, usize), BackendError> {
+        let retention = &self.config.cold.retention;
+        let keep_for_ms = match retention.keep_for.as_deref() {
+            Some(text) => Some(
+                humantime::parse_duration(text)
+                    .map_err(|e| invalid(format!("backup.keep_for \"{text}\": {e}")))?
+                    .as_millis() as u64,
+            ),
+            None => None,
+        };
+        let manifests = self.manifests_of(name).await?;
+        if manifests.is_empty() {
+            return Ok((0, 0));
+        }
+        // Chains by their full backup, newest first.
+        let mut chains: Vec<(String, u64)> = Vec::new();
+        for m in &manifests {
+            let head = m.chain.first().cloned().unwrap_or_else(|| m.id.clone());
+            match chains.iter_mut().find(|(h, _)| *h == head) {
+                Some((_, newest)) => *newest = (*newest).max(m.finished_at_ms),
+                None => chains.push((head, m.finished_at_ms)),
+            }
+        }
+        chains.sort_by_key(|c| std::cmp::Reverse(c.1));
+        let now = unix_ms();
+        let kept: std::collections::HashSet<&str> = chains
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, newest))| {
+                *i < retention.keep_full.max(1)
+                    || keep_for_ms.is_some_and(|age| now.saturating_sub(*newest) <= age)
+            })
+            .map(|(_, (head, _))| head.as_str())
+            .collect();
+        let is_kept = |m: &BackupManifest| {
+            kept.contains(m.chain.first().map(String::as_str).unwrap_or(m.id.as_str()))
+        };
+        let mut dropped_backups = 0;
+        for m in manifests.iter().filter(|m| !is_kept(m)) {
+            let prefix = backup_prefix(&prefix_of(m), &m.id);
+            self.delete_object(&format!("{prefix}/manifest.json"))
+                .await?;
+            for part in &m.parts {
+                self.delete_object(part).await?;
+            }
+            self.delete_object(&format!("{prefix}/backup_manifest"))
+                .await?;
+            dropped_backups += 1;
+            tracing::info!(compute = %name, backup = %m.id, "backup expired by retention");
+        }
+        // WAL: per incarnation, everything before the oldest start it must
+        // keep.
+        let current = std::fs::read_to_string(self.db_dir(name).join("incarnation"))
+            .ok()
+            .and_then(|t| t.trim().rsplit_once(' ').map(|(_, id)| id.to_string()));
+        let branch = ogel_plugin_sdk::ComputeName::parse(name).branch;
+        let snapshot_floor = self
+            .manifests(&crate::branches::database_of(name))
+            .iter()
+            .filter(|s| s.branch == branch)
+            .filter_map(|s| parse_lsn(&s.lsn))
+            .min();
+        let root = format!("computes/{name}/");
+        let objects = with_retry("list the WAL archive", OBJECT_DEADLINE, || {
+            self.store().list(&root)
+        })
+        .await
+        .map_err(|e| unavailable(format!("could not list {}: {e}", self.store().describe())))?;
+        let mut dropped_wal = 0;
+        for object in objects {
+            let Some(rest) = object.key.strip_prefix(&root) else {
+                continue;
+            };
+            let mut parts = rest.splitn(3, '/');
+            let (Some(incarnation), Some("wal"), Some(file)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let starts = manifests
+                .iter()
+                .filter(|m| m.incarnation == incarnation && is_kept(m))
+                .filter_map(|m| parse_lsn(&m.start_lsn));
+            let is_current = current.as_deref() == Some(incarnation);
+            let floor = match (starts.min(), is_current) {
+                // Only what a kept backup or a local snapshot needs.
+                (Some(start), true) => Some(snapshot_floor.map_or(start, |s| s.min(start))),
+                (Some(start), false) => Some(start),
+                // The live incarnation without a kept backup keeps all.
+                (None, true) => None,
+                // An earlier life nothing kept needs.
+                (None, false) => Some(u64::MAX),
+            };
+            let Some(floor) = floor else {
+                continue;
+            };
+            let expired = match crate::archive::segment_of(file) {
+                Some(segment) => floor == u64::MAX || segment < segment_of_lsn(floor).as_str(),
+                None => floor == u64::MAX,
+            };
+            if expired {
+                self.delete_object(&object.key).await?;
+                dropped_wal += 1;
+            }
+        }
+        if dropped_wal > 0 {
+            tracing::info!(compute = %name, files = dropped_wal, "WAL expired by retention");
+        }
+        Ok((dropped_backups, dropped_wal))
+    }
+
+    async fn delete_object(&self, key: &str) -> Result<(), BackendError> {
+        with_retry(&format!("delete {key}"), OBJECT_DEADLINE, || {
+            self.store().delete(key)
+        })
+        .await
+        .map_err(|e| unavailable(format!("could not delete {key}: {e}")))
     }
 
     /// `ogel backup list`: every finished backup of a database's branches.
@@ -496,6 +625,8 @@ impl NativeBackend {
         self.storage
             .rename_volume(&volume, &self.db_dir(&target_name))
             .map_err(|e| io_error("move into place", &volume, e))?;
+        // Its base snapshot, for point-in-time branches of the restored one.
+        self.snapshot(&spec.database, &as_branch, true).await?;
         Ok(Restored {
             database: spec.database.clone(),
             branch: as_branch,

@@ -222,7 +222,7 @@ impl NativeBackend {
         })
     }
 
-    fn manifests(&self, database: &str) -> Vec<Manifest> {
+    pub(crate) fn manifests(&self, database: &str) -> Vec<Manifest> {
         let Ok(entries) = std::fs::read_dir(self.snapshots_dir(database)) else {
             return Vec::new();
         };

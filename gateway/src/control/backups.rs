@@ -8,10 +8,13 @@
 use super::databases::Databases;
 use super::operations::Operations;
 use crate::catalog::{BranchRecord, Catalog, DatabaseRecord};
+use crate::config::BackupConfig;
 use crate::error::ControlError;
 use crate::names::{self, compute_name, unix_now};
-use ogel_plugin_sdk::{ArchiveStatus, BackupInfo, RestoreSpec, RestoreTarget};
+use ogel_plugin_sdk::{ArchiveStatus, BackendErrorKind, BackupInfo, RestoreSpec, RestoreTarget};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Reads `--at` of a restore: empty or `latest`, an LSN or a time.
 pub fn parse_target(at: Option<&str>) -> RestoreTarget {
@@ -159,6 +162,86 @@ impl Backups {
             }
         };
         Ok(RestoreOutcome::Branch(branch))
+    }
+
+    /// Makes the backups `config`'s schedule says are due, every `check`,
+    /// until `stop` resolves. A database's last backups are read from its
+    /// backend once, then remembered; a backend without backups is left
+    /// alone; a failure is logged and retried at the next check.
+    pub async fn run_schedule(
+        self: Arc<Self>,
+        config: BackupConfig,
+        check: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        // Database → (last backup, last full backup), Unix seconds.
+        let mut last: HashMap<String, (u64, u64)> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(check) => {}
+            }
+            let Ok(databases) = self.catalog.databases() else {
+                continue;
+            };
+            for record in databases {
+                let schedule = config.schedule(&record.name);
+                let Some(every) = schedule.every else {
+                    continue;
+                };
+                if self.databases.ready(&record.name).is_err() {
+                    continue;
+                }
+                let (any, full) = match last.get(&record.name) {
+                    Some(times) => *times,
+                    None => match self.list(&record.name, None).await {
+                        Ok(list) => {
+                            let times = (
+                                list.iter().map(|b| b.finished_at_unix).max().unwrap_or(0),
+                                list.iter()
+                                    .filter(|b| b.kind == ogel_plugin_sdk::BackupKind::Full)
+                                    .map(|b| b.finished_at_unix)
+                                    .max()
+                                    .unwrap_or(0),
+                            );
+                            last.insert(record.name.clone(), times);
+                            times
+                        }
+                        Err(ControlError::Backend(e))
+                            if e.kind == BackendErrorKind::Unsupported =>
+                        {
+                            // Never due: this backend keeps no backups.
+                            last.insert(record.name.clone(), (u64::MAX, u64::MAX));
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(database = %record.name, error = %e, "scheduled backup: could not list its backups");
+                            continue;
+                        }
+                    },
+                };
+                let now = unix_now();
+                if any != u64::MAX && now.saturating_sub(any) >= every.as_secs() {
+                    let full = schedule
+                        .full_every
+                        .is_some_and(|f| now.saturating_sub(full) >= f.as_secs());
+                    match self.create(&record.name, "main", full).await {
+                        Ok(b) => {
+                            tracing::info!(database = %record.name, backup = %b.id, kind = ?b.kind, "scheduled backup made");
+                            let entry = last.entry(record.name.clone()).or_default();
+                            entry.0 = b.finished_at_unix;
+                            if b.kind == ogel_plugin_sdk::BackupKind::Full {
+                                entry.1 = b.finished_at_unix;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(database = %record.name, error = %e, "scheduled backup failed; retried at the next check")
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// How far behind the continuous archive of a branch is.

@@ -40,6 +40,31 @@ pub struct ColdConfig {
     /// Longest a commit waits to be in the cold tier: Postgres's
     /// `archive_timeout` (default `60s`; `0` leaves it to full segments).
     pub archive_timeout: Option<String>,
+    /// Which backups (and the WAL they need) are kept (the gateway's
+    /// `[backup]` `keep_full` and `keep_for`).
+    pub retention: Retention,
+}
+
+/// Which backups are kept: a chain (a full backup and the incremental ones
+/// on it) stays if it is one of the newest `keep_full` chains or has a
+/// backup younger than `keep_for`. The newest chain always stays (a cold
+/// database lives on it).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Full chains kept by count (default 2).
+    pub keep_full: usize,
+    /// Chains kept by age (`7d`; default none).
+    pub keep_for: Option<String>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_full: 2,
+            keep_for: None,
+        }
+    }
 }
 
 /// `[cold.s3]`: where and how to reach the bucket. Credentials come from
