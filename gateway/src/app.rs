@@ -147,6 +147,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         &config.backend_configs(),
         config.plugin_call_timeout,
         config.wake_timeout,
+        config.tiers.restore_timeout,
     )
     .await;
     for (file, reason) in &backends.refused {
@@ -211,6 +212,11 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let backups = Arc::new(crate::control::backups::Backups::new(
         databases.clone(),
         catalog.clone(),
+        operations.clone(),
+    ));
+    let tiers = Arc::new(crate::control::tiers::Tiers::new(
+        databases.clone(),
+        pools.clone(),
         operations.clone(),
     ));
     let access = Arc::new(Access::new(
@@ -285,6 +291,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         databases: databases.clone(),
         branches: branches.clone(),
         backups: backups.clone(),
+        tiers: tiers.clone(),
         access,
         pools: pools.clone(),
         backends: backends.clone(),
@@ -336,6 +343,11 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         config.backup.check_interval(),
         stopped(stop_rx.clone()),
     ));
+    let tier_task = tokio::spawn(tiers.clone().run_policy(
+        config.tiers.clone(),
+        config.tiers.check_interval(),
+        stopped(stop_rx.clone()),
+    ));
     let sighup_reloader = reloader.clone();
     let reload_task = tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -379,6 +391,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let _ = idle_task.await;
     let _ = ttl_task.await;
     let _ = backup_task.await;
+    let _ = tier_task.await;
     let _ = warm_task.await;
     pool_task.abort();
     reload_task.abort();

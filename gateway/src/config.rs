@@ -64,6 +64,81 @@ pub struct Config {
     pub tokens: TokensConfig,
     /// Backups: schedule and retention (`[backup]`).
     pub backup: BackupConfig,
+    /// Hot, warm and cold tiers: when idle databases move down (`[tiers]`).
+    pub tiers: TiersConfig,
+}
+
+/// `[tiers]`: a suspended database with no connections for `warm_after`
+/// goes warm (a compressed local copy in `warm_dir`), for `cold_after`
+/// cold (only in the cold tier); a connection brings it back.
+/// `[tiers.databases.NAME]` sets one database's policy.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TiersConfig {
+    /// Idle time before a suspended database goes warm (unset: never).
+    #[serde(with = "humantime_serde")]
+    pub warm_after: Option<Duration>,
+    /// Idle time before it goes cold (unset: never).
+    #[serde(with = "humantime_serde")]
+    pub cold_after: Option<Duration>,
+    /// Where warm copies go (handed to the native backend; default
+    /// `<data-dir>/native/warm`).
+    pub warm_dir: Option<PathBuf>,
+    /// Longest a client waits for a warm or cold database to come back
+    /// (a hot one: `wake_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub restore_timeout: Duration,
+    /// Per-database policies.
+    pub databases: BTreeMap<String, TierPolicy>,
+}
+
+impl Default for TiersConfig {
+    fn default() -> Self {
+        TiersConfig {
+            warm_after: None,
+            cold_after: None,
+            warm_dir: None,
+            restore_timeout: Duration::from_secs(600),
+            databases: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[tiers.databases.NAME]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TierPolicy {
+    /// See [`TiersConfig::warm_after`].
+    #[serde(with = "humantime_serde")]
+    pub warm_after: Option<Duration>,
+    /// See [`TiersConfig::cold_after`].
+    #[serde(with = "humantime_serde")]
+    pub cold_after: Option<Duration>,
+}
+
+impl TiersConfig {
+    /// Database `name`'s policy: its own section over the defaults.
+    pub fn policy(&self, name: &str) -> TierPolicy {
+        let own = self.databases.get(name);
+        TierPolicy {
+            warm_after: own.and_then(|p| p.warm_after).or(self.warm_after),
+            cold_after: own.and_then(|p| p.cold_after).or(self.cold_after),
+        }
+    }
+
+    /// How often the policy is looked at: every 30 s, or four times per
+    /// the shortest idle time when shorter (not under a second).
+    pub fn check_interval(&self) -> Duration {
+        let shortest = self
+            .databases
+            .values()
+            .flat_map(|p| [p.warm_after, p.cold_after])
+            .chain([self.warm_after, self.cold_after])
+            .flatten()
+            .min();
+        let quarter = shortest.map_or(Duration::from_secs(30), |d| d / 4);
+        quarter.clamp(Duration::from_secs(1), Duration::from_secs(30))
+    }
 }
 
 /// `[backup]`: when the gateway makes backups by itself, and which the
@@ -416,6 +491,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             tokens: TokensConfig::default(),
             backup: BackupConfig::default(),
+            tiers: TiersConfig::default(),
         }
     }
 }
@@ -444,6 +520,9 @@ impl Config {
             "root".into(),
             serde_json::json!(self.data_dir.join("native")),
         );
+        if let Some(dir) = &self.tiers.warm_dir {
+            native.insert("warm_dir".into(), serde_json::json!(dir));
+        }
         let mut cold = match &self.cold {
             serde_json::Value::Object(map) => map.clone(),
             _ => serde_json::Map::new(),

@@ -26,6 +26,9 @@ use tokio::sync::OwnedMutexGuard;
 pub struct Lifecycle {
     backend: Arc<dyn Backend>,
     wake_timeout: Duration,
+    /// The bound on a wake that first brings data back from a warm or
+    /// cold tier.
+    restore_timeout: Duration,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
@@ -103,8 +106,16 @@ impl Lifecycle {
         Lifecycle {
             backend,
             wake_timeout,
+            restore_timeout: wake_timeout,
             slots: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Bounds a wake of a warm or cold compute (which is brought back to
+    /// the hot tier first) by `restore_timeout` instead.
+    pub fn with_restore_timeout(mut self, restore_timeout: Duration) -> Self {
+        self.restore_timeout = restore_timeout.max(self.wake_timeout);
+        self
     }
 
     /// The backend this lifecycle drives.
@@ -145,7 +156,11 @@ impl Lifecycle {
     ) -> Result<ComputeEndpoint, BackendError> {
         let started = Instant::now();
         let (name, slot) = (ComputeName::parse(db), slot.clone());
-        let limit = self.wake_timeout;
+        // A compute whose data is not on local disk takes a restore first.
+        let limit = match self.backend.tier(&name).await {
+            Ok(Some(tier)) if tier != ogel_plugin_sdk::Tier::Hot => self.restore_timeout,
+            _ => self.wake_timeout,
+        };
         let too_slow = format!(
             "the compute for \"{db}\" did not start within {limit:?}; it may still be starting: retry"
         );

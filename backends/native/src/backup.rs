@@ -164,7 +164,7 @@ impl NativeBackend {
             );
     }
 
-    fn clear_progress(&self, key: &str) {
+    pub(crate) fn clear_progress(&self, key: &str) {
         self.progress
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -545,12 +545,36 @@ impl NativeBackend {
         &self,
         spec: &RestoreSpec,
     ) -> Result<Restored, BackendError> {
-        let source = compute_name(&spec.database, &spec.branch);
         let as_branch = spec
             .as_branch
             .clone()
             .unwrap_or_else(|| spec.branch.clone());
         let target_name = compute_name(&spec.database, &as_branch);
+        let (volume, chosen) = self.restored_volume(spec, &target_name).await?;
+        self.discard(&target_name).await?;
+        self.storage
+            .rename_volume(&volume, &self.db_dir(&target_name))
+            .map_err(|e| io_error("move into place", &volume, e))?;
+        // Its base snapshot, for point-in-time branches of the restored one.
+        self.snapshot(&spec.database, &as_branch, true).await?;
+        Ok(Restored {
+            database: spec.database.clone(),
+            branch: as_branch,
+            backup: chosen.id.clone(),
+            owner: chosen.owner.clone(),
+        })
+    }
+
+    /// Restores `spec` into a staging volume for compute `target_name`,
+    /// complete (owner, parent) and stopped; nothing is moved into place.
+    pub(crate) async fn restored_volume(
+        &self,
+        spec: &RestoreSpec,
+        target_name: &str,
+    ) -> Result<(PathBuf, BackupManifest), BackendError> {
+        let source = compute_name(&spec.database, &spec.branch);
+        let target_name = target_name.to_string();
+        let as_branch = ogel_plugin_sdk::ComputeName::parse(&target_name).branch;
         let manifests = self.manifests_of(&source).await?;
         let chosen = match (&spec.backup, &spec.target) {
             (Some(id), _) => manifests.iter().find(|m| &m.id == id).ok_or_else(|| {
@@ -621,18 +645,7 @@ impl NativeBackend {
         let _ = std::fs::remove_file(volume.join("read_only_role"));
         std::fs::write(volume.join("owner"), &chosen.owner)
             .map_err(|e| io_error("write", &volume, e))?;
-        self.discard(&target_name).await?;
-        self.storage
-            .rename_volume(&volume, &self.db_dir(&target_name))
-            .map_err(|e| io_error("move into place", &volume, e))?;
-        // Its base snapshot, for point-in-time branches of the restored one.
-        self.snapshot(&spec.database, &as_branch, true).await?;
-        Ok(Restored {
-            database: spec.database.clone(),
-            branch: as_branch,
-            backup: chosen.id.clone(),
-            owner: chosen.owner.clone(),
-        })
+        Ok((volume, chosen.clone()))
     }
 
     async fn restore_into(

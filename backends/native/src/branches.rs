@@ -202,7 +202,7 @@ impl NativeBackend {
     }
 
     fn exists(&self, name: &str) -> bool {
-        self.db_dir(name).join("owner").exists()
+        self.db_dir(name).join("owner").exists() || self.marker(name).is_some()
     }
 
     fn manifest(&self, database: &str, id: &str) -> Result<Manifest, BackendError> {
@@ -388,6 +388,7 @@ impl NativeBackend {
                 "database \"{database}\" has no branch \"{branch}\""
             )));
         }
+        self.ensure_hot(&name).await?;
         let dir = self.snapshots_dir(database);
         std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
         let created_at_ms = unix_ms();
@@ -504,6 +505,9 @@ impl NativeBackend {
             ));
         }
         self.discard(&name).await?; // a create that did not finish
+                                    // A branch is cloned from the parent's volume: a warm or cold
+                                    // parent comes back first.
+        self.ensure_hot(&parent).await?;
         let result = self.branch_inner(spec, &parent, &name).await;
         if result.is_err() {
             let _ = self.discard(&name).await;
@@ -700,7 +704,7 @@ impl NativeBackend {
         Ok(())
     }
 
-    fn drop_snapshot(&self, manifest: &Manifest) {
+    pub(crate) fn drop_snapshot(&self, manifest: &Manifest) {
         let dir = self.snapshots_dir(&manifest.database);
         let volume = dir.join(&manifest.id);
         if let Err(e) = self.storage.delete_volume(&volume) {

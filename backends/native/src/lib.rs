@@ -34,6 +34,7 @@ pub mod pg_binaries;
 pub mod secrets;
 pub mod storage;
 pub mod template;
+pub mod tiers;
 
 ogel_plugin_sdk::export_backend!("native", NativeBackend::from_config);
 
@@ -43,7 +44,7 @@ use ogel_plugin_kit::sql::quote_ident;
 use ogel_plugin_sdk::{
     ArchiveStatus, Backend, BackendError, BackendErrorKind, BackupInfo, BranchSpec, Branching,
     Capabilities, ComputeEndpoint, ComputeName, ComputeState, ComputeStatus, Credentials,
-    DatabaseSpec, Progress, RestoreSpec, Restored, SnapshotInfo,
+    DatabaseSpec, Progress, RestoreSpec, Restored, SnapshotInfo, Tier,
 };
 use os_user::ComputeUser;
 use pg_binaries::PgBinaries;
@@ -77,6 +78,8 @@ pub struct NativeConfig {
     /// The cold tier (`[cold]`, handed over by the gateway): where WAL and
     /// backups go.
     pub cold: cold::ColdConfig,
+    /// Where warm copies of suspended computes go (default `<root>/warm`).
+    pub warm_dir: Option<PathBuf>,
 }
 
 impl Default for NativeConfig {
@@ -89,6 +92,7 @@ impl Default for NativeConfig {
             storage: None,
             prewarm: true,
             cold: cold::ColdConfig::default(),
+            warm_dir: None,
         }
     }
 }
@@ -175,6 +179,7 @@ impl NativeBackend {
             progress: ProgressMap::default(),
             archiver,
         };
+        backend.recover_tiers();
         backend.adopt_running();
         Ok(backend)
     }
@@ -256,9 +261,12 @@ impl NativeBackend {
     }
 
     fn owner_of(&self, name: &str) -> Result<String, BackendError> {
-        std::fs::read_to_string(self.db_dir(name).join("owner"))
-            .map(|s| s.trim().to_string())
-            .map_err(|_| BackendError::not_found(format!("database \"{name}\" does not exist")))
+        if let Ok(owner) = std::fs::read_to_string(self.db_dir(name).join("owner")) {
+            return Ok(owner.trim().to_string());
+        }
+        self.marker(name)
+            .map(|m| m.owner)
+            .ok_or_else(|| BackendError::not_found(format!("database \"{name}\" does not exist")))
     }
 
     fn endpoint(&self, name: &str, port: u16, user: String, password: String) -> ComputeEndpoint {
@@ -292,6 +300,8 @@ impl NativeBackend {
         if let Some(port) = self.live_port(name) {
             return Ok(port);
         }
+        // A warm or cold compute comes back hot first.
+        self.ensure_hot(name).await?;
         let pgdata = self.pgdata(name);
         if !pgdata.join("PG_VERSION").exists() {
             return Err(BackendError::not_found(format!(
@@ -626,6 +636,20 @@ impl Backend for NativeBackend {
         self.backup_restore(spec).await
     }
 
+    async fn tier(&self, compute: &ComputeName) -> Result<Option<Tier>, BackendError> {
+        let name = compute.to_string();
+        match self.tier_of(&name) {
+            Some(tier) => Ok(Some(tier)),
+            None => Err(BackendError::not_found(format!(
+                "database \"{name}\" does not exist"
+            ))),
+        }
+    }
+
+    async fn set_tier(&self, compute: &ComputeName, tier: Tier) -> Result<(), BackendError> {
+        self.move_tier(&compute.to_string(), tier).await
+    }
+
     async fn archive_status(
         &self,
         compute: &ComputeName,
@@ -702,7 +726,14 @@ impl Backend for NativeBackend {
             .map(|e| e.file_name().to_string_lossy().to_string())
             .filter(|name| !name.contains('@'))
             .collect();
+        names.extend(
+            self.tiered()
+                .into_iter()
+                .map(|(name, _)| name)
+                .filter(|name| !name.contains('@')),
+        );
         names.sort();
+        names.dedup();
         Ok(names)
     }
 
@@ -782,18 +813,22 @@ impl NativeBackend {
     /// The branches of `database` (not `main`), from its volumes.
     fn branch_names(&self, database: &str) -> Vec<String> {
         let prefix = format!("{database}@");
-        let Ok(entries) = std::fs::read_dir(self.root.join("databases")) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .strip_prefix(&prefix)
-                    .map(str::to_string)
+        let local: Vec<String> = std::fs::read_dir(self.root.join("databases"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
             })
-            .collect()
+            .unwrap_or_default();
+        let mut names: Vec<String> = local
+            .into_iter()
+            .chain(self.tiered().into_iter().map(|(name, _)| name))
+            .filter_map(|name| name.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Stops the compute and removes the database's directory. The directory
@@ -802,6 +837,7 @@ impl NativeBackend {
     async fn discard(&self, name: &str) -> Result<(), BackendError> {
         self.stop(name).await?;
         self.archiver.forget(name);
+        self.drop_tier_copies(name);
         let dir = self.db_dir(name);
         if !dir.exists() {
             return Ok(());

@@ -1,6 +1,7 @@
-//! The API's backup routes: `/v1/databases/{name}/backups` (make, list),
-//! `/v1/databases/{name}/backups/restore`, and the continuous archive's
-//! state, `/v1/databases/{name}/archive`.
+//! The API's durability routes: `/v1/databases/{name}/backups` (make,
+//! list), `/v1/databases/{name}/backups/restore`, the continuous archive's
+//! state, `/v1/databases/{name}/archive`, and tiers,
+//! `/v1/databases/{name}/tier`.
 
 use super::branches::{bad_body, BranchInfo};
 use super::{ApiError, ApiErrorBody, ApiResult, ApiState, DatabaseCredentials};
@@ -164,6 +165,67 @@ pub fn routes() -> Router<ApiState> {
         )
         .route("/v1/databases/{name}/backups/restore", post(restore_backup))
         .route("/v1/databases/{name}/archive", get(archive))
+        .route("/v1/databases/{name}/tier", get(get_tier).post(set_tier))
+}
+
+/// Request body of `POST /v1/databases/{name}/tier`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTier {
+    /// `hot`, `warm` or `cold`.
+    pub tier: String,
+    /// The branch (default `main`).
+    #[serde(default)]
+    pub branch: Option<String>,
+}
+
+/// Where a branch's data is.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TierInfo {
+    /// The compute (`db` or `db@branch`).
+    pub compute: String,
+    /// `hot`, `warm` or `cold` (null: the backend has no tiers).
+    pub tier: Option<String>,
+}
+
+/// Where a branch's data is: hot (local disk), warm (a compressed local
+/// copy) or cold (only in the cold tier).
+#[utoipa::path(get, path = "/v1/databases/{name}/tier", params(("name" = String, Path), ("branch" = Option<String>, Query)),
+    responses((status = 200, body = TierInfo), (status = 404, body = ApiErrorBody)))]
+pub async fn get_tier(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(query): Query<ArchiveQuery>,
+) -> ApiResult<TierInfo> {
+    let branch = query.branch.unwrap_or_else(|| "main".into());
+    let tier = state.tiers.tier(&name, &branch).await?;
+    Ok(Json(TierInfo {
+        compute: crate::names::compute_name(&name, &branch),
+        tier: tier.map(|t| t.to_string()),
+    }))
+}
+
+/// Moves a branch's data to another tier (its compute is suspended first;
+/// a connection to a warm or cold one brings it back).
+#[utoipa::path(post, path = "/v1/databases/{name}/tier", params(("name" = String, Path)), request_body = SetTier,
+    responses((status = 200, body = TierInfo), (status = 400, body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
+pub async fn set_tier(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<SetTier>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<TierInfo> {
+    let Json(body) = body.map_err(|e| bad_body(e, "{\"tier\": \"cold\"}"))?;
+    let tier: ogel_plugin_sdk::Tier = body
+        .tier
+        .parse()
+        .map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e))?;
+    let branch = body.branch.unwrap_or_else(|| "main".into());
+    state.tiers.set_tier(&name, &branch, tier).await?;
+    let now = state.tiers.tier(&name, &branch).await?;
+    Ok(Json(TierInfo {
+        compute: crate::names::compute_name(&name, &branch),
+        tier: now.map(|t| t.to_string()),
+    }))
 }
 
 /// Makes a backup of a branch in the backend's durable store (the native

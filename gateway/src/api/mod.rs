@@ -39,6 +39,8 @@ pub struct ApiServices {
     pub branches: Arc<Branches>,
     /// Backups and the WAL archive.
     pub backups: Arc<crate::control::backups::Backups>,
+    /// Hot, warm and cold tiers.
+    pub tiers: Arc<crate::control::tiers::Tiers>,
     /// Tenants, tokens and keys.
     pub access: Arc<Access>,
     /// Pools (PAUSE/RESUME, metrics).
@@ -291,9 +293,9 @@ impl ApiState {
     info(title = "OgelBase API", description = "Databases, computes and status of an OgelBase gateway."),
     paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, pause_database, resume_database, reset_password, reload, status, list_plugins,
         branches::list_branches, branches::create_branch, branches::delete_branch, branches::reset_branch, branches::list_snapshots, branches::create_snapshot, branches::restore_snapshot, branches::list_operations,
-        backups::create_backup, backups::list_backups, backups::restore_backup, backups::archive,
+        backups::create_backup, backups::list_backups, backups::restore_backup, backups::archive, backups::get_tier, backups::set_tier,
         access::create_token, access::list_tokens, access::revoke_token, access::list_keys, access::rotate_key, access::remove_key, access::list_tenants, access::create_tenant, access::delete_tenant),
-    components(schemas(Done, access::CreateToken, access::CreateTenant, access::TenantInfo, access::CreatedTenant, crate::control::access::IssuedToken, crate::catalog::TokenRecord, crate::auth::tokens::KeyInfo, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, backups::CreateBackup, backups::BackupEntry, backups::RestoreBackup, backups::RestoreResult, backups::ArchiveInfo, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
+    components(schemas(Done, access::CreateToken, access::CreateTenant, access::TenantInfo, access::CreatedTenant, crate::control::access::IssuedToken, crate::catalog::TokenRecord, crate::auth::tokens::KeyInfo, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, backups::CreateBackup, backups::BackupEntry, backups::RestoreBackup, backups::RestoreResult, backups::ArchiveInfo, backups::SetTier, backups::TierInfo, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
     modifiers(&BearerAuth),
     security(("admin_token" = []))
 )]

@@ -140,6 +140,18 @@ pub enum DbCommand {
         #[arg(long, requires = "token")]
         ttl: Option<String>,
     },
+    /// Move a database's data between tiers: hot (local disk), warm (a
+    /// compressed local copy in tiers.warm_dir), cold (only in the cold
+    /// tier). A connection to a warm or cold database brings it back.
+    Tier {
+        /// Database.
+        name: String,
+        /// hot, warm or cold.
+        tier: String,
+        /// Branch.
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
     /// Stop a database's compute now.
     Suspend {
         /// Database.
@@ -429,6 +441,21 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
                     eprintln!("(the password was shown at creation; `ogel db url {name} --reset-password` prints a URL with a new one)");
                     println!("{}", db.url);
                 }
+            }
+            DbCommand::Tier { name, tier, branch } => {
+                let path = format!("/v1/databases/{name}/tier");
+                let body = serde_json::json!({ "tier": tier, "branch": branch });
+                let compute = crate::names::compute_name(name, branch);
+                let started = std::time::Instant::now();
+                let info: crate::api::backups::TierInfo =
+                    with_progress(&api, &compute, api.call(Method::POST, &path, Some(body)))
+                        .await?;
+                println!(
+                    "{}: {} ({:.1}s)",
+                    info.compute,
+                    info.tier.as_deref().unwrap_or("-"),
+                    started.elapsed().as_secs_f64()
+                );
             }
             DbCommand::Suspend { name } => {
                 let db: DatabaseInfo = api

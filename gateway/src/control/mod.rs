@@ -10,4 +10,5 @@ pub mod branches;
 pub mod databases;
 pub mod operations;
 pub mod reload;
+pub mod tiers;
 pub mod urls;

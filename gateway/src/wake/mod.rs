@@ -79,6 +79,7 @@ impl Backends {
         configs: &BTreeMap<String, serde_json::Value>,
         call_timeout: Duration,
         wake_timeout: Duration,
+        restore_timeout: Duration,
     ) -> Backends {
         let mut backends = Backends {
             lifecycles: BTreeMap::new(),
@@ -115,7 +116,10 @@ impl Backends {
                     tracing::info!(backend = %plugin.name, file = %file.display(), "{}", info.status);
                     backends.lifecycles.insert(
                         plugin.name.clone(),
-                        Arc::new(Lifecycle::new(Arc::new(backend), wake_timeout)),
+                        Arc::new(
+                            Lifecycle::new(Arc::new(backend), wake_timeout)
+                                .with_restore_timeout(restore_timeout),
+                        ),
                     );
                 }
                 // A backend nobody configured (Neon, RDS next to the binary)

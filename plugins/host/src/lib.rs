@@ -14,7 +14,7 @@ use ogel_plugin_sdk::abi::{self, EntryFn, PluginDescriptor, RawBuffer};
 use ogel_plugin_sdk::wire::{Request, Response, BACKUPS_MINOR};
 use ogel_plugin_sdk::{
     ArchiveStatus, Backend, BackendError, BackupInfo, BranchSpec, Capabilities, ComputeEndpoint,
-    ComputeName, ComputeStatus, DatabaseSpec, Progress, RestoreSpec, Restored, SnapshotInfo,
+    ComputeName, ComputeStatus, DatabaseSpec, Progress, RestoreSpec, Restored, SnapshotInfo, Tier,
 };
 
 /// The least time a call that copies data may take ([`Request::is_long`]).
@@ -481,6 +481,20 @@ impl Backend for PluginBackend {
         }
         self.call(Request::ArchiveStatus { name: name.clone() })
             .await
+    }
+    async fn tier(&self, name: &ComputeName) -> Result<Option<Tier>, BackendError> {
+        if self.plugin.abi.1 < BACKUPS_MINOR {
+            return Ok(None);
+        }
+        self.call(Request::Tier { name: name.clone() }).await
+    }
+    async fn set_tier(&self, name: &ComputeName, tier: Tier) -> Result<(), BackendError> {
+        self.require_minor(BACKUPS_MINOR, "move data between tiers")?;
+        self.call(Request::SetTier {
+            name: name.clone(),
+            tier,
+        })
+        .await
     }
     async fn progress(&self, name: &ComputeName) -> Result<Option<Progress>, BackendError> {
         // A 1.0 plugin does not know the request: no progress to report.

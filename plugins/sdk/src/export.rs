@@ -204,6 +204,10 @@ async fn dispatch(backend: &dyn Backend, request: Request) -> Response {
         Request::ArchiveStatus { name } => {
             Response::from_result(backend.archive_status(&name).await)
         }
+        Request::Tier { name } => Response::from_result(backend.tier(&name).await),
+        Request::SetTier { name, tier } => {
+            Response::from_result(backend.set_tier(&name, tier).await)
+        }
     }
 }
 

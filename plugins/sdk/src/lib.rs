@@ -272,6 +272,40 @@ pub struct ArchiveStatus {
     pub last_error: Option<String>,
 }
 
+/// Where a compute's data is (ABI 1.4).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// A data directory on local disk (running or suspended).
+    Hot,
+    /// Suspended, kept as a compressed local copy on a cheaper path.
+    Warm,
+    /// Only in the durable store; nothing local.
+    Cold,
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Tier::Hot => "hot",
+            Tier::Warm => "warm",
+            Tier::Cold => "cold",
+        })
+    }
+}
+
+impl std::str::FromStr for Tier {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hot" => Ok(Tier::Hot),
+            "warm" => Ok(Tier::Warm),
+            "cold" => Ok(Tier::Cold),
+            other => Err(format!("unknown tier \"{other}\" (hot, warm or cold)")),
+        }
+    }
+}
+
 /// A database to create.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DatabaseSpec {
@@ -585,6 +619,21 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Option<ArchiveStatus>, BackendError> {
         let _ = compute;
         Ok(None)
+    }
+
+    /// Which tier `compute`'s data is in, for backends with tiers.
+    /// (ABI 1.4.)
+    async fn tier(&self, compute: &ComputeName) -> Result<Option<Tier>, BackendError> {
+        let _ = compute;
+        Ok(None)
+    }
+
+    /// Moves a suspended compute's data to `tier` (stopping it first if
+    /// it runs); `ensure_running` of a warm or cold compute brings it back
+    /// hot. (ABI 1.4.)
+    async fn set_tier(&self, compute: &ComputeName, tier: Tier) -> Result<(), BackendError> {
+        let _ = (compute, tier);
+        Err(unsupported(self.name(), "move data between tiers"))
     }
 
     /// Progress of the long operation running on `compute` (a branch

@@ -105,6 +105,18 @@ pub enum Request {
         /// The compute.
         name: ComputeName,
     },
+    /// [`Backend::tier`](crate::Backend::tier) (ABI 1.4).
+    Tier {
+        /// The compute.
+        name: ComputeName,
+    },
+    /// [`Backend::set_tier`](crate::Backend::set_tier) (ABI 1.4).
+    SetTier {
+        /// The compute.
+        name: ComputeName,
+        /// Where its data goes.
+        tier: crate::Tier,
+    },
     /// [`Backend::progress`](crate::Backend::progress) (ABI 1.1).
     Progress {
         /// The compute (a string before ABI 1.3).
@@ -150,6 +162,9 @@ impl Request {
                 | Request::RestoreSnapshot { .. }
                 | Request::CreateBackup { .. }
                 | Request::RestoreBackup { .. }
+                | Request::SetTier { .. }
+                // A warm or cold compute is brought back first.
+                | Request::EnsureRunning { .. }
         )
     }
 }
