@@ -16,6 +16,8 @@
 //! snapshots/<name>/<id>/      a snapshot volume, with `<id>.json`, its manifest
 //! archive/<compute>/          marks of the WAL files the cold tier holds (see `archive`)
 //! cold/                       the cold tier when no bucket is configured (see `cold`)
+//! tiers/<compute>.json        a compute that is warm or cold (see `tiers`)
+//! warm/<compute>.tar.zst      a warm compute's compressed copy (`warm_dir`)
 //! ```
 //!
 //! Volumes are made, cloned and deleted by a storage driver (`storage`):
