@@ -302,8 +302,22 @@ impl NativeBackend {
     ) -> Result<String, BackendError> {
         let running = self.live_port(src);
         let atomic = self.storage.capabilities().atomic_snapshot;
-        if running.is_some() && !atomic {
-            self.stop(src).await?;
+        if let (Some(port), false) = (running, atomic) {
+            // Not atomic: cloned while Postgres is in backup mode, so the
+            // parent keeps serving.
+            match self.online_clone(src, port, dst, key).await {
+                Ok(lsn) => {
+                    self.user
+                        .chown_tree(dst)
+                        .map_err(|e| io_error("hand to the compute user", dst, e))?;
+                    return Ok(lsn);
+                }
+                Err(e) => {
+                    tracing::warn!(compute = src, error = %e, cause = ?e.source, "an online clone failed; cloning it stopped instead");
+                    let _ = self.storage.delete_volume(dst);
+                    self.stop(src).await?;
+                }
+            }
         }
         self.clone_volume(&self.db_dir(src), dst, key).await?;
         let _ = std::fs::remove_file(dst.join("pgdata").join("postmaster.pid"));
@@ -322,6 +336,72 @@ impl NativeBackend {
                 .chown_tree(dst)
                 .map_err(|e| io_error("hand to the compute user", dst, e))?;
         }
+        Ok(lsn)
+    }
+
+    /// Clones running compute `src` between `pg_backup_start` and
+    /// `pg_backup_stop`: the files may change while they are cloned, and
+    /// the clone gets the backup label and, again, the WAL written since
+    /// the backup started, so its first start recovers to a consistent
+    /// point at or after the returned LSN (the backup's end). Fails when
+    /// that WAL is no longer in `pg_wal` (the caller then clones it
+    /// stopped).
+    async fn online_clone(
+        &self,
+        src: &str,
+        port: u16,
+        dst: &Path,
+        key: &str,
+    ) -> Result<String, BackendError> {
+        let failed = |what: &'static str| {
+            move |e: tokio_postgres::Error| BackendError::internal(what).with_source(e)
+        };
+        let client = self.superuser(port, "postgres").await?;
+        let start: String = client
+            .query_one("SELECT pg_backup_start('ogel clone', true)::text", &[])
+            .await
+            .map_err(failed("pg_backup_start failed"))?
+            .get(0);
+        let cloned = self.clone_volume(&self.db_dir(src), dst, key).await;
+        let stop = client
+            .query_one(
+                "SELECT lsn::text, labelfile, coalesce(spcmapfile, '') FROM pg_backup_stop(false)",
+                &[],
+            )
+            .await
+            .map_err(failed("pg_backup_stop failed"));
+        cloned?;
+        let stop = stop?;
+        let (lsn, label, spcmap): (String, String, String) = (stop.get(0), stop.get(1), stop.get(2));
+        let first = parse_lsn(&start)
+            .map(crate::archive::segment_of_lsn)
+            .ok_or_else(|| BackendError::internal(format!("pg_backup_start gave {start}")))?;
+        let (from, to) = (self.pgdata(src).join("pg_wal"), dst.join("pgdata/pg_wal"));
+        let mut found_first = false;
+        for entry in std::fs::read_dir(&from).map_err(|e| io_error("read", &from, e))?.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some(segment) = crate::archive::segment_of(&name) else {
+                continue;
+            };
+            if segment >= first.as_str() {
+                found_first |= segment == first.as_str();
+                std::fs::copy(entry.path(), to.join(&name))
+                    .map_err(|e| io_error("copy", &entry.path(), e))?;
+            }
+        }
+        if !found_first {
+            return Err(BackendError::unavailable(format!(
+                "the WAL segment holding the clone's start ({start}) left pg_wal meanwhile"
+            )));
+        }
+        let pgdata = dst.join("pgdata");
+        std::fs::write(pgdata.join("backup_label"), label)
+            .map_err(|e| io_error("write", &pgdata, e))?;
+        if !spcmap.is_empty() {
+            std::fs::write(pgdata.join("tablespace_map"), spcmap)
+                .map_err(|e| io_error("write", &pgdata, e))?;
+        }
+        let _ = std::fs::remove_file(pgdata.join("postmaster.pid"));
         Ok(lsn)
     }
 

@@ -550,7 +550,9 @@ impl Backend for NativeBackend {
             },
             point_in_time: true,
             snapshots: true,
-            online_snapshot: driver.atomic_snapshot,
+            // Atomic drivers snapshot a running compute as it is; the
+            // others clone it in backup mode (`branches::online_clone`).
+            online_snapshot: true,
             // The copy driver copies locally, with progress: not "slow" in
             // the sense of RDS's minutes-long restores.
             slow_branches: false,
