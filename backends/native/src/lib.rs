@@ -166,6 +166,9 @@ impl NativeBackend {
         // computes' archive commands wait and retry, keeping their WAL.
         if tokio::runtime::Handle::try_current().is_ok() {
             archiver.spawn();
+            if storage.capabilities().atomic_snapshot {
+                spawn_flusher(root.clone());
+            }
         }
         let backend = NativeBackend {
             root,
@@ -452,6 +455,36 @@ fn has_pg_prewarm(bins: &PgBinaries) -> bool {
     ["lib/pg_prewarm.so", "lib/postgresql/pg_prewarm.so"]
         .iter()
         .any(|p| prefix.join(p).exists())
+}
+
+/// How often dirty data of snapshottable volumes is written back.
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+
+/// Keeps dirty data flowing to disk on a filesystem whose snapshots are
+/// atomic (btrfs, ZFS): a snapshot commits everything pending, so a branch
+/// made right after a bulk load would wait for gigabytes of write-back
+/// (measured: 3.4 s after `pgbench -i -s 68` on btrfs); written back every
+/// half second, it waits for half a second's worth at most.
+fn spawn_flusher(root: PathBuf) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(FLUSH_EVERY).await;
+            let dir = root.clone();
+            let flushed = tokio::task::spawn_blocking(move || {
+                use std::os::fd::AsRawFd;
+                let file = std::fs::File::open(&dir)?;
+                // SAFETY: a valid open descriptor for the call's duration.
+                if unsafe { nix::libc::syncfs(file.as_raw_fd()) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+            .await;
+            if let Ok(Err(e)) = flushed {
+                tracing::debug!(error = %e, "background write-back failed");
+            }
+        }
+    });
 }
 
 /// The pg_hba.conf line `pg_basebackup` needs (backups): the superuser
