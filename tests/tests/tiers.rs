@@ -110,39 +110,39 @@ async fn a_database_goes_warm_then_cold_and_a_connection_brings_it_back() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_policy_moves_an_idle_database_down() {
+async fn the_policy_moves_idle_databases_down_each_by_its_own_rule() {
     let cold = shared_tempdir();
     let mut env = env_for(cold.path());
-    env.push(("OGEL_TIERS__WARM_AFTER", "2s"));
-    env.push(("OGEL_TIERS__COLD_AFTER", "6s"));
+    // Per database: "idle" goes warm after 2 s, "frozen" cold after 3 s;
+    // the default database has no rule and stays hot.
+    env.push(("OGEL_TIERS__DATABASES__IDLE__WARM_AFTER", "2s"));
+    env.push(("OGEL_TIERS__DATABASES__FROZEN__COLD_AFTER", "3s"));
     let gw = Gateway::start_with(&env).await;
-    let url = gw.create_db("idle", Some(1)).await;
-    let c = connect(&url).await.unwrap();
-    c.batch_execute("CREATE TABLE t AS SELECT generate_series(1, 500) AS n")
-        .await
-        .unwrap();
-    drop(c);
-    let mut seen: Vec<String> = Vec::new();
+    let mut urls = Vec::new();
+    for db in ["idle", "frozen"] {
+        let url = gw.create_db(db, Some(1)).await;
+        let c = connect(&url).await.unwrap();
+        c.batch_execute("CREATE TABLE t AS SELECT generate_series(1, 500) AS n")
+            .await
+            .unwrap();
+        urls.push(url);
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    let mut went_cold = false;
+    let mut tiers = (String::new(), String::new());
     while std::time::Instant::now() < deadline {
-        let now = tier(&gw, "idle").await;
-        if seen.last() != Some(&now) {
-            seen.push(now.clone());
-        }
-        if now == "cold" {
-            went_cold = true;
+        tiers = (tier(&gw, "idle").await, tier(&gw, "frozen").await);
+        if tiers == ("warm".to_string(), "cold".to_string()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(went_cold, "tiers seen: {seen:?}");
-    assert!(
-        seen.contains(&"warm".to_string()),
-        "warm on the way: {seen:?}"
-    );
-    assert_eq!(rows(&url).await, 500);
-    assert_eq!(tier(&gw, "idle").await, "hot");
+    assert_eq!(tiers, ("warm".to_string(), "cold".to_string()));
+    assert_eq!(tier(&gw, "app").await, "hot");
+    // Each comes back on connect, with its rows.
+    for (db, url) in ["idle", "frozen"].iter().zip(&urls) {
+        assert_eq!(rows(url).await, 500, "{db}");
+        assert_eq!(tier(&gw, db).await, "hot", "{db}");
+    }
 }
 
 /// Every step of every move at which the gateway may die.

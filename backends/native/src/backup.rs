@@ -23,7 +23,7 @@
 
 use crate::archive::{compute_prefix, segment_of_lsn, Fetched};
 use crate::branches::{compute_name, parse_lsn};
-use crate::cold::{open, seal, with_retry, ObjectStore};
+use crate::cold::{open, seal, with_retry, ObjectStore, SealKey};
 use crate::compute::StartSpec;
 use crate::{io_error, NativeBackend};
 use ogel_plugin_kit::sql::quote_ident;
@@ -34,10 +34,13 @@ use ogel_plugin_sdk::{
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Size of one stored part of a backup's tar stream.
 const PART_BYTES: usize = 64 << 20;
+/// Parts sealed and stored, or fetched and opened, at once.
+const PARALLEL: usize = 3;
 /// How long one object's upload or fetch is retried.
 const OBJECT_DEADLINE: Duration = Duration::from_secs(600);
 /// Longest a restore's WAL replay may take.
@@ -114,6 +117,81 @@ fn invalid(message: impl Into<String>) -> BackendError {
     BackendError::new(BackendErrorKind::InvalidRequest, message)
 }
 
+/// Seals `content` and stores it under `key`; the stored size.
+async fn put_sealed(
+    store: Arc<dyn ObjectStore>,
+    seal_key: Option<Arc<SealKey>>,
+    key: String,
+    content: Vec<u8>,
+) -> Result<u64, BackendError> {
+    let body = tokio::task::spawn_blocking(move || seal(&content, seal_key.as_deref()))
+        .await
+        .map_err(|e| BackendError::internal("sealing failed").with_source(e))?;
+    let body = bytes::Bytes::from(body);
+    let len = body.len() as u64;
+    with_retry(&format!("upload {key}"), OBJECT_DEADLINE, || {
+        store.put(&key, body.clone())
+    })
+    .await
+    .map_err(|e| unavailable(format!("could not store {key}: {e}")))?;
+    Ok(len)
+}
+
+/// Fetches the object `key` and opens it (checked, decompressed).
+async fn get_opened(
+    store: Arc<dyn ObjectStore>,
+    seal_key: Option<Arc<SealKey>>,
+    key: String,
+) -> Result<Vec<u8>, BackendError> {
+    let body = with_retry(&format!("fetch {key}"), OBJECT_DEADLINE, || store.get(&key))
+        .await
+        .map_err(|e| unavailable(format!("could not fetch {key}: {e}")))?;
+    tokio::task::spawn_blocking(move || open(&key, &body, seal_key.as_deref()))
+        .await
+        .map_err(|e| BackendError::internal("opening failed").with_source(e))?
+        .map_err(invalid)
+}
+
+/// Transfers running as tasks, at most [`PARALLEL`] at once, whose
+/// results are taken in the order they were started. Dropped, it aborts
+/// what still runs.
+struct Window<T> {
+    running: std::collections::VecDeque<tokio::task::JoinHandle<Result<T, BackendError>>>,
+}
+
+impl<T> Window<T> {
+    fn new() -> Self {
+        Window {
+            running: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.running.len() >= PARALLEL
+    }
+
+    fn push(&mut self, job: tokio::task::JoinHandle<Result<T, BackendError>>) {
+        self.running.push_back(job);
+    }
+
+    /// The oldest job's result; `None` when none is left.
+    async fn next(&mut self) -> Option<Result<T, BackendError>> {
+        let job = self.running.pop_front()?;
+        Some(match job.await {
+            Ok(result) => result,
+            Err(e) => Err(BackendError::internal("a transfer task failed").with_source(e)),
+        })
+    }
+}
+
+impl<T> Drop for Window<T> {
+    fn drop(&mut self) {
+        for job in &self.running {
+            job.abort();
+        }
+    }
+}
+
 /// The start and end of a backup from Postgres's `backup_manifest`.
 fn wal_range(manifest: &[u8]) -> Result<(u32, String, String), String> {
     let value: serde_json::Value = serde_json::from_slice(manifest)
@@ -172,32 +250,22 @@ impl NativeBackend {
     }
 
     async fn put_sealed(&self, key: &str, content: Vec<u8>) -> Result<u64, BackendError> {
-        let seal_key = self.archiver.seal_key_arc();
-        let body = tokio::task::spawn_blocking(move || seal(&content, seal_key.as_deref()))
-            .await
-            .map_err(|e| BackendError::internal("sealing failed").with_source(e))?;
-        let body = bytes::Bytes::from(body);
-        let len = body.len() as u64;
-        with_retry(&format!("upload {key}"), OBJECT_DEADLINE, || {
-            self.store().put(key, body.clone())
-        })
+        put_sealed(
+            self.store().clone(),
+            self.archiver.seal_key_arc(),
+            key.to_string(),
+            content,
+        )
         .await
-        .map_err(|e| unavailable(format!("could not store {key}: {e}")))?;
-        Ok(len)
     }
 
     async fn get_opened(&self, key: &str) -> Result<Vec<u8>, BackendError> {
-        let body = with_retry(&format!("fetch {key}"), OBJECT_DEADLINE, || {
-            self.store().get(key)
-        })
+        get_opened(
+            self.store().clone(),
+            self.archiver.seal_key_arc(),
+            key.to_string(),
+        )
         .await
-        .map_err(|e| unavailable(format!("could not fetch {key}: {e}")))?;
-        let seal_key = self.archiver.seal_key_arc();
-        let name = key.to_string();
-        tokio::task::spawn_blocking(move || open(&name, &body, seal_key.as_deref()))
-            .await
-            .map_err(|e| BackendError::internal("opening failed").with_source(e))?
-            .map_err(invalid)
     }
 
     /// Every finished backup of compute `name`, all incarnations, oldest
@@ -360,21 +428,39 @@ impl NativeBackend {
             .map_err(|e| io_error("read", &tar, e))?
             .len();
         let mut file = std::fs::File::open(&tar).map_err(|e| io_error("read", &tar, e))?;
-        let mut parts = Vec::new();
-        let mut stored = 0;
-        let mut done = 0;
+        // Parts are read in order and sealed and stored PARALLEL at a time
+        // (the window bounds the memory: PARALLEL parts).
+        let (store, seal_key) = (self.store().clone(), self.archiver.seal_key_arc());
+        let mut window = Window::new();
+        let (mut parts, mut stored, mut done, mut eof) = (Vec::new(), 0, 0, false);
         loop {
-            let mut chunk = Vec::with_capacity(PART_BYTES.min(total as usize + 1));
-            (&mut file)
-                .take(PART_BYTES as u64)
-                .read_to_end(&mut chunk)
-                .map_err(|e| io_error("read", &tar, e))?;
-            if chunk.is_empty() {
-                break;
+            while !eof && !window.is_full() {
+                let mut chunk = Vec::new();
+                let len = (&mut file)
+                    .take(PART_BYTES as u64)
+                    .read_to_end(&mut chunk)
+                    .map_err(|e| io_error("read", &tar, e))?;
+                if len == 0 {
+                    eof = true;
+                    break;
+                }
+                let key = format!(
+                    "{}/base.tar.{:05}",
+                    backup_prefix(prefix, id),
+                    parts.len() + window.running.len()
+                );
+                let (store, seal_key) = (store.clone(), seal_key.clone());
+                window.push(tokio::spawn(async move {
+                    let stored = put_sealed(store, seal_key, key.clone(), chunk).await?;
+                    Ok((key, len as u64, stored))
+                }));
             }
-            done += chunk.len() as u64;
-            let key = format!("{}/base.tar.{:05}", backup_prefix(prefix, id), parts.len());
-            stored += self.put_sealed(&key, chunk).await?;
+            let Some(part) = window.next().await else {
+                break;
+            };
+            let (key, len, part_stored) = part?;
+            done += len;
+            stored += part_stored;
             parts.push(key);
             self.note_progress(name, done, total);
         }
@@ -555,14 +641,31 @@ impl NativeBackend {
         self.storage
             .rename_volume(&volume, &self.db_dir(&target_name))
             .map_err(|e| io_error("move into place", &volume, e))?;
-        // Its base snapshot, for point-in-time branches of the restored one.
-        self.snapshot(&spec.database, &as_branch, true).await?;
+        self.base_snapshot_if_cheap(&spec.database, &as_branch)
+            .await?;
         Ok(Restored {
             database: spec.database.clone(),
             branch: as_branch,
             backup: chosen.id.clone(),
             owner: chosen.owner.clone(),
         })
+    }
+
+    /// A base snapshot (for point-in-time branches) of data that just came
+    /// back, where a clone is instant; the copy driver would copy every
+    /// byte on the way in, so there point-in-time branches of it start
+    /// from its next snapshot (`ogel snapshot create`).
+    pub(crate) async fn base_snapshot_if_cheap(
+        &self,
+        database: &str,
+        branch: &str,
+    ) -> Result<(), BackendError> {
+        if self.storage.capabilities().instant_clone {
+            self.snapshot(database, branch, true).await?;
+        } else {
+            tracing::info!(database, branch, "no base snapshot after the restore (the copy driver would copy it all); point-in-time branches start from its next snapshot");
+        }
+        Ok(())
     }
 
     /// Restores `spec` into a staging volume for compute `target_name`,
@@ -679,14 +782,29 @@ impl NativeBackend {
                 .stdin
                 .take()
                 .ok_or_else(|| BackendError::internal("tar has no stdin"))?;
-            for part in &backup.parts {
-                let content = self.get_opened(part).await?;
+            // Fetched and opened PARALLEL at a time, unpacked in order.
+            let (store, seal_key) = (self.store().clone(), self.archiver.seal_key_arc());
+            let mut window = Window::new();
+            let mut next_part = 0;
+            loop {
+                while next_part < backup.parts.len() && !window.is_full() {
+                    let part = backup.parts[next_part].clone();
+                    window.push(tokio::spawn(get_opened(
+                        store.clone(),
+                        seal_key.clone(),
+                        part,
+                    )));
+                    next_part += 1;
+                }
+                let Some(content) = window.next().await else {
+                    break;
+                };
+                let content = content?;
                 fetched += content.len() as u64;
                 use tokio::io::AsyncWriteExt;
-                stdin
-                    .write_all(&content)
-                    .await
-                    .map_err(|e| BackendError::internal(format!("unpacking {part}: {e}")))?;
+                stdin.write_all(&content).await.map_err(|e| {
+                    BackendError::internal(format!("unpacking backup {}: {e}", backup.id))
+                })?;
                 self.note_progress(key, fetched, total.max(fetched));
             }
             drop(stdin);
@@ -717,7 +835,11 @@ impl NativeBackend {
             std::fs::rename(&dirs[0], &pgdata).map_err(|e| io_error("move", &dirs[0], e))?;
         } else {
             let mut cmd = tokio::process::Command::new(self.bins.bin_dir.join("pg_combinebackup"));
-            cmd.args(&dirs).arg("-o").arg(&pgdata);
+            // In-kernel copies (reflinks where the filesystem can).
+            cmd.args(&dirs)
+                .arg("--copy-file-range")
+                .arg("-o")
+                .arg(&pgdata);
             run_tool(cmd, "pg_combinebackup").await?;
         }
         // WAL from the backup's start, every timeline's history with it.
@@ -823,8 +945,20 @@ impl NativeBackend {
                 .stop(Duration::from_millis(self.config.stop_timeout_ms))
                 .await;
             outcome?;
-            stopped
-                .map_err(|e| BackendError::internal(format!("stopping the restored compute: {e}")))
+            stopped.map_err(|e| {
+                BackendError::internal(format!("stopping the restored compute: {e}"))
+            })?;
+            // Every page against its checksum, before anything serves it
+            // (the cluster is shut down cleanly, as pg_checksums needs).
+            let mut check = tokio::process::Command::new(self.bins.bin_dir.join("pg_checksums"));
+            check.arg("--check").arg("-D").arg(pgdata);
+            self.user.apply_tokio(&mut check);
+            run_tool(check, "pg_checksums").await.map_err(|e| {
+                invalid(format!(
+                    "the restored data fails its page checksums; it will not be used: {}",
+                    e.message
+                ))
+            })
         }
         .await;
         let _ = std::fs::remove_dir_all(&socket_dir);

@@ -372,13 +372,17 @@ impl NativeBackend {
             .map_err(failed("pg_backup_stop failed"));
         cloned?;
         let stop = stop?;
-        let (lsn, label, spcmap): (String, String, String) = (stop.get(0), stop.get(1), stop.get(2));
+        let (lsn, label, spcmap): (String, String, String) =
+            (stop.get(0), stop.get(1), stop.get(2));
         let first = parse_lsn(&start)
             .map(crate::archive::segment_of_lsn)
             .ok_or_else(|| BackendError::internal(format!("pg_backup_start gave {start}")))?;
         let (from, to) = (self.pgdata(src).join("pg_wal"), dst.join("pgdata/pg_wal"));
         let mut found_first = false;
-        for entry in std::fs::read_dir(&from).map_err(|e| io_error("read", &from, e))?.flatten() {
+        for entry in std::fs::read_dir(&from)
+            .map_err(|e| io_error("read", &from, e))?
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().to_string();
             let Some(segment) = crate::archive::segment_of(&name) else {
                 continue;

@@ -342,8 +342,7 @@ impl NativeBackend {
         crash_point("back:placed");
         self.remove_marker(name)?;
         let _ = std::fs::remove_file(self.warm_file(name));
-        // A new base for point-in-time branches of it.
-        self.snapshot(&compute.database, &compute.branch, true)
+        self.base_snapshot_if_cheap(&compute.database, &compute.branch)
             .await?;
         tracing::info!(compute = name, from = %marker.tier, "back in the hot tier");
         Ok(())
