@@ -28,12 +28,14 @@
 #      started on an empty data dir with the same cold dir; timed from
 #      `ogel backup restore bench` until `SELECT 1 FROM pgbench_accounts
 #      LIMIT 1` answers on the URL it prints (the compute is woken by that
-#      connection). pgBackRest — the reference cluster is stopped and its
-#      data dir emptied; timed from `pgbackrest restore` (latest backup, to
-#      the end of the archive), through `pg_ctl start`, until the same query
-#      answers (it may answer in hot standby, before the end of replay; the
-#      time until it is writable is shown too). ogel ÷ pgBackRest (goal
-#      ≤ 1.0×). Both restored copies are checked to hold the update.
+#      connection); then that gateway is stopped too. pgBackRest — the
+#      reference cluster is stopped and its data dir emptied; timed from
+#      `pgbackrest restore` (latest backup, to the end of the archive),
+#      through `pg_ctl start`, until the same query answers (it may answer
+#      in hot standby, before the end of replay; the time until it is
+#      writable is shown too). ogel ÷ pgBackRest (goal ≤ 1.0×). Both
+#      restored copies are checked to hold the update (sum(abalance)); the
+#      exit status is non-zero if one does not.
 #   5. a table: full / incremental / restore to first row × ogel,
 #      pgbackrest, ratio; with the bytes.
 #
@@ -45,8 +47,8 @@
 # PostgreSQL it does support (Debian 12's pgBackRest 2.45 stops at 15), and
 # the table says so.
 #
-# Installs pgbackrest with apt-get if it is missing (root only). Builds
-# release binaries. Both gateways and their computes, the reference
+# Needs curl, jq. Installs pgbackrest with apt-get if it is missing (root
+# only). Builds release binaries (unless OGEL is given). Both gateways and their computes, the reference
 # postgres, every benchmark process and the temp dir are always cleaned up,
 # also on failure and on SIGINT/SIGTERM.
 #
@@ -66,6 +68,8 @@
 #                     restore; default: restores read a warm page cache
 #   QUERY_TIMEOUT     seconds a restore may take to answer (default 1800)
 #   OGEL_LOG          the gateways' log filter (default info)
+#   OGEL              an ogel binary to use as it is (default: cargo build
+#                     --release, then CARGO_TARGET_DIR/release/ogel)
 #   CARGO_TARGET_DIR  default /var/tmp/ogel-target
 #   KEEP_TMP=1        keep the temp dir (logs, cold dir, repo, clusters)
 # The gateways run with OGEL_COLD__ARCHIVE_TIMEOUT=1s (a commit reaches the
@@ -94,8 +98,9 @@ for var in SCALE PROCESS_MAX QUERY_TIMEOUT; do
     [[ "${!var}" =~ ^[0-9]+$ ]] || die "$var must be a whole number (got '${!var}')"
 done
 ((SCALE > 0 && PROCESS_MAX > 0 && QUERY_TIMEOUT > 0)) || die "SCALE, PROCESS_MAX and QUERY_TIMEOUT must be at least 1"
-[[ "$CHANGE_PCT" =~ ^[0-9]+(\.[0-9]+)?$ ]] && awk -v p="$CHANGE_PCT" 'BEGIN { exit !(p > 0 && p <= 100) }' \
-    || die "CHANGE_PCT must be a number in (0, 100] (got '$CHANGE_PCT')"
+if ! [[ "$CHANGE_PCT" =~ ^[0-9]+(\.[0-9]+)?$ ]] || ! awk -v p="$CHANGE_PCT" 'BEGIN { exit !(p > 0 && p <= 100) }'; then
+    die "CHANGE_PCT must be a number in (0, 100] (got '$CHANGE_PCT')"
+fi
 
 require_tools curl awk du jq
 
@@ -185,9 +190,14 @@ if [[ "$REF_MAJOR" != "$PG_MAJOR" ]]; then
 fi
 
 # ------------------------------------------------------------------ build
-build_release "${GATEWAY_BUILD[@]}"
-OGEL="$CARGO_TARGET_DIR/release/ogel"
-[[ -x "$OGEL" ]] || die "build did not produce $OGEL"
+if [[ -n "${OGEL:-}" ]]; then
+    [[ -x "$OGEL" ]] || die "OGEL=$OGEL is not an executable"
+    say "Using $OGEL as it is (OGEL set: no build)"
+else
+    build_release "${GATEWAY_BUILD[@]}"
+    OGEL="$CARGO_TARGET_DIR/release/ogel"
+    [[ -x "$OGEL" ]] || die "build did not produce $OGEL"
+fi
 
 # ---------------------------------------------------------------- cleanup
 make_tmp ogel-backup
@@ -361,6 +371,7 @@ change_rows() {
 }
 
 # ------------------------------------------------------------- gateway A
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 say "Starting the gateway: ogel up --data-dir $GW_DIR (cold dir $COLD_DIR, archive_timeout $OGEL_COLD__ARCHIVE_TIMEOUT; log $GW_LOG)"
 # A config path that does not exist keeps a stray ./ogel.toml out.
 start_gateway "$TMP/no-config.toml" "${OGEL_LOG:-info}"
@@ -443,8 +454,8 @@ echo "    database size: ogel $(mib "${DB_BYTES[ogel]}"), reference $(mib "${DB_
 
 declare -A TIME BYTES DU KIND
 # ogel_backup STEP [--full]: `ogel backup create bench`, timed; fills
-# TIME/BYTES/DU/KIND[STEP:ogel] and OGEL_ID[STEP].
-declare -A OGEL_ID
+# TIME/BYTES/DU/KIND[STEP:ogel].
+# shellcheck disable=SC2016 # $id is jq's
 ogel_backup() {
     local step="$1" id list
     shift
@@ -452,7 +463,6 @@ ogel_backup() {
         || { cat "$LOGS/ogel-$step.err" >&2; die "ogel backup create bench $* failed"; }
     TIME[$step:ogel]="$ELAPSED"
     id="$(tail -n 1 "$LOGS/ogel-$step.out")"
-    OGEL_ID[$step]="$id"
     list="$(api_get /v1/databases/bench/backups)" || die "GET /v1/databases/bench/backups failed: $list"
     BYTES[$step:ogel]="$(jq_get --arg id "$id" '.[] | select(.id == $id) | .stored_bytes' <<<"$list")" \
         || die "backup $id is not in GET /v1/databases/bench/backups: $list"
@@ -530,6 +540,9 @@ WRITABLE_OGEL="$FIRST_ROW" # promoted before the restore returns
 sed 's/^/    /' "$LOGS/ogel-restore.err" >&2
 printf '    ogel       restore command %ss, first row at %ss\n' "$OGEL_RESTORE_CMD" "${TIME[restore:ogel]}" >&2
 SUM_AFTER[ogel]="$("$PSQL" -X -q -At "$RESTORED_URL" -c "SELECT sum(abalance) FROM pgbench_accounts")"
+# Out of the way of pgBackRest's restore (its log stays for the table's notes).
+stop_gateway "it stops its computes"
+GW_PID=""
 
 say "Restore, pgBackRest: cluster stopped and its data dir emptied (not timed); pgbackrest restore, pg_ctl start, until the same query answers"
 as_ref "$REF_PG_BIN/pg_ctl" -D "$REF_PGDATA" -m fast -w -t 120 stop >/dev/null \
@@ -546,9 +559,8 @@ as_ref "$REF_PG_BIN/pg_ctl" -D "$REF_PGDATA" -l "$REF_DIR/postgres.log" -W start
     || { tail -n 20 "$REF_DIR/postgres.log" >&2; die "the restored reference cluster did not start"; }
 first_row "the restored reference cluster" ref_sql 'SELECT 1 FROM pgbench_accounts LIMIT 1'
 TIME[restore:pgbackrest]="$FIRST_ROW"
-first_row "the restored reference cluster (writable)" \
-    bash -c '[[ "$("$0" -X -q -At -h "$1" -p "$2" -U postgres -d bench -c "SELECT pg_is_in_recovery()")" == f ]]' \
-    "$PSQL" "$REF_SOCK" "$REF_PORT"
+ref_writable() { [[ "$(ref_sql 'SELECT pg_is_in_recovery()')" == f ]]; }
+first_row "the restored reference cluster (writable)" ref_writable
 WRITABLE_PGBR="$FIRST_ROW"
 printf '    pgbackrest restore command %ss, first row at %ss, writable at %ss\n' \
     "$PGBR_RESTORE_CMD" "${TIME[restore:pgbackrest]}" "$WRITABLE_PGBR" >&2
@@ -572,7 +584,7 @@ cell() { # cell VALUE: seconds/bytes cells as they are
 say "Results"
 {
     echo
-    echo "pgbench -i -s $SCALE ($(mib "${DB_BYTES[ogel]}") database; $CHANGE_N rows = $CHANGE_PCT% updated before the incremental: ${CHANGED_PAGES[ogel]} / ${CHANGED_PAGES[pgbackrest]} of pgbench_accounts' pages); $(nproc 2>/dev/null || echo '?') CPUs"
+    echo "pgbench -i -s $SCALE ($(mib "${DB_BYTES[ogel]}") database; $CHANGE_N rows = $CHANGE_PCT% updated before the incremental: ${CHANGED_PAGES[ogel]} / ${CHANGED_PAGES[pgbackrest]} of pgbench_accounts' pages); $(nproc 2>/dev/null || echo '?') CPUs, load average $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) at the end"
     echo "ogel: PostgreSQL $PG_VERSION, native backend, cold tier in a local dir (pg_basebackup, zstd 3)"
     echo "pgbackrest: $PGBR_VERSION on PostgreSQL $REF_VERSION, repo in a local dir (compress-type=zst, process-max=$PROCESS_MAX, start-fast$([[ -n "$PGBR_BLOCK" ]] && echo ', repo1-bundle + repo1-block'))"
     printf '%-34s %14s %14s %16s\n' "" ogel pgbackrest ogel/pgbackrest
