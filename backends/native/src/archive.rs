@@ -30,6 +30,9 @@ const SCAN_EVERY: Duration = Duration::from_millis(50);
 /// How long one upload is retried before the archiver gives up on it for
 /// this round (Postgres still holds the segment; the next scan retries).
 const UPLOAD_DEADLINE: Duration = Duration::from_secs(300);
+/// Prefix of the note that a file's last upload attempt failed.
+const FAILED: &str = ".failed-";
+
 /// How long `archive_command` waits for a segment's mark before failing
 /// (Postgres then retries the segment).
 pub(crate) const COMMAND_WAIT_SECS: u32 = 60;
@@ -163,7 +166,8 @@ impl Archiver {
                     for mark in marks.flatten() {
                         let file = mark.file_name();
                         if let Some(file) = file.to_str() {
-                            if !ready_names.contains(file) && !file.starts_with('.') {
+                            let of = file.strip_prefix(FAILED).unwrap_or(file);
+                            if !ready_names.contains(of) && !of.starts_with('.') {
                                 let _ = std::fs::remove_file(mark.path());
                             }
                         }
@@ -190,7 +194,8 @@ impl Archiver {
         for (compute, file, path, mark, key) in starts {
             let archiver = Arc::clone(self);
             tokio::spawn(async move {
-                let result = archiver.upload(&path, &key).await;
+                let failed = mark.with_file_name(format!("{FAILED}{file}"));
+                let result = archiver.upload(&compute, &failed, &path, &key).await;
                 let result = result.and_then(|()| {
                     std::fs::write(&mark, b"")
                         .map_err(|e| format!("could not mark {} as archived: {e}", mark.display()))
@@ -210,7 +215,17 @@ impl Archiver {
         }
     }
 
-    async fn upload(&self, path: &Path, key: &str) -> Result<(), String> {
+    /// Seals and stores one WAL file. Each failed attempt is noted at
+    /// once — in the compute's `last_error`, and as `failed` beside the
+    /// marks, which makes the archive command fail now instead of waiting
+    /// (so a compute stops promptly while the store is down).
+    async fn upload(
+        &self,
+        compute: &str,
+        failed: &Path,
+        path: &Path,
+        key: &str,
+    ) -> Result<(), String> {
         let path_owned = path.to_path_buf();
         let seal_key = self.key.clone();
         let body = tokio::task::spawn_blocking(move || {
@@ -221,11 +236,22 @@ impl Archiver {
         .await
         .map_err(|e| format!("sealing {}: {e}", path.display()))??;
         let body = bytes::Bytes::from(body);
-        with_retry(&format!("upload {key}"), UPLOAD_DEADLINE, || {
-            self.store.put(key, body.clone())
+        let result = with_retry(&format!("upload {key}"), UPLOAD_DEADLINE, || async {
+            let attempt = self.store.put(key, body.clone()).await;
+            if let Err(e) = &attempt {
+                if let Some(w) = self.lock().get_mut(compute) {
+                    w.last_error = Some(e.to_string());
+                }
+                let _ = std::fs::write(failed, b"");
+            }
+            attempt
         })
         .await
-        .map_err(|e: StoreError| e.to_string())
+        .map_err(|e: StoreError| e.to_string());
+        if result.is_ok() {
+            let _ = std::fs::remove_file(failed);
+        }
+        result
     }
 
     /// What compute `name` has not yet made durable.
@@ -345,7 +371,7 @@ impl Archiver {
 pub(crate) fn archive_command(marks: &Path) -> String {
     let ticks = COMMAND_WAIT_SECS * 20;
     format!(
-        "i=0; while [ ! -e \"{}/%f\" ]; do i=$((i+1)); if [ $i -gt {ticks} ]; then echo \"ogel: %f is not in the cold tier yet (is the gateway running? see its log)\" >&2; exit 1; fi; sleep 0.05; done",
+        "i=0; while [ ! -e \"{0}/%f\" ]; do if [ -e \"{0}/{FAILED}%f\" ]; then echo \"ogel: the cold tier did not take %f yet (see the gateway log); retrying\" >&2; exit 1; fi; i=$((i+1)); if [ $i -gt {ticks} ]; then echo \"ogel: %f is not in the cold tier yet (is the gateway running? see its log)\" >&2; exit 1; fi; sleep 0.05; done",
         marks.display()
     )
 }
@@ -405,5 +431,20 @@ mod tests {
             .unwrap();
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("not in the cold tier yet"));
+        // A failed upload attempt makes it fail at once, not after waiting.
+        std::fs::write(marks.path().join(".failed-000000010000000000000003"), b"").unwrap();
+        let failing = archive_command(marks.path()).replace("%f", "000000010000000000000003");
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new("sh")
+            .args(["-c", &failing])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("did not take"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }

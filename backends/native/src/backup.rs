@@ -43,6 +43,9 @@ const PART_BYTES: usize = 64 << 20;
 const PARALLEL: usize = 3;
 /// How long one object's upload or fetch is retried.
 const OBJECT_DEADLINE: Duration = Duration::from_secs(600);
+/// How long listing what the store holds is retried (commands that list
+/// fail fast, naming the store).
+const LIST_DEADLINE: Duration = Duration::from_secs(20);
 /// Longest a restore's WAL replay may take.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -272,16 +275,14 @@ impl NativeBackend {
     /// first.
     async fn manifests_of(&self, name: &str) -> Result<Vec<BackupManifest>, BackendError> {
         let prefix = format!("computes/{name}/");
-        let objects = with_retry("list backups", OBJECT_DEADLINE, || {
-            self.store().list(&prefix)
-        })
-        .await
-        .map_err(|e| {
-            unavailable(format!(
-                "could not list backups in {}: {e}",
-                self.store().describe()
-            ))
-        })?;
+        let objects = with_retry("list backups", LIST_DEADLINE, || self.store().list(&prefix))
+            .await
+            .map_err(|e| {
+                unavailable(format!(
+                    "could not list backups in {}: {e}",
+                    self.store().describe()
+                ))
+            })?;
         let mut manifests = Vec::new();
         for object in objects {
             let Some(rest) = object.key.strip_prefix(&prefix) else {
@@ -604,7 +605,7 @@ impl NativeBackend {
         &self,
         database: &str,
     ) -> Result<Vec<BackupInfo>, BackendError> {
-        let objects = with_retry("list backups", OBJECT_DEADLINE, || {
+        let objects = with_retry("list backups", LIST_DEADLINE, || {
             self.store().list("computes/")
         })
         .await
@@ -865,7 +866,11 @@ impl NativeBackend {
         // Files and sizes against the manifest; their bytes were checked
         // part by part (SHA-256) as they were fetched, and every page is
         // checked against its checksum once the data is recovered.
-        verify.arg("--skip-checksums").arg("-w").arg(&wal).arg(&pgdata);
+        verify
+            .arg("--skip-checksums")
+            .arg("-w")
+            .arg(&wal)
+            .arg(&pgdata);
         run_tool(verify, "pg_verifybackup").await.map_err(|e| {
             invalid(format!(
                 "backup {} does not verify; it will not be used: {}",
@@ -967,6 +972,10 @@ impl NativeBackend {
         let _ = std::fs::remove_dir_all(&socket_dir);
         let _ = std::fs::remove_dir_all(wal);
         mark_history_ready(pgdata);
+        // The compute renames those marks to `.done`: they must be its own.
+        self.user
+            .chown_tree(&pgdata.join("pg_wal/archive_status"))
+            .map_err(|e| io_error("hand to the compute user", pgdata, e))?;
         let _ = std::fs::remove_file(pgdata.join("recovery.signal"));
         std::fs::write(&auto_conf, &original_conf).map_err(|e| io_error("write", &auto_conf, e))?;
         std::fs::write(&hba, &original_hba).map_err(|e| io_error("write", &hba, e))?;

@@ -245,6 +245,7 @@ impl NativeBackend {
                 if let Err(e) = self.archive_settings(&name) {
                     tracing::warn!(database = %name, error = %e, "its WAL is not archived until it restarts");
                 }
+                wake_checkpointer(compute.pid);
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 self.lock_computes().insert(name, compute);
             }
@@ -329,6 +330,7 @@ impl NativeBackend {
             ))
         })?;
         let port = compute.port;
+        wake_checkpointer(compute.pid);
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.lock_computes().insert(name.to_string(), compute);
         Ok(port)
@@ -455,6 +457,17 @@ fn has_pg_prewarm(bins: &PgBinaries) -> bool {
     ["lib/pg_prewarm.so", "lib/postgresql/pg_prewarm.so"]
         .iter()
         .any(|p| prefix.join(p).exists())
+}
+
+/// Makes a just-started compute's checkpointer honour `archive_timeout`
+/// now: on PostgreSQL 15+ it first sleeps a whole `checkpoint_timeout`
+/// (5 min), so a commit right after a wake would wait that long to reach
+/// the cold tier. A reload (SIGHUP) wakes it and it recomputes its sleep.
+fn wake_checkpointer(pid: u32) {
+    use nix::sys::signal::{kill, Signal};
+    if let Err(e) = kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGHUP) {
+        tracing::debug!(pid, error = %e, "could not signal the compute");
+    }
 }
 
 /// How often dirty data of snapshottable volumes is written back.

@@ -38,9 +38,12 @@ impl ObjectStore for LazyStore {
     fn describe(&self) -> String {
         match (&self.config.s3, &self.config.dir) {
             (Some(s3), _) => format!(
-                "s3://{}/{}{}",
+                "s3://{}{}{}",
                 s3.bucket,
-                s3.prefix,
+                match s3.prefix.trim_matches('/') {
+                    "" => String::new(),
+                    prefix => format!("/{prefix}"),
+                },
                 s3.endpoint
                     .as_deref()
                     .map(|e| format!(" at {e}"))
