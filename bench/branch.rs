@@ -7,7 +7,12 @@
 //!   exists) with the parent's compute running and a client connected;
 //!   checks that client still gets answers, waits until the branch's base
 //!   snapshot is sealed (hashed in the background), deletes the branch, and
-//!   removes the base snapshot if the delete left it behind.
+//!   removes the base snapshot if the delete left it behind. With
+//!   `--quiet-secs` it first leaves the database alone that long (idle).
+//! * `bulk`: the same right after a bulk load: a new table filled by one
+//!   `INSERT … SELECT generate_series` through the gateway, and as soon as
+//!   its COMMIT returns (no sync, no sleep) the timed branch; the table is
+//!   dropped after the branch is deleted.
 //! * `wake`: wake latency (suspended → first row of `SELECT 1` on a new
 //!   connection) and the latency of the first real query after the wake —
 //!   index lookups spread over a hot set that was in shared buffers before
@@ -52,6 +57,8 @@ enum Command {
     Fill(FillArgs),
     /// Time branch creation (and deletion) through the API.
     Branch(BranchArgs),
+    /// Time branch creation right after a bulk load (no sync, no sleep).
+    Bulk(BulkArgs),
     /// Time wakes and the first query after a wake.
     Wake(WakeArgs),
 }
@@ -106,6 +113,29 @@ struct BranchArgs {
     /// not pay for writing back what the database wrote before.
     #[arg(long)]
     sync_first: Option<PathBuf>,
+    /// Before each run, wait this long (seconds) with nothing sent to the
+    /// database: the branch of an idle database.
+    #[arg(long, default_value_t = 0.0)]
+    quiet_secs: f64,
+}
+
+#[derive(Debug, Args)]
+struct BulkArgs {
+    #[command(flatten)]
+    gw: Gateway,
+    /// Bulk loads, each followed by a timed branch (then deleted).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Branch names are PREFIX-r1, PREFIX-r2, …
+    #[arg(long)]
+    prefix: String,
+    /// About how much each load writes into its new table (bulk_N, one
+    /// INSERT … SELECT generate_series, dropped after its run).
+    #[arg(long)]
+    bulk_bytes: u64,
+    /// As for `branch`: base snapshots a delete leaves behind are removed.
+    #[arg(long)]
+    native_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +172,7 @@ async fn main() -> Result<()> {
     let result = match Cli::parse().command {
         Command::Fill(args) => fill(args).await?,
         Command::Branch(args) => branch(args).await?,
+        Command::Bulk(args) => bulk(args).await?,
         Command::Wake(args) => wake(args).await?,
     };
     println!("{}", Value::Object(result));
@@ -408,6 +439,133 @@ struct Run {
     seal_ms: Option<f64>,
     delete_ms: f64,
     leaked: usize,
+    /// `bulk`: the load right before the branch, seconds.
+    load_secs: Option<f64>,
+}
+
+/// What one timed branch needs besides the gateway.
+struct BranchOpts<'a> {
+    native_root: Option<&'a Path>,
+    sync_first: Option<&'a Path>,
+    verify: bool,
+}
+
+/// One timed branch `name` of the parent, with `client` (connected to the
+/// parent, its compute running) kept open across it: POST (timed) → the
+/// client's next query → base snapshot sealed → (verify) → DELETE → base
+/// snapshots the delete left behind removed. Returns the run and the verify
+/// result (Null unless `opts.verify`).
+async fn branch_run(
+    api: &Api,
+    gw: &Gateway,
+    opts: &BranchOpts<'_>,
+    client: Client,
+    name: &str,
+    load_secs: Option<f64>,
+) -> Result<(Run, Value)> {
+    let db = &gw.db;
+    if let Some(path) = opts.sync_first {
+        sync_fs(path)?;
+    }
+    let dirty_mib = dirty_kib() >> 10;
+    let started = Instant::now();
+    let (status, info) = api
+        .call(
+            Method::POST,
+            &format!("/v1/databases/{db}/branches"),
+            Some(json!({ "name": name })),
+        )
+        .await?;
+    let branch_ms = ms(started.elapsed());
+    if status != StatusCode::CREATED {
+        bail!("expected 201 Created, got {status}: {info}");
+    }
+    let branched = Instant::now();
+
+    let parent_after = {
+        let t = Instant::now();
+        match select_one(&client).await {
+            Ok(()) => Ok(ms(t.elapsed())),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    };
+    if let Err(e) = &parent_after {
+        eprintln!("branch-bench: warning: branch \"{name}\": the parent's client connected during the branch failed its next query: {e}");
+    }
+    drop(client);
+
+    // The branch's base snapshot is hashed in the background: let it
+    // finish so that it does not run into the next measurement.
+    let seal_ms = wait_sealed(api, db, name, branched).await?;
+
+    let verified = if opts.verify {
+        verify_branch(gw, name).await?
+    } else {
+        Value::Null
+    };
+
+    let t = Instant::now();
+    api.call(
+        Method::DELETE,
+        &format!("/v1/databases/{db}/branches/{name}"),
+        None,
+    )
+    .await?;
+    let delete_ms = ms(t.elapsed());
+
+    let left = api.snapshots_of(db, name).await?;
+    if !left.is_empty() {
+        if let Some(root) = opts.native_root {
+            for (id, _) in &left {
+                prune_snapshot(root, db, id).with_context(|| format!("removing snapshot {id}"))?;
+            }
+            let still = api.snapshots_of(db, name).await?;
+            if !still.is_empty() {
+                bail!("snapshots {still:?} are still listed after removing them");
+            }
+        }
+    }
+    eprintln!(
+        "  {name}: {}branch {branch_ms:8.1} ms (dirty page cache before: {dirty_mib} MiB)   parent's next query {}   seal {}   delete {delete_ms:7.1} ms{}",
+        load_secs.map_or(String::new(), |s| format!("load {s:6.1} s → ")),
+        match &parent_after {
+            Ok(v) => format!("{v:.1} ms"),
+            Err(_) => "FAILED".to_string(),
+        },
+        seal_ms.map_or("-".to_string(), |v| format!("{:.1} s", v / 1000.0)),
+        if left.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "   ({} base snapshot(s) left by the delete{})",
+                left.len(),
+                if opts.native_root.is_some() { ", removed" } else { "" }
+            )
+        }
+    );
+    Ok((
+        Run {
+            branch_ms,
+            dirty_mib,
+            parent_after,
+            seal_ms,
+            delete_ms,
+            leaked: left.len(),
+            load_secs,
+        },
+        verified,
+    ))
+}
+
+/// Connects to the parent and checks its compute runs.
+async fn connect_parent(api: &Api, gw: &Gateway) -> Result<Client> {
+    let client = connect(&gw.url).await.context("connecting to the parent")?;
+    select_one(&client).await?;
+    let (state, _) = api.compute(&gw.db).await?;
+    if state != "running" {
+        eprintln!("branch-bench: warning: the parent's compute is \"{state}\", not running, before the branch");
+    }
+    Ok(client)
 }
 
 async fn branch(args: BranchArgs) -> Result<Map<String, Value>> {
@@ -416,116 +574,120 @@ async fn branch(args: BranchArgs) -> Result<Map<String, Value>> {
     }
     let gw = &args.gw;
     let api = Api::new(gw)?;
-    let db = &gw.db;
+    let opts = |verify| BranchOpts {
+        native_root: args.native_root.as_deref(),
+        sync_first: args.sync_first.as_deref(),
+        verify,
+    };
     let mut runs = Vec::with_capacity(args.runs);
     let mut verified = Value::Null;
     for run in 1..=args.runs {
         let name = format!("{}-r{run}", args.prefix);
         let context = || format!("branch run {run} (\"{name}\")");
+        if args.quiet_secs > 0.0 {
+            // Nothing from this side in that time: the database is idle
+            // (its compute running, no client connected).
+            tokio::time::sleep(Duration::from_secs_f64(args.quiet_secs)).await;
+        }
         // The realistic case: the parent's compute runs, a client is connected.
-        let client = connect(&gw.url)
-            .await
-            .with_context(|| format!("{}: connecting to the parent", context()))?;
-        select_one(&client).await.with_context(context)?;
-        let (state, _) = api.compute(db).await?;
-        if state != "running" {
-            eprintln!("branch-bench: warning: {}: the parent's compute is \"{state}\", not running, before the branch", context());
-        }
-
-        if let Some(path) = &args.sync_first {
-            sync_fs(path)?;
-        }
-        let dirty_mib = dirty_kib() >> 10;
-        let started = Instant::now();
-        let (status, info) = api
-            .call(
-                Method::POST,
-                &format!("/v1/databases/{db}/branches"),
-                Some(json!({ "name": name })),
-            )
-            .await
-            .with_context(context)?;
-        let branch_ms = ms(started.elapsed());
-        if status != StatusCode::CREATED {
-            bail!("{}: expected 201 Created, got {status}: {info}", context());
-        }
-        let branched = Instant::now();
-
-        let parent_after = {
-            let t = Instant::now();
-            match select_one(&client).await {
-                Ok(()) => Ok(ms(t.elapsed())),
-                Err(e) => Err(format!("{e:#}")),
-            }
-        };
-        if let Err(e) = &parent_after {
-            eprintln!("branch-bench: warning: {}: the parent's client connected during the branch failed its next query: {e}", context());
-        }
-        drop(client);
-
-        // The branch's base snapshot is hashed in the background: let it
-        // finish so that it does not run into the next measurement.
-        let seal_ms = wait_sealed(&api, db, &name, branched)
-            .await
-            .with_context(context)?;
-
-        if args.verify && run == args.runs {
-            verified = verify_branch(gw, &name).await.with_context(context)?;
-        }
-
-        let t = Instant::now();
-        api.call(
-            Method::DELETE,
-            &format!("/v1/databases/{db}/branches/{name}"),
+        let client = connect_parent(&api, gw).await.with_context(context)?;
+        let (r, v) = branch_run(
+            &api,
+            gw,
+            &opts(args.verify && run == args.runs),
+            client,
+            &name,
             None,
         )
         .await
         .with_context(context)?;
-        let delete_ms = ms(t.elapsed());
-
-        let left = api.snapshots_of(db, &name).await?;
-        if !left.is_empty() {
-            if let Some(root) = &args.native_root {
-                for (id, _) in &left {
-                    prune_snapshot(root, db, id)
-                        .with_context(|| format!("{}: removing snapshot {id}", context()))?;
-                }
-                let still = api.snapshots_of(db, &name).await?;
-                if !still.is_empty() {
-                    bail!(
-                        "{}: snapshots {still:?} are still listed after removing them",
-                        context()
-                    );
-                }
-            }
+        if !v.is_null() {
+            verified = v;
         }
-        eprintln!(
-            "  run {run}: branch {branch_ms:8.1} ms (dirty page cache before: {dirty_mib} MiB)   parent's next query {}   seal {}   delete {delete_ms:7.1} ms{}",
-            match &parent_after {
-                Ok(v) => format!("{v:.1} ms"),
-                Err(_) => "FAILED".to_string(),
-            },
-            seal_ms.map_or("-".to_string(), |v| format!("{:.1} s", v / 1000.0)),
-            if left.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "   ({} base snapshot(s) left by the delete{})",
-                    left.len(),
-                    if args.native_root.is_some() { ", removed" } else { "" }
-                )
-            }
-        );
-        runs.push(Run {
-            branch_ms,
-            dirty_mib,
-            parent_after,
-            seal_ms,
-            delete_ms,
-            leaked: left.len(),
-        });
+        runs.push(r);
     }
+    let mut out = summarize(&runs);
+    out.insert("synced_first".into(), json!(args.sync_first.is_some()));
+    out.insert("quiet_secs".into(), json!(args.quiet_secs));
+    out.insert("verified".into(), verified);
+    Ok(out)
+}
 
+/// RUNS times: a bulk load into a new table on a connection to the parent,
+/// and right after its COMMIT returns, on that same connection's database
+/// and with nothing in between (no sync, no sleep), the timed branch. The
+/// table is dropped after the branch is deleted.
+async fn bulk(args: BulkArgs) -> Result<Map<String, Value>> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let gw = &args.gw;
+    let api = Api::new(gw)?;
+    let opts = BranchOpts {
+        native_root: args.native_root.as_deref(),
+        sync_first: None,
+        verify: false,
+    };
+    // Same rows as filler (960 bytes of pad), no index: about 1030 bytes a
+    // row on disk (tuple header, line pointer, 8 rows in a page).
+    let rows = ((args.bulk_bytes as f64 / 1030.0).ceil() as i64).max(1);
+    let mut runs = Vec::with_capacity(args.runs);
+    let mut loaded_bytes = Vec::with_capacity(args.runs);
+    for run in 1..=args.runs {
+        let name = format!("{}-r{run}", args.prefix);
+        let table = format!("bulk_{}", run);
+        let context = || format!("bulk run {run} (\"{name}\", table {table})");
+        let client = connect_parent(&api, gw).await.with_context(context)?;
+        query(&client, &format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (g bigint NOT NULL, pad text NOT NULL)"))
+            .await
+            .with_context(context)?;
+        let t = Instant::now();
+        query_within(
+            &client,
+            &format!("INSERT INTO {table} SELECT g, repeat(md5(g::text), 30) FROM generate_series(1::bigint, {rows}::bigint) g"),
+            BATCH_TIMEOUT,
+        )
+        .await
+        .with_context(context)?;
+        let load_secs = t.elapsed().as_secs_f64();
+        // Right away: the branch, the loading client still connected.
+        let (r, _) = branch_run(&api, gw, &opts, client, &name, Some(round1(load_secs)))
+            .await
+            .with_context(context)?;
+        runs.push(r);
+        let client = connect(&gw.url).await.with_context(context)?;
+        let size: u64 = query_value(
+            &client,
+            &format!("SELECT pg_total_relation_size('{table}')"),
+        )
+        .await
+        .with_context(context)?;
+        loaded_bytes.push(size);
+        query(&client, &format!("DROP TABLE {table}"))
+            .await
+            .with_context(context)?;
+        drop(client);
+    }
+    let mut out = summarize(&runs);
+    out.insert("bulk_rows".into(), json!(rows));
+    out.insert(
+        "bulk_mib".into(),
+        json!(loaded_bytes.iter().sum::<u64>() / loaded_bytes.len().max(1) as u64 >> 20),
+    );
+    out.insert(
+        "load_secs_runs".into(),
+        json!(runs
+            .iter()
+            .filter_map(|r| r.load_secs)
+            .map(|v| format!("{v:.1}"))
+            .collect::<Vec<_>>()
+            .join(",")),
+    );
+    Ok(out)
+}
+
+/// The JSON figures of a series of timed branches.
+fn summarize(runs: &[Run]) -> Map<String, Value> {
     let branch: Vec<f64> = runs.iter().map(|r| r.branch_ms).collect();
     let delete: Vec<f64> = runs.iter().map(|r| r.delete_ms).collect();
     let seal: Vec<f64> = runs.iter().filter_map(|r| r.seal_ms).collect();
@@ -538,7 +700,10 @@ async fn branch(args: BranchArgs) -> Result<Map<String, Value>> {
         .filter_map(|r| r.parent_after.as_ref().ok().copied())
         .collect();
     let mut out = Map::new();
+    out.insert("runs".into(), json!(runs.len()));
     out.insert("median_ms".into(), json!(round1(median(&branch))));
+    out.insert("p50_ms".into(), json!(round1(percentile(&branch, 50.0))));
+    out.insert("p99_ms".into(), json!(round1(percentile(&branch, 99.0))));
     out.insert("min_ms".into(), json!(round1(min(&branch))));
     out.insert("max_ms".into(), json!(round1(max(&branch))));
     out.insert(
@@ -557,7 +722,6 @@ async fn branch(args: BranchArgs) -> Result<Map<String, Value>> {
             .collect::<Vec<_>>()
             .join(",")),
     );
-    out.insert("synced_first".into(), json!(args.sync_first.is_some()));
     out.insert("delete_median_ms".into(), json!(round1(median(&delete))));
     out.insert(
         "seal_max_s".into(),
@@ -584,8 +748,7 @@ async fn branch(args: BranchArgs) -> Result<Map<String, Value>> {
         "leaked_snapshots".into(),
         json!(runs.iter().map(|r| r.leaked).sum::<usize>()),
     );
-    out.insert("verified".into(), verified);
-    Ok(out)
+    out
 }
 
 /// Waits until the base snapshot of `branch` is sealed; the time since

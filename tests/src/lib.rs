@@ -2,6 +2,8 @@
 //! ports with its data under a temp dir, talks to its API, and stops it —
 //! and every compute it started — when the test ends, even on failure.
 
+pub mod s3;
+
 use anyhow::{anyhow, bail, Context};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -166,7 +166,8 @@ impl NativeBackend {
         // computes' archive commands wait and retry, keeping their WAL.
         if tokio::runtime::Handle::try_current().is_ok() {
             archiver.spawn();
-            if storage.capabilities().atomic_snapshot {
+            let caps = storage.capabilities();
+            if caps.atomic_snapshot || caps.instant_clone {
                 spawn_flusher(root.clone());
             }
         }
@@ -473,9 +474,10 @@ fn wake_checkpointer(pid: u32) {
 /// How often dirty data of snapshottable volumes is written back.
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 
-/// Keeps dirty data flowing to disk on a filesystem whose snapshots are
-/// atomic (btrfs, ZFS): a snapshot commits everything pending, so a branch
-/// made right after a bulk load would wait for gigabytes of write-back
+/// Keeps dirty data flowing to disk where clones are instant (btrfs, ZFS,
+/// XFS reflink): a snapshot commits everything pending, and a reflink
+/// clone first writes back the source file's dirty pages, so a branch made
+/// right after a bulk load would wait for gigabytes of write-back
 /// (measured: 3.4 s after `pgbench -i -s 68` on btrfs); written back every
 /// half second, it waits for half a second's worth at most.
 fn spawn_flusher(root: PathBuf) {

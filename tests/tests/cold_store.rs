@@ -3,15 +3,14 @@
 //! ends (also when it fails), and, for the fault tests, a small HTTP proxy
 //! in front of it that answers 503 or cuts requests mid-body on demand.
 //!
-//! moto comes from `scripts/test`; without it these tests fail (they do
-//! not skip).
+//! moto comes from `scripts/test` (`ogel_e2e::s3`); without it these
+//! tests fail (they do not skip).
 
 use bytes::Bytes;
 use ogel_backend_native::cold::store::{with_retry, S3Store};
 use ogel_backend_native::cold::{self, ColdConfig, ObjectStore, S3Config, StoreError};
+use ogel_e2e::s3::{aws_env, close_head, free_port, read_head, Moto};
 use sha2::Digest;
-use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,125 +22,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// No test may hang the suite.
 const TEST_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn free_port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
-
-/// moto accepts any key; never look for a profile or instance role.
-fn aws_env() {
-    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    std::env::set_var("AWS_DEFAULT_REGION", "us-east-1");
-    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    std::env::remove_var("AWS_PROFILE");
-    std::env::remove_var("AWS_SESSION_TOKEN");
-    std::env::remove_var("AWS_REGION");
-    std::env::remove_var("AWS_ENDPOINT_URL");
-}
-
-/// moto's S3 in server mode on a free port; killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-    log: tempfile::NamedTempFile,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let check = Command::new("python3")
-            .args(["-c", "import moto.server, flask, werkzeug"])
-            .output();
-        match check {
-            Ok(o) if o.status.success() => {}
-            _ => panic!(
-                "moto's server mode is not installed: run scripts/test (it installs `moto[server]`), or `pip install 'moto[server]'`"
-            ),
-        }
-        aws_env();
-        let port = free_port();
-        let log = tempfile::NamedTempFile::new().expect("moto log");
-        let mut child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.reopen().expect("log")))
-            .stderr(Stdio::from(log.reopen().expect("log")))
-            .spawn()
-            .expect("python3 starts");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "moto exited ({status}) before listening on {port}: {}",
-                    std::fs::read_to_string(log.path()).unwrap_or_default()
-                );
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("moto not listening on {port} after 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Moto { child, port, log }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// A plain client to moto, to make buckets and look behind the store.
-    async fn client(&self) -> aws_sdk_s3::Client {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(self.url())
-            .load()
-            .await;
-        let config = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(true)
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
-    }
-
-    async fn create_bucket(&self, bucket: &str) -> aws_sdk_s3::Client {
-        let client = self.client().await;
-        client
-            .create_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("create bucket {bucket}: {e:?}\n{}", self.log()));
-        client
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn s3_config(endpoint: String, bucket: &str, prefix: &str) -> S3Config {
     S3Config {
@@ -245,51 +125,9 @@ impl Drop for Proxy {
     }
 }
 
-/// Reads up to the end of an HTTP head; returns the head and whatever
-/// was read past it.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            return Ok((buf, rest));
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// The head with its Connection header replaced by `Connection: close`, and
-/// its Content-Length.
-fn close_head(head: &[u8]) -> std::io::Result<(Vec<u8>, usize)> {
-    let text = String::from_utf8_lossy(head);
-    let mut out = String::new();
-    let mut length = 0;
-    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
-        let lower = line.to_ascii_lowercase();
-        if lower.starts_with("connection:") || lower.starts_with("keep-alive:") {
-            continue;
-        }
-        if lower.starts_with("transfer-encoding:") {
-            return Err(std::io::Error::other("the proxy handles no chunked bodies"));
-        }
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            length = v.trim().parse().map_err(std::io::Error::other)?;
-        }
-        out.push_str(line);
-        out.push_str("\r\n");
-    }
-    out.push_str("Connection: close\r\n\r\n");
-    Ok((out.into_bytes(), length))
-}
-
 async fn relay(mut client: TcpStream, upstream: u16, faults: &Faults) -> std::io::Result<()> {
     let (head, mut rest) = read_head(&mut client).await?;
-    let (head, length) = close_head(&head)?;
+    let (head, length) = close_head(&head, true)?;
     faults.requests.fetch_add(1, Ordering::SeqCst);
     if let Ok(mut heads) = faults.heads.lock() {
         heads.push(String::from_utf8_lossy(&head).into_owned());
@@ -334,7 +172,7 @@ async fn relay(mut client: TcpStream, upstream: u16, faults: &Faults) -> std::io
     tokio::io::copy(&mut (&mut client).take(left), &mut server).await?;
 
     let (response_head, response_rest) = read_head(&mut server).await?;
-    let (response_head, _) = close_head(&response_head)?;
+    let (response_head, _) = close_head(&response_head, false)?;
     client.write_all(&response_head).await?;
     let short = take_one(&faults.short_response);
     let corrupt = take_one(&faults.corrupt_response);
@@ -362,9 +200,10 @@ async fn relay(mut client: TcpStream, upstream: u16, faults: &Faults) -> std::io
 #[tokio::test]
 async fn put_get_list_delete_with_pagination_and_prefix() {
     let _serial = SERIAL.lock().await;
-    let moto = Moto::start();
+    let moto = Moto::start().await;
     timed(async {
-        let raw = moto.create_bucket("cold").await;
+        moto.create_bucket("cold").await;
+        let raw = moto.client.clone();
         // A key that is not under the store's prefix: never listed.
         raw.put_object()
             .bucket("cold")
@@ -497,9 +336,10 @@ async fn put_get_list_delete_with_pagination_and_prefix() {
 #[tokio::test]
 async fn no_prefix_and_open_store() {
     let _serial = SERIAL.lock().await;
-    let moto = Moto::start();
+    let moto = Moto::start().await;
     timed(async {
-        let raw = moto.create_bucket("plain").await;
+        moto.create_bucket("plain").await;
+        let raw = moto.client.clone();
         let config = ColdConfig {
             s3: Some(s3_config(moto.url(), "plain", "")),
             ..ColdConfig::default()
@@ -527,7 +367,7 @@ async fn no_prefix_and_open_store() {
 #[tokio::test]
 async fn a_missing_bucket_is_refused() {
     let _serial = SERIAL.lock().await;
-    let moto = Moto::start();
+    let moto = Moto::start().await;
     timed(async {
         let start = Instant::now();
         let e = S3Store::connect(&s3_config(moto.url(), "no-such-bucket", "p"))
@@ -553,7 +393,8 @@ async fn a_missing_bucket_is_refused() {
         assert!(start.elapsed() < Duration::from_secs(10));
 
         // A bucket deleted under a connected store: list and put say so.
-        let raw = moto.create_bucket("gone").await;
+        moto.create_bucket("gone").await;
+        let raw = moto.client.clone();
         let store = S3Store::connect(&s3_config(moto.url(), "gone", ""))
             .await
             .expect("connect");
@@ -613,7 +454,7 @@ async fn an_unreachable_endpoint_is_unavailable_until_the_deadline() {
 #[tokio::test]
 async fn puts_go_through_503s() {
     let _serial = SERIAL.lock().await;
-    let moto = Moto::start();
+    let moto = Moto::start().await;
     timed(async {
         moto.create_bucket("cold").await;
         let proxy = Proxy::start(moto.port).await;
@@ -664,7 +505,7 @@ async fn puts_go_through_503s() {
 #[tokio::test]
 async fn a_put_cut_mid_body_is_never_stored_short() {
     let _serial = SERIAL.lock().await;
-    let moto = Moto::start();
+    let moto = Moto::start().await;
     timed(async {
         moto.create_bucket("cold").await;
         let proxy = Proxy::start(moto.port).await;
@@ -730,7 +571,7 @@ async fn a_put_cut_mid_body_is_never_stored_short() {
 #[tokio::test]
 async fn gets_never_return_a_short_or_changed_body() {
     let _serial = SERIAL.lock().await;
-    let moto = Moto::start();
+    let moto = Moto::start().await;
     timed(async {
         moto.create_bucket("cold").await;
         let proxy = Proxy::start(moto.port).await;
