@@ -672,7 +672,7 @@ async fn bulk(args: BulkArgs) -> Result<Map<String, Value>> {
     out.insert("bulk_rows".into(), json!(rows));
     out.insert(
         "bulk_mib".into(),
-        json!(loaded_bytes.iter().sum::<u64>() / loaded_bytes.len().max(1) as u64 >> 20),
+        json!((loaded_bytes.iter().sum::<u64>() / loaded_bytes.len().max(1) as u64) >> 20),
     );
     out.insert(
         "load_secs_runs".into(),

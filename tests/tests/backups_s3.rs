@@ -28,10 +28,7 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(120);
 /// so that the environment never reads it as a number).
 const KEY: &str = "c0ffee00112233445566778899aabbccddeeff00112233445566778899aabbcc";
 
-// ---------------------------------------------------------------------------
-// moto
-
-/// moto's S3 in server mode on a free port; killed on drop.
+// moto: `ogel_e2e::s3::Moto`.
 
 // ---------------------------------------------------------------------------
 // A fault-injecting HTTP proxy in front of moto. It serves one request per
@@ -39,6 +36,7 @@ const KEY: &str = "c0ffee00112233445566778899aabbccddeeff00112233445566778899aab
 // frame a request head plus Content-Length bytes of body; answers are
 // passed on to the end.
 
+/// Pass everything on.
 const PASS: u8 = 0;
 /// Answer every request 503 SlowDown, like a busy S3.
 const SLOW_DOWN: u8 = 1;
