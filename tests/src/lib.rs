@@ -397,3 +397,22 @@ where
     }
     false
 }
+
+/// `SELECT count(*) FROM table` on `url`.
+pub async fn count(url: &str, table: &str) -> i64 {
+    let c = connect(url).await.expect("connect");
+    c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+/// The URL `ogel backup restore` prints for a database the gateway did not
+/// have (the owner's new password in it).
+pub fn restored_url(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find(|l| l.starts_with("postgresql://"))
+        .unwrap_or_else(|| panic!("no URL in {stdout:?}"))
+        .to_string()
+}

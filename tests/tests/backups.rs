@@ -5,7 +5,7 @@
 //! restore. Real gateways, real PostgreSQL 15 and 18, the cold tier a
 //! local directory shared by the gateways (as an S3 bucket would be).
 
-use ogel_e2e::{connect, eventually, shared_tempdir, Gateway};
+use ogel_e2e::{connect, count, eventually, restored_url, shared_tempdir, Gateway};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,14 +29,6 @@ fn pg18_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-async fn count(url: &str, table: &str) -> i64 {
-    let c = connect(url).await.expect("connect");
-    c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .expect("count")
-        .get(0)
 }
 
 /// Waits until the database's WAL archive has nothing pending, and then
@@ -66,15 +58,6 @@ fn cli_ok(gw: &Gateway, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// The URL a restore onto a gateway that did not have the database prints.
-fn restored_url(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find(|l| l.starts_with("postgresql://"))
-        .unwrap_or_else(|| panic!("no URL in {stdout:?}"))
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]

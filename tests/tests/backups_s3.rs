@@ -10,7 +10,7 @@
 //! skip).
 
 use ogel_e2e::s3::{close_head, read_head, Moto};
-use ogel_e2e::{connect, eventually, ogel_bin, Gateway};
+use ogel_e2e::{connect, count, eventually, ogel_bin, restored_url, Gateway};
 use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -257,15 +257,6 @@ async fn cli_err(gw: &Gateway, args: &[&str]) -> String {
     stderr
 }
 
-/// The URL a restore onto a gateway that did not have the database prints.
-fn restored_url(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find(|l| l.starts_with("postgresql://"))
-        .unwrap_or_else(|| panic!("no URL in {stdout:?}"))
-        .to_string()
-}
-
 async fn archive(gw: &Gateway, db: &str) -> serde_json::Value {
     let (status, body) = gw
         .api("GET", &format!("/v1/databases/{db}/archive"), None)
@@ -289,14 +280,6 @@ async fn wait_archived(gw: &Gateway, db: &str, within: Duration) {
         archive(gw, db).await,
         log_tail(gw)
     );
-}
-
-async fn count(url: &str, table: &str) -> i64 {
-    let c = connect(url).await.expect("connect");
-    c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .expect("count")
-        .get(0)
 }
 
 /// The machine is lost: gateway, computes and local disk.
