@@ -156,10 +156,16 @@ impl Lifecycle {
     ) -> Result<ComputeEndpoint, BackendError> {
         let started = Instant::now();
         let (name, slot) = (ComputeName::parse(db), slot.clone());
-        // A compute whose data is not on local disk takes a restore first.
-        let limit = match self.backend.tier(&name).await {
-            Ok(Some(tier)) if tier != ogel_plugin_sdk::Tier::Hot => self.restore_timeout,
-            _ => self.wake_timeout,
+        // A compute whose data is not on local disk is brought back first
+        // (a long call of its own), within `restore_timeout`.
+        let away = matches!(
+            self.backend.tier(&name).await,
+            Ok(Some(tier)) if tier != ogel_plugin_sdk::Tier::Hot
+        );
+        let limit = if away {
+            self.restore_timeout
+        } else {
+            self.wake_timeout
         };
         let too_slow = format!(
             "the compute for \"{db}\" did not start within {limit:?}; it may still be starting: retry"
@@ -170,6 +176,9 @@ impl Lifecycle {
                 "start the compute",
                 Some((limit, too_slow)),
                 move |backend| async move {
+                    if away {
+                        backend.set_tier(&name, ogel_plugin_sdk::Tier::Hot).await?;
+                    }
                     let endpoint = backend.ensure_running(&name).await?;
                     slot.set_cached(Some(endpoint.clone()));
                     *lock(&slot.idle_since) = Instant::now();

@@ -163,8 +163,6 @@ impl Request {
                 | Request::CreateBackup { .. }
                 | Request::RestoreBackup { .. }
                 | Request::SetTier { .. }
-                // A warm or cold compute is brought back first.
-                | Request::EnsureRunning { .. }
         )
     }
 }
