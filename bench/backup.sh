@@ -36,7 +36,11 @@
 #      writable is shown too). ogel ÷ pgBackRest (goal ≤ 1.0×). Both
 #      restored copies are checked to hold the update (sum(abalance)); the
 #      exit status is non-zero if one does not.
-#   5. a table: full / incremental / restore to first row × ogel,
+#   5. tiers, on the restored gateway: `ogel db tier bench warm`, then
+#      `cold` (not timed), each time the seconds from a client's first try
+#      until SELECT 1 answers (the connection brings it back); the same for
+#      a second, SMALL_SCALE database "small" (about 100 MB).
+#   6. a table: full / incremental / restore to first row × ogel,
 #      pgbackrest, ratio; with the bytes.
 #
 # PostgreSQL: PG_BIN is the gateway's server (and the pgbench/psql used on
@@ -62,6 +66,8 @@
 #                     incrementals; beta=y on 2.45); default: its default,
 #                     file-level incrementals
 #   PROCESS_MAX       pgBackRest process-max (default 2)
+#   SMALL_SCALE       the second database's scale for the tier runs
+#                     (default 7: about 100 MB)
 #   CHANGE_PCT        % of pgbench_accounts rows updated before the
 #                     incremental (default 1)
 #   DROP_CACHES=1     drop the OS page cache (machine-wide) before each
@@ -297,10 +303,10 @@ pgbr() { as_ref "$PGBACKREST" --config="$PGBR_CONF" --stanza=bench "$@"; }
 # wait_ogel_archived: until the database's WAL archive has nothing pending
 # (twice in a row, archive_timeout apart), so what was committed is in the
 # cold tier.
-wait_ogel_archived() {
-    local i body pending ok=0
+wait_ogel_archived() { # wait_ogel_archived [DB] (default bench)
+    local i body pending ok=0 db="${1:-bench}"
     for ((i = 0; i < 1200; i++)); do
-        body="$(api_get /v1/databases/bench/archive 2>/dev/null || true)"
+        body="$(api_get "/v1/databases/$db/archive" 2>/dev/null || true)"
         pending="$(jq_get .pending_files <<<"$body" 2>/dev/null || true)"
         if [[ "$pending" == 0 ]]; then
             ok=$((ok + 1))
@@ -540,6 +546,37 @@ WRITABLE_OGEL="$FIRST_ROW" # promoted before the restore returns
 sed 's/^/    /' "$LOGS/ogel-restore.err" >&2
 printf '    ogel       restore command %ss, first row at %ss\n' "$OGEL_RESTORE_CMD" "${TIME[restore:ogel]}" >&2
 SUM_AFTER[ogel]="$("$PSQL" -X -q -At "$RESTORED_URL" -c "SELECT sum(abalance) FROM pgbench_accounts")"
+
+# ------------------------------------------------------------------ tiers
+# tier_first_row NAME DB URL TIER: `ogel db tier DB TIER` (not timed), then
+# the seconds from a client's first try until SELECT 1 answers on URL (the
+# connection brings the database back); sets TIER_TIME[NAME].
+declare -A TIER_TIME
+tier_first_row() {
+    local name="$1" db="$2" url="$3" tier="$4"
+    timed "ogel db tier $db $tier" "$LOGS/tier-$db-$tier.out" "$LOGS/tier-$db-$tier.err" ogel_cli db tier "$db" "$tier" \
+        || { cat "$LOGS/tier-$db-$tier.out" "$LOGS/tier-$db-$tier.err" >&2; die "ogel db tier $db $tier failed"; }
+    local moved="$ELAPSED"
+    drop_caches
+    T0="$(now)"
+    first_row "$db from $tier" "$PSQL" -X -q -At "$url" -c 'SELECT 1 FROM pgbench_accounts LIMIT 1'
+    TIER_TIME[$name]="$FIRST_ROW"
+    printf '    %-24s moved down in %ss; first row %ss after the first try\n' "$name" "$moved" "$FIRST_ROW" >&2
+}
+say "Tiers: ogel db tier bench warm, then cold; each time until a connection's first row (it brings the database back)"
+tier_first_row "warm, $(mib "${DB_BYTES[ogel]}")" bench "$RESTORED_URL" warm
+tier_first_row "cold, $(mib "${DB_BYTES[ogel]}")" bench "$RESTORED_URL" cold
+SMALL_SCALE="${SMALL_SCALE:-7}"
+say "Tiers: database \"small\" (pgbench -i -s $SMALL_SCALE), cold, until its first row"
+SMALL="$(create_database '{"name": "small", "suspend_after_secs": 0}')" \
+    || die "creating database small failed: $SMALL"
+SMALL_URL="$(with_param "$(jq_get .url <<<"$SMALL")" sslmode=disable)"
+"$PGBENCH" -i -q -s "$SMALL_SCALE" "$SMALL_URL" >"$LOGS/init-small.log" 2>&1 \
+    || { tail -n 5 "$LOGS/init-small.log" >&2; die "pgbench -i of small failed"; }
+SMALL_BYTES="$("$PSQL" -X -q -At "$SMALL_URL" -c 'SELECT pg_database_size(current_database())')"
+wait_ogel_archived small
+tier_first_row "cold, $(mib "$SMALL_BYTES")" small "$SMALL_URL" cold
+tier_first_row "warm, $(mib "$SMALL_BYTES")" small "$SMALL_URL" warm
 # Out of the way of pgBackRest's restore (its log stays for the table's notes).
 stop_gateway "it stops its computes"
 GW_PID=""
@@ -597,6 +634,9 @@ say "Results"
     printf '%-34s %14s %14s %16s\n' "restore to first row, s (≤ 1.0×)" "${TIME[restore:ogel]}" "${TIME[restore:pgbackrest]}" "$(ratio "${TIME[restore:ogel]}" "${TIME[restore:pgbackrest]}")"
     printf '%-34s %14s %14s %16s\n' "  of which the restore command, s" "$OGEL_RESTORE_CMD" "$PGBR_RESTORE_CMD" "$(ratio "$OGEL_RESTORE_CMD" "$PGBR_RESTORE_CMD")"
     printf '%-34s %14s %14s %16s\n' "restore to writable, s" "$WRITABLE_OGEL" "$WRITABLE_PGBR" "$(ratio "$WRITABLE_OGEL" "$WRITABLE_PGBR")"
+    for name in "${!TIER_TIME[@]}"; do
+        printf '%-34s %14s %14s %16s\n' "ogel $name → first row, s" "${TIER_TIME[$name]}" "" ""
+    done
     echo
     echo "kinds: ogel ${KIND[full:ogel]} + ${KIND[incr:ogel]}; pgbackrest ${KIND[full:pgbackrest]} + ${KIND[incr:pgbackrest]}. stored = ogel's stored_bytes (API), pgBackRest's repository.delta (info)"
     echo "du of the backups' objects: ogel $(mib "${DU[full:ogel]}") + $(mib "${DU[incr:ogel]}"), pgbackrest $(mib "${DU[full:pgbackrest]}") + $(mib "${DU[incr:pgbackrest]}"); WAL archives (not counted above): ogel $(mib "$ARCHIVE_OGEL"), pgbackrest $(mib "$ARCHIVE_PGBR")"

@@ -99,12 +99,6 @@ fn backup_prefix(compute_prefix: &str, id: &str) -> String {
     format!("{compute_prefix}/backups/{id}")
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// A sortable id: UTC time, then a random suffix.
 fn new_id() -> String {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
@@ -326,7 +320,7 @@ impl NativeBackend {
             _ => None,
         };
         let id = new_id();
-        let created_at_ms = unix_ms();
+        let created_at_ms = ogel_plugin_kit::time::unix_millis();
         let staging = self.root.join("trash").join(format!("backup-{id}"));
         std::fs::create_dir_all(&staging).map_err(|e| io_error("create", &staging, e))?;
         let result = self
@@ -363,7 +357,7 @@ impl NativeBackend {
                 None => vec![id.clone()],
             },
             created_at_ms,
-            finished_at_ms: unix_ms(),
+            finished_at_ms: ogel_plugin_kit::time::unix_millis(),
             start_lsn,
             end_lsn,
             timeline,
@@ -505,7 +499,7 @@ impl NativeBackend {
             }
         }
         chains.sort_by_key(|c| std::cmp::Reverse(c.1));
-        let now = unix_ms();
+        let now = ogel_plugin_kit::time::unix_millis();
         let kept: std::collections::HashSet<&str> = chains
             .iter()
             .enumerate()
@@ -727,15 +721,25 @@ impl NativeBackend {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let chain = cheapest_chain(chain);
+        let base = chain.last().copied().unwrap_or(chosen);
+        if base.id != chosen.id {
+            tracing::info!(
+                compute = target_name.as_str(),
+                backup = chosen.id.as_str(),
+                from = base.id.as_str(),
+                "restore: from the full backup and its WAL (less to replay than to combine)"
+            );
+        }
         let staging_root = self.root.join("trash");
         std::fs::create_dir_all(&staging_root).map_err(|e| io_error("create", &staging_root, e))?;
-        let work = staging_root.join(format!("restore-work-{}", chosen.id));
-        let volume = staging_root.join(format!("restore-{target_name}-{}", unix_ms()));
-        let _ = std::fs::remove_dir_all(&work);
+        let volume = staging_root.join(format!(
+            "restore-{target_name}-{}",
+            ogel_plugin_kit::time::unix_millis()
+        ));
         let result = self
-            .restore_into(chosen, &chain, &spec.target, &work, &volume, &target_name)
+            .restore_into(base, &chain, &spec.target, &volume, &target_name)
             .await;
-        let _ = std::fs::remove_dir_all(&work);
         self.clear_progress(&target_name);
         if let Err(e) = result {
             let _ = self.storage.delete_volume(&volume);
@@ -749,6 +753,13 @@ impl NativeBackend {
         let _ = std::fs::remove_file(volume.join("read_only_role"));
         std::fs::write(volume.join("owner"), &chosen.owner)
             .map_err(|e| io_error("write", &volume, e))?;
+        // Durable before anything names it: one write-back of the whole
+        // filesystem, not an fsync per file (pg_combinebackup runs with -N).
+        let synced = volume.clone();
+        tokio::task::spawn_blocking(move || crate::storage::sync_filesystem(&synced))
+            .await
+            .map_err(|e| BackendError::internal(format!("sync: {e}")))?
+            .map_err(|e| io_error("write back", &volume, e))?;
         Ok((volume, chosen.clone()))
     }
 
@@ -757,10 +768,16 @@ impl NativeBackend {
         chosen: &BackupManifest,
         chain: &[&BackupManifest],
         target: &RestoreTarget,
-        work: &Path,
         volume: &Path,
         key: &str,
     ) -> Result<(), BackendError> {
+        // The volume first: the backups unpack inside it, on the filesystem
+        // the data directory ends on, so the combined one can link their
+        // files and a single backup's directory simply becomes pgdata.
+        self.storage
+            .create_volume(volume)
+            .map_err(|e| io_error("create", volume, e))?;
+        let work = &volume.join("restore-parts");
         std::fs::create_dir_all(work).map_err(|e| io_error("create", work, e))?;
         let total: u64 = chain.iter().map(|m| m.stored_bytes).sum();
         let mut fetched = 0u64;
@@ -827,22 +844,19 @@ impl NativeBackend {
             std::fs::write(&path, manifest).map_err(|e| io_error("write", &path, e))?;
             dirs.push(dir);
         }
-        // The data directory, in a fresh volume.
-        self.storage
-            .create_volume(volume)
-            .map_err(|e| io_error("create", volume, e))?;
         let pgdata = volume.join("pgdata");
         if dirs.len() == 1 {
             std::fs::rename(&dirs[0], &pgdata).map_err(|e| io_error("move", &dirs[0], e))?;
         } else {
             let mut cmd = tokio::process::Command::new(self.bins.bin_dir.join("pg_combinebackup"));
-            // In-kernel copies (reflinks where the filesystem can).
             cmd.args(&dirs)
-                .arg("--copy-file-range")
+                .args(combine_args(self.bins.major))
                 .arg("-o")
                 .arg(&pgdata);
             run_tool(cmd, "pg_combinebackup").await?;
         }
+        // The parts are consumed (linked files live on in pgdata).
+        std::fs::remove_dir_all(work).map_err(|e| io_error("remove", work, e))?;
         // WAL from the backup's start, every timeline's history with it.
         let wal = volume.join("restore-wal");
         let start = parse_lsn(&chosen.start_lsn)
@@ -1053,6 +1067,41 @@ impl NativeBackend {
     }
 }
 
+/// The backups a restore unpacks: the whole chain, or only its full
+/// backup when the WAL from there to the last one's start is under a
+/// quarter of the full's size. Combining rewrites every relation file an
+/// incremental touched (a 1 GB table with 1% of its pages changed is
+/// copied whole, block by block); replaying that little WAL is cheaper.
+fn cheapest_chain(chain: Vec<&BackupManifest>) -> Vec<&BackupManifest> {
+    let (Some(full), Some(last)) = (chain.first().copied(), chain.last().copied()) else {
+        return chain;
+    };
+    let wal_bytes = match (parse_lsn(&full.start_lsn), parse_lsn(&last.start_lsn)) {
+        (Some(from), Some(to)) if to >= from => to - from,
+        _ => return chain,
+    };
+    if chain.len() > 1 && full.timeline == last.timeline && wal_bytes <= full.size_bytes / 4 {
+        vec![full]
+    } else {
+        chain
+    }
+}
+
+/// How `pg_combinebackup` writes the combined data directory: hard links
+/// to the unpacked backups' files on PostgreSQL 18+ (they are consumed
+/// after), in-kernel copies before (reflinks where the filesystem can);
+/// never an fsync per file (the volume is synced once, before it is
+/// used) and no checksums in its manifest (files and sizes are checked
+/// against it; the bytes were checked part by part as they came in).
+fn combine_args(major: u32) -> [&'static str; 3] {
+    let method = if major >= 18 {
+        "--link"
+    } else {
+        "--copy-file-range"
+    };
+    [method, "--no-sync", "--manifest-checksums=NONE"]
+}
+
 /// An RFC 3339 time in Unix milliseconds.
 fn time_ms(at: &str) -> Result<u64, BackendError> {
     crate::branches::parse_time_ms(at).ok_or_else(|| {
@@ -1129,6 +1178,59 @@ mod tests {
         );
         assert!(wal_range(b"{}").is_err());
         assert!(wal_range(b"not json").is_err());
+    }
+
+    fn manifest(id: &str, start_lsn: &str, size_bytes: u64) -> BackupManifest {
+        BackupManifest {
+            id: id.into(),
+            database: "shop".into(),
+            branch: "main".into(),
+            incarnation: "i".into(),
+            kind: BackupKind::Full,
+            parent: None,
+            chain: vec![],
+            created_at_ms: 0,
+            finished_at_ms: 0,
+            start_lsn: start_lsn.into(),
+            end_lsn: start_lsn.into(),
+            timeline: 1,
+            size_bytes,
+            stored_bytes: 0,
+            parts: vec![],
+            pg_major: 18,
+            owner: "shop_owner".into(),
+        }
+    }
+
+    #[test]
+    fn a_restore_replays_little_wal_rather_than_combine() {
+        let full = manifest("f", "0/10000000", 1 << 30);
+        let little = manifest("i1", "0/12000000", 1 << 20);
+        let much = manifest("i2", "0/60000000", 1 << 20);
+        let ids = |c: Vec<&BackupManifest>| c.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+        // 32 MiB of WAL against a 1 GiB full backup: the full one and WAL.
+        assert_eq!(ids(cheapest_chain(vec![&full, &little])), ["f"]);
+        // 1.25 GiB of WAL: the chain, combined.
+        assert_eq!(
+            ids(cheapest_chain(vec![&full, &little, &much])),
+            ["f", "i1", "i2"]
+        );
+        assert_eq!(ids(cheapest_chain(vec![&full])), ["f"]);
+        let mut other_timeline = little.clone();
+        other_timeline.timeline = 2;
+        assert_eq!(
+            ids(cheapest_chain(vec![&full, &other_timeline])),
+            ["f", "i1"]
+        );
+        assert_eq!(
+            combine_args(17),
+            [
+                "--copy-file-range",
+                "--no-sync",
+                "--manifest-checksums=NONE"
+            ]
+        );
+        assert_eq!(combine_args(18)[0], "--link");
     }
 
     #[test]

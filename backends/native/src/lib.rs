@@ -485,16 +485,7 @@ fn spawn_flusher(root: PathBuf) {
         loop {
             tokio::time::sleep(FLUSH_EVERY).await;
             let dir = root.clone();
-            let flushed = tokio::task::spawn_blocking(move || {
-                use std::os::fd::AsRawFd;
-                let file = std::fs::File::open(&dir)?;
-                // SAFETY: a valid open descriptor for the call's duration.
-                if unsafe { nix::libc::syncfs(file.as_raw_fd()) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-            .await;
+            let flushed = tokio::task::spawn_blocking(move || storage::sync_filesystem(&dir)).await;
             if let Ok(Err(e)) = flushed {
                 tracing::debug!(error = %e, "background write-back failed");
             }

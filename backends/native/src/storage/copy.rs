@@ -88,7 +88,7 @@ pub(crate) fn clone_tree(
 
 /// Flushes the filesystem holding `path` (`syncfs`: one call, not one
 /// `fsync` per file).
-fn sync_filesystem(path: &Path) -> io::Result<()> {
+pub(crate) fn sync_filesystem(path: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let dir = std::fs::File::open(path)?;
     // SAFETY: a valid open file descriptor for the duration of the call.

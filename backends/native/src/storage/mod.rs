@@ -13,6 +13,7 @@ mod reflink;
 mod zfs;
 
 pub use btrfs::BtrfsDriver;
+pub(crate) use copy::sync_filesystem;
 pub use copy::CopyDriver;
 pub use reflink::{probe_reflink, ReflinkDriver};
 pub use zfs::ZfsDriver;
