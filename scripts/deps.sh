@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what OgelBase needs on Debian when it is missing, saying what it
-# does: PostgreSQL server binaries (15–18), psql and pgbench.
+# does: PostgreSQL server binaries (15–18), psql and pgbench, protoc (to
+# build the etcd client), etcd (for the shared-catalog tests).
 # Sourced by scripts/up and scripts/test.
 
 ogel_has_pg_server() {
@@ -61,6 +62,31 @@ ogel_ensure_storage_tools() {
   fi
   echo "ogel: installing btrfs-progs xfsprogs e2fsprogs for the storage-driver tests"
   ogel_apt_install btrfs-progs xfsprogs e2fsprogs
+}
+
+# protoc: the etcd client (gateway's shared catalog, catalog/etcd.rs)
+# compiles etcd's protobuf definitions at build time. $PROTOC wins if set.
+ogel_ensure_protoc() {
+  if [ -n "${PROTOC:-}" ] && [ -x "$PROTOC" ]; then
+    return 0
+  fi
+  # etcd's definitions import google/protobuf/descriptor.proto, which
+  # Debian ships in libprotobuf-dev.
+  if command -v protoc >/dev/null 2>&1 && [ -f /usr/include/google/protobuf/descriptor.proto ]; then
+    return 0
+  fi
+  echo "ogel: installing protobuf-compiler and libprotobuf-dev (protoc and its well-known types, to build the etcd client)"
+  ogel_apt_install protobuf-compiler libprotobuf-dev
+}
+
+# etcd for the shared-catalog tests (tests/tests/cluster_catalog.rs), which
+# start real etcd clusters and fail without it.
+ogel_ensure_etcd() {
+  if [ -x /usr/bin/etcd ] || command -v etcd >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "ogel: installing etcd-server for the shared-catalog tests"
+  ogel_apt_install etcd-server
 }
 
 ogel_target_dir() {

@@ -14,6 +14,9 @@ use crate::api::ApiServices;
 use crate::auth::scram::ScramVerifier;
 use crate::auth::tokens::KeyRing;
 use crate::cancel::CancelRegistry;
+use crate::catalog::etcd::{EtcdStore, Fence};
+use crate::catalog::{CatalogError, LeaderBeat};
+use crate::cluster::{Cluster, NodeInfo};
 use crate::config::{Config, Overrides, Reload};
 use crate::control::access::Access;
 use crate::control::branches::Branches;
@@ -134,7 +137,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     };
     let _lock = lock_data_dir(&data_dir)?;
     let token = load_or_create_token(&data_dir)?;
-    let catalog = Catalog::open(&data_dir.join("catalog.redb"))?;
+    let (catalog, etcd) = open_catalog(&config, &data_dir)?;
 
     let plugins_dir = config.plugins_dir();
     eprintln!(
@@ -180,6 +183,11 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let api_addr = api_listener.local_addr()?;
 
     let tls = Arc::new(Tls::load(&data_dir, &config.tls).context("setting up TLS")?);
+    let ca_pem = tls
+        .ca_file
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok());
+    let cluster = join_cluster(&config, etcd.as_ref(), pg_addr, api_addr, ca_pem).await?;
     let keys = Arc::new(KeyRing::open(&data_dir).context("loading the token signing keys")?);
     let backends = Arc::new(backends);
     let urls = Urls::new(pg_addr);
@@ -202,6 +210,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
             default_database: config.default_database.clone(),
             suspend_after: config.suspend_after,
         },
+        cluster.clone(),
     ));
     let branches = Arc::new(Branches::new(
         databases.clone(),
@@ -298,11 +307,12 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         operations,
         reloader: reloader.clone(),
         predictor: predictor.clone(),
-        catalog,
+        catalog: catalog.clone(),
         token,
         pg_addr,
         api_addr,
         started_at: std::time::Instant::now(),
+        cluster: cluster.clone(),
     });
     let api_task = tokio::spawn(
         axum::serve(api_listener, app)
@@ -332,9 +342,11 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let ttl_task = tokio::spawn(ogel_policies::ttl_reaper::run(
         ogel_policies::ttl_reaper::CHECK_INTERVAL,
         move || ttl_list.expired_branches(),
-        move |(database, branch): (String, String)| {
+        move |(database, branch, fence): (String, String, Option<Fence>)| {
             let branches = ttl_delete.clone();
-            async move { branches.delete_branch(&database, &branch).await }
+            async move {
+                crate::cluster::fenced(fence, branches.delete_branch(&database, &branch)).await
+            }
         },
         stopped(stop_rx.clone()),
     ));
@@ -346,6 +358,13 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let tier_task = tokio::spawn(tiers.clone().run_policy(
         config.tiers.clone(),
         config.tiers.check_interval(),
+        stopped(stop_rx.clone()),
+    ));
+    let cluster_task = tokio::spawn(beat_as_leader(
+        cluster.clone(),
+        catalog.clone(),
+        databases.clone(),
+        config.cluster.lease_ttl / 4,
         stopped(stop_rx.clone()),
     ));
     let sighup_reloader = reloader.clone();
@@ -367,6 +386,16 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         data_dir.display()
     );
     println!("  backend:  {}", backends.description());
+    if cluster.is_clustered() {
+        let view = cluster.view();
+        println!(
+            "  cluster:  node {} ({:?}; leader {}) through etcd {}",
+            cluster.name(),
+            view.role,
+            view.leader.as_deref().unwrap_or("not yet elected"),
+            config.cluster.etcd.join(",")
+        );
+    }
     if let Some(url) = default_url {
         println!("  database \"{}\": {url}", config.default_database);
     }
@@ -392,12 +421,126 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let _ = ttl_task.await;
     let _ = backup_task.await;
     let _ = tier_task.await;
+    let _ = cluster_task.await;
     let _ = warm_task.await;
     pool_task.abort();
     reload_task.abort();
     databases.suspend_all().await;
     let _ = std::fs::remove_file(run_info_path(&data_dir));
     Ok(())
+}
+
+/// The catalog: in etcd with `[cluster] etcd` (then also the store, whose
+/// fence the cluster sets), else the embedded file.
+fn open_catalog(
+    config: &Config,
+    data_dir: &Path,
+) -> anyhow::Result<(Catalog, Option<Arc<EtcdStore>>)> {
+    if !config.cluster.enabled() {
+        return Ok((Catalog::open(&data_dir.join("catalog.redb"))?, None));
+    }
+    let store = tokio::task::block_in_place(|| {
+        EtcdStore::connect(
+            &config.cluster.etcd,
+            &config.cluster.prefix,
+            config.cluster.etcd_timeout,
+        )
+    })
+    .map_err(|e| anyhow!("the cluster's catalog: {}", crate::error::chain(&e)))?;
+    let store = Arc::new(store);
+    Ok((Catalog::over(store.clone()), Some(store)))
+}
+
+/// This gateway's place among the others: joined through etcd (refused if
+/// its name is taken), or alone.
+async fn join_cluster(
+    config: &Config,
+    etcd: Option<&Arc<EtcdStore>>,
+    pg_addr: std::net::SocketAddr,
+    api_addr: std::net::SocketAddr,
+    ca_pem: Option<String>,
+) -> anyhow::Result<Arc<Cluster>> {
+    let name = config.cluster.node_name.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "ogel".into())
+    });
+    let Some(store) = etcd else {
+        return Ok(Cluster::single(&name));
+    };
+    let host = config
+        .cluster
+        .advertise
+        .clone()
+        .unwrap_or_else(|| pg_addr.ip().to_string());
+    let info = NodeInfo {
+        name,
+        postgres: format!("{host}:{}", pg_addr.port()),
+        api: format!("{host}:{}", api_addr.port()),
+        pid: std::process::id(),
+        ca_pem,
+        ..NodeInfo::default()
+    };
+    let fenced_store = store.clone();
+    Cluster::join(
+        info,
+        store.client_handle(),
+        config.cluster.lease_ttl,
+        Box::new(move |fence| fenced_store.set_fence(fence)),
+    )
+    .await
+    .map_err(|e| anyhow!("{e}"))
+}
+
+/// The leader's beat (so a deposed leader's late writes are seen refused),
+/// and this node's load for the others, every `every`.
+async fn beat_as_leader(
+    cluster: Arc<Cluster>,
+    catalog: Catalog,
+    databases: Arc<Databases>,
+    every: std::time::Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    if !cluster.is_clustered() {
+        return;
+    }
+    tokio::pin!(stop);
+    let mut ticker = tokio::time::interval(every.max(std::time::Duration::from_millis(50)));
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticker.tick() => {}
+        }
+        let (mut running, mut clients) = (0, 0);
+        for (lifecycle, name, _) in databases.idle_policies() {
+            let stats = lifecycle.stats(&name);
+            running += usize::from(stats.running);
+            clients += stats.active_clients;
+        }
+        cluster.set_load(running, clients);
+        let Some(fence) = cluster.leader_fence() else {
+            continue;
+        };
+        let beat = LeaderBeat {
+            node: cluster.name().to_string(),
+            generation: fence.create_revision,
+            at_unix_ms: ogel_plugin_kit::time::unix_millis(),
+        };
+        let written =
+            crate::catalog::etcd::with_fence(fence, async { catalog.put_leader_beat(&beat) }).await;
+        match written {
+            Ok(()) => {}
+            Err(CatalogError::Fenced { .. }) => {
+                cluster.note_fenced();
+                tracing::warn!(
+                    generation = beat.generation,
+                    "a late leader beat was refused: another gateway leads now"
+                );
+            }
+            Err(e) => tracing::debug!(error = %e, "leader beat not written"),
+        }
+    }
 }
 
 /// Creates the default database on first start and returns its URL. Its

@@ -66,6 +66,53 @@ pub struct Config {
     pub backup: BackupConfig,
     /// Hot, warm and cold tiers: when idle databases move down (`[tiers]`).
     pub tiers: TiersConfig,
+    /// Several gateways as one, agreeing through etcd (`[cluster]`).
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: with `etcd` set, the catalog lives in etcd, this gateway
+/// joins the others as `node_name`, and one leader runs the control loops
+/// for databases whose gateway is gone. Without it: one node, the
+/// embedded catalog, always its own leader.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd client URLs (`--etcd http://a:2379,http://b:2379`); empty: no cluster.
+    pub etcd: Vec<String>,
+    /// This gateway's name in the cluster, unique (default: the host name).
+    pub node_name: Option<String>,
+    /// The address other gateways and clients reach this one at (default:
+    /// the Postgres listener's host).
+    pub advertise: Option<String>,
+    /// Key prefix in etcd (several deployments can share one etcd).
+    pub prefix: String,
+    /// The node's and the leader's lease: a dead gateway's lease expires
+    /// this long after its last renewal, and another takes over.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Longest an etcd call may take before it counts as unreachable.
+    #[serde(with = "humantime_serde")]
+    pub etcd_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            etcd: Vec::new(),
+            node_name: None,
+            advertise: None,
+            prefix: "/ogel".into(),
+            lease_ttl: Duration::from_secs(2),
+            etcd_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether several gateways run together (etcd configured).
+    pub fn enabled(&self) -> bool {
+        !self.etcd.is_empty()
+    }
 }
 
 /// `[tiers]`: a suspended database with no connections for `warm_after`
@@ -492,6 +539,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             backup: BackupConfig::default(),
             tiers: TiersConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -505,6 +553,29 @@ pub struct Overrides {
     pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api: Option<String>,
+    /// `--etcd`, `--node-name`, `--advertise`.
+    #[serde(skip_serializing_if = "ClusterOverrides::is_empty")]
+    pub cluster: ClusterOverrides,
+}
+
+/// The `[cluster]` keys `ogel up` takes as flags.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClusterOverrides {
+    /// etcd client URLs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<Vec<String>>,
+    /// This gateway's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Its advertised address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+}
+
+impl ClusterOverrides {
+    fn is_empty(&self) -> bool {
+        self.etcd.is_none() && self.node_name.is_none() && self.advertise.is_none()
+    }
 }
 
 impl Config {

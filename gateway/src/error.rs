@@ -173,7 +173,7 @@ pub enum ControlError {
     #[error("{0}")]
     Backend(#[from] BackendError),
     /// The catalog could not be read or written.
-    #[error("the gateway could not use its catalog; see its log")]
+    #[error("the gateway could not use its catalog ({0}); see its log")]
     Catalog(#[from] crate::catalog::CatalogError),
     /// Something inside the gateway failed (signing a token, …).
     #[error("{message}")]

@@ -33,6 +33,7 @@ pub mod auth;
 pub mod cancel;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod error;

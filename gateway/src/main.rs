@@ -29,11 +29,22 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match &cli.command {
-            Command::Up { listen, config } => {
+            Command::Up {
+                listen,
+                config,
+                etcd,
+                node_name,
+                advertise,
+            } => {
                 let overrides = config::Overrides {
                     data_dir: cli.data_dir.clone(),
                     listen: listen.clone(),
                     api: cli.api.clone(),
+                    cluster: config::ClusterOverrides {
+                        etcd: etcd.clone(),
+                        node_name: node_name.clone(),
+                        advertise: advertise.clone(),
+                    },
                 };
                 let loaded = config::Config::load(config, &overrides)
                     .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;

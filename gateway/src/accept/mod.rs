@@ -5,6 +5,7 @@
 //! task per client; a failing or hostile client ends its own task and
 //! nothing else.
 
+pub mod hop;
 pub mod limits;
 pub mod login;
 pub mod negotiate;
@@ -75,6 +76,8 @@ enum Target {
     Database(Session),
     /// The admin console.
     Console,
+    /// A database another gateway of the cluster serves: carried there.
+    Forward(hop::Hop),
 }
 
 impl Frontend {
@@ -187,6 +190,10 @@ async fn log_in(
             frontend.console.serve(stream).await;
             return None;
         }
+        Target::Forward(to) => {
+            hop::run(stream, to, &frontend.cancels).await;
+            return None;
+        }
         Target::Database(session) => session,
     };
     // Wakes the compute now, so a client learns at login if it cannot
@@ -251,6 +258,21 @@ async fn startup(
     if route.credential == Credential::Console {
         frontend.auth.console(stream, &route.user).await?;
         return Ok(Some(Target::Console));
+    }
+    // Another gateway's database: that gateway authenticates and serves.
+    if let Some(node) = frontend
+        .databases
+        .served_elsewhere(&route.database)
+        .map_err(|e| ClientError::new(CANNOT_CONNECT_NOW, e.to_string()))?
+    {
+        let compute = compute_name(
+            &route.database,
+            route.branch.as_deref().unwrap_or(crate::names::MAIN_BRANCH),
+        );
+        let mut params = route.params;
+        params.retain(|(k, _)| k != "database");
+        params.push(("database".to_string(), compute));
+        return Ok(Some(Target::Forward(hop::Hop { node, params })));
     }
     let identity = frontend.auth.database(stream, &route, remote).await?;
     let record = identity.record;

@@ -120,7 +120,7 @@ pub enum RestoreResult {
     /// Into a branch of a database this gateway has.
     Branch(BranchInfo),
     /// A database new to this gateway, with its owner's new password.
-    Database(DatabaseCredentials),
+    Database(Box<DatabaseCredentials>),
 }
 
 /// The continuous WAL archive of a database's branch.
@@ -283,11 +283,11 @@ pub async fn restore_backup(
         RestoreOutcome::Database(record, password) => {
             let url = state.databases.url(&record, Some(&password));
             let view = state.databases.describe(&record.name).await?;
-            RestoreResult::Database(DatabaseCredentials {
+            RestoreResult::Database(Box::new(DatabaseCredentials {
                 database: state.info(view),
                 password,
                 url,
-            })
+            }))
         }
     }))
 }

@@ -63,6 +63,8 @@ pub struct ApiServices {
     pub api_addr: SocketAddr,
     /// When the gateway started.
     pub started_at: Instant,
+    /// This gateway among the others.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// State handed to handlers.
@@ -139,6 +141,8 @@ pub struct DatabaseInfo {
     pub compute: ComputeInfo,
     /// Its continuous WAL archive (backends that keep one).
     pub archive: Option<backups::ArchiveInfo>,
+    /// The gateway that serves it, in a cluster.
+    pub node: Option<String>,
 }
 
 /// Response of `POST /v1/databases` and of a password reset.
@@ -274,6 +278,7 @@ impl ApiState {
             suspend_after_secs: view.suspend_after.map(|d| d.as_secs()),
             min_warm: view.record.min_warm,
             tenant: view.record.tenant,
+            node: view.record.node,
             compute: ComputeInfo {
                 state: view.compute.state.to_string(),
                 pid: view.compute.pid,
@@ -291,11 +296,11 @@ impl ApiState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "OgelBase API", description = "Databases, computes and status of an OgelBase gateway."),
-    paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, pause_database, resume_database, reset_password, reload, status, list_plugins,
+    paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, pause_database, resume_database, reset_password, reload, status, cluster, list_plugins,
         branches::list_branches, branches::create_branch, branches::delete_branch, branches::reset_branch, branches::list_snapshots, branches::create_snapshot, branches::restore_snapshot, branches::list_operations,
         backups::create_backup, backups::list_backups, backups::restore_backup, backups::archive, backups::get_tier, backups::set_tier,
         access::create_token, access::list_tokens, access::revoke_token, access::list_keys, access::rotate_key, access::remove_key, access::list_tenants, access::create_tenant, access::delete_tenant),
-    components(schemas(Done, access::CreateToken, access::CreateTenant, access::TenantInfo, access::CreatedTenant, crate::control::access::IssuedToken, crate::catalog::TokenRecord, crate::auth::tokens::KeyInfo, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, backups::CreateBackup, backups::BackupEntry, backups::RestoreBackup, backups::RestoreResult, backups::ArchiveInfo, backups::SetTier, backups::TierInfo, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList)),
+    components(schemas(Done, access::CreateToken, access::CreateTenant, access::TenantInfo, access::CreatedTenant, crate::control::access::IssuedToken, crate::catalog::TokenRecord, crate::auth::tokens::KeyInfo, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, backups::CreateBackup, backups::BackupEntry, backups::RestoreBackup, backups::RestoreResult, backups::ArchiveInfo, backups::SetTier, backups::TierInfo, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList, ClusterStatus, crate::cluster::ClusterView, crate::cluster::NodeInfo, crate::cluster::Role, crate::catalog::LeaderBeat)),
     modifiers(&BearerAuth),
     security(("admin_token" = []))
 )]
@@ -341,6 +346,7 @@ pub fn router(services: ApiServices) -> Router {
         .merge(backups::routes())
         .merge(access::routes())
         .route("/v1/status", get(status))
+        .route("/v1/cluster", get(cluster))
         .route("/v1/plugins", get(list_plugins))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -611,6 +617,25 @@ async fn status(State(state): State<ApiState>) -> ApiResult<GatewayStatus> {
         api: state.api_addr.to_string(),
         backend: state.backends.description(),
         databases: views.into_iter().map(|v| state.info(v)).collect(),
+    }))
+}
+
+/// `GET /v1/cluster`: this gateway's view of the cluster.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClusterStatus {
+    /// Nodes, leader, generation, as this gateway sees them.
+    #[serde(flatten)]
+    pub view: crate::cluster::ClusterView,
+    /// The leader's last beat in the catalog.
+    pub leader_beat: Option<crate::catalog::LeaderBeat>,
+}
+
+/// Nodes, the leader and its generation, as this gateway sees them.
+#[utoipa::path(get, path = "/v1/cluster", responses((status = 200, body = ClusterStatus)))]
+async fn cluster(State(state): State<ApiState>) -> ApiResult<ClusterStatus> {
+    Ok(Json(ClusterStatus {
+        view: state.cluster.view(),
+        leader_beat: state.catalog.leader_beat().ok().flatten(),
     }))
 }
 

@@ -1,13 +1,15 @@
 //! The catalog: databases, roles, branches, tenants and issued tokens.
 //! [`Catalog`] is the typed view every service uses; where the records live
-//! is a [`CatalogStore`] — an embedded crash-safe file today
-//! ([`redb::RedbStore`]), a shared store when several gateways run together.
+//! is a [`CatalogStore`] — an embedded crash-safe file ([`redb::RedbStore`]),
+//! or etcd when several gateways run as one ([`etcd::EtcdStore`]: reads from
+//! an in-memory mirror kept by a watch, fenced transactional writes).
 //!
 //! Records are JSON values keyed by name, so adding a field never needs a
 //! migration (missing fields take their defaults). A database is written
 //! first as `creating`, then `ready` once its backend finished; on start-up
 //! anything still `creating` is a create a crash interrupted, and is undone.
 
+pub mod etcd;
 pub mod redb;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -27,16 +29,19 @@ pub enum Table {
     Tenants,
     /// Issued tokens (ids and claims, never the token), by id.
     Tokens,
+    /// Cluster-wide records (the leader's beat), by name.
+    Cluster,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Databases,
         Table::Roles,
         Table::Branches,
         Table::Tenants,
         Table::Tokens,
+        Table::Cluster,
     ];
 
     /// Its name in the store.
@@ -47,6 +52,7 @@ impl Table {
             Table::Branches => "branches",
             Table::Tenants => "tenants",
             Table::Tokens => "tokens",
+            Table::Cluster => "cluster",
         }
     }
 }
@@ -104,6 +110,13 @@ pub enum CatalogError {
     /// A record could not be encoded.
     #[error("catalog: a record could not be encoded")]
     Encode(#[source] serde_json::Error),
+    /// A fenced write whose fence no longer holds (the lease or leadership
+    /// it stood for is gone or was taken over); nothing was written.
+    #[error("catalog: this gateway no longer holds its lease (fenced); the write was refused")]
+    Fenced {
+        /// The fence key whose creation revision no longer matched.
+        key: String,
+    },
 }
 
 /// Where a database is in its life.
@@ -138,6 +151,24 @@ pub struct DatabaseRecord {
     /// The tenant that owns it.
     #[serde(default = "default_tenant")]
     pub tenant: String,
+    /// The gateway whose disk and computes serve it, in a cluster (`None`
+    /// on a single gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// The leader's beat (`Table::Cluster`, key `leader`): written by the
+/// leader every few hundred milliseconds under its fence, so a deposed
+/// leader's late beats are refused and the generation here never goes
+/// back.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct LeaderBeat {
+    /// The leader's node name.
+    pub node: String,
+    /// Its generation.
+    pub generation: i64,
+    /// Unix milliseconds of the beat.
+    pub at_unix_ms: u64,
 }
 
 /// A tenant: owns databases; its admin token sees only them.
@@ -250,6 +281,55 @@ impl Catalog {
 
     fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CatalogError> {
         serde_json::to_vec(value).map_err(CatalogError::Encode)
+    }
+
+    /// The leader's last beat, if a leader ever beat.
+    pub fn leader_beat(&self) -> Result<Option<LeaderBeat>, CatalogError> {
+        self.get(Table::Cluster, "leader")
+    }
+
+    /// Records the leader's beat (refused by the store's fence once this
+    /// gateway no longer leads).
+    pub fn put_leader_beat(&self, beat: &LeaderBeat) -> Result<(), CatalogError> {
+        self.write(&[(Table::Cluster, "leader", Some(Self::encode(beat)?))])
+    }
+
+    /// Copies every record into `into` (`ogel cluster import`), databases
+    /// marked as served by `node`; how many records were written.
+    pub fn copy_into(&self, into: &Catalog, node: &str) -> Result<usize, CatalogError> {
+        let mut ops: Vec<(Table, String, Vec<u8>)> = Vec::new();
+        for mut db in self.databases()? {
+            db.node.get_or_insert_with(|| node.to_string());
+            ops.push((Table::Databases, db.name.clone(), Self::encode(&db)?));
+        }
+        for role in self.list::<RoleRecord>(Table::Roles)? {
+            ops.push((Table::Roles, role.name.clone(), Self::encode(&role)?));
+        }
+        for branch in self.list::<BranchRecord>(Table::Branches)? {
+            ops.push((Table::Branches, branch.key(), Self::encode(&branch)?));
+        }
+        for tenant in self.tenants()? {
+            ops.push((Table::Tenants, tenant.name.clone(), Self::encode(&tenant)?));
+        }
+        for token in self.list::<TokenRecord>(Table::Tokens)? {
+            ops.push((Table::Tokens, token.id.clone(), Self::encode(&token)?));
+        }
+        // A batch at a time: etcd bounds the operations of one transaction.
+        for chunk in ops.chunks(64) {
+            let batch: Vec<WriteOp<'_>> = chunk
+                .iter()
+                .map(|(t, k, v)| (*t, k.as_str(), Some(v.clone())))
+                .collect();
+            into.write(&batch)?;
+        }
+        Ok(ops.len())
+    }
+
+    /// Whether the catalog holds no database, role or tenant.
+    pub fn is_empty(&self) -> Result<bool, CatalogError> {
+        Ok(self.databases()?.is_empty()
+            && self.list::<RoleRecord>(Table::Roles)?.is_empty()
+            && self.tenants()?.is_empty())
     }
 
     /// Whether a tenant exists (the default one always does).
@@ -403,6 +483,7 @@ mod tests {
                 suspend_after_secs: None,
                 min_warm: 0,
                 tenant: DEFAULT_TENANT.into(),
+                node: None,
             },
             RoleRecord {
                 name: format!("{name}_owner"),

@@ -5,6 +5,7 @@
 
 mod access;
 mod backup;
+mod cluster;
 pub mod conformance;
 
 use crate::api::branches::{BranchInfo, SnapshotEntry};
@@ -45,6 +46,16 @@ pub enum Command {
         /// Configuration file.
         #[arg(long, env = "OGEL_CONFIG", default_value = "ogel.toml")]
         config: PathBuf,
+        /// Join a cluster of gateways through these etcd members
+        /// (comma-separated client URLs); the catalog then lives in etcd.
+        #[arg(long, value_delimiter = ',')]
+        etcd: Option<Vec<String>>,
+        /// This gateway's name in the cluster (default: the host name).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// The address other gateways and clients reach this one at.
+        #[arg(long)]
+        advertise: Option<String>,
     },
     /// Databases.
     #[command(subcommand)]
@@ -77,6 +88,9 @@ pub enum Command {
     /// Tenants: each owns databases, with an admin token scoped to them.
     #[command(subcommand)]
     Tenants(access::TenantsCommand),
+    /// Several gateways as one (etcd): status, import of a single catalog.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 /// `ogel plugins …`.
@@ -336,10 +350,26 @@ impl ApiClient {
 /// Runs a client command.
 pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
     use reqwest::Method;
+    if let Command::Cluster(cluster::ClusterCommand::Import {
+        etcd,
+        node_name,
+        prefix,
+    }) = &cli.command
+    {
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".ogel"));
+        return cluster::import(&data_dir, etcd, node_name, prefix);
+    }
     let api = ApiClient::new(cli)?;
     match &cli.command {
         Command::Up { .. } | Command::Plugins(PluginsCommand::Check { .. }) => {
             unreachable!("`up` and `plugins check` are not API client commands")
+        }
+        Command::Cluster(cluster::ClusterCommand::Status) => cluster::status(&api).await?,
+        Command::Cluster(cluster::ClusterCommand::Import { .. }) => {
+            bail!("`ogel cluster import` runs without the API")
         }
         Command::Status => {
             let status: GatewayStatus = api.call(Method::GET, "/v1/status", None).await?;

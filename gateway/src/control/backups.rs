@@ -186,6 +186,10 @@ impl Backups {
                 continue;
             };
             for record in databases {
+                // Its gateway's work (or the leader's, that gateway gone).
+                let Some(fence) = self.databases.acts_for(&record) else {
+                    continue;
+                };
                 let schedule = config.schedule(&record.name);
                 let Some(every) = schedule.every else {
                     continue;
@@ -226,7 +230,9 @@ impl Backups {
                     let full = schedule
                         .full_every
                         .is_some_and(|f| now.saturating_sub(full) >= f.as_secs());
-                    match self.create(&record.name, "main", full).await {
+                    let made =
+                        crate::cluster::fenced(fence, self.create(&record.name, "main", full));
+                    match made.await {
                         Ok(b) => {
                             tracing::info!(database = %record.name, backup = %b.id, kind = ?b.kind, "scheduled backup made");
                             let entry = last.entry(record.name.clone()).or_default();

@@ -11,6 +11,7 @@
 
 use super::databases::Databases;
 use super::operations::Operations;
+use crate::catalog::etcd::Fence;
 use crate::catalog::{BranchRecord, Catalog};
 use crate::error::ControlError;
 use crate::names::{self, compute_name, unix_now};
@@ -357,13 +358,20 @@ impl Branches {
     }
 
     /// Branches whose TTL has passed, as (database, branch).
-    pub fn expired_branches(&self) -> Vec<(String, String)> {
+    /// Only those whose database this gateway acts for (its own, or, as
+    /// the leader, those of a gateway that is gone), each with the fence
+    /// its delete carries.
+    pub fn expired_branches(&self) -> Vec<(String, String, Option<Fence>)> {
         let now = unix_now();
         match self.catalog.branches("") {
             Ok(list) => list
                 .into_iter()
                 .filter(|b| b.expires_at_unix.is_some_and(|t| t <= now))
-                .map(|b| (b.database, b.name))
+                .filter_map(|b| {
+                    let record = self.catalog.database(&b.database).ok().flatten()?;
+                    let fence = self.databases.acts_for(&record)?;
+                    Some((b.database, b.name, fence))
+                })
                 .collect(),
             Err(e) => {
                 tracing::error!(error = %e, "could not read branches for the TTL reaper");

@@ -6,7 +6,9 @@
 use super::operations::Operations;
 use super::urls::Urls;
 use crate::auth::scram::ScramVerifier;
+use crate::catalog::etcd::Fence;
 use crate::catalog::{Catalog, DatabaseRecord, DatabaseState, RoleRecord};
+use crate::cluster::{Cluster, NodeInfo};
 use crate::error::ControlError;
 use crate::names;
 use crate::pool::{DbPool, Pools};
@@ -69,6 +71,8 @@ pub struct Databases {
     operations: Arc<Operations>,
     urls: Urls,
     settings: DatabaseSettings,
+    /// This gateway among the others: which databases it serves and acts for.
+    cluster: Arc<Cluster>,
     /// One create or delete at a time (names are checked, then taken).
     create_lock: tokio::sync::Mutex<()>,
 }
@@ -82,6 +86,7 @@ impl Databases {
         operations: Arc<Operations>,
         urls: Urls,
         settings: DatabaseSettings,
+        cluster: Arc<Cluster>,
     ) -> Self {
         Databases {
             catalog,
@@ -90,6 +95,7 @@ impl Databases {
             operations,
             urls,
             settings,
+            cluster,
             create_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -98,6 +104,10 @@ impl Databases {
     /// lifecycle know about computes that are still running (adopted).
     pub async fn recover(&self) -> Result<(), ControlError> {
         for db in self.catalog.databases()? {
+            // Another gateway's databases are its own to recover.
+            if !self.is_local(&db) {
+                continue;
+            }
             let Ok(lifecycle) = self.lifecycle(&db) else {
                 tracing::warn!(database = %db.name, backend = %db.backend, "its backend is not loaded; the database is unavailable until it is");
                 continue;
@@ -149,10 +159,24 @@ impl Databases {
         let backend = backend.unwrap_or(&self.settings.default_backend);
         let lifecycle = self.backend_named(backend)?.clone();
         let _guard = self.create_lock.lock().await;
-        if self.catalog.database(name)?.is_some() {
-            return Err(ControlError::AlreadyExists(format!(
-                "database \"{name}\" already exists; pick another name or `ogel db delete {name}` first"
-            )));
+        if let Some(existing) = self.catalog.database(name)? {
+            // A create of this gateway's that did not finish (a catalog
+            // write that went unanswered may still have been applied):
+            // undone now, under the create lock, like at start-up.
+            if existing.state == DatabaseState::Creating && self.is_local(&existing) {
+                tracing::warn!(
+                    database = name,
+                    "undoing an earlier create that did not finish"
+                );
+                if let Err(e) = lifecycle.backend().delete_database(name).await {
+                    tracing::debug!(database = name, error = %e, "nothing of it at the backend");
+                }
+                self.catalog.remove_database(&existing)?;
+            } else {
+                return Err(ControlError::AlreadyExists(format!(
+                    "database \"{name}\" already exists; pick another name or `ogel db delete {name}` first"
+                )));
+            }
         }
         let owner = format!("{name}_owner");
         let password = new_password();
@@ -165,6 +189,7 @@ impl Databases {
             suspend_after_secs,
             min_warm,
             tenant: tenant.to_string(),
+            node: self.home(),
         };
         let role = RoleRecord {
             name: owner.clone(),
@@ -231,6 +256,7 @@ impl Databases {
             suspend_after_secs: None,
             min_warm: 0,
             tenant: tenant.to_string(),
+            node: self.home(),
         };
         let role = RoleRecord {
             name: restored.owner.clone(),
@@ -283,7 +309,8 @@ impl Databases {
 
     /// The connection URL; with the password when it is known.
     pub fn url(&self, record: &DatabaseRecord, password: Option<&str>) -> String {
-        self.urls.database(record, password)
+        self.urls
+            .database_on(record, password, &self.cluster.other_addresses())
     }
 
     /// The effective idle window of a database.
@@ -352,8 +379,63 @@ impl Databases {
             .collect()
     }
 
-    /// The lifecycle of a database's backend.
+    /// What new databases record as their gateway: this one, in a cluster.
+    fn home(&self) -> Option<String> {
+        self.cluster
+            .is_clustered()
+            .then(|| self.cluster.name().to_string())
+    }
+
+    /// Whether this gateway serves `record` (its disk and computes).
+    pub fn is_local(&self, record: &DatabaseRecord) -> bool {
+        match &record.node {
+            Some(node) => !self.cluster.is_clustered() || node == self.cluster.name(),
+            None => true,
+        }
+    }
+
+    /// The other gateway that serves database `name`, when it is not this
+    /// one: `Ok(Some)` while that gateway is up (clients are carried
+    /// there), an `Unavailable` error while it is down, `Ok(None)` for a
+    /// database of this gateway or one the catalog does not know.
+    pub fn served_elsewhere(&self, name: &str) -> Result<Option<NodeInfo>, ControlError> {
+        let Some(record) = self.catalog.database(name)? else {
+            return Ok(None);
+        };
+        if self.is_local(&record) {
+            return Ok(None);
+        }
+        let node = record.node.as_deref().unwrap_or_default();
+        match self.cluster.node(node) {
+            Some(info) => Ok(Some(info)),
+            None => Err(ControlError::Unavailable(format!(
+                "database \"{name}\" is served by gateway {node}, which is down; it is back when {node} is"
+            ))),
+        }
+    }
+
+    /// Whether this gateway does `record`'s control-plane work now (see
+    /// [`Cluster::acts_for`]); `Some(Some(fence))` as the cluster's leader.
+    pub fn acts_for(&self, record: &DatabaseRecord) -> Option<Option<Fence>> {
+        self.cluster.acts_for(record.node.as_deref())
+    }
+
+    /// The lifecycle of a database's backend, on the gateway that serves
+    /// it; another gateway's database is a clear "connect there" (57P03).
     pub fn lifecycle(&self, record: &DatabaseRecord) -> Result<Arc<Lifecycle>, ControlError> {
+        if !self.is_local(record) {
+            let node = record.node.as_deref().unwrap_or_default();
+            return Err(ControlError::Unavailable(match self.cluster.node(node) {
+                Some(info) => format!(
+                    "database \"{}\" is served by gateway {node} (postgres {}); connect there, or list every gateway in the URL (host=a,b,c)",
+                    record.name, info.postgres
+                ),
+                None => format!(
+                    "database \"{}\" is served by gateway {node}, which is down; it is back when {node} is",
+                    record.name
+                ),
+            }));
+        }
         self.backends.get(&record.backend).cloned().ok_or_else(|| {
             ControlError::Unavailable(format!(
                 "database \"{}\" is on backend {}, which is not loaded; see `ogel plugins list`",
@@ -384,6 +466,16 @@ impl Databases {
     }
 
     async fn view(&self, record: DatabaseRecord) -> Result<DatabaseView, ControlError> {
+        if !self.is_local(&record) {
+            // Another gateway's: its compute is that gateway's to report.
+            return Ok(DatabaseView {
+                suspend_after: self.suspend_after(&record),
+                record,
+                compute: ComputeStatus::default(),
+                stats: LifecycleStats::default(),
+                archive: None,
+            });
+        }
         let lifecycle = self.lifecycle(&record)?;
         let compute = lifecycle
             .backend()

@@ -100,6 +100,14 @@ impl Tiers {
                     continue;
                 }
                 let compute = names::split_compute(&name);
+                let Some(fence) = self
+                    .databases
+                    .ready(&compute.database)
+                    .ok()
+                    .and_then(|record| self.databases.acts_for(&record))
+                else {
+                    continue;
+                };
                 let policy = config.policy(&compute.database);
                 if policy.warm_after.is_none() && policy.cold_after.is_none() {
                     continue;
@@ -129,7 +137,8 @@ impl Tiers {
                 if rank(current) >= rank(due) {
                     continue;
                 }
-                match self.set_tier(&compute.database, &compute.branch, due).await {
+                let moved = self.set_tier(&compute.database, &compute.branch, due);
+                match crate::cluster::fenced(fence, moved).await {
                     Ok(()) => {
                         tracing::info!(compute = %name, tier = %due, idle_secs = stats.idle_secs, "moved down by the tier policy")
                     }

@@ -29,15 +29,28 @@ impl Urls {
 
     /// A database's URL; with the owner's password when it is known.
     pub fn database(&self, record: &DatabaseRecord, password: Option<&str>) -> String {
+        self.database_on(record, password, &[])
+    }
+
+    /// A database's URL naming this listener and then `others` (the other
+    /// gateways of a cluster, `host:port`): libpq, pgjdbc, node-postgres
+    /// and tokio-postgres try them in turn, so a dead gateway is skipped.
+    pub fn database_on(
+        &self,
+        record: &DatabaseRecord,
+        password: Option<&str>,
+        others: &[String],
+    ) -> String {
         let credentials = match password {
             Some(p) => format!("{}:{p}", record.owner),
             None => record.owner.clone(),
         };
-        format!(
-            "postgresql://{credentials}@{}/{}",
-            self.host_port(),
-            record.name
-        )
+        let mut hosts = self.host_port();
+        for other in others {
+            hosts.push(',');
+            hosts.push_str(other);
+        }
+        format!("postgresql://{credentials}@{hosts}/{}", record.name)
     }
 
     /// A token URL: the token in the user name, TLS required.
