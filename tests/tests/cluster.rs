@@ -285,6 +285,12 @@ async fn etcd_members_lost_clients_still_served_writes_refused_then_resumed() {
         v["role"] == "isolated" && v["etcd_reachable"] == false
     })
     .await;
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("ogel_cluster_isolated{node=\"solo\"} 1")
+            && metrics.contains("ogel_cluster_etcd_reachable{node=\"solo\"} 0"),
+        "{metrics}"
+    );
 
     // Back: it leads again and writes work.
     etcd.restart(0).await;

@@ -241,3 +241,71 @@ pub fn render(
     }
     out.0
 }
+
+/// The cluster's gauges (only when several gateways run together): this
+/// node's role, the generation, etcd reachability, fenced writes.
+pub fn render_cluster(view: &crate::cluster::ClusterView) -> String {
+    use crate::cluster::Role;
+    let mut out = Exposition(String::with_capacity(512));
+    if view.role == Role::Single {
+        return out.0;
+    }
+    let node = view.node.as_str();
+    out.family(
+        "ogel_cluster_leader",
+        "gauge",
+        "1 while this gateway leads the cluster.",
+    );
+    out.sample(
+        "ogel_cluster_leader",
+        &[("node", node)],
+        u8::from(view.role == Role::Leader),
+    );
+    out.family(
+        "ogel_cluster_isolated",
+        "gauge",
+        "1 while this gateway cannot renew its lease (no control-plane work; clients still served).",
+    );
+    out.sample(
+        "ogel_cluster_isolated",
+        &[("node", node)],
+        u8::from(view.role == Role::Isolated),
+    );
+    out.family(
+        "ogel_cluster_etcd_reachable",
+        "gauge",
+        "1 while etcd answers.",
+    );
+    out.sample(
+        "ogel_cluster_etcd_reachable",
+        &[("node", node)],
+        u8::from(view.etcd_reachable),
+    );
+    out.family(
+        "ogel_cluster_generation",
+        "gauge",
+        "The leader's generation (its key's etcd create revision).",
+    );
+    out.sample(
+        "ogel_cluster_generation",
+        &[("node", node)],
+        view.generation.unwrap_or(0),
+    );
+    out.family(
+        "ogel_cluster_nodes",
+        "gauge",
+        "Live gateways this one sees.",
+    );
+    out.sample("ogel_cluster_nodes", &[("node", node)], view.nodes.len());
+    out.family(
+        "ogel_cluster_fenced_writes_total",
+        "counter",
+        "Catalog writes of this gateway refused by a fence.",
+    );
+    out.sample(
+        "ogel_cluster_fenced_writes_total",
+        &[("node", node)],
+        view.fenced_writes,
+    );
+    out.0
+}

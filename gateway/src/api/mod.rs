@@ -363,7 +363,8 @@ pub fn router(services: ApiServices) -> Router {
                 let archives = state.databases.archive_statuses().await;
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    crate::api::metrics::render(&state.pools, &state.predictor, &archives),
+                    crate::api::metrics::render(&state.pools, &state.predictor, &archives)
+                        + &crate::api::metrics::render_cluster(&state.cluster.view()),
                 )
             }),
         )
