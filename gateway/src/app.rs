@@ -187,7 +187,18 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         .ca_file
         .as_ref()
         .and_then(|f| std::fs::read_to_string(f).ok());
-    let cluster = join_cluster(&config, etcd.as_ref(), pg_addr, api_addr, ca_pem).await?;
+    let cluster = join_cluster(
+        &config,
+        etcd.as_ref(),
+        pg_addr,
+        api_addr,
+        NodeInfo {
+            ca_pem,
+            admin_token_sha256: Some(crate::control::access::sha256_hex(&token)),
+            ..NodeInfo::default()
+        },
+    )
+    .await?;
     let keys = Arc::new(KeyRing::open(&data_dir).context("loading the token signing keys")?);
     let backends = Arc::new(backends);
     let urls = Urls::new(pg_addr);
@@ -458,7 +469,7 @@ async fn join_cluster(
     etcd: Option<&Arc<EtcdStore>>,
     pg_addr: std::net::SocketAddr,
     api_addr: std::net::SocketAddr,
-    ca_pem: Option<String>,
+    published: NodeInfo,
 ) -> anyhow::Result<Arc<Cluster>> {
     let name = config.cluster.node_name.clone().unwrap_or_else(|| {
         nix::unistd::gethostname()
@@ -479,8 +490,7 @@ async fn join_cluster(
         postgres: format!("{host}:{}", pg_addr.port()),
         api: format!("{host}:{}", api_addr.port()),
         pid: std::process::id(),
-        ca_pem,
-        ..NodeInfo::default()
+        ..published
     };
     let fenced_store = store.clone();
     Cluster::join(

@@ -47,6 +47,19 @@ async fn until(gw: &Gateway, what: &str, check: impl Fn(&Value) -> bool) -> Valu
     panic!("{what}: not seen within 15 s; last view {last}");
 }
 
+/// An API call with another bearer token than the gateway's own.
+async fn call(gw: &Gateway, method: &str, path: &str, token: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .request(method.parse().expect("method"), format!("{}{path}", gw.api))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("API reachable");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
 fn signal(gw: &Gateway, sig: nix::sys::signal::Signal) {
     let pid = gw.pid() as i32;
     assert!(pid > 0, "the gateway runs");
@@ -82,6 +95,20 @@ async fn one_catalog_one_leader_failover_and_fenced_late_writes() {
     // a client of a is carried to b, and its cancel, sent to a, reaches
     // its query on b.
     let url = b.create_db("shop", Some(0)).await;
+    // The API of any gateway: a's takes b's admin token, and a call about
+    // b's database made to a is b's to answer.
+    let (status, body) = call(&a, "GET", "/v1/status", &b.token).await;
+    assert_eq!(status, 200, "a refused b's admin token: {body}");
+    let (status, body) = a.api("POST", "/v1/databases/shop/suspend", None).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, on_b) = b.api("GET", "/v1/databases/shop", None).await;
+    assert_eq!(on_b["compute"]["state"], "suspended", "{on_b}");
+    let (status, body) = a.api("POST", "/v1/databases/shop/wake", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["compute"]["state"], "running", "{body}");
+    let (status, _) = call(&a, "GET", "/v1/status", "not-a-token").await;
+    assert_eq!(status, 401);
+
     let client = connect(&url).await.expect("shop through b");
     client
         .batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod backups;
 pub mod branches;
+mod forward;
 pub mod metrics;
 
 use crate::catalog::Catalog;
@@ -348,6 +349,11 @@ pub fn router(services: ApiServices) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/cluster", get(cluster))
         .route("/v1/plugins", get(list_plugins))
+        // Inner: runs after the token check.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            forward::to_serving_gateway,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/.well-known/jwks.json", get(access::jwks))
@@ -392,7 +398,15 @@ async fn require_token(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(scope) = presented.and_then(|t| state.access.scope_of(t, &state.token)) else {
+    let Some(scope) = presented.and_then(|t| {
+        state.access.scope_of(t, &state.token).or_else(|| {
+            // Another gateway's admin token: valid across the cluster.
+            state
+                .cluster
+                .accepts_admin_token(&crate::control::access::sha256_hex(t))
+                .then_some(Scope::Global)
+        })
+    }) else {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -55,6 +55,11 @@ pub struct NodeInfo {
     /// other gateways verify it when they carry clients there.
     #[serde(default)]
     pub ca_pem: Option<String>,
+    /// SHA-256 (hex) of its admin token: every gateway accepts every
+    /// gateway's, so an API call can go to any of them (and be forwarded).
+    /// Never shown by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_sha256: Option<String>,
 }
 
 /// This node's part in the cluster now.
@@ -283,6 +288,16 @@ impl Cluster {
             .cloned()
     }
 
+    /// Whether `sha256` is the admin token hash of a live gateway of the
+    /// cluster (hashes compared, so timing tells nothing of the token).
+    pub fn accepts_admin_token(&self, sha256: &str) -> bool {
+        self.nodes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .any(|n| n.admin_token_sha256.as_deref() == Some(sha256))
+    }
+
     /// The other live gateways' Postgres addresses, by name.
     pub fn other_addresses(&self) -> Vec<String> {
         self.nodes
@@ -331,6 +346,9 @@ impl Cluster {
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone(),
             );
+        }
+        for node in &mut nodes {
+            node.admin_token_sha256 = None;
         }
         ClusterView {
             node: self.name.clone(),

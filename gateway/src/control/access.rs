@@ -97,7 +97,8 @@ pub struct IssuedToken {
     pub url: String,
 }
 
-fn sha256_hex(s: &str) -> String {
+/// SHA-256 of a token, hex: what the catalog and the cluster keep of it.
+pub fn sha256_hex(s: &str) -> String {
     Sha256::digest(s.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
