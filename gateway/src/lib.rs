@@ -20,7 +20,7 @@
 //! that state lives), `admin/` (the console database), `api/` (REST and
 //! `/metrics`), `cli/` (a client of the API), `app` (the composition root
 //! that builds the services and starts listeners and loops).
-//! Leaf modules (`names`, `config`, `error`, `wire`) import no feature module.
+//! Leaf modules (`names`, `config`, `report`, `error`, `wire`) import no feature module.
 
 #![warn(unreachable_pub)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -40,6 +40,7 @@ pub mod error;
 pub mod names;
 pub mod pool;
 pub mod relay;
+pub mod report;
 pub mod route;
 pub mod wake;
 pub mod wire;

@@ -322,18 +322,7 @@ fn describe(e: &etcd_client::Error) -> String {
     chain(e)
 }
 
-/// An error and its causes on one line (`crate::error::chain`, which this
-/// module cannot import: `error` imports the catalog).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
+use crate::report::chain;
 
 fn no_answer(timeout: Duration, last: Option<String>) -> String {
     match last {
