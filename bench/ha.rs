@@ -29,25 +29,25 @@ struct Args {
 struct Node {
     name: String,
     gateway: Gateway,
-    url: String,
+    /// Its database's owner password.
+    password: String,
+}
+
+impl Node {
+    /// Its database on this gateway only (a restarted gateway listens on a
+    /// new port): the client measures it, not the URL's other gateways.
+    fn url(&self) -> String {
+        format!(
+            "postgresql://db_{0}_owner:{1}@{2}/db_{0}",
+            self.name, self.password, self.gateway.pg_addr
+        )
+    }
 }
 
 fn env_for(etcd: &EtcdCluster, name: &str, ttl: f64) -> Vec<(String, String)> {
-    let list = etcd
-        .endpoints()
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(",");
-    vec![
-        ("OGEL_CLUSTER__ETCD".into(), format!("[{list}]")),
-        ("OGEL_CLUSTER__NODE_NAME".into(), name.into()),
-        (
-            "OGEL_CLUSTER__LEASE_TTL".into(),
-            format!("{}ms", (ttl * 1000.0) as u64),
-        ),
-        ("OGEL_LOG".into(), "warn".into()),
-    ]
+    let mut env = etcd.gateway_env(name, Duration::from_secs_f64(ttl));
+    env.push(("OGEL_LOG".into(), "warn".into()));
+    env
 }
 
 async fn start(
@@ -86,16 +86,10 @@ async fn main() -> anyhow::Result<()> {
         let gateway = start(&etcd, name, args.lease_ttl, &dir).await?;
         let db = format!("db_{name}");
         let url = gateway.create_db(&db, Some(0)).await;
-        // Only this gateway: the client measures it, not the URL's others.
-        let password = ogel_e2e::password_of(&url).to_string();
-        let url = format!(
-            "postgresql://{db}_owner:{password}@{}/{db}",
-            gateway.pg_addr
-        );
         nodes.push(Node {
             name: name.to_string(),
             gateway,
-            url,
+            password: ogel_e2e::password_of(&url).to_string(),
         });
     }
     let mut times = Vec::new();
@@ -131,18 +125,24 @@ async fn main() -> anyhow::Result<()> {
             if i == killed {
                 continue;
             }
-            let (url, stop, errors) = (node.url.clone(), stop.clone(), errors.clone());
+            let (url, stop, errors) = (node.url(), stop.clone(), errors.clone());
+            let name = node.name.clone();
             clients.push(tokio::spawn(async move {
+                let report = |e: &dyn std::fmt::Display| {
+                    if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("    client error on {name}: {e}");
+                    }
+                };
                 let client = match ogel_e2e::connect(&url).await {
                     Ok(c) => c,
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    Err(e) => {
+                        report(&ogel_e2e::error_text(&e));
                         return;
                     }
                 };
                 while !stop.load(Ordering::Relaxed) {
-                    if client.simple_query("SELECT 1").await.is_err() {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = client.simple_query("SELECT 1").await {
+                        report(&ogel_e2e::error_text(&e));
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }

@@ -175,6 +175,25 @@ impl EtcdCluster {
         m.child = Some(cmd.spawn().expect("etcd starts"));
     }
 
+    /// The environment of a gateway joining this cluster as `node` with
+    /// lease TTL `lease_ttl` (`[cluster]` through `OGEL_CLUSTER__*`).
+    pub fn gateway_env(&self, node: &str, lease_ttl: Duration) -> Vec<(String, String)> {
+        let list = self
+            .endpoints()
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        vec![
+            ("OGEL_CLUSTER__ETCD".into(), format!("[{list}]")),
+            ("OGEL_CLUSTER__NODE_NAME".into(), node.into()),
+            (
+                "OGEL_CLUSTER__LEASE_TTL".into(),
+                format!("{}ms", lease_ttl.as_millis()),
+            ),
+        ]
+    }
+
     /// Every member's client URL.
     pub fn endpoints(&self) -> Vec<String> {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()

@@ -347,6 +347,15 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
+/// A client error with the server's message and SQLSTATE when there is one
+/// (`Display` of tokio-postgres says only "db error").
+pub fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
 /// The password in a `postgresql://user:password@…` URL.
 pub fn password_of(url: &str) -> &str {
     url.split("://")

@@ -9,17 +9,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 fn cluster_env(etcd: &EtcdCluster, node: &str) -> Vec<(String, String)> {
-    let list = etcd
-        .endpoints()
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(",");
-    vec![
-        ("OGEL_CLUSTER__ETCD".into(), format!("[{list}]")),
-        ("OGEL_CLUSTER__NODE_NAME".into(), node.into()),
-        ("OGEL_CLUSTER__LEASE_TTL".into(), "2s".into()),
-    ]
+    etcd.gateway_env(node, Duration::from_secs(2))
 }
 
 async fn start(etcd: &EtcdCluster, node: &str) -> Gateway {

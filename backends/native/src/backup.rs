@@ -755,11 +755,18 @@ impl NativeBackend {
             .map_err(|e| io_error("write", &volume, e))?;
         // Durable before anything names it: one write-back of the whole
         // filesystem, not an fsync per file (pg_combinebackup runs with -N).
+        let sync_started = std::time::Instant::now();
         let synced = volume.clone();
         tokio::task::spawn_blocking(move || crate::storage::sync_filesystem(&synced))
             .await
             .map_err(|e| BackendError::internal(format!("sync: {e}")))?
             .map_err(|e| io_error("write back", &volume, e))?;
+        tracing::info!(
+            compute = target_name.as_str(),
+            step = "written back",
+            elapsed_ms = sync_started.elapsed().as_millis() as u64,
+            "restore"
+        );
         Ok((volume, chosen.clone()))
     }
 
@@ -779,6 +786,15 @@ impl NativeBackend {
             .map_err(|e| io_error("create", volume, e))?;
         let work = &volume.join("restore-parts");
         std::fs::create_dir_all(work).map_err(|e| io_error("create", work, e))?;
+        let started = std::time::Instant::now();
+        let step = |what: &str| {
+            tracing::info!(
+                compute = key,
+                step = what,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "restore"
+            );
+        };
         let total: u64 = chain.iter().map(|m| m.stored_bytes).sum();
         let mut fetched = 0u64;
         let mut dirs = Vec::new();
@@ -844,6 +860,7 @@ impl NativeBackend {
             std::fs::write(&path, manifest).map_err(|e| io_error("write", &path, e))?;
             dirs.push(dir);
         }
+        step("fetched and unpacked");
         let pgdata = volume.join("pgdata");
         if dirs.len() == 1 {
             std::fs::rename(&dirs[0], &pgdata).map_err(|e| io_error("move", &dirs[0], e))?;
@@ -857,6 +874,7 @@ impl NativeBackend {
         }
         // The parts are consumed (linked files live on in pgdata).
         std::fs::remove_dir_all(work).map_err(|e| io_error("remove", work, e))?;
+        step("combined");
         // WAL from the backup's start, every timeline's history with it.
         let wal = volume.join("restore-wal");
         let start = parse_lsn(&chosen.start_lsn)
@@ -876,6 +894,7 @@ impl NativeBackend {
             bytes = wal_fetched.bytes,
             "restore: WAL fetched from the cold tier"
         );
+        step("WAL fetched");
         let mut verify = tokio::process::Command::new(self.bins.bin_dir.join("pg_verifybackup"));
         // Files and sizes against the manifest; their bytes were checked
         // part by part (SHA-256) as they were fetched, and every page is
@@ -891,7 +910,10 @@ impl NativeBackend {
                 chosen.id, e.message
             ))
         })?;
-        self.replay(volume, &pgdata, &wal, target, key).await
+        step("verified");
+        self.replay(volume, &pgdata, &wal, target, key).await?;
+        step("replayed, stopped, page checksums checked");
+        Ok(())
     }
 
     /// Replays the staged WAL into `pgdata` up to `target`, promotes, and
@@ -962,10 +984,23 @@ impl NativeBackend {
                     "the restored data could not be brought to that point: {e}"
                 ))
             })?;
+            let replayed = std::time::Instant::now();
             let outcome = self.adopt_restored(&socket_dir, compute.port, key).await;
+            tracing::info!(
+                compute = key,
+                step = "promoted",
+                elapsed_ms = replayed.elapsed().as_millis() as u64,
+                "restore: replay"
+            );
             let stopped = compute
                 .stop(Duration::from_millis(self.config.stop_timeout_ms))
                 .await;
+            tracing::info!(
+                compute = key,
+                step = "stopped",
+                elapsed_ms = replayed.elapsed().as_millis() as u64,
+                "restore: replay"
+            );
             outcome?;
             stopped.map_err(|e| {
                 BackendError::internal(format!("stopping the restored compute: {e}"))

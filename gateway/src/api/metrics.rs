@@ -250,62 +250,17 @@ pub fn render_cluster(view: &crate::cluster::ClusterView) -> String {
     if view.role == Role::Single {
         return out.0;
     }
-    let node = view.node.as_str();
-    out.family(
-        "ogel_cluster_leader",
-        "gauge",
-        "1 while this gateway leads the cluster.",
-    );
-    out.sample(
-        "ogel_cluster_leader",
-        &[("node", node)],
-        u8::from(view.role == Role::Leader),
-    );
-    out.family(
-        "ogel_cluster_isolated",
-        "gauge",
-        "1 while this gateway cannot renew its lease (no control-plane work; clients still served).",
-    );
-    out.sample(
-        "ogel_cluster_isolated",
-        &[("node", node)],
-        u8::from(view.role == Role::Isolated),
-    );
-    out.family(
-        "ogel_cluster_etcd_reachable",
-        "gauge",
-        "1 while etcd answers.",
-    );
-    out.sample(
-        "ogel_cluster_etcd_reachable",
-        &[("node", node)],
-        u8::from(view.etcd_reachable),
-    );
-    out.family(
-        "ogel_cluster_generation",
-        "gauge",
-        "The leader's generation (its key's etcd create revision).",
-    );
-    out.sample(
-        "ogel_cluster_generation",
-        &[("node", node)],
-        view.generation.unwrap_or(0),
-    );
-    out.family(
-        "ogel_cluster_nodes",
-        "gauge",
-        "Live gateways this one sees.",
-    );
-    out.sample("ogel_cluster_nodes", &[("node", node)], view.nodes.len());
-    out.family(
-        "ogel_cluster_fenced_writes_total",
-        "counter",
-        "Catalog writes of this gateway refused by a fence.",
-    );
-    out.sample(
-        "ogel_cluster_fenced_writes_total",
-        &[("node", node)],
-        view.fenced_writes,
-    );
+    let families: [(&str, &str, &str, i64); 6] = [
+        ("ogel_cluster_leader", "gauge", "1 while this gateway leads the cluster.", i64::from(view.role == Role::Leader)),
+        ("ogel_cluster_isolated", "gauge", "1 while this gateway cannot renew its lease (no control-plane work; clients still served).", i64::from(view.role == Role::Isolated)),
+        ("ogel_cluster_etcd_reachable", "gauge", "1 while etcd answers.", i64::from(view.etcd_reachable)),
+        ("ogel_cluster_generation", "gauge", "The leader's generation (its key's etcd create revision).", view.generation.unwrap_or(0)),
+        ("ogel_cluster_nodes", "gauge", "Live gateways this one sees.", view.nodes.len() as i64),
+        ("ogel_cluster_fenced_writes_total", "counter", "Catalog writes of this gateway refused by a fence.", view.fenced_writes as i64),
+    ];
+    for (name, kind, help, value) in families {
+        out.family(name, kind, help);
+        out.sample(name, &[("node", view.node.as_str())], value);
+    }
     out.0
 }

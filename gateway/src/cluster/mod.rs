@@ -139,6 +139,28 @@ pub enum JoinError {
     Etcd(String),
 }
 
+/// Waits for the leader key's deletion on `watch` (`true`), or for the
+/// watch to end (`false`: it is made again); pends without a watch.
+async fn leader_deleted(watch: &mut Option<etcd_client::WatchStream>) -> bool {
+    let Some(stream) = watch.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(response)) => {
+                if response
+                    .events()
+                    .iter()
+                    .any(|e| e.event_type() == etcd_client::EventType::Delete)
+                {
+                    return true;
+                }
+            }
+            Ok(None) | Err(_) => return false,
+        }
+    }
+}
+
 /// Runs `work` with `fence` on its catalog writes when it is leader work
 /// (`Some`), as it is otherwise.
 pub async fn fenced<F: std::future::Future>(fence: Option<Fence>, work: F) -> F::Output {
@@ -501,8 +523,25 @@ impl Cluster {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut publish_at = Instant::now();
+        // The leader key's deletion wakes the campaign at once, rather than
+        // at the next tick: failover is the lease's expiry, not a poll.
+        let mut leader_watch = None;
         loop {
-            ticker.tick().await;
+            if leader_watch.is_none() {
+                leader_watch = bounded(timeout, client.watch(self.key("leader"), None))
+                    .await
+                    .ok();
+            }
+            tokio::select! {
+                _ = ticker.tick() => {}
+                deleted = leader_deleted(&mut leader_watch) => {
+                    if !deleted {
+                        // Made again, but not faster than once a tick.
+                        leader_watch = None;
+                        ticker.tick().await;
+                    }
+                }
+            }
             if Instant::now() >= *valid_until {
                 return "the lease was not renewed in time".into();
             }
