@@ -22,7 +22,7 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     rounds: usize,
     /// `[cluster] lease_ttl`, seconds.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 1.0)]
     lease_ttl: f64,
 }
 

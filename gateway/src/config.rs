@@ -87,7 +87,9 @@ pub struct ClusterConfig {
     /// Key prefix in etcd (several deployments can share one etcd).
     pub prefix: String,
     /// The node's and the leader's lease: a dead gateway's lease expires
-    /// this long after its last renewal, and another takes over.
+    /// this long after its last renewal, and another takes over (whole
+    /// seconds; etcd raises it to 1.5× its election timeout, so 2 s on an
+    /// etcd with default settings).
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
     /// Longest an etcd call may take before it counts as unreachable.
@@ -102,7 +104,7 @@ impl Default for ClusterConfig {
             node_name: None,
             advertise: None,
             prefix: "/ogel".into(),
-            lease_ttl: Duration::from_secs(2),
+            lease_ttl: Duration::from_secs(1),
             etcd_timeout: Duration::from_secs(2),
         }
     }

@@ -391,10 +391,15 @@ impl Cluster {
         let mut client = etcd.handle.client.clone();
         let timeout = etcd.handle.timeout;
         let ttl_secs = etcd.ttl.as_secs().max(1) as i64;
-        let lease = bounded(timeout, client.lease_grant(ttl_secs, None))
+        let granted = bounded(timeout, client.lease_grant(ttl_secs, None))
             .await
-            .map_err(JoinError::Etcd)?
-            .id();
+            .map_err(JoinError::Etcd)?;
+        let lease = granted.id();
+        if granted.ttl() != ttl_secs {
+            // Longer on the server: failover is slower, the local deadline
+            // (from the shorter TTL asked for) stays on the safe side.
+            tracing::info!(asked = ttl_secs, granted = granted.ttl(), "etcd granted a longer lease than [cluster] lease_ttl (its minimum is 1.5x its election timeout)");
+        }
         let key = self.node_key(&self.name);
         let info = {
             let mut info = self.info.write().unwrap_or_else(PoisonError::into_inner);
