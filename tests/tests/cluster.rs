@@ -142,6 +142,17 @@ async fn one_catalog_one_leader_failover_and_fenced_late_writes() {
     assert_eq!(sqlstate(&e), "57014", "{e}");
     assert!(started.elapsed() < Duration::from_secs(30));
 
+    // A preview branch of b's database, made through a's API, expires
+    // while the leader is being replaced: deleted once, by b.
+    let (status, body) = a
+        .api(
+            "POST",
+            "/v1/databases/shop/branches",
+            Some(serde_json::json!({"name": "preview", "ttl_secs": 4})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
     // kill -9 the leader: another leads with a newer generation, and b's
     // client never notices.
     a.kill9();
@@ -167,6 +178,33 @@ async fn one_catalog_one_leader_failover_and_fenced_late_writes() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1);
+    let gone = ogel_e2e::eventually(Duration::from_secs(20), || async {
+        let (_, list) = b.api("GET", "/v1/databases/shop/branches", None).await;
+        !list.to_string().contains("preview")
+    })
+    .await;
+    assert!(gone, "the expired branch is still there");
+    let deletes = |gw: &Gateway| {
+        let log = gw
+            .data_dir
+            .parent()
+            .map(|d| std::fs::read_to_string(d.join("gateway.log")).unwrap_or_default())
+            .unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("expired: deleted") && l.contains("preview"))
+            .count()
+    };
+    assert_eq!((deletes(&b), deletes(&c)), (1, 0), "deleted once, by b");
+    // libpq too: a URL naming the dead gateway first reaches the next one.
+    let libpq = ogel_e2e::psql(
+        &format!(
+            "postgresql://shop_owner:{password}@{},{}/shop",
+            a.pg_addr, b.pg_addr
+        ),
+        "SELECT count(*) FROM t",
+    )
+    .expect("psql with two hosts");
+    assert_eq!(libpq.trim(), "1");
     // A URL naming the dead gateway first reaches the next one.
     let multi = format!(
         "postgresql://shop_owner:{password}@{},{}/shop",
