@@ -795,6 +795,80 @@ impl NativeBackend {
                 "restore"
             );
         };
+        // WAL from the backup's start (every timeline's history with it),
+        // fetched while the backups unpack; the data written meanwhile is
+        // written back as it comes (the restore ends with one sync, and
+        // Postgres syncs the data directory before its recovery: both find
+        // little left to do).
+        let wal = volume.join("restore-wal");
+        let start = parse_lsn(&chosen.start_lsn)
+            .ok_or_else(|| invalid(format!("backup {} has no start LSN", chosen.id)))?;
+        let compute_pre = prefix_of(chosen);
+        let first_segment = segment_of_lsn(start);
+        let data_fetched = std::sync::atomic::AtomicU64::new(0);
+        let flusher = spawn_write_back(volume.to_path_buf());
+        let unpacked = tokio::try_join!(self.unpack(chain, work, key, &data_fetched), async {
+            self.archiver
+                .fetch_wal(&compute_pre, &wal, Some(&first_segment), |f| {
+                    let data = data_fetched.load(std::sync::atomic::Ordering::Relaxed);
+                    self.note_progress(key, data + f.bytes, 0);
+                })
+                .await
+                .map_err(invalid)
+        });
+        flusher.abort();
+        let (dirs, wal_fetched): (Vec<PathBuf>, Fetched) = unpacked?;
+        tracing::info!(
+            compute = key,
+            files = wal_fetched.files,
+            bytes = wal_fetched.bytes,
+            "restore: WAL fetched from the cold tier"
+        );
+        step("fetched and unpacked, WAL fetched");
+        let pgdata = volume.join("pgdata");
+        if dirs.len() == 1 {
+            std::fs::rename(&dirs[0], &pgdata).map_err(|e| io_error("move", &dirs[0], e))?;
+        } else {
+            let mut cmd = tokio::process::Command::new(self.bins.bin_dir.join("pg_combinebackup"));
+            cmd.args(&dirs)
+                .args(combine_args(self.bins.major))
+                .arg("-o")
+                .arg(&pgdata);
+            run_tool(cmd, "pg_combinebackup").await?;
+        }
+        // The parts are consumed (linked files live on in pgdata).
+        std::fs::remove_dir_all(work).map_err(|e| io_error("remove", work, e))?;
+        step("combined");
+        let mut verify = tokio::process::Command::new(self.bins.bin_dir.join("pg_verifybackup"));
+        // Files and sizes against the manifest; their bytes were checked
+        // part by part (SHA-256) as they were fetched, and every page is
+        // checked against its checksum once the data is recovered.
+        verify
+            .arg("--skip-checksums")
+            .arg("-w")
+            .arg(&wal)
+            .arg(&pgdata);
+        run_tool(verify, "pg_verifybackup").await.map_err(|e| {
+            invalid(format!(
+                "backup {} does not verify; it will not be used: {}",
+                chosen.id, e.message
+            ))
+        })?;
+        step("verified");
+        self.replay(volume, &pgdata, &wal, target, key).await?;
+        step("replayed, stopped, page checksums checked");
+        Ok(())
+    }
+
+    /// Fetches each backup of `chain` (parts opened PARALLEL at a time) and
+    /// unpacks it into `work/NNN`; those directories, in chain order.
+    async fn unpack(
+        &self,
+        chain: &[&BackupManifest],
+        work: &Path,
+        key: &str,
+        data_fetched: &std::sync::atomic::AtomicU64,
+    ) -> Result<Vec<PathBuf>, BackendError> {
         let total: u64 = chain.iter().map(|m| m.stored_bytes).sum();
         let mut fetched = 0u64;
         let mut dirs = Vec::new();
@@ -835,6 +909,7 @@ impl NativeBackend {
                 };
                 let content = content?;
                 fetched += content.len() as u64;
+                data_fetched.store(fetched, std::sync::atomic::Ordering::Relaxed);
                 use tokio::io::AsyncWriteExt;
                 stdin.write_all(&content).await.map_err(|e| {
                     BackendError::internal(format!("unpacking backup {}: {e}", backup.id))
@@ -860,60 +935,7 @@ impl NativeBackend {
             std::fs::write(&path, manifest).map_err(|e| io_error("write", &path, e))?;
             dirs.push(dir);
         }
-        step("fetched and unpacked");
-        let pgdata = volume.join("pgdata");
-        if dirs.len() == 1 {
-            std::fs::rename(&dirs[0], &pgdata).map_err(|e| io_error("move", &dirs[0], e))?;
-        } else {
-            let mut cmd = tokio::process::Command::new(self.bins.bin_dir.join("pg_combinebackup"));
-            cmd.args(&dirs)
-                .args(combine_args(self.bins.major))
-                .arg("-o")
-                .arg(&pgdata);
-            run_tool(cmd, "pg_combinebackup").await?;
-        }
-        // The parts are consumed (linked files live on in pgdata).
-        std::fs::remove_dir_all(work).map_err(|e| io_error("remove", work, e))?;
-        step("combined");
-        // WAL from the backup's start, every timeline's history with it.
-        let wal = volume.join("restore-wal");
-        let start = parse_lsn(&chosen.start_lsn)
-            .ok_or_else(|| invalid(format!("backup {} has no start LSN", chosen.id)))?;
-        let compute_pre = prefix_of(chosen);
-        let fetched_data = fetched;
-        let wal_fetched: Fetched = self
-            .archiver
-            .fetch_wal(&compute_pre, &wal, Some(&segment_of_lsn(start)), |f| {
-                self.note_progress(key, fetched_data + f.bytes, 0);
-            })
-            .await
-            .map_err(invalid)?;
-        tracing::info!(
-            compute = key,
-            files = wal_fetched.files,
-            bytes = wal_fetched.bytes,
-            "restore: WAL fetched from the cold tier"
-        );
-        step("WAL fetched");
-        let mut verify = tokio::process::Command::new(self.bins.bin_dir.join("pg_verifybackup"));
-        // Files and sizes against the manifest; their bytes were checked
-        // part by part (SHA-256) as they were fetched, and every page is
-        // checked against its checksum once the data is recovered.
-        verify
-            .arg("--skip-checksums")
-            .arg("-w")
-            .arg(&wal)
-            .arg(&pgdata);
-        run_tool(verify, "pg_verifybackup").await.map_err(|e| {
-            invalid(format!(
-                "backup {} does not verify; it will not be used: {}",
-                chosen.id, e.message
-            ))
-        })?;
-        step("verified");
-        self.replay(volume, &pgdata, &wal, target, key).await?;
-        step("replayed, stopped, page checksums checked");
-        Ok(())
+        Ok(dirs)
     }
 
     /// Replays the staged WAL into `pgdata` up to `target`, promotes, and
@@ -969,6 +991,12 @@ impl NativeBackend {
                     socket_dir.display().to_string(),
                 ),
                 ("archive_mode".to_string(), "off".to_string()),
+                // One syncfs, not an fsync per file, before recovery (the
+                // data was written back while it was unpacked).
+                (
+                    "recovery_init_sync_method".to_string(),
+                    "syncfs".to_string(),
+                ),
             ];
             let log = volume.join("postgres.log");
             let spec = StartSpec {
@@ -1100,6 +1128,19 @@ impl NativeBackend {
         }
         Ok(())
     }
+}
+
+/// Writes back the filesystem holding `dir` every 250 ms until aborted, so
+/// a restore's data reaches the disk while it is still being unpacked.
+fn spawn_write_back(dir: PathBuf) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let target = dir.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || crate::storage::sync_filesystem(&target)).await;
+        }
+    })
 }
 
 /// The backups a restore unpacks: the whole chain, or only its full
