@@ -369,3 +369,69 @@ async fn etcd_members_lost_clients_still_served_writes_refused_then_resumed() {
         .get(0);
     assert_eq!(n, 2);
 }
+
+/// `ogel cluster import`: a single gateway's catalog moves into etcd once,
+/// and the gateway, started again in the cluster, serves what it had.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_gateway_is_imported_into_the_cluster() {
+    let etcd = EtcdCluster::start(3).await;
+    let mut solo = Gateway::start().await;
+    let url = solo.create_db("ledger", Some(0)).await;
+    let c = connect(&url).await.expect("ledger");
+    c.batch_execute("CREATE TABLE entries AS SELECT 7 AS v")
+        .await
+        .unwrap();
+    drop(c);
+    // The data dir outlives the first gateway: the second runs on it.
+    let _dir = solo.take_dir();
+    solo.stop();
+    let endpoints = etcd.endpoints().join(",");
+    let import = |node: &str| {
+        std::process::Command::new(ogel_e2e::ogel_bin())
+            .args(["--data-dir"])
+            .arg(&solo.data_dir)
+            .args([
+                "cluster",
+                "import",
+                "--etcd",
+                &endpoints,
+                "--node-name",
+                node,
+            ])
+            .output()
+            .expect("ogel cluster import")
+    };
+    let out = import("solo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Only once: a second import into the same prefix is refused.
+    let again = import("solo");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds a catalog"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let env = cluster_env(&etcd, "solo");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let joined = Gateway::start_in(&solo.data_dir, &env)
+        .await
+        .expect("the imported gateway joins");
+    let (_, record) = joined.api("GET", "/v1/databases/ledger", None).await;
+    assert_eq!(record["node"], "solo", "{record}");
+    let password = ogel_e2e::password_of(&url).to_string();
+    let n: i32 = connect(&format!(
+        "postgresql://ledger_owner:{password}@{}/ledger",
+        joined.pg_addr
+    ))
+    .await
+    .expect("the imported database is served")
+    .query_one("SELECT v FROM entries", &[])
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(n, 7);
+}
