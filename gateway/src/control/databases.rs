@@ -399,6 +399,10 @@ impl Databases {
     /// there), an `Unavailable` error while it is down, `Ok(None)` for a
     /// database of this gateway or one the catalog does not know.
     pub fn served_elsewhere(&self, name: &str) -> Result<Option<NodeInfo>, ControlError> {
+        // A gateway alone serves everything: no catalog read on its logins.
+        if !self.cluster.is_clustered() {
+            return Ok(None);
+        }
         let Some(record) = self.catalog.database(name)? else {
             return Ok(None);
         };
