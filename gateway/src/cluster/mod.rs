@@ -478,8 +478,11 @@ impl Cluster {
                 .serve_lease(lease, tick, ttl, margin, &mut valid_until)
                 .await;
             self.step_down(&outcome);
-            // Rejoin: a new lease and node key (the old ones are gone or
-            // about to be).
+            // The old lease goes now if etcd answers (its keys with it), so
+            // the node can take its name again at once; else it expires.
+            let mut client = etcd.handle.client.clone();
+            let _ = bounded(etcd.handle.timeout, client.lease_revoke(lease)).await;
+            // Rejoin: a new lease and node key.
             loop {
                 tokio::time::sleep(tick).await;
                 match self.register().await {
@@ -498,9 +501,8 @@ impl Cluster {
 
     fn step_down(&self, why: &str) {
         let was = self.current().role;
-        if let Some(etcd) = &self.etcd {
-            (etcd.on_fence)(None);
-        }
+        // The node fence stays: once the old lease is gone, so is its key,
+        // and every write of this gateway is refused until it rejoins.
         self.set(|s| {
             s.role = Role::Isolated;
             s.generation = None;
