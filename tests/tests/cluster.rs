@@ -50,6 +50,20 @@ async fn call(gw: &Gateway, method: &str, path: &str, token: &str) -> (u16, Valu
     (status, body)
 }
 
+/// Whether a POST of database `name` succeeds within `timeout` (retried).
+async fn creates(gw: &Gateway, name: &str, timeout: Duration) -> bool {
+    eventually(timeout, || async {
+        gw.api(
+            "POST",
+            "/v1/databases",
+            Some(serde_json::json!({ "name": name })),
+        )
+        .await
+        .0 == 201
+    })
+    .await
+}
+
 fn signal(gw: &Gateway, sig: nix::sys::signal::Signal) {
     let pid = gw.pid() as i32;
     assert!(pid > 0, "the gateway runs");
@@ -292,17 +306,10 @@ async fn etcd_members_lost_clients_still_served_writes_refused_then_resumed() {
 
     // One member of three lost: everything goes on.
     etcd.kill(0);
-    let made = eventually(Duration::from_secs(15), || async {
-        gw.api(
-            "POST",
-            "/v1/databases",
-            Some(serde_json::json!({"name": "second"})),
-        )
-        .await
-        .0 == 201
-    })
-    .await;
-    assert!(made, "creating a database with 2 of 3 etcd members failed");
+    assert!(
+        creates(&gw, "second", Duration::from_secs(15)).await,
+        "creating a database with 2 of 3 etcd members failed"
+    );
 
     // Two lost: no quorum. Clients of running computes are served (also
     // new ones); control-plane writes fail with a clear error, no hang.
@@ -351,17 +358,10 @@ async fn etcd_members_lost_clients_still_served_writes_refused_then_resumed() {
     etcd.restart(0).await;
     etcd.restart(1).await;
     until(&gw, "leads again", |v| v["role"] == "leader").await;
-    let made = eventually(Duration::from_secs(30), || async {
-        gw.api(
-            "POST",
-            "/v1/databases",
-            Some(serde_json::json!({"name": "third"})),
-        )
-        .await
-        .0 == 201
-    })
-    .await;
-    assert!(made, "writes did not resume once etcd was back");
+    assert!(
+        creates(&gw, "third", Duration::from_secs(30)).await,
+        "writes did not resume once etcd was back"
+    );
     let n: i64 = fresh
         .query_one("SELECT count(*) FROM entries", &[])
         .await

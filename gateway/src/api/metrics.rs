@@ -256,7 +256,7 @@ pub fn render_cluster(view: &crate::cluster::ClusterView) -> String {
         ("ogel_cluster_etcd_reachable", "gauge", "1 while etcd answers.", i64::from(view.etcd_reachable)),
         ("ogel_cluster_generation", "gauge", "The leader's generation (its key's etcd create revision).", view.generation.unwrap_or(0)),
         ("ogel_cluster_nodes", "gauge", "Live gateways this one sees.", view.nodes.len() as i64),
-        ("ogel_cluster_fenced_writes_total", "counter", "Catalog writes of this gateway refused by a fence.", view.fenced_writes as i64),
+        ("ogel_cluster_fenced_writes_total", "counter", "Leader beats of this gateway refused by the leader fence (a deposed leader's late writes).", view.fenced_writes as i64),
     ];
     for (name, kind, help, value) in families {
         out.family(name, kind, help);

@@ -52,7 +52,10 @@ pub(super) async fn status(api: &ApiClient) -> anyhow::Result<()> {
         },
     );
     if view.fenced_writes > 0 {
-        println!("fenced writes refused: {}", view.fenced_writes);
+        println!(
+            "late leader beats refused by the fence: {}",
+            view.fenced_writes
+        );
     }
     println!(
         "{:<16} {:<24} {:<24} {:>8} {:>8}",

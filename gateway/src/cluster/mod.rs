@@ -92,7 +92,9 @@ pub struct ClusterView {
     pub nodes: Vec<NodeInfo>,
     /// Whether etcd answered within the timeout lately.
     pub etcd_reachable: bool,
-    /// Catalog writes refused by a fence since start.
+    /// This gateway's leader beats refused by the leader fence since start
+    /// (late writes of a deposed leader; other refused writes are errors
+    /// to their callers).
     pub fenced_writes: u64,
 }
 
@@ -331,7 +333,7 @@ impl Cluster {
             .collect()
     }
 
-    /// Notes a catalog write a fence refused (for status and metrics).
+    /// Notes a leader beat the leader fence refused (for status and metrics).
     pub fn note_fenced(&self) {
         self.fenced
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
