@@ -25,6 +25,7 @@ use crate::control::operations::Operations;
 use crate::control::reload::Reloader;
 use crate::control::urls::Urls;
 use crate::pool::Pools;
+use crate::relay::Parking;
 use crate::wake::{self, Backends};
 use crate::{accept, api, catalog::Catalog};
 use anyhow::{anyhow, bail, Context};
@@ -248,9 +249,14 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         urls,
     ));
     // TLS first: a certificate that does not load keeps the old [pool] too.
+    let parking = Arc::new(Parking::new(config.pool.park_idle_after));
     let reloader = Arc::new(Reloader::new(
         source,
-        vec![tls.clone() as Arc<dyn Reload>, pools.clone()],
+        vec![
+            tls.clone() as Arc<dyn Reload>,
+            pools.clone(),
+            parking.clone(),
+        ],
     ));
     let console = Arc::new(Console::new(
         pools.clone(),
@@ -279,6 +285,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         pools.clone(),
         predictor.clone(),
         console,
+        parking,
     ));
     databases
         .recover()

@@ -448,6 +448,11 @@ pub struct PoolConfig {
     /// Longest `PAUSE` waits for running transactions.
     #[serde(with = "humantime_serde")]
     pub pause_timeout: Duration,
+    /// A plain-TCP client that has sent nothing for this long is parked:
+    /// it keeps its connection, statements and settings but no task until
+    /// it sends again (0: never).
+    #[serde(with = "humantime_serde")]
+    pub park_idle_after: Duration,
     /// Per-database overrides (`[pool.databases.NAME]`).
     pub databases: BTreeMap<String, PoolOverride>,
     /// Per-role pool mode (`[pool.roles.NAME]`), over the database's.
@@ -487,6 +492,7 @@ impl Default for PoolConfig {
             server_lifetime: Duration::from_secs(3600),
             queue_timeout: Duration::from_secs(30),
             pause_timeout: Duration::from_secs(30),
+            park_idle_after: Duration::from_secs(1),
             databases: BTreeMap::new(),
             roles: BTreeMap::new(),
         }

@@ -295,6 +295,85 @@ async fn waiting_too_long_for_a_server_connection_is_53300() {
     c.simple_query("SELECT 1").await.expect("free again");
 }
 
+/// SHOW CLIENTS states of the clients of `application_name`.
+async fn client_states(gw: &Gateway, application_name: &str) -> Vec<String> {
+    let admin = gw.admin().await;
+    rows(&admin, "SHOW CLIENTS")
+        .await
+        .into_iter()
+        .filter(|row| row[6] == application_name)
+        .map(|row| row[3].clone())
+        .collect()
+}
+
+/// Waits until the clients of `application_name` are in `states`.
+async fn wait_for_states(gw: &Gateway, application_name: &str, states: &[&str]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = client_states(gw, application_name).await;
+        if now == states {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clients of {application_name}: {now:?}, expected {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_parked_client_keeps_its_statements_settings_and_cancel_key() {
+    let gw = Gateway::start_with(&[
+        ("OGEL_POOL__SIZE", "1"),
+        ("OGEL_POOL__PARK_IDLE_AFTER", "200ms"),
+    ])
+    .await;
+    let url = format!("{}?application_name=parker", gw.app_url);
+    let client = connect(&url).await.unwrap();
+    let statement = client.prepare("SELECT $1::int + 1").await.unwrap();
+    client
+        .batch_execute("SET search_path TO pg_catalog, public")
+        .await
+        .unwrap();
+    wait_for_states(&gw, "parker", &["parked"]).await;
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("state=\"parked\"} 1"),
+        "the parked client is counted:\n{metrics}"
+    );
+
+    // Woken by its next message: same statement, same settings.
+    let row = client.query_one(&statement, &[&41i32]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    assert_eq!(show(&client, "search_path").await, "pg_catalog, public");
+    assert_eq!(client_states(&gw, "parker").await, ["idle"]);
+
+    // Parked again, its cancel key still reaches the query it runs next.
+    wait_for_states(&gw, "parker", &["parked"]).await;
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move {
+        let result = client.simple_query("SELECT pg_sleep(30)").await;
+        (client, result)
+    });
+    wait_for_states(&gw, "parker", &["active"]).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (client, result) = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("cancelled promptly")
+        .unwrap();
+    assert_eq!(sqlstate(&result.unwrap_err()), "57014");
+
+    // A parked client that hangs up is gone, its seat with it.
+    wait_for_states(&gw, "parker", &["parked"]).await;
+    drop(statement);
+    drop(client);
+    wait_for_states(&gw, "parker", &[]).await;
+    // And a client of the same pool is served on the one connection.
+    let other = connect(&gw.app_url).await.unwrap();
+    other.simple_query("SELECT 1").await.unwrap();
+}
+
 #[tokio::test]
 async fn a_cancel_reaches_the_server_connection_running_the_query() {
     let gw = Gateway::start_with(&[("OGEL_POOL__SIZE", "3")]).await;

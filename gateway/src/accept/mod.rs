@@ -19,7 +19,7 @@ use crate::control::databases::Databases;
 use crate::error::{ClientError, CANNOT_CONNECT_NOW};
 use crate::names::compute_name;
 use crate::pool::{DbPool, Pools};
-use crate::relay::{self, Login};
+use crate::relay::{self, Login, Parking};
 use crate::route::{self, Credential};
 use crate::wire::messages::send_fatal;
 use crate::wire::ClientStream;
@@ -54,6 +54,7 @@ pub struct Frontend {
     pools: Arc<Pools>,
     predictor: Arc<Predictor>,
     console: Arc<Console>,
+    parking: Arc<Parking>,
 }
 
 /// An authenticated database client, ready to wake its compute.
@@ -94,6 +95,7 @@ impl Frontend {
         pools: Arc<Pools>,
         predictor: Arc<Predictor>,
         console: Arc<Console>,
+        parking: Arc<Parking>,
     ) -> Self {
         Frontend {
             settings,
@@ -106,6 +108,7 @@ impl Frontend {
             pools,
             predictor,
             console,
+            parking,
         }
     }
 }
@@ -158,7 +161,8 @@ async fn handle_client(stream: ClientStream, frontend: Arc<Frontend>, admitted: 
         pool,
         login,
         &frontend.pools.clients,
-        (admitted, tenant_slot),
+        Box::new((admitted, tenant_slot)),
+        &frontend.parking,
     )
     .await;
 }

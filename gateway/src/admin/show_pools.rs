@@ -12,13 +12,15 @@ pub(super) fn pools(console: &Console) -> Table {
         .into_iter()
         .map(|db| {
             let snap = db.pool.snapshot();
-            let count = |state| count_clients(&clients, &db.name, state).to_string();
+            let count_of = |state| count_clients(&clients, &db.name, state);
+            let count = |state| count_of(state).to_string();
             vec![
                 db.label(),
                 config.mode(&db.name, "").as_str().to_string(),
                 count(ConnState::Active),
                 count(ConnState::Waiting),
-                count(ConnState::Idle),
+                // Parked clients are idle clients without a task.
+                (count_of(ConnState::Idle) + count_of(ConnState::Parked)).to_string(),
                 snap.active.to_string(),
                 snap.idle.to_string(),
                 snap.opening.to_string(),

@@ -102,7 +102,12 @@ pub fn render(
         "Clients connected, by database and state.",
     );
     for (db, _) in &pool_list {
-        for state in [ConnState::Active, ConnState::Waiting, ConnState::Idle] {
+        for state in [
+            ConnState::Active,
+            ConnState::Waiting,
+            ConnState::Idle,
+            ConnState::Parked,
+        ] {
             let n = count_clients(&clients, &db.name, state);
             out.sample(
                 "ogel_clients",

@@ -72,6 +72,8 @@ pub enum ConnState {
     Waiting = 1,
     /// Linked to a server connection (client) / in use (server).
     Active = 2,
+    /// Idle and parked: no task of its own until it sends (client).
+    Parked = 3,
 }
 
 impl ConnState {
@@ -81,6 +83,7 @@ impl ConnState {
             ConnState::Idle => "idle",
             ConnState::Waiting => "waiting",
             ConnState::Active => "active",
+            ConnState::Parked => "parked",
         }
     }
 }
@@ -99,6 +102,7 @@ impl AtomicState {
         match self.0.load(Ordering::Relaxed) {
             1 => ConnState::Waiting,
             2 => ConnState::Active,
+            3 => ConnState::Parked,
             _ => ConnState::Idle,
         }
     }

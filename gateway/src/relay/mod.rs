@@ -19,6 +19,7 @@
 //! The files, one concept each:
 //! - [`greet`]: login completion (parameters, BackendKeyData, ReadyForQuery);
 //! - [`session`]: the per-client loop (lease, attach, relay, release);
+//! - [`park`]: quiet clients parked without a task, woken by one epoll set;
 //! - [`pump`]: the core that moves bytes between the client and a leased
 //!   server connection, over any `AsyncRead + AsyncWrite` pair;
 //! - [`queue`]: the response queue — what each forwarded or injected
@@ -31,6 +32,7 @@
 
 mod greet;
 mod io;
+mod park;
 mod pump;
 mod queue;
 mod session;
@@ -53,6 +55,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use park::{Guards, Parking};
 pub use session::Session;
 
 /// Stop reading one side while this much waits to be written to the other.
@@ -143,15 +146,19 @@ impl Shared for DbPool {
 /// The session's task holds only the [`Session`] and its loop's idle state
 /// (measured in `bench/pool.sh`): the login's larger state, and every
 /// future around the caller's, stay in the caller's task, which ends.
-pub async fn run<G: Send + 'static>(
+///
+/// A plain-TCP client quiet for `pool.park_idle_after` is parked: its task
+/// ends and it waits in `parking` until it sends again ([`park`]).
+pub async fn run(
     db: Arc<DbPool>,
     login: Login,
     registry: &Arc<Registry<ClientInfo>>,
-    guards: G,
+    guards: Guards,
+    parking: &Arc<Parking>,
 ) {
     let addr = login.stream.peer_addr();
     if let Some(session) = Box::pin(greet::greet(db, login, addr, registry)).await {
-        tokio::spawn(session.serve(guards));
+        tokio::spawn(park::serve(session, guards, parking.clone()));
     }
 }
 

@@ -74,6 +74,26 @@ pub(crate) struct Relay<S, D> {
     pub(super) info: Registered<ClientInfo>,
 }
 
+/// What a quiet client keeps between transactions, without its stream:
+/// the parts of [`Relay`] that outlive a transaction.
+pub(crate) struct Dormant<D> {
+    db: Arc<D>,
+    mode: PoolMode,
+    pid: u32,
+    statements: HashMap<Box<[u8]>, Arc<Statement>>,
+    params: Params,
+    dialect: Dialect,
+    extra: Extra,
+    info: Registered<ClientInfo>,
+}
+
+impl<D> Dormant<D> {
+    /// The client's SHOW CLIENTS entry.
+    pub(super) fn info(&self) -> &Registered<ClientInfo> {
+        &self.info
+    }
+}
+
 impl<S, D: Shared> Relay<S, D> {
     /// A client with nothing prepared or pending yet.
     pub(super) fn new(
@@ -110,6 +130,71 @@ impl<S, D: Shared> Relay<S, D> {
             closing: false,
             info,
         }
+    }
+
+    /// Whether nothing of a transaction is left: no bytes from the client,
+    /// no answer expected, no change pending, not pinned. Only such a
+    /// client may leave its stream's task ([`Relay::into_dormant`]).
+    pub(super) fn is_quiet(&self) -> bool {
+        self.rbuf.is_empty()
+            && self.queue.is_empty()
+            && self.pending.is_empty()
+            && self.pinned.is_none()
+            && !self.txn_failed
+            && !self.skipping
+            && !self.in_batch
+            && !self.copy_in
+            && !self.uncertain
+            && !self.closing
+            && self.client_stream_left == 0
+            && self.server_stream_left == 0
+    }
+
+    /// Splits a quiet client into its stream and what it keeps between
+    /// transactions (nothing else has a value worth keeping then).
+    pub(super) fn into_dormant(self) -> (S, Dormant<D>) {
+        debug_assert!(self.is_quiet());
+        let Relay {
+            stream,
+            db,
+            mode,
+            pid,
+            statements,
+            params,
+            dialect,
+            extra,
+            info,
+            ..
+        } = self;
+        let kept = Dormant {
+            db,
+            mode,
+            pid,
+            statements,
+            params,
+            dialect,
+            extra,
+            info,
+        };
+        (stream, kept)
+    }
+
+    /// A client back from [`Relay::into_dormant`], over `stream`.
+    pub(super) fn from_dormant(stream: S, kept: Dormant<D>) -> Self {
+        let Dormant {
+            db,
+            mode,
+            pid,
+            statements,
+            params,
+            dialect,
+            extra,
+            info,
+        } = kept;
+        let mut relay = Relay::new(stream, db, mode, pid, params, extra, info);
+        relay.statements = statements;
+        relay.dialect = dialect;
+        relay
     }
 
     /// Whether the server connection is between transactions with nothing

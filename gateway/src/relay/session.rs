@@ -16,7 +16,17 @@ use crate::wire::messages::{send, send_fatal};
 use ogel_policies::pool::{ClientSeat, Lease};
 use ogel_policies::ActiveClient;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Why [`Session::serve_until`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Exit {
+    /// The client left, or was refused.
+    Gone,
+    /// Quiet for the time asked: nothing buffered, pending or pinned.
+    Quiet,
+}
 
 /// One connected client.
 pub struct Session<S> {
@@ -40,23 +50,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         guards: G,
     ) -> impl std::future::Future<Output = ()> + Send {
         async move {
-            self.serve_loop().await;
+            self.serve_until(None).await;
             drop(guards);
         }
     }
 
-    async fn serve_loop(&mut self) {
+    /// Serves the client until it leaves ([`Exit::Gone`]) or, given
+    /// `quiet_after`, until it has sent nothing for that long with nothing
+    /// of a transaction left ([`Exit::Quiet`]).
+    pub(super) async fn serve_until(&mut self, quiet_after: Option<Duration>) -> Exit {
         loop {
-            if !self.relay.wait_for_message().await {
-                return;
+            let got = match quiet_after {
+                Some(after) if self.relay.is_quiet() => {
+                    match tokio::time::timeout(after, self.relay.wait_for_message()).await {
+                        Ok(got) => got,
+                        Err(_) if self.relay.is_quiet() => return Exit::Quiet,
+                        // Part of a message came: wait for the rest.
+                        Err(_) => self.relay.wait_for_message().await,
+                    }
+                }
+                _ => self.relay.wait_for_message().await,
+            };
+            if !got {
+                return Exit::Gone;
             }
             if self.relay.rbuf.first() == Some(&b'X') {
-                return; // Terminate between transactions
+                return Exit::Gone; // Terminate between transactions
             }
             // Boxed: an idle client's task keeps none of a transaction's
             // state (the lease, the relay's, the answers being sent).
             if !Box::pin(self.transaction()).await {
-                return;
+                return Exit::Gone;
             }
         }
     }
