@@ -52,6 +52,9 @@
 #   WARMUP            seconds of unmeasured direct `pgbench -S` first (default 3)
 #   IDLE_CLIENTS      idle connections for workload 4 (default 10000; 0 skips it)
 #   IDLE_CONCURRENCY  connection attempts in flight while opening them (default 64)
+#   WORKLOADS         the pgbench workloads to run, space-separated (default
+#                     "simple wide connect token extended prepared"; "none":
+#                     only the idle clients)
 #   SKIP_GATEWAY=1    leave the gateway out (no build of it, no gateway column)
 #   CARGO_TARGET_DIR  default /var/tmp/ogel-target
 #   EXT_TARGET_DIR    target dir of the external plugin, a separate cargo
@@ -403,7 +406,9 @@ TARGETS=(direct pgbouncer)
 [[ -z "$SKIP_GATEWAY" ]] && TARGETS+=(gateway)
 declare -A URL_OF=([direct]="$DIRECT_URL" [pgbouncer]="$PGB_URL" [gateway]="$GW_URL")
 declare -A TPS LAT SRV
-WORKLOADS=(simple wide connect token extended prepared)
+# WORKLOADS: a subset, space-separated ("none": only the idle clients).
+read -r -a WORKLOADS <<<"${WORKLOADS:-simple wide connect token extended prepared}"
+[[ "${WORKLOADS[*]}" == none ]] && WORKLOADS=()
 declare -A LABEL=([simple]="select (-S)" [wide]="select, $((CLIENTS * 2)) clients (-S)" [connect]="select, new conn (-S -C)" [token]="new conn, token URL (-S -C)" [extended]="select, extended (-M extended)" [prepared]="select, prepared (-M prepared)")
 declare -A FLAGS=([simple]="-S" [wide]="-S" [connect]="-S -C" [token]="-S -C" [extended]="-S -M extended" [prepared]="-S -M prepared")
 # Clients per workload (default CLIENTS).
@@ -488,10 +493,16 @@ idle_run() {
         sleep 2 # let the pooler settle
         IDLE_HOLD[$target]="$(rss_kb "$pid")"
         IDLE_SRV[$target]="$(bench_backends "$target")"
-        printf '    %-9s %s connected, %s failed in %ss; RSS %s MB -> %s MB; server connections %s\n' \
+        local parked=""
+        if [[ "$target" == gateway* ]]; then
+            # Clients parked without a task (pool.park_idle_after), from /metrics.
+            parked="; parked $(curl -sS -H "Authorization: Bearer $TOKEN" "$API/metrics" 2>/dev/null |
+                awk '/^ogel_clients\{.*state="parked"\}/ {n += $2} END {print n + 0}')"
+        fi
+        printf '    %-9s %s connected, %s failed in %ss; RSS %s MB -> %s MB; server connections %s%s\n' \
             "$target" "${IDLE_OK[$target]}" "${IDLE_FAILED[$target]}" "${IDLE_SECS[$target]}" \
             "$(kb_to_mb "${IDLE_BEFORE[$target]:-0}")" "$(kb_to_mb "${IDLE_HOLD[$target]:-0}")" \
-            "${IDLE_SRV[$target]}" >&2
+            "${IDLE_SRV[$target]}" "$parked" >&2
         grep -m 1 'first error' "$log" | sed 's/^/        /' >&2 || true
         if [[ "${IDLE_SRV[$target]}" =~ ^[0-9]+$ ]] && ((IDLE_SRV[$target] > POOL_SIZE)); then
             warn "$target holds ${IDLE_SRV[$target]} server connections for idle clients, more than the pool size $POOL_SIZE: is it pooling?"

@@ -7,6 +7,37 @@ use ogel::cli::{self, conformance, Cli, Command};
 use ogel::{app, config};
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's malloc: each size class has pages of its
+/// own and freed pages go back to the system, where glibc's arenas keep
+/// the holes a login's short-lived buffers leave between long-lived client
+/// state (measured in `bench/pool.sh`: 10,000 idle clients held 9.5 MB in
+/// 21 MB of glibc arenas).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Runs when a runtime thread goes idle: at most once a second per thread,
+/// mimalloc gives back the pages this thread freed. It would otherwise do
+/// so only on the thread's later allocations, so a burst (10,000 logins,
+/// each task freed when its client is parked) would stay resident.
+fn give_back_freed_memory() {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    LAST.with(|last| {
+        let now = std::time::Instant::now();
+        if last
+            .get()
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1))
+        {
+            return;
+        }
+        last.set(Some(now));
+        // SAFETY: `mi_collect` takes no pointers and may be called on any
+        // thread at any time; `false` only frees what is already unused.
+        unsafe { libmimalloc_sys::mi_collect(false) };
+    });
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -19,6 +50,7 @@ fn main() -> ExitCode {
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(give_back_freed_memory)
         .build()
     {
         Ok(rt) => rt,

@@ -1,7 +1,6 @@
 //! `SHOW CLIENTS`: one row per connected client, with what pins it.
 
 use super::{Console, Table};
-use crate::names::unix_secs;
 use std::sync::atomic::Ordering;
 
 pub(super) fn clients(console: &Console) -> Table {
@@ -13,16 +12,16 @@ pub(super) fn clients(console: &Console) -> Table {
         .map(|c| {
             vec![
                 c.id.to_string(),
-                c.user.clone(),
+                c.user.to_string(),
                 c.database.to_string(),
                 c.state.get().as_str().to_string(),
                 c.addr.map(|a| a.to_string()).unwrap_or_default(),
-                unix_secs(c.connected_at).to_string(),
+                c.connected_unix.to_string(),
                 c.application_name
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
-                c.mode.to_string(),
+                    .to_string(),
+                c.mode.as_str().to_string(),
                 c.server.load(Ordering::Relaxed).to_string(),
                 c.pinned
                     .lock()

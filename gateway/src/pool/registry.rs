@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 /// Live entries by id.
 pub struct Registry<T> {
@@ -113,21 +112,22 @@ pub struct ClientInfo {
     /// Registry id.
     pub id: u64,
     /// Gateway role.
-    pub user: String,
+    pub user: Box<str>,
     /// Database.
     pub database: Arc<str>,
     /// Peer address.
     pub addr: Option<SocketAddr>,
-    /// When it connected.
-    pub connected_at: SystemTime,
-    /// `session` or `transaction`.
-    pub mode: &'static str,
+    /// When it connected, in seconds since the Unix epoch (8 bytes, not
+    /// a `SystemTime`'s 16: this entry is most of an idle client).
+    pub connected_unix: u64,
+    /// Its pool mode.
+    pub mode: crate::config::PoolMode,
     /// Now.
     pub state: AtomicState,
     /// The id of the server connection it is linked to (0: none).
     pub server: AtomicU64,
     /// application_name as the client set it.
-    pub application_name: Mutex<String>,
+    pub application_name: Mutex<Box<str>>,
     /// Why the client keeps its server connection (empty: it does not).
     pub pinned: Mutex<&'static str>,
 }

@@ -54,16 +54,15 @@ pub(super) async fn greet<S: AsyncRead + AsyncWrite + Unpin + Send>(
     };
     let info = registry.register(|id| ClientInfo {
         id,
-        user,
+        user: user.into_boxed_str(),
         database: db.name.clone(),
         addr,
-        connected_at: std::time::SystemTime::now(),
-        mode: mode.as_str(),
+        connected_unix: crate::names::unix_now(),
+        mode,
         state: Default::default(),
         server: Default::default(),
         application_name: std::sync::Mutex::new(
-            String::from_utf8_lossy(params.get("application_name").unwrap_or_default())
-                .into_owned(),
+            String::from_utf8_lossy(params.get("application_name").unwrap_or_default()).into(),
         ),
         pinned: std::sync::Mutex::new(""),
     });

@@ -289,3 +289,19 @@ impl crate::config::Reload for Parking {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    /// What an idle client costs is mostly these two (bench/pool.sh):
+    /// allocator size classes step at 128 and 160 bytes here, so growing
+    /// either past its class costs every parked client 32 bytes more.
+    #[test]
+    fn a_parked_client_fits_its_size_classes() {
+        assert!(size_of::<super::Parked>() <= 128, "{}", size_of::<super::Parked>());
+        let info = size_of::<crate::pool::registry::ClientInfo>();
+        // An Arc adds its two counts (16 bytes).
+        assert!(info + 16 <= 160, "{info}");
+    }
+}

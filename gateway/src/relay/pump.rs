@@ -80,11 +80,18 @@ pub(crate) struct Dormant<D> {
     db: Arc<D>,
     mode: PoolMode,
     pid: u32,
-    statements: HashMap<Box<[u8]>, Arc<Statement>>,
     params: Params,
     dialect: Dialect,
-    extra: Extra,
     info: Registered<ClientInfo>,
+    /// Statements and unreported settings, boxed and only if the client
+    /// has any (most idle clients have neither).
+    kept: Option<Box<Kept>>,
+}
+
+/// The rarer part of [`Dormant`].
+struct Kept {
+    statements: HashMap<Box<[u8]>, Arc<Statement>>,
+    extra: Extra,
 }
 
 impl<D> Dormant<D> {
@@ -166,31 +173,35 @@ impl<S, D: Shared> Relay<S, D> {
             info,
             ..
         } = self;
-        let kept = Dormant {
+        let kept = (!statements.is_empty() || !extra.is_empty())
+            .then(|| Box::new(Kept { statements, extra }));
+        let dormant = Dormant {
             db,
             mode,
             pid,
-            statements,
             params,
             dialect,
-            extra,
             info,
+            kept,
         };
-        (stream, kept)
+        (stream, dormant)
     }
 
     /// A client back from [`Relay::into_dormant`], over `stream`.
-    pub(super) fn from_dormant(stream: S, kept: Dormant<D>) -> Self {
+    pub(super) fn from_dormant(stream: S, dormant: Dormant<D>) -> Self {
         let Dormant {
             db,
             mode,
             pid,
-            statements,
             params,
             dialect,
-            extra,
             info,
-        } = kept;
+            kept,
+        } = dormant;
+        let (statements, extra) = match kept {
+            Some(kept) => (kept.statements, kept.extra),
+            None => Default::default(),
+        };
         let mut relay = Relay::new(stream, db, mode, pid, params, extra, info);
         relay.statements = statements;
         relay.dialect = dialect;

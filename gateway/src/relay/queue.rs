@@ -169,7 +169,7 @@ impl<S, D: Shared> Relay<S, D> {
                                 .application_name
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner()) =
-                                String::from_utf8_lossy(value).into_owned();
+                                String::from_utf8_lossy(value).into();
                         }
                     }
                 }

@@ -74,11 +74,11 @@ fn client(mode: PoolMode) -> (TestRelay, DuplexStream) {
         user: "u".into(),
         database: "test".into(),
         addr: None,
-        connected_at: SystemTime::now(),
-        mode: mode.as_str(),
+        connected_unix: 0,
+        mode,
         state: AtomicState::default(),
         server: AtomicU64::new(0),
-        application_name: Mutex::new(String::new()),
+        application_name: Mutex::new("".into()),
         pinned: Mutex::new(""),
     });
     let relay = Relay::new(
