@@ -150,7 +150,7 @@ impl Parking {
         {
             tracing::warn!(error = %e, "an idle client could not be parked; it keeps its task");
             let parked = lock(&lot.parked).remove(&key);
-            return parked.and_then(|p| p.revive());
+            return parked.and_then(|p| (*p).revive());
         }
         None
     }
@@ -163,7 +163,7 @@ impl Parking {
         let _ = lot
             .registry
             .deregister(&mut SourceFd(&parked.stream.as_raw_fd()));
-        if let Some((session, guards)) = parked.revive() {
+        if let Some((session, guards)) = (*parked).revive() {
             tokio::spawn(serve(session, guards, self.clone()));
         }
     }
@@ -172,7 +172,7 @@ impl Parking {
 impl Parked {
     /// The session again, over a socket back on tokio's reactor; `None`
     /// (the connection closed) if the reactor refuses it.
-    fn revive(self: Box<Self>) -> Option<(Session<ClientStream>, Guards)> {
+    fn revive(self) -> Option<(Session<ClientStream>, Guards)> {
         let Parked {
             stream,
             relay,
@@ -180,7 +180,7 @@ impl Parked {
             seat,
             active,
             guards,
-        } = *self;
+        } = self;
         match tokio::net::TcpStream::from_std(stream) {
             Ok(tcp) => {
                 relay.info().entry.state.set(ConnState::Idle);
@@ -299,7 +299,11 @@ mod tests {
     /// either past its class costs every parked client 32 bytes more.
     #[test]
     fn a_parked_client_fits_its_size_classes() {
-        assert!(size_of::<super::Parked>() <= 128, "{}", size_of::<super::Parked>());
+        assert!(
+            size_of::<super::Parked>() <= 128,
+            "{}",
+            size_of::<super::Parked>()
+        );
         let info = size_of::<crate::pool::registry::ClientInfo>();
         // An Arc adds its two counts (16 bytes).
         assert!(info + 16 <= 160, "{info}");
