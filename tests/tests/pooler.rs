@@ -4,7 +4,7 @@
 //! the queue timeout, cancels, PAUSE/RESUME, killed server connections,
 //! session mode, the admin console, /metrics and reload.
 
-use ogel_e2e::{connect, sqlstate, Gateway};
+use ogel_e2e::{connect, eventually, sqlstate, Gateway};
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
@@ -308,18 +308,15 @@ async fn client_states(gw: &Gateway, application_name: &str) -> Vec<String> {
 
 /// Waits until the clients of `application_name` are in `states`.
 async fn wait_for_states(gw: &Gateway, application_name: &str, states: &[&str]) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = client_states(gw, application_name).await;
-        if now == states {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "clients of {application_name}: {now:?}, expected {states:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let reached = eventually(Duration::from_secs(10), || async {
+        client_states(gw, application_name).await == states
+    })
+    .await;
+    assert!(
+        reached,
+        "clients of {application_name}: {:?}, expected {states:?}",
+        client_states(gw, application_name).await
+    );
 }
 
 #[tokio::test]
