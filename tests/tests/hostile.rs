@@ -321,3 +321,63 @@ async fn hostile_streams_leave_the_gateway_and_other_clients_unharmed() {
         .unwrap();
     assert!(rss_kb < 300 * 1024, "memory stays bounded: {rss_kb} kB");
 }
+
+/// SHOW CLIENTS states of the clients of database "app".
+async fn app_client_states(gw: &Gateway) -> Vec<String> {
+    let admin = gw.admin().await;
+    let mut states = Vec::new();
+    for m in admin.simple_query("SHOW CLIENTS").await.unwrap() {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = m {
+            if row.get(2) == Some("app") {
+                states.push(row.get(3).unwrap_or_default().to_string());
+            }
+        }
+    }
+    states
+}
+
+/// Reads one Query's answer up to its ReadyForQuery; the DataRow values.
+async fn answer(s: &mut TcpStream) -> Vec<Vec<u8>> {
+    let mut values = Vec::new();
+    loop {
+        let (tag, body) = tokio::time::timeout(Duration::from_secs(10), read_message(s, 1 << 20))
+            .await
+            .expect("an answer in time")
+            .expect("an answer");
+        match tag {
+            b'D' => values.push(body[6..].to_vec()), // one column: count, length, value
+            b'E' => panic!("error: {}", String::from_utf8_lossy(&body)),
+            b'Z' => return values,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_split_around_the_quiet_time_is_served_whole_parked_or_not() {
+    let gw = Gateway::start_with(&[("OGEL_POOL__PARK_IDLE_AFTER", "100ms")]).await;
+    let (user, password) = credentials(&gw.app_url);
+    let mut s = login(&gw.pg_addr, &user, &password, "app").await;
+    let mut query = BytesMut::new();
+    frontend::query(&mut query, b"SELECT 'split across the wait'");
+
+    // Half a message, then longer than the quiet time: not parked (bytes
+    // of a message are waiting), and the rest completes it.
+    s.write_all(&query[..9]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(app_client_states(&gw).await, ["idle"]);
+    s.write_all(&query[9..]).await.unwrap();
+    assert_eq!(answer(&mut s).await, [b"split across the wait".to_vec()]);
+
+    // Quiet now: parked. The first byte wakes it; the rest comes later.
+    let parked = ogel_e2e::eventually(Duration::from_secs(10), || async {
+        app_client_states(&gw).await == ["parked"]
+    })
+    .await;
+    assert!(parked, "{:?}", app_client_states(&gw).await);
+    s.write_all(&query[..1]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(app_client_states(&gw).await, ["idle"]);
+    s.write_all(&query[1..]).await.unwrap();
+    assert_eq!(answer(&mut s).await, [b"split across the wait".to_vec()]);
+}
