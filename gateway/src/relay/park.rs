@@ -77,14 +77,6 @@ impl Parking {
         }
     }
 
-    /// Clients parked now.
-    pub fn parked(&self) -> usize {
-        match self.lot.get() {
-            Some(Some(lot)) => lock(&lot.parked).len(),
-            _ => 0,
-        }
-    }
-
     /// The lot, made on first use.
     fn lot(self: &Arc<Self>) -> Option<&Arc<Lot>> {
         self.lot
