@@ -17,7 +17,7 @@ use super::session::{Exit, Session};
 use crate::cancel::CancelKey;
 use crate::pool::registry::ConnState;
 use crate::pool::server_conn::ServerConn;
-use crate::pool::DbPool;
+use crate::pool::{lock, DbPool};
 use crate::wire::client_stream::ClientStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -64,7 +64,7 @@ impl Parking {
     /// Parks clients quiet for `after` (zero: never).
     pub fn new(after: Duration) -> Self {
         Parking {
-            after_ms: AtomicU64::new(after.as_millis().min(u64::MAX as u128) as u64),
+            after_ms: AtomicU64::new(millis(after)),
             lot: OnceLock::new(),
         }
     }
@@ -266,20 +266,17 @@ pub(super) async fn serve(
     }
 }
 
-impl crate::config::Reload for Parking {
-    fn reload(&self, config: &crate::config::Config) -> Result<(), crate::config::ReloadError> {
-        let ms = config
-            .pool
-            .park_idle_after
-            .as_millis()
-            .min(u64::MAX as u128) as u64;
-        self.after_ms.store(ms, Ordering::Relaxed);
-        Ok(())
-    }
+/// `d` in whole milliseconds, as `after_ms` holds it.
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+impl crate::config::Reload for Parking {
+    fn reload(&self, config: &crate::config::Config) -> Result<(), crate::config::ReloadError> {
+        self.after_ms
+            .store(millis(config.pool.park_idle_after), Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
