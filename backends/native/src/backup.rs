@@ -23,7 +23,7 @@
 
 use crate::archive::{compute_prefix, segment_of_lsn, Fetched};
 use crate::branches::{compute_name, parse_lsn};
-use crate::cold::{open, seal, with_retry, ObjectStore, SealKey};
+use crate::cold::{open, seal, with_retry, ObjectStore, SealKey, StoreError};
 use crate::compute::StartSpec;
 use crate::{io_error, NativeBackend};
 use ogel_plugin_kit::sql::quote_ident;
@@ -140,12 +140,29 @@ async fn get_opened(
     seal_key: Option<Arc<SealKey>>,
     key: String,
 ) -> Result<Vec<u8>, BackendError> {
-    let body = with_retry(&format!("fetch {key}"), OBJECT_DEADLINE, || store.get(&key))
-        .await
-        .map_err(|e| unavailable(format!("could not fetch {key}: {e}")))?;
+    let store_name = store.describe();
+    get_opened_if_present(store, seal_key, key.clone())
+        .await?
+        .ok_or_else(|| unavailable(format!("could not fetch {key}: it is not in {store_name}")))
+}
+
+/// [`get_opened`], but `None` when the object is not (or no longer) in
+/// the store.
+async fn get_opened_if_present(
+    store: Arc<dyn ObjectStore>,
+    seal_key: Option<Arc<SealKey>>,
+    key: String,
+) -> Result<Option<Vec<u8>>, BackendError> {
+    let body = match with_retry(&format!("fetch {key}"), OBJECT_DEADLINE, || store.get(&key)).await
+    {
+        Ok(body) => body,
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(unavailable(format!("could not fetch {key}: {e}"))),
+    };
     tokio::task::spawn_blocking(move || open(&key, &body, seal_key.as_deref()))
         .await
         .map_err(|e| BackendError::internal("opening failed").with_source(e))?
+        .map(Some)
         .map_err(invalid)
 }
 
@@ -285,7 +302,17 @@ impl NativeBackend {
             // <incarnation>/backups/<id>/manifest.json
             let parts: Vec<&str> = rest.split('/').collect();
             if parts.len() == 4 && parts[1] == "backups" && parts[3] == "manifest.json" {
-                let text = self.get_opened(&object.key).await?;
+                // Retention deletes a backup's manifest first: one gone
+                // since the listing is a backup being expired, not an error.
+                let Some(text) = get_opened_if_present(
+                    self.store().clone(),
+                    self.archiver.seal_key_arc(),
+                    object.key.clone(),
+                )
+                .await?
+                else {
+                    continue;
+                };
                 let manifest: BackupManifest = serde_json::from_slice(&text).map_err(|e| {
                     invalid(format!("{} is not a backup manifest: {e}", object.key))
                 })?;
