@@ -692,15 +692,56 @@ impl NativeBackend {
 
     /// Restores `spec` into a staging volume for compute `target_name`,
     /// complete (owner, parent) and stopped; nothing is moved into place.
+    ///
+    /// The owner's retention may expire the chosen chain while another
+    /// gateway fetches it (it deletes a backup once a newer one covers
+    /// it). A restore not pinned to a backup id then chooses again, up to
+    /// twice, when a backup it had listed is gone after the failure.
     pub(crate) async fn restored_volume(
         &self,
         spec: &RestoreSpec,
         target_name: &str,
     ) -> Result<(PathBuf, BackupManifest), BackendError> {
         let source = compute_name(&spec.database, &spec.branch);
+        let mut retries = 0;
+        loop {
+            let listed = self.manifests_of(&source).await?;
+            let err = match self
+                .restored_volume_from(spec, target_name, listed.clone())
+                .await
+            {
+                Ok(done) => return Ok(done),
+                Err(e) => e,
+            };
+            if spec.backup.is_some() || retries == 2 {
+                return Err(err);
+            }
+            let now: Vec<String> = match self.manifests_of(&source).await {
+                Ok(now) => now.into_iter().map(|m| m.id).collect(),
+                Err(_) => return Err(err),
+            };
+            let Some(expired) = listed.iter().find(|m| !now.contains(&m.id)) else {
+                return Err(err);
+            };
+            retries += 1;
+            tracing::warn!(
+                compute = source.as_str(),
+                backup = expired.id.as_str(),
+                error = %err,
+                "restore: retention expired a backup while it was being fetched; choosing again"
+            );
+        }
+    }
+
+    async fn restored_volume_from(
+        &self,
+        spec: &RestoreSpec,
+        target_name: &str,
+        manifests: Vec<BackupManifest>,
+    ) -> Result<(PathBuf, BackupManifest), BackendError> {
+        let source = compute_name(&spec.database, &spec.branch);
         let target_name = target_name.to_string();
         let as_branch = ogel_plugin_sdk::ComputeName::parse(&target_name).branch;
-        let manifests = self.manifests_of(&source).await?;
         let chosen = match (&spec.backup, &spec.target) {
             (Some(id), _) => manifests.iter().find(|m| &m.id == id).ok_or_else(|| {
                 BackendError::not_found(format!(
