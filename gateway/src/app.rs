@@ -240,6 +240,10 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         pools.clone(),
         operations.clone(),
     ));
+    let standbys = Arc::new(crate::control::standby::Standbys::new(
+        databases.clone(),
+        pools.clone(),
+    ));
     let access = Arc::new(Access::new(
         catalog.clone(),
         databases.clone(),
@@ -319,6 +323,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         branches: branches.clone(),
         backups: backups.clone(),
         tiers: tiers.clone(),
+        standbys: standbys.clone(),
         access,
         pools: pools.clone(),
         backends: backends.clone(),
@@ -378,6 +383,11 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         config.tiers.check_interval(),
         stopped(stop_rx.clone()),
     ));
+    let failover_task = tokio::spawn(
+        standbys
+            .clone()
+            .run_watch(config.failover.clone(), stopped(stop_rx.clone())),
+    );
     let cluster_task = tokio::spawn(beat_as_leader(
         cluster.clone(),
         catalog.clone(),
@@ -439,6 +449,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let _ = ttl_task.await;
     let _ = backup_task.await;
     let _ = tier_task.await;
+    let _ = failover_task.await;
     let _ = cluster_task.await;
     let _ = warm_task.await;
     pool_task.abort();

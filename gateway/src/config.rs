@@ -68,6 +68,40 @@ pub struct Config {
     pub tiers: TiersConfig,
     /// Several gateways as one, agreeing through etcd (`[cluster]`).
     pub cluster: ClusterConfig,
+    /// When a standby takes over a dead primary (`[failover]`).
+    pub failover: FailoverConfig,
+}
+
+/// `[failover]`: how the gateway watches primaries that have a standby.
+/// A primary whose process is gone is failed over at the next check; one
+/// that runs but does not answer a health query within `probe_timeout`,
+/// `probe_failures` times in a row, too.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// How often each primary with a standby is checked (process alive).
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// How often a health query (`SELECT 1` over a fresh login) runs.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// Longest a health query may take.
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    /// Failed health queries in a row before a failover (0: never on
+    /// probes, only on a dead process).
+    pub probe_failures: u32,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig {
+            check_interval: Duration::from_millis(100),
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(2),
+            probe_failures: 3,
+        }
+    }
 }
 
 /// `[cluster]`: with `etcd` set, the catalog lives in etcd, this gateway
@@ -548,6 +582,7 @@ impl Default for Config {
             backup: BackupConfig::default(),
             tiers: TiersConfig::default(),
             cluster: ClusterConfig::default(),
+            failover: FailoverConfig::default(),
         }
     }
 }

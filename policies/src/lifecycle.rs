@@ -348,6 +348,49 @@ impl Lifecycle {
         self.run_detached(guard, what, None, call).await
     }
 
+    /// Makes a standby the compute's primary under the database's lock
+    /// (no wake or suspend runs meanwhile) and caches the promoted
+    /// endpoint. `seen` is the endpoint the caller found dead: when the
+    /// cached one is already another (a client's wake took over first),
+    /// that one is returned and nothing is promoted. A planned switchover
+    /// passes `None`.
+    pub async fn takeover(
+        &self,
+        db: &str,
+        seen: Option<&ComputeEndpoint>,
+        why: ogel_plugin_sdk::Takeover,
+    ) -> Result<ComputeEndpoint, BackendError> {
+        let slot = self.slot(db);
+        let guard = slot.lock.clone().lock_owned().await;
+        if let (Some(seen), Some(cached)) = (seen, slot.cached()) {
+            if &cached != seen {
+                return Ok(cached);
+            }
+        }
+        slot.set_cached(None);
+        let name = ComputeName::parse(db);
+        let promoted = slot.clone();
+        self.run_detached(
+            guard,
+            "promote the standby",
+            None,
+            move |backend| async move {
+                let endpoint = backend.promote(&name, why).await?;
+                promoted.set_cached(Some(endpoint.clone()));
+                Ok(endpoint)
+            },
+        )
+        .await
+    }
+
+    /// The computes known to be running, with their endpoints.
+    pub fn running(&self) -> Vec<(String, ComputeEndpoint)> {
+        lock(&self.slots)
+            .iter()
+            .filter_map(|(db, slot)| slot.cached().map(|e| (db.clone(), e)))
+            .collect()
+    }
+
     /// Counters for status displays.
     pub fn stats(&self, db: &str) -> LifecycleStats {
         let slot = self.slot(db);

@@ -222,7 +222,10 @@ fn wal_range(manifest: &[u8]) -> Result<(u32, String, String), String> {
 }
 
 /// Runs a Postgres client tool; its stderr is the error.
-async fn run_tool(mut cmd: tokio::process::Command, what: &str) -> Result<(), BackendError> {
+pub(crate) async fn run_tool(
+    mut cmd: tokio::process::Command,
+    what: &str,
+) -> Result<(), BackendError> {
     cmd.stdin(std::process::Stdio::null());
     let out = cmd
         .output()

@@ -251,7 +251,7 @@ impl NativeBackend {
     }
 
     /// The last checkpoint of a stopped cluster (everything before it is in it).
-    fn checkpoint_lsn(&self, pgdata: &Path) -> Result<String, BackendError> {
+    pub(crate) fn checkpoint_lsn(&self, pgdata: &Path) -> Result<String, BackendError> {
         let out = std::process::Command::new(self.bins.bin_dir.join("pg_controldata"))
             .arg(pgdata)
             .env("LC_ALL", "C")

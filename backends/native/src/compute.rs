@@ -181,7 +181,8 @@ async fn start_on_port(spec: &StartSpec<'_>, port: u16) -> Result<RunningCompute
             });
         }
         if let Some(file) = read_postmaster_pid(spec.data_dir) {
-            if file.pid == pid && file.status.as_deref() == Some("ready") {
+            // A standby says `standby` once it takes read-only queries.
+            if file.pid == pid && matches!(file.status.as_deref(), Some("ready" | "standby")) {
                 tracing::debug!(
                     pid,
                     port,
@@ -210,7 +211,9 @@ impl RunningCompute {
     /// if there is one and it is ready.
     pub fn adopt(data_dir: &Path) -> Option<RunningCompute> {
         let file = read_postmaster_pid(data_dir)?;
-        if !is_postgres_process(file.pid) || file.status.as_deref() != Some("ready") {
+        if !is_postgres_process(file.pid)
+            || !matches!(file.status.as_deref(), Some("ready" | "standby"))
+        {
             return None;
         }
         Some(RunningCompute {
@@ -274,7 +277,7 @@ impl RunningCompute {
 
 /// True when `pid` is a live process whose executable is a postgres server
 /// (pids are reused; a stale postmaster.pid must not make us signal another program).
-fn is_postgres_process(pid: u32) -> bool {
+pub(crate) fn is_postgres_process(pid: u32) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };

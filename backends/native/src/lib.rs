@@ -34,6 +34,7 @@ pub mod compute;
 pub mod os_user;
 pub mod pg_binaries;
 pub mod secrets;
+mod standby;
 pub mod storage;
 pub mod template;
 pub mod tiers;
@@ -116,6 +117,8 @@ pub struct NativeBackend {
     progress: ProgressMap,
     /// Uploads every compute's WAL to the cold tier.
     archiver: Arc<archive::Archiver>,
+    /// Hot standbys of computes.
+    standbys: standby::Standbys,
 }
 
 impl NativeBackend {
@@ -184,9 +187,12 @@ impl NativeBackend {
             prewarm,
             progress: ProgressMap::default(),
             archiver,
+            standbys: standby::Standbys::default(),
         };
         backend.recover_tiers();
+        backend.recover_takeovers();
         backend.adopt_running();
+        backend.adopt_standbys();
         Ok(backend)
     }
 
@@ -288,6 +294,32 @@ impl NativeBackend {
         }
     }
 
+    /// The endpoint of compute `compute`, running on `port`.
+    async fn endpoint_at(
+        &self,
+        compute: &ComputeName,
+        port: u16,
+    ) -> Result<ComputeEndpoint, BackendError> {
+        let name = &compute.to_string();
+        let owner = self.owner_of(name)?;
+        // Branches are clones: same database, same role, same password.
+        let database = compute.database.as_str();
+        let password = self.secret.role_password(database, &owner);
+        let mut endpoint = self.endpoint(database, port, owner, password);
+        match self.ensure_read_only_role(name, port).await {
+            Ok(()) => {
+                endpoint.read_only = Some(readonly::credentials(
+                    self.secret.role_password(database, READ_ONLY_ROLE),
+                ))
+            }
+            // Read-write clients are unaffected; read-only ones are refused.
+            Err(e) => {
+                tracing::warn!(compute = %name, error = %e, cause = ?e.source, "no read-only role")
+            }
+        }
+        Ok(endpoint)
+    }
+
     /// Returns the port of a live compute, forgetting a dead one.
     fn live_port(&self, name: &str) -> Option<u16> {
         let mut computes = self.lock_computes();
@@ -304,9 +336,19 @@ impl NativeBackend {
     }
 
     async fn start(&self, name: &str) -> Result<u16, BackendError> {
+        let died = self.primary_died(name);
         if let Some(port) = self.live_port(name) {
             return Ok(port);
         }
+        // A primary that died with its standby running is not restarted:
+        // the standby takes over (and the old primary is fenced).
+        if died && self.has_running_standby(name) {
+            tracing::warn!(compute = name, "the primary died; its standby takes over");
+            return self
+                .takeover(name, ogel_plugin_sdk::Takeover::Failover)
+                .await;
+        }
+        self.forget_promoted_paths(name);
         // A warm or cold compute comes back hot first.
         self.ensure_hot(name).await?;
         let pgdata = self.pgdata(name);
@@ -334,7 +376,24 @@ impl NativeBackend {
         wake_checkpointer(compute.pid);
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.lock_computes().insert(name.to_string(), compute);
+        // Its standby follows it up (a synchronous primary's commits wait
+        // for it).
+        if let Err(e) = self.start_standby(name, port).await {
+            tracing::warn!(compute = name, error = %e, "the standby did not start");
+        }
         Ok(port)
+    }
+
+    /// Whether `name`'s primary died (rather than being stopped): its
+    /// process is gone while this gateway ran it, or a `postmaster.pid`
+    /// is left naming no live postgres (a clean stop removes it).
+    fn primary_died(&self, name: &str) -> bool {
+        let gone = self.lock_computes().get_mut(name).map(|c| !c.is_alive());
+        match gone {
+            Some(gone) => gone,
+            None => compute::read_postmaster_pid(&self.pgdata(name))
+                .is_some_and(|f| !compute::is_postgres_process(f.pid)),
+        }
     }
 
     /// Watches compute `name`'s WAL for the archiver and returns its
@@ -396,6 +455,8 @@ impl NativeBackend {
                 .await
                 .map_err(|e| BackendError::internal(format!("stopping \"{name}\": {e}")))?;
         }
+        // After the primary: its fast shutdown sends the standby all its WAL.
+        self.stop_standby(name).await;
         Ok(())
     }
 
@@ -598,6 +659,7 @@ impl Backend for NativeBackend {
             // The copy driver copies locally, with progress: not "slow" in
             // the sense of RDS's minutes-long restores.
             slow_branches: false,
+            standby: true,
         }
     }
 
@@ -641,24 +703,34 @@ impl Backend for NativeBackend {
     /// (`database` or `database@branch`).
     async fn ensure_running(&self, compute: &ComputeName) -> Result<ComputeEndpoint, BackendError> {
         let name = &compute.to_string();
-        let owner = self.owner_of(name)?;
+        self.owner_of(name)?;
         let port = self.start(name).await?;
-        // Branches are clones: same database, same role, same password.
-        let database = compute.database.as_str();
-        let password = self.secret.role_password(database, &owner);
-        let mut endpoint = self.endpoint(database, port, owner, password);
-        match self.ensure_read_only_role(name, port).await {
-            Ok(()) => {
-                endpoint.read_only = Some(readonly::credentials(
-                    self.secret.role_password(database, READ_ONLY_ROLE),
-                ))
-            }
-            // Read-write clients are unaffected; read-only ones are refused.
-            Err(e) => {
-                tracing::warn!(compute = %name, error = %e, cause = ?e.source, "no read-only role")
-            }
-        }
-        Ok(endpoint)
+        self.endpoint_at(compute, port).await
+    }
+
+    async fn set_standbys(
+        &self,
+        compute: &ComputeName,
+        count: u32,
+        synchronous: bool,
+    ) -> Result<(), BackendError> {
+        NativeBackend::set_standbys(self, &compute.to_string(), count, synchronous).await
+    }
+
+    async fn standby_status(
+        &self,
+        compute: &ComputeName,
+    ) -> Result<Option<ogel_plugin_sdk::StandbyStatus>, BackendError> {
+        NativeBackend::standby_status(self, &compute.to_string()).await
+    }
+
+    async fn promote(
+        &self,
+        compute: &ComputeName,
+        why: ogel_plugin_sdk::Takeover,
+    ) -> Result<ComputeEndpoint, BackendError> {
+        let port = self.takeover(&compute.to_string(), why).await?;
+        self.endpoint_at(compute, port).await
     }
 
     async fn create_branch(&self, spec: &BranchSpec) -> Result<(), BackendError> {
@@ -882,6 +954,7 @@ impl NativeBackend {
     /// looks whole but is not.
     async fn discard(&self, name: &str) -> Result<(), BackendError> {
         self.stop(name).await?;
+        self.drop_standby(name).await;
         self.archiver.forget(name);
         self.drop_tier_copies(name);
         let dir = self.db_dir(name);

@@ -269,3 +269,30 @@ pub fn render_cluster(view: &crate::cluster::ClusterView) -> String {
     }
     out.0
 }
+
+/// Failovers done by this gateway's watch, and how long the last one took.
+pub fn render_failover(standbys: &crate::control::standby::Standbys) -> String {
+    use std::sync::atomic::Ordering;
+    let mut out = Exposition(String::with_capacity(256));
+    out.family(
+        "ogel_failovers_total",
+        "counter",
+        "Dead primaries a standby took over from (this gateway's watch).",
+    );
+    out.sample(
+        "ogel_failovers_total",
+        &[],
+        standbys.failovers.load(Ordering::Relaxed),
+    );
+    out.family(
+        "ogel_last_failover_milliseconds",
+        "gauge",
+        "Detection to promoted standby, the last failover.",
+    );
+    out.sample(
+        "ogel_last_failover_milliseconds",
+        &[],
+        standbys.last_failover_ms.load(Ordering::Relaxed),
+    );
+    out.0
+}

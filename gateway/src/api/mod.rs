@@ -9,6 +9,7 @@ pub mod backups;
 pub mod branches;
 mod forward;
 pub mod metrics;
+pub mod standby;
 
 use crate::catalog::Catalog;
 use crate::control::access::{Access, Scope};
@@ -42,6 +43,8 @@ pub struct ApiServices {
     pub backups: Arc<crate::control::backups::Backups>,
     /// Hot, warm and cold tiers.
     pub tiers: Arc<crate::control::tiers::Tiers>,
+    /// Standbys, switchover and failover.
+    pub standbys: Arc<crate::control::standby::Standbys>,
     /// Tenants, tokens and keys.
     pub access: Arc<Access>,
     /// Pools (PAUSE/RESUME, metrics).
@@ -299,9 +302,9 @@ impl ApiState {
     info(title = "OgelBase API", description = "Databases, computes and status of an OgelBase gateway."),
     paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, pause_database, resume_database, reset_password, reload, status, cluster, list_plugins,
         branches::list_branches, branches::create_branch, branches::delete_branch, branches::reset_branch, branches::list_snapshots, branches::create_snapshot, branches::restore_snapshot, branches::list_operations,
-        backups::create_backup, backups::list_backups, backups::restore_backup, backups::archive, backups::get_tier, backups::set_tier,
+        backups::create_backup, backups::list_backups, backups::restore_backup, backups::archive, backups::get_tier, backups::set_tier, standby::get_standby, standby::set_standby, standby::switchover,
         access::create_token, access::list_tokens, access::revoke_token, access::list_keys, access::rotate_key, access::remove_key, access::list_tenants, access::create_tenant, access::delete_tenant),
-    components(schemas(Done, access::CreateToken, access::CreateTenant, access::TenantInfo, access::CreatedTenant, crate::control::access::IssuedToken, crate::catalog::TokenRecord, crate::auth::tokens::KeyInfo, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, backups::CreateBackup, backups::BackupEntry, backups::RestoreBackup, backups::RestoreResult, backups::ArchiveInfo, backups::SetTier, backups::TierInfo, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList, ClusterStatus, crate::cluster::ClusterView, crate::cluster::NodeInfo, crate::cluster::Role, crate::catalog::LeaderBeat)),
+    components(schemas(Done, access::CreateToken, access::CreateTenant, access::TenantInfo, access::CreatedTenant, crate::control::access::IssuedToken, crate::catalog::TokenRecord, crate::auth::tokens::KeyInfo, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, backups::CreateBackup, backups::BackupEntry, backups::RestoreBackup, backups::RestoreResult, backups::ArchiveInfo, backups::SetTier, backups::TierInfo, standby::SetStandby, standby::StandbyInfo, standby::SwitchoverResult, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList, ClusterStatus, crate::cluster::ClusterView, crate::cluster::NodeInfo, crate::cluster::Role, crate::catalog::LeaderBeat)),
     modifiers(&BearerAuth),
     security(("admin_token" = []))
 )]
@@ -345,6 +348,7 @@ pub fn router(services: ApiServices) -> Router {
         .route("/v1/reload", post(reload))
         .merge(branches::routes())
         .merge(backups::routes())
+        .merge(standby::routes())
         .merge(access::routes())
         .route("/v1/status", get(status))
         .route("/v1/cluster", get(cluster))
@@ -370,7 +374,8 @@ pub fn router(services: ApiServices) -> Router {
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                     crate::api::metrics::render(&state.pools, &state.predictor, &archives)
-                        + &crate::api::metrics::render_cluster(&state.cluster.view()),
+                        + &crate::api::metrics::render_cluster(&state.cluster.view())
+                        + &crate::api::metrics::render_failover(&state.standbys),
                 )
             }),
         )

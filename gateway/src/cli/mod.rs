@@ -130,6 +130,30 @@ pub enum DbCommand {
         /// token creates in its own tenant).
         #[arg(long)]
         tenant: Option<String>,
+        /// Keep a hot standby (1) to fail over to; commits wait for it
+        /// unless `--async-standby`.
+        #[arg(long, default_value_t = 0)]
+        standby: u32,
+        /// The standby does not confirm commits (faster writes; a failover
+        /// may lose the last ones).
+        #[arg(long)]
+        async_standby: bool,
+    },
+    /// Show, add or remove a database's hot standby.
+    Standby {
+        /// Database.
+        name: String,
+        /// `add` or `remove` (nothing: show it).
+        action: Option<String>,
+        /// With `add`: the standby does not confirm commits.
+        #[arg(long = "async")]
+        asynchronous: bool,
+    },
+    /// Planned switchover to the standby: new transactions wait while the
+    /// primary stops and the standby, caught up, is promoted.
+    Switchover {
+        /// Database.
+        name: String,
     },
     /// List databases.
     List,
@@ -421,6 +445,8 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
                 suspend_after,
                 min_warm,
                 tenant,
+                standby,
+                async_standby,
             } => {
                 let body = serde_json::json!({
                     "name": name,
@@ -439,7 +465,61 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
                     "created database \"{}\" (owner {}); the password is shown only now",
                     created.database.name, created.database.owner
                 );
+                if *standby > 0 {
+                    let body =
+                        serde_json::json!({ "count": standby, "synchronous": !async_standby });
+                    let info: crate::api::standby::StandbyInfo = with_progress(
+                        &api,
+                        name,
+                        api.call(
+                            Method::POST,
+                            &format!("/v1/databases/{name}/standby"),
+                            Some(body),
+                        ),
+                    )
+                    .await?;
+                    print_standby(name, &info);
+                }
                 println!("{}", created.url);
+            }
+            DbCommand::Standby {
+                name,
+                action,
+                asynchronous,
+            } => {
+                let path = format!("/v1/databases/{name}/standby");
+                let count = match action.as_deref() {
+                    None => None,
+                    Some("add") => Some(1),
+                    Some("remove") => Some(0),
+                    Some(other) => {
+                        return Err(anyhow!(
+                            "unknown action \"{other}\": use `ogel db standby {name} add` or `… remove`"
+                        ))
+                    }
+                };
+                let info: crate::api::standby::StandbyInfo = match count {
+                    None => api.call(Method::GET, &path, None).await?,
+                    Some(count) => {
+                        let body =
+                            serde_json::json!({ "count": count, "synchronous": !asynchronous });
+                        with_progress(&api, name, api.call(Method::POST, &path, Some(body))).await?
+                    }
+                };
+                print_standby(name, &info);
+            }
+            DbCommand::Switchover { name } => {
+                let done: crate::api::standby::SwitchoverResult = api
+                    .call(
+                        Method::POST,
+                        &format!("/v1/databases/{name}/switchover"),
+                        None,
+                    )
+                    .await?;
+                println!(
+                    "{name}: the standby is the primary (generation {}); writes paused {} ms",
+                    done.generation, done.write_pause_ms
+                );
             }
             DbCommand::List => {
                 let dbs: Vec<DatabaseInfo> = api.call(Method::GET, "/v1/databases", None).await?;
@@ -752,4 +832,30 @@ fn print_databases(dbs: &[DatabaseInfo]) {
             println!("    archive: {error}");
         }
     }
+}
+
+/// One line about a database's standby.
+fn print_standby(name: &str, info: &crate::api::standby::StandbyInfo) {
+    if info.wanted == 0 {
+        println!("{name}: no standby (failovers so far: {})", info.failovers);
+        return;
+    }
+    println!(
+        "{name}: standby {}/{} streaming, {}, replay lag {}, failovers {}{}",
+        info.streaming,
+        info.wanted,
+        if info.synchronous {
+            "synchronous"
+        } else {
+            "asynchronous"
+        },
+        info.replay_lag_bytes
+            .map(|b| format!("{b} bytes"))
+            .unwrap_or_else(|| "-".into()),
+        info.failovers,
+        info.note
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
+    );
 }

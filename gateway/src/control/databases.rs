@@ -370,6 +370,14 @@ impl Databases {
             .collect()
     }
 
+    /// Every ready database this gateway serves, with its lifecycle.
+    pub fn local_databases(&self) -> Vec<(DatabaseRecord, Arc<Lifecycle>)> {
+        self.computes()
+            .into_iter()
+            .map(|(d, lifecycle, _)| (d, lifecycle))
+            .collect()
+    }
+
     /// Computes `min_warm` keeps running: each database's first N (main,
     /// then branches).
     pub fn warm_computes(&self) -> Vec<String> {

@@ -10,5 +10,6 @@ pub mod branches;
 pub mod databases;
 pub mod operations;
 pub mod reload;
+pub mod standby;
 pub mod tiers;
 pub mod urls;

@@ -19,6 +19,7 @@ use ogel_policies::{Lifecycle, Pool};
 use registry::{ClientInfo, Registry};
 use server_conn::{ServerConn, ServerInfo};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -48,6 +49,9 @@ pub struct DbPool {
     /// Server connection pid → the BackendKeyData pid of the client that
     /// last sent SQL that may notify through it (what listeners are shown).
     notifiers: Mutex<HashMap<u32, u32>>,
+    /// The newest compute generation seen: a connection opened under an
+    /// older one (a fenced primary's) is never handed out again.
+    generation: AtomicU64,
 }
 
 /// What to do about a PAUSE that timed out (console, API and branch copies
@@ -164,6 +168,7 @@ impl Pools {
             known_statements: Mutex::new(HashSet::new()),
             spellings: Mutex::default(),
             notifiers: Mutex::default(),
+            generation: AtomicU64::new(0),
         });
         pools.insert(key, db.clone());
         db
@@ -260,6 +265,7 @@ impl DbPool {
             };
             match compute_login::connect(&endpoint, &[]).await {
                 Ok(link) => {
+                    self.fence(endpoint.generation);
                     let mut conn = ServerConn::new(link, endpoint.generation, &self.servers);
                     let mut params = lock(&self.server_params);
                     if params.is_empty() {
@@ -299,9 +305,10 @@ impl DbPool {
     /// a newly opened one. Waiting too long is 53300; a paused database
     /// that stays paused is 57P03.
     pub async fn lease(&self) -> Result<Lease<ServerConn>, ClientError> {
+        let generation = self.generation.load(Ordering::Acquire);
         let checkout = self
             .pool
-            .acquire(ServerConn::usable)
+            .acquire(|c: &ServerConn| c.info.entry.generation >= generation && c.usable())
             .await
             .map_err(|e| match e {
                 ogel_policies::pool::AcquireError::Paused(_) => ClientError::new(
@@ -317,6 +324,18 @@ impl DbPool {
             // Boxed: opening (SCRAM, start-up) is rare and its state large.
             Checkout::Open(slot) => Ok(slot.fill(Box::pin(self.open()).await?)),
         }
+    }
+
+    /// Raises the pool's generation to `generation` (a standby took over):
+    /// idle connections of older ones close now, busy ones when they come
+    /// back. Returns whether it rose.
+    pub fn fence(&self, generation: u64) -> bool {
+        let before = self.generation.fetch_max(generation, Ordering::AcqRel);
+        if before < generation && before != 0 {
+            self.pool.close_idle();
+            tracing::info!(compute = %self.name, generation, "pool fenced: connections of older generations are closed");
+        }
+        before < generation
     }
 
     /// Whether a server accepted the statement `server_name` before.

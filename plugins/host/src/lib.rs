@@ -11,7 +11,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use ogel_plugin_sdk::abi::{self, EntryFn, PluginDescriptor, RawBuffer};
-use ogel_plugin_sdk::wire::{Request, Response, BACKUPS_MINOR};
+use ogel_plugin_sdk::wire::{Request, Response, BACKUPS_MINOR, STANDBY_MINOR};
 use ogel_plugin_sdk::{
     ArchiveStatus, Backend, BackendError, BackupInfo, BranchSpec, Capabilities, ComputeEndpoint,
     ComputeName, ComputeStatus, DatabaseSpec, Progress, RestoreSpec, Restored, SnapshotInfo, Tier,
@@ -493,6 +493,42 @@ impl Backend for PluginBackend {
         self.call(Request::SetTier {
             name: name.clone(),
             tier,
+        })
+        .await
+    }
+    async fn set_standbys(
+        &self,
+        name: &ComputeName,
+        count: u32,
+        synchronous: bool,
+    ) -> Result<(), BackendError> {
+        self.require_minor(STANDBY_MINOR, "keep standbys")?;
+        self.call(Request::SetStandbys {
+            name: name.clone(),
+            count,
+            synchronous,
+        })
+        .await
+    }
+    async fn standby_status(
+        &self,
+        name: &ComputeName,
+    ) -> Result<Option<ogel_plugin_sdk::StandbyStatus>, BackendError> {
+        if self.plugin.abi.1 < STANDBY_MINOR {
+            return Ok(None);
+        }
+        self.call(Request::StandbyStatus { name: name.clone() })
+            .await
+    }
+    async fn promote(
+        &self,
+        name: &ComputeName,
+        why: ogel_plugin_sdk::Takeover,
+    ) -> Result<ComputeEndpoint, BackendError> {
+        self.require_minor(STANDBY_MINOR, "promote a standby")?;
+        self.call(Request::Promote {
+            name: name.clone(),
+            why,
         })
         .await
     }

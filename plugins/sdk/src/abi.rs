@@ -30,7 +30,9 @@ pub const ABI_MAJOR: u32 = 1;
 /// string, and a plugin accepts both forms. 1.4: backups in a durable
 /// store (`create_backup`, `list_backups`, `restore_backup`) and
 /// `archive_status`; the host answers them itself for older plugins.
-pub const ABI_MINOR: u32 = 4;
+/// 1.5: standbys and failover (`set_standbys`, `standby_status`,
+/// `promote`, `Capabilities.standby`); older plugins have no standby.
+pub const ABI_MINOR: u32 = 5;
 /// The SDK version, NUL-terminated.
 pub const SDK_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 /// `rustc --version` of the build, NUL-terminated (informational: the ABI

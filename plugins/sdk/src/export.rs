@@ -208,6 +208,15 @@ async fn dispatch(backend: &dyn Backend, request: Request) -> Response {
         Request::SetTier { name, tier } => {
             Response::from_result(backend.set_tier(&name, tier).await)
         }
+        Request::SetStandbys {
+            name,
+            count,
+            synchronous,
+        } => Response::from_result(backend.set_standbys(&name, count, synchronous).await),
+        Request::StandbyStatus { name } => {
+            Response::from_result(backend.standby_status(&name).await)
+        }
+        Request::Promote { name, why } => Response::from_result(backend.promote(&name, why).await),
     }
 }
 

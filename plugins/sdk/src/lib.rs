@@ -92,6 +92,9 @@ pub struct Capabilities {
     /// instance, as on RDS): the gateway asks the caller to say
     /// `--allow-slow`. ABI 1.2; absent means false.
     pub slow_branches: bool,
+    /// A compute can have hot standbys to fail over to (`set_standbys`,
+    /// `promote`). ABI 1.5; absent means false.
+    pub standby: bool,
 }
 
 /// How a backend makes branches.
@@ -270,6 +273,37 @@ pub struct ArchiveStatus {
     pub lag_seconds: u64,
     /// The last upload error, while uploads fail.
     pub last_error: Option<String>,
+}
+
+/// A compute's standbys (ABI 1.5).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct StandbyStatus {
+    /// Standbys wanted.
+    pub wanted: u32,
+    /// Standbys streaming from the primary now.
+    pub streaming: u32,
+    /// Commits wait until a standby has flushed them.
+    pub synchronous: bool,
+    /// WAL bytes the slowest standby has not replayed yet, while the
+    /// primary runs.
+    pub replay_lag_bytes: Option<u64>,
+    /// Times a standby took over this compute.
+    pub failovers: u64,
+    /// Why a wanted standby is not streaming (being built, restarting).
+    pub note: Option<String>,
+}
+
+/// Why a standby takes over (ABI 1.5).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Takeover {
+    /// The primary is dead or unhealthy: fence it at once (it must take no
+    /// write after `promote` returns), then promote.
+    Failover,
+    /// Planned: stop the primary cleanly, wait until the standby has
+    /// replayed all of its WAL, then promote. Nothing is lost.
+    Switchover,
 }
 
 /// Where a compute's data is (ABI 1.4).
@@ -634,6 +668,40 @@ pub trait Backend: Send + Sync + 'static {
     async fn set_tier(&self, compute: &ComputeName, tier: Tier) -> Result<(), BackendError> {
         let _ = (compute, tier);
         Err(unsupported(self.name(), "move data between tiers"))
+    }
+
+    /// Keeps `count` hot standbys of `compute` (0 removes them); with
+    /// `synchronous`, a commit is acknowledged only once a standby has
+    /// flushed it. (ABI 1.5.)
+    async fn set_standbys(
+        &self,
+        compute: &ComputeName,
+        count: u32,
+        synchronous: bool,
+    ) -> Result<(), BackendError> {
+        let _ = (compute, count, synchronous);
+        Err(unsupported(self.name(), "keep standbys"))
+    }
+
+    /// `compute`'s standbys, if it has any. (ABI 1.5.)
+    async fn standby_status(
+        &self,
+        compute: &ComputeName,
+    ) -> Result<Option<StandbyStatus>, BackendError> {
+        let _ = compute;
+        Ok(None)
+    }
+
+    /// Makes a standby `compute`'s primary. The old primary is fenced
+    /// first (stopped, never to take a write again) and the returned
+    /// endpoint has a higher generation than any before it. (ABI 1.5.)
+    async fn promote(
+        &self,
+        compute: &ComputeName,
+        why: Takeover,
+    ) -> Result<ComputeEndpoint, BackendError> {
+        let _ = (compute, why);
+        Err(unsupported(self.name(), "promote a standby"))
     }
 
     /// Progress of the long operation running on `compute` (a branch

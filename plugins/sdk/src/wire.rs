@@ -117,6 +117,27 @@ pub enum Request {
         /// Where its data goes.
         tier: crate::Tier,
     },
+    /// [`Backend::set_standbys`](crate::Backend::set_standbys) (ABI 1.5).
+    SetStandbys {
+        /// The compute.
+        name: ComputeName,
+        /// Standbys wanted.
+        count: u32,
+        /// Commits wait for a standby.
+        synchronous: bool,
+    },
+    /// [`Backend::standby_status`](crate::Backend::standby_status) (ABI 1.5).
+    StandbyStatus {
+        /// The compute.
+        name: ComputeName,
+    },
+    /// [`Backend::promote`](crate::Backend::promote) (ABI 1.5).
+    Promote {
+        /// The compute.
+        name: ComputeName,
+        /// Failover or switchover.
+        why: crate::Takeover,
+    },
     /// [`Backend::progress`](crate::Backend::progress) (ABI 1.1).
     Progress {
         /// The compute (a string before ABI 1.3).
@@ -128,6 +149,8 @@ pub enum Request {
 pub const TYPED_NAMES_MINOR: u32 = 3;
 /// The first ABI minor whose plugins know backups and archive status.
 pub const BACKUPS_MINOR: u32 = 4;
+/// The first ABI minor whose plugins know standbys and promotion.
+pub const STANDBY_MINOR: u32 = 5;
 
 impl Request {
     /// Encodes the request for a plugin built for ABI minor `minor`: compute
@@ -163,6 +186,8 @@ impl Request {
                 | Request::CreateBackup { .. }
                 | Request::RestoreBackup { .. }
                 | Request::SetTier { .. }
+                | Request::SetStandbys { .. }
+                | Request::Promote { .. }
         )
     }
 }

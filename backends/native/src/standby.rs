@@ -1,0 +1,693 @@
+//! Hot standbys of a compute, and the takeover that makes one the primary.
+//!
+//! A standby is a streaming replica in a volume of its own,
+//! `standbys/<compute>-<n>/pgdata`, made with `pg_basebackup` from the
+//! running primary through a physical replication slot (`ogel_standby`,
+//! so the primary keeps the WAL a restarting standby still needs, up to
+//! `max_slot_wal_keep_size`). It starts right after its primary and stops
+//! right after it (a primary's fast shutdown first sends its standbys all
+//! its WAL). With `synchronous`, the primary runs with
+//! `synchronous_standby_names = 'ogel_standby'` (ALTER SYSTEM, so it can
+//! change without a restart): a commit is acknowledged once the standby
+//! has flushed it, so it is on two disks.
+//!
+//! **Takeover** (`promote`): the old primary is fenced before anything is
+//! promoted — on a failover its process group gets SIGKILL (a hung or
+//! stopped postmaster included), on a switchover it stops cleanly and the
+//! standby replays up to its shutdown checkpoint — and its volume is moved
+//! to `trash/`, so nothing can start it again. Then `pg_promote`, then the
+//! standby's volume is renamed to `databases/<compute>` (a symlink at its
+//! old path keeps the running postmaster's absolute paths valid until its
+//! next start), and the backend's generation goes up, so the gateway drops
+//! every connection opened before. The promoted primary runs without
+//! `synchronous_standby_names` until a new standby streams (as Patroni's
+//! non-strict synchronous mode): waiting for a standby that does not exist
+//! yet would stop every write.
+//!
+//! The wanted count and the takeover count are in `standbys/<compute>.json`,
+//! outside both volumes.
+
+use crate::compute::{self, RunningCompute, StartSpec};
+use crate::{io_error, NativeBackend};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use ogel_plugin_sdk::{BackendError, StandbyStatus, Takeover};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The standby's replication slot on the primary and its
+/// `application_name` (what `synchronous_standby_names` names).
+pub(crate) const STANDBY_NAME: &str = "ogel_standby";
+/// WAL a slot may hold for a standby that is gone, before Postgres
+/// invalidates the slot (the standby is then rebuilt).
+const SLOT_WAL_KEEP: &str = "4GB";
+/// How long a switchover waits for the standby to replay the primary's
+/// last WAL.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What is wanted of a compute's standbys, kept in `standbys/<c>.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Wanted {
+    count: u32,
+    synchronous: bool,
+    /// The standby's volume, under `standbys/`, once built.
+    volume: Option<String>,
+    /// Numbers volumes: a promoted standby's old path stays a symlink
+    /// while its postmaster runs, so the next one needs a new name.
+    next: u64,
+    /// Times a standby took over.
+    failovers: u64,
+}
+
+/// Running standby processes, by compute.
+#[derive(Default)]
+pub(crate) struct Standbys {
+    running: Mutex<HashMap<String, RunningCompute>>,
+    /// One takeover or rebuild per backend at a time.
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Standbys {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningCompute>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The port of `name`'s standby if it runs.
+    fn live_port(&self, name: &str) -> Option<u16> {
+        let mut running = self.lock();
+        let alive = running.get_mut(name).map(|c| c.is_alive());
+        match alive {
+            Some(true) => running.get(name).map(|c| c.port),
+            Some(false) => {
+                running.remove(name);
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+impl NativeBackend {
+    fn standby_root(&self) -> PathBuf {
+        self.root.join("standbys")
+    }
+
+    fn wanted_path(&self, name: &str) -> PathBuf {
+        self.standby_root().join(format!("{name}.json"))
+    }
+
+    fn wanted(&self, name: &str) -> Wanted {
+        std::fs::read(self.wanted_path(name))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn write_wanted(&self, name: &str, wanted: &Wanted) -> Result<(), BackendError> {
+        let path = self.wanted_path(name);
+        std::fs::create_dir_all(self.standby_root())
+            .map_err(|e| io_error("create", &self.standby_root(), e))?;
+        let tmp = path.with_extension("json.tmp");
+        let body = serde_json::to_vec(wanted)
+            .map_err(|e| BackendError::internal(format!("encoding standby state: {e}")))?;
+        std::fs::write(&tmp, body).map_err(|e| io_error("write", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io_error("write", &path, e))
+    }
+
+    fn standby_volume(&self, wanted: &Wanted) -> Option<PathBuf> {
+        wanted.volume.as_ref().map(|v| self.standby_root().join(v))
+    }
+
+    /// Whether `name` has a standby process running now.
+    pub(crate) fn has_running_standby(&self, name: &str) -> bool {
+        self.standbys.live_port(name).is_some()
+    }
+
+    /// `Backend::set_standbys`: builds or removes `name`'s standby. Also
+    /// the repair after a takeover: a wanted standby that is missing is
+    /// built again.
+    pub(crate) async fn set_standbys(
+        &self,
+        name: &str,
+        count: u32,
+        synchronous: bool,
+    ) -> Result<(), BackendError> {
+        self.owner_of(name)?;
+        if count > 1 {
+            return Err(BackendError::new(
+                ogel_plugin_sdk::BackendErrorKind::InvalidRequest,
+                "the native backend keeps at most one standby per compute",
+            ));
+        }
+        if name.contains('@') && count > 0 {
+            return Err(BackendError::new(
+                ogel_plugin_sdk::BackendErrorKind::InvalidRequest,
+                "standbys are for a database's main branch; branches fail over by being made again",
+            ));
+        }
+        let _busy = self.standbys.busy.lock().await;
+        let mut wanted = self.wanted(name);
+        wanted.count = count;
+        wanted.synchronous = synchronous && count > 0;
+        self.write_wanted(name, &wanted)?;
+        if count == 0 {
+            return self.remove_standby(name).await;
+        }
+        let port = self.start(name).await?;
+        if self
+            .standby_volume(&wanted)
+            .is_none_or(|v| !v.join("pgdata").exists())
+        {
+            self.build_standby(name, port, &mut wanted).await?;
+        }
+        self.start_standby(name, port).await?;
+        self.set_synchronous(name, port, wanted.synchronous).await
+    }
+
+    /// Stops and deletes `name`'s standby and its slot.
+    async fn remove_standby(&self, name: &str) -> Result<(), BackendError> {
+        let mut wanted = self.wanted(name);
+        if let Some(port) = self.live_port(name) {
+            self.set_synchronous(name, port, false).await?;
+            let client = self.superuser(port, "postgres").await?;
+            let _ = client
+                .execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&STANDBY_NAME],
+                )
+                .await;
+        }
+        self.stop_standby(name).await;
+        if let Some(volume) = self.standby_volume(&wanted) {
+            self.delete_standby_volume(&volume)?;
+        }
+        wanted.volume = None;
+        if wanted.count == 0 {
+            let _ = std::fs::remove_file(self.wanted_path(name));
+            Ok(())
+        } else {
+            self.write_wanted(name, &wanted)
+        }
+    }
+
+    /// Forgets `name`'s standby entirely (the compute is deleted or
+    /// replaced).
+    pub(crate) async fn drop_standby(&self, name: &str) {
+        let wanted = self.wanted(name);
+        self.stop_standby(name).await;
+        if let Some(volume) = self.standby_volume(&wanted) {
+            if let Err(e) = self.delete_standby_volume(&volume) {
+                tracing::warn!(compute = name, error = %e, "could not delete a standby volume");
+            }
+        }
+        let _ = std::fs::remove_file(self.wanted_path(name));
+    }
+
+    fn delete_standby_volume(&self, volume: &Path) -> Result<(), BackendError> {
+        if !volume.exists() {
+            return Ok(());
+        }
+        self.storage
+            .delete_volume(volume)
+            .map_err(|e| io_error("delete", volume, e))
+    }
+
+    /// `pg_basebackup` of the running primary into a new volume, through
+    /// the standby's slot (made afresh).
+    async fn build_standby(
+        &self,
+        name: &str,
+        primary_port: u16,
+        wanted: &mut Wanted,
+    ) -> Result<(), BackendError> {
+        if let Some(old) = self.standby_volume(wanted) {
+            self.stop_standby(name).await;
+            self.delete_standby_volume(&old)?;
+        }
+        let client = self.superuser(primary_port, "postgres").await?;
+        client
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&STANDBY_NAME],
+            )
+            .await
+            .map_err(|e| BackendError::internal("could not drop the old standby slot").with_source(e))?;
+        drop(client);
+        wanted.next += 1;
+        let volume_name = format!("{name}-{}", wanted.next);
+        let volume = self.standby_root().join(&volume_name);
+        std::fs::create_dir_all(self.standby_root())
+            .map_err(|e| io_error("create", &self.standby_root(), e))?;
+        if volume.symlink_metadata().is_ok() {
+            let _ = std::fs::remove_file(&volume);
+        }
+        self.storage
+            .create_volume(&volume)
+            .map_err(|e| io_error("create", &volume, e))?;
+        let started = std::time::Instant::now();
+        let mut cmd = tokio::process::Command::new(self.bins.bin_dir.join("pg_basebackup"));
+        cmd.args(["-h", "127.0.0.1", "-p", &primary_port.to_string()])
+            .args(["-U", crate::secrets::SUPERUSER])
+            .arg("-D")
+            .arg(volume.join("pgdata"))
+            .args(["-X", "stream", "-c", "fast", "-C", "-S", STANDBY_NAME])
+            .env("PGPASSWORD", self.secret.superuser_password())
+            .env("PGAPPNAME", "ogel standby build");
+        if let Err(e) = crate::backup::run_tool(cmd, "pg_basebackup").await {
+            let _ = self.storage.delete_volume(&volume);
+            return Err(e);
+        }
+        // What sits beside pgdata in a compute's volume (owner, incarnation,
+        // read-only role marker, parent) comes along: the standby becomes
+        // this volume.
+        let primary_dir = self.db_dir(name);
+        for file in ["owner", "incarnation", "read_only_role", "parent"] {
+            let from = primary_dir.join(file);
+            if from.exists() {
+                std::fs::copy(&from, volume.join(file)).map_err(|e| io_error("copy", &from, e))?;
+            }
+        }
+        let pgdata = volume.join("pgdata");
+        std::fs::write(pgdata.join("standby.signal"), b"")
+            .map_err(|e| io_error("write", &pgdata, e))?;
+        let passfile = volume.join("pgpass");
+        std::fs::write(
+            &passfile,
+            format!(
+                "127.0.0.1:*:*:{}:{}\n",
+                crate::secrets::SUPERUSER,
+                self.secret.superuser_password()
+            ),
+        )
+        .map_err(|e| io_error("write", &passfile, e))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| io_error("protect", &passfile, e))?;
+            std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| io_error("open up", &volume, e))?;
+        }
+        self.user
+            .chown_tree(&pgdata)
+            .and_then(|()| self.user.chown_tree(&passfile))
+            .map_err(|e| io_error("hand over", &volume, e))?;
+        wanted.volume = Some(volume_name);
+        self.write_wanted(name, wanted)?;
+        tracing::info!(compute = name, elapsed_ms = started.elapsed().as_millis() as u64, volume = %volume.display(), "standby built");
+        Ok(())
+    }
+
+    /// Starts `name`'s standby (if built and not running), streaming from
+    /// the primary on `primary_port`.
+    pub(crate) async fn start_standby(
+        &self,
+        name: &str,
+        primary_port: u16,
+    ) -> Result<(), BackendError> {
+        if self.standbys.live_port(name).is_some() {
+            return Ok(());
+        }
+        let wanted = self.wanted(name);
+        let Some(volume) = self.standby_volume(&wanted) else {
+            return Ok(());
+        };
+        let pgdata = volume.join("pgdata");
+        if let Some(left) = RunningCompute::adopt(&pgdata) {
+            self.standbys.lock().insert(name.to_string(), left);
+            return Ok(());
+        }
+        let mut settings = self.compute_settings(name)?;
+        settings.push((
+            "primary_conninfo".into(),
+            format!(
+                "host=127.0.0.1 port={primary_port} user={} passfile={} application_name={STANDBY_NAME}",
+                crate::secrets::SUPERUSER,
+                volume.join("pgpass").display()
+            ),
+        ));
+        settings.push(("primary_slot_name".into(), STANDBY_NAME.into()));
+        settings.push(("hot_standby".into(), "on".into()));
+        let log_path = volume.join("postgres.log");
+        let spec = StartSpec {
+            bins: &self.bins,
+            user: &self.user,
+            data_dir: &pgdata,
+            log_path: &log_path,
+            timeout: Duration::from_millis(self.config.start_timeout_ms),
+            settings: &settings,
+        };
+        let standby = compute::start(&spec).await.map_err(|e| {
+            BackendError::unavailable(format!("the standby of \"{name}\" could not start: {e}"))
+        })?;
+        tracing::info!(
+            compute = name,
+            pid = standby.pid,
+            port = standby.port,
+            "standby running"
+        );
+        self.standbys.lock().insert(name.to_string(), standby);
+        Ok(())
+    }
+
+    /// Stops `name`'s standby, if it runs.
+    pub(crate) async fn stop_standby(&self, name: &str) {
+        let standby = self.standbys.lock().remove(name);
+        if let Some(standby) = standby {
+            if let Err(e) = standby
+                .stop(Duration::from_millis(self.config.stop_timeout_ms))
+                .await
+            {
+                tracing::warn!(compute = name, error = %e, "stopping the standby");
+            }
+        }
+    }
+
+    /// Finishes takeovers a crash interrupted: a compute whose volume is
+    /// gone (fenced) while its standby's is there gets the standby's
+    /// volume, without `standby.signal`, so its next start ends recovery
+    /// as a primary. The fenced volume is in `trash/` and never starts.
+    pub(crate) fn recover_takeovers(&self) {
+        let Ok(entries) = std::fs::read_dir(self.standby_root()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().to_string();
+            let Some(name) = file.strip_suffix(".json") else {
+                continue;
+            };
+            let mut wanted = self.wanted(name);
+            let Some(volume) = self.standby_volume(&wanted) else {
+                continue;
+            };
+            let dir = self.db_dir(name);
+            if dir.exists() || !volume.join("pgdata").exists() {
+                continue;
+            }
+            let pgdata = volume.join("pgdata");
+            if let Some(left) = RunningCompute::adopt(&pgdata) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(left.pid as i32), Signal::SIGKILL);
+            }
+            let _ = std::fs::remove_file(pgdata.join("standby.signal"));
+            match self.storage.rename_volume(&volume, &dir) {
+                Ok(()) => {
+                    wanted.volume = None;
+                    wanted.failovers += 1;
+                    if let Err(e) = self.write_wanted(name, &wanted) {
+                        tracing::warn!(compute = name, error = %e, "recording a finished takeover");
+                    }
+                    tracing::warn!(
+                        compute = name,
+                        "finished a takeover a crash interrupted: the standby is the primary"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(compute = name, error = %e, "could not finish an interrupted takeover")
+                }
+            }
+        }
+    }
+
+    /// Removes the symlinks left at promoted standbys' old paths: called
+    /// before `name`'s primary starts, when no postmaster uses them.
+    pub(crate) fn forget_promoted_paths(&self, name: &str) {
+        let Ok(entries) = std::fs::read_dir(self.standby_root()) else {
+            return;
+        };
+        let prefix = format!("{name}-");
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().to_string();
+            let ours = file
+                .strip_prefix(&prefix)
+                .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()));
+            if ours
+                && entry
+                    .path()
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.is_symlink())
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Adopts standbys an earlier gateway left running.
+    pub(crate) fn adopt_standbys(&self) {
+        let Ok(entries) = std::fs::read_dir(self.standby_root()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().to_string();
+            let Some(name) = file.strip_suffix(".json") else {
+                continue;
+            };
+            let wanted = self.wanted(name);
+            let Some(volume) = self.standby_volume(&wanted) else {
+                continue;
+            };
+            if let Some(standby) = RunningCompute::adopt(&volume.join("pgdata")) {
+                tracing::info!(
+                    compute = name,
+                    pid = standby.pid,
+                    "adopted a running standby"
+                );
+                self.standbys.lock().insert(name.to_string(), standby);
+            }
+        }
+    }
+
+    /// Sets (or clears) `synchronous_standby_names` on the primary.
+    async fn set_synchronous(&self, name: &str, port: u16, on: bool) -> Result<(), BackendError> {
+        let client = self.superuser(port, "postgres").await?;
+        let statements: Vec<String> = if on {
+            vec![
+                format!("ALTER SYSTEM SET synchronous_standby_names = '{STANDBY_NAME}'"),
+                format!("ALTER SYSTEM SET max_slot_wal_keep_size = '{SLOT_WAL_KEEP}'"),
+            ]
+        } else {
+            vec!["ALTER SYSTEM RESET synchronous_standby_names".to_string()]
+        };
+        // ALTER SYSTEM cannot run in a transaction: one Query each.
+        for sql in statements
+            .iter()
+            .map(String::as_str)
+            .chain(["SELECT pg_reload_conf()"])
+        {
+            client.batch_execute(sql).await.map_err(|e| {
+                BackendError::internal(format!(
+                    "could not set synchronous replication on \"{name}\""
+                ))
+                .with_source(e)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `Backend::standby_status`.
+    pub(crate) async fn standby_status(
+        &self,
+        name: &str,
+    ) -> Result<Option<StandbyStatus>, BackendError> {
+        self.owner_of(name)?;
+        let wanted = self.wanted(name);
+        if wanted.count == 0 && wanted.failovers == 0 {
+            return Ok(None);
+        }
+        let mut status = StandbyStatus {
+            wanted: wanted.count,
+            synchronous: wanted.synchronous,
+            failovers: wanted.failovers,
+            ..StandbyStatus::default()
+        };
+        if wanted.count > 0 && self.standby_volume(&wanted).is_none() {
+            status.note = Some("no standby yet: it is being built".into());
+        }
+        if let Some(port) = self.live_port(name) {
+            let client = self.superuser(port, "postgres").await?;
+            let row = client
+                .query_opt(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::int8 FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'",
+                    &[&STANDBY_NAME],
+                )
+                .await
+                .map_err(|e| BackendError::internal("reading pg_stat_replication").with_source(e))?;
+            if let Some(row) = row {
+                status.streaming = 1;
+                status.replay_lag_bytes = row.get::<_, Option<i64>>(0).map(|b| b.max(0) as u64);
+            } else if status.note.is_none() && wanted.count > 0 {
+                status.note = Some(if self.has_running_standby(name) {
+                    "the standby runs but is not streaming yet".into()
+                } else {
+                    "the standby is not running".into()
+                });
+            }
+        }
+        Ok(Some(status))
+    }
+
+    /// `Backend::promote`: fences the primary, promotes the standby and
+    /// makes it `name`'s compute; returns its port.
+    pub(crate) async fn takeover(&self, name: &str, why: Takeover) -> Result<u16, BackendError> {
+        let _busy = self.standbys.busy.lock().await;
+        let mut wanted = self.wanted(name);
+        let volume = self
+            .standby_volume(&wanted)
+            .filter(|v| v.join("pgdata").exists())
+            .ok_or_else(|| {
+                BackendError::unavailable(format!(
+                    "\"{name}\" has no standby to take over; add one with `ogel db standby {} add`",
+                    crate::branches::database_of(name)
+                ))
+            })?;
+        let started = std::time::Instant::now();
+        // 1. Fence: the old primary takes no write from here on.
+        let fence_lsn = self.fence_primary(name, why).await?;
+        // 2. The standby: running, caught up (switchover), promoted.
+        let primary_port = 1; // nothing listens: it must not reconnect
+        if self.standbys.live_port(name).is_none() {
+            self.start_standby(name, primary_port).await?;
+        }
+        let port = self.standbys.live_port(name).ok_or_else(|| {
+            BackendError::unavailable(format!("the standby of \"{name}\" is not running"))
+        })?;
+        let client = self.superuser(port, "postgres").await?;
+        if let Some(lsn) = fence_lsn {
+            wait_replayed(&client, &lsn, CATCH_UP_TIMEOUT).await?;
+        }
+        client
+            .execute("SELECT pg_promote(true, 60)", &[])
+            .await
+            .map_err(|e| BackendError::unavailable("pg_promote failed").with_source(e))?;
+        // Until a new standby streams, commits must not wait for one.
+        for sql in [
+            "ALTER SYSTEM RESET synchronous_standby_names",
+            "SELECT pg_reload_conf()",
+        ] {
+            client.batch_execute(sql).await.map_err(|e| {
+                BackendError::internal("clearing synchronous_standby_names").with_source(e)
+            })?;
+        }
+        drop(client);
+        // 3. The standby's volume becomes the compute's.
+        let dir = self.db_dir(name);
+        self.storage
+            .rename_volume(&volume, &dir)
+            .map_err(|e| io_error("move into place", &volume, e))?;
+        // The promoted postmaster still names its old path (config file,
+        // data directory): keep it valid until its next start.
+        if let Err(e) = std::os::unix::fs::symlink(&dir, &volume) {
+            tracing::warn!(compute = name, error = %e, "no symlink at the promoted standby's old path; a reload before its next start reads no config");
+        }
+        let standby = self.standbys.lock().remove(name);
+        if let Some(standby) = standby {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.lock_computes().insert(name.to_string(), standby);
+        }
+        let _ = std::fs::remove_file(dir.join("pgdata").join("standby.signal"));
+        wanted.volume = None;
+        wanted.failovers += 1;
+        self.write_wanted(name, &wanted)?;
+        tracing::warn!(compute = name, why = ?why, elapsed_ms = started.elapsed().as_millis() as u64, "standby promoted; the old primary is fenced");
+        Ok(port)
+    }
+
+    /// Stops `name`'s primary for good and moves its volume out of reach.
+    /// On a switchover, returns the LSN the standby must replay first.
+    async fn fence_primary(
+        &self,
+        name: &str,
+        why: Takeover,
+    ) -> Result<Option<String>, BackendError> {
+        let pgdata = self.pgdata(name);
+        let running = self.lock_computes().remove(name);
+        let mut catch_up = None;
+        match (why, running) {
+            (Takeover::Switchover, Some(primary)) => {
+                primary
+                    .stop(Duration::from_millis(self.config.stop_timeout_ms))
+                    .await
+                    .map_err(|e| BackendError::internal(format!("stopping \"{name}\": {e}")))?;
+                catch_up = Some(self.checkpoint_lsn(&pgdata)?);
+            }
+            (_, primary) => {
+                let pid = primary
+                    .map(|p| p.pid)
+                    .or_else(|| compute::read_postmaster_pid(&pgdata).map(|f| f.pid));
+                if let Some(pid) = pid {
+                    kill_group(pid).await;
+                }
+            }
+        }
+        let dir = self.db_dir(name);
+        if dir.exists() {
+            let trash = self.root.join("trash");
+            std::fs::create_dir_all(&trash).map_err(|e| io_error("create", &trash, e))?;
+            let fenced = trash.join(format!(
+                "fenced-{name}-{}",
+                ogel_plugin_kit::time::unix_millis()
+            ));
+            self.storage
+                .rename_volume(&dir, &fenced)
+                .map_err(|e| io_error("move away", &dir, e))?;
+            let storage = self.storage.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = storage.delete_volume(&fenced) {
+                    tracing::warn!(path = %fenced.display(), error = %e, "could not delete a fenced primary's volume");
+                }
+            });
+        }
+        Ok(catch_up)
+    }
+}
+
+/// SIGKILL to a postmaster's process group (its backends with it), then
+/// waits until it is gone.
+async fn kill_group(pid: u32) {
+    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    for _ in 0..2000 {
+        if !compute::is_postgres_process(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tracing::warn!(
+        pid,
+        "a fenced primary's postmaster is still there after 2 s"
+    );
+}
+
+/// Waits until the standby has replayed `lsn`.
+async fn wait_replayed(
+    client: &tokio_postgres::Client,
+    lsn: &str,
+    timeout: Duration,
+) -> Result<(), BackendError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let done: bool = client
+            .query_one(
+                "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                &[&lsn],
+            )
+            .await
+            .map_err(|e| {
+                BackendError::unavailable("reading the standby's replay position").with_source(e)
+            })?
+            .get::<_, Option<bool>>(0)
+            .unwrap_or(false);
+        if done {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(BackendError::unavailable(format!(
+                "the standby did not replay up to {lsn} within {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

@@ -1,0 +1,117 @@
+//! The API's standby routes: `/v1/databases/{name}/standby` (see, add or
+//! remove) and `/v1/databases/{name}/switchover`.
+
+use super::branches::bad_body;
+use super::{ApiErrorBody, ApiResult, ApiState};
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ogel_plugin_sdk::StandbyStatus;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The routes.
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route(
+            "/v1/databases/{name}/standby",
+            get(get_standby).post(set_standby),
+        )
+        .route("/v1/databases/{name}/switchover", post(switchover))
+}
+
+/// Request body of `POST /v1/databases/{name}/standby`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetStandby {
+    /// Standbys wanted (0 removes them; the native backend keeps at most 1).
+    pub count: u32,
+    /// Commits wait until the standby has flushed them (default true).
+    #[serde(default = "yes")]
+    pub synchronous: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A database's standbys.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct StandbyInfo {
+    /// Standbys wanted.
+    pub wanted: u32,
+    /// Standbys streaming now.
+    pub streaming: u32,
+    /// Commits wait for a standby.
+    pub synchronous: bool,
+    /// WAL bytes the standby has not replayed.
+    pub replay_lag_bytes: Option<u64>,
+    /// Times a standby took over.
+    pub failovers: u64,
+    /// Why a wanted standby is not streaming.
+    pub note: Option<String>,
+}
+
+impl From<Option<StandbyStatus>> for StandbyInfo {
+    fn from(status: Option<StandbyStatus>) -> Self {
+        let s = status.unwrap_or_default();
+        StandbyInfo {
+            wanted: s.wanted,
+            streaming: s.streaming,
+            synchronous: s.synchronous,
+            replay_lag_bytes: s.replay_lag_bytes,
+            failovers: s.failovers,
+            note: s.note,
+        }
+    }
+}
+
+/// What a switchover did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SwitchoverResult {
+    /// How long new transactions waited.
+    pub write_pause_ms: u64,
+    /// The new primary's generation.
+    pub generation: u64,
+}
+
+/// A database's standbys.
+#[utoipa::path(get, path = "/v1/databases/{name}/standby", params(("name" = String, Path)),
+    responses((status = 200, body = StandbyInfo), (status = 404, body = ApiErrorBody)))]
+pub async fn get_standby(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<StandbyInfo> {
+    Ok(Json(state.standbys.status(&name).await?.into()))
+}
+
+/// Adds or removes a database's hot standby; returns once it streams.
+#[utoipa::path(post, path = "/v1/databases/{name}/standby", params(("name" = String, Path)), request_body = SetStandby,
+    responses((status = 200, body = StandbyInfo), (status = 400, body = ApiErrorBody), (status = 404, body = ApiErrorBody), (status = 501, body = ApiErrorBody)))]
+pub async fn set_standby(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<SetStandby>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<StandbyInfo> {
+    let Json(body) = body.map_err(|e| bad_body(e, "{\"count\": 1}"))?;
+    let status = state
+        .standbys
+        .set(&name, body.count, body.synchronous)
+        .await?;
+    Ok(Json(status.into()))
+}
+
+/// Planned switchover: new transactions wait while the primary stops
+/// cleanly and the standby, having replayed everything, is promoted.
+#[utoipa::path(post, path = "/v1/databases/{name}/switchover", params(("name" = String, Path)),
+    responses((status = 200, body = SwitchoverResult), (status = 404, body = ApiErrorBody), (status = 503, body = ApiErrorBody)))]
+pub async fn switchover(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<SwitchoverResult> {
+    let done = state.standbys.switchover(&name).await?;
+    Ok(Json(SwitchoverResult {
+        write_pause_ms: done.write_pause_ms,
+        generation: done.generation,
+    }))
+}

@@ -1,0 +1,348 @@
+//! Standbys and failover as the gateway drives them, for every backend
+//! that has them (`Capabilities.standby`): `ogel db standby NAME add|remove`,
+//! the planned switchover (`ogel db switchover NAME`: pause, promote,
+//! resume, the write pause measured), and the watch that fails a dead
+//! primary over ([`Standbys::run_watch`]).
+//!
+//! **Fencing order** (why no write reaches an old primary): (1) revoke —
+//! the database's lifecycle drops the old endpoint under its lock, so no
+//! client is handed it and no wake runs meanwhile; (2) stop — the backend
+//! fences the old primary before it promotes anything (native: SIGKILL to
+//! its process group, its volume moved to `trash/`; a switchover stops it
+//! cleanly and waits until the standby replayed its last WAL); (3)
+//! promote — the standby's endpoint comes back with a higher generation,
+//! and the database's pools close every connection of an older one (idle
+//! ones at once, busy ones when they come back: they are to a dead
+//! process). A client in a transaction on the old primary gets `08006`
+//! and its transaction is rolled back; a client between transactions gets
+//! its next one on the new primary without noticing.
+
+use super::databases::Databases;
+use crate::config::FailoverConfig;
+use crate::error::ControlError;
+use crate::pool::Pools;
+use ogel_plugin_sdk::{ComputeEndpoint, ComputeName, ComputeState, StandbyStatus, Takeover};
+use ogel_policies::Lifecycle;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the watch asks a backend which databases have standbys.
+const STATUS_REFRESH: Duration = Duration::from_secs(2);
+
+/// The standbys service.
+pub struct Standbys {
+    databases: Arc<Databases>,
+    pools: Arc<Pools>,
+    /// Failovers done by this gateway (`/metrics`).
+    pub failovers: AtomicU64,
+    /// Milliseconds the last failover took, detection to promoted.
+    pub last_failover_ms: AtomicU64,
+    /// Rebuilds of a standby running now, by compute.
+    rebuilding: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// What a switchover did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Switchover {
+    /// How long new transactions waited (the pools were paused).
+    pub write_pause_ms: u64,
+    /// The promoted compute's generation.
+    pub generation: u64,
+}
+
+impl Standbys {
+    /// The service.
+    pub fn new(databases: Arc<Databases>, pools: Arc<Pools>) -> Self {
+        Standbys {
+            databases,
+            pools,
+            failovers: AtomicU64::new(0),
+            last_failover_ms: AtomicU64::new(0),
+            rebuilding: Arc::default(),
+        }
+    }
+
+    fn lifecycle_of(&self, database: &str) -> Result<Arc<Lifecycle>, ControlError> {
+        let record = self.databases.ready(database)?;
+        let lifecycle = self.databases.lifecycle(&record)?;
+        if !lifecycle.backend().capabilities().standby {
+            return Err(ControlError::Unsupported(format!(
+                "backend {} has no standbys; its storage fails over on its own, or not at all",
+                record.backend
+            )));
+        }
+        Ok(lifecycle)
+    }
+
+    /// Keeps `count` standbys of `database` (0 removes them).
+    pub async fn set(
+        &self,
+        database: &str,
+        count: u32,
+        synchronous: bool,
+    ) -> Result<Option<StandbyStatus>, ControlError> {
+        let lifecycle = self.lifecycle_of(database)?;
+        let name = ComputeName::main(database);
+        lifecycle
+            .backend()
+            .set_standbys(&name, count, synchronous)
+            .await?;
+        // The standby is built from a running primary: the lifecycle
+        // learns it runs, so idle suspend covers it.
+        if count > 0 {
+            lifecycle.wake(database).await?;
+        }
+        Ok(lifecycle.backend().standby_status(&name).await?)
+    }
+
+    /// `database`'s standbys (`None`: it has none).
+    pub async fn status(&self, database: &str) -> Result<Option<StandbyStatus>, ControlError> {
+        let record = self.databases.ready(database)?;
+        let lifecycle = self.databases.lifecycle(&record)?;
+        Ok(lifecycle
+            .backend()
+            .standby_status(&ComputeName::main(database))
+            .await?)
+    }
+
+    /// Planned switchover: new transactions wait (PAUSE) while the primary
+    /// stops cleanly, the standby replays all of it and is promoted; then
+    /// they go on, on the new primary.
+    pub async fn switchover(&self, database: &str) -> Result<Switchover, ControlError> {
+        let lifecycle = self.lifecycle_of(database)?;
+        let status = lifecycle
+            .backend()
+            .standby_status(&ComputeName::main(database))
+            .await?;
+        if status.as_ref().is_none_or(|s| s.streaming == 0) {
+            return Err(ControlError::Unavailable(format!(
+                "database \"{database}\" has no streaming standby to switch over to; see `ogel db standby {database}`"
+            )));
+        }
+        let pools = self.pools.find_all(database);
+        let paused_at = Instant::now();
+        self.pools.pause(&pools).await.map_err(|e| {
+            ControlError::Unavailable(format!(
+                "could not pause \"{database}\" for the switchover: {e}; {}",
+                crate::pool::PAUSE_HINT
+            ))
+        })?;
+        let promoted = lifecycle
+            .takeover(database, None, Takeover::Switchover)
+            .await;
+        if let Ok(endpoint) = &promoted {
+            self.fence(database, endpoint);
+        }
+        for pool in &pools {
+            pool.pool.resume();
+        }
+        let write_pause_ms = paused_at.elapsed().as_millis() as u64;
+        let endpoint = promoted?;
+        tracing::warn!(
+            database,
+            write_pause_ms,
+            generation = endpoint.generation,
+            "switchover: the standby is the primary"
+        );
+        self.rebuild(lifecycle, database.to_string(), status);
+        Ok(Switchover {
+            write_pause_ms,
+            generation: endpoint.generation,
+        })
+    }
+
+    /// Closes `database`'s pool connections older than `endpoint`.
+    fn fence(&self, database: &str, endpoint: &ComputeEndpoint) {
+        for pool in self.pools.find_all(database) {
+            pool.fence(endpoint.generation);
+        }
+    }
+
+    /// Builds a new standby after a takeover, in the background (the
+    /// backend copies the new primary); one at a time per database.
+    fn rebuild(&self, lifecycle: Arc<Lifecycle>, database: String, before: Option<StandbyStatus>) {
+        let Some(before) = before.filter(|s| s.wanted > 0) else {
+            return;
+        };
+        if !crate::pool::lock(&self.rebuilding).insert(database.clone()) {
+            return;
+        }
+        let rebuilding = self.rebuilding.clone();
+        let name = ComputeName::main(&database);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            match lifecycle
+                .backend()
+                .set_standbys(&name, before.wanted, before.synchronous)
+                .await
+            {
+                Ok(()) => tracing::info!(
+                    database,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "a new standby streams"
+                ),
+                Err(e) => {
+                    tracing::warn!(database, error = %e, "rebuilding the standby failed; the watch tries again")
+                }
+            }
+            crate::pool::lock(&rebuilding).remove(&database);
+        });
+    }
+
+    /// Fails over a dead primary that has a standby, every
+    /// `config.check_interval`, until `stop` resolves. Only for databases
+    /// this gateway acts for. A standby that is wanted but missing (after
+    /// a takeover, or one that failed to build) is built again.
+    pub async fn run_watch(
+        self: Arc<Self>,
+        config: FailoverConfig,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        let mut watched: HashMap<String, Watched> = HashMap::new();
+        let mut refreshed = Instant::now() - STATUS_REFRESH;
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(config.check_interval) => {}
+            }
+            if refreshed.elapsed() >= STATUS_REFRESH {
+                refreshed = Instant::now();
+                self.refresh(&mut watched).await;
+            }
+            for (database, w) in watched.iter_mut() {
+                let Some((_, endpoint)) = w
+                    .lifecycle
+                    .running()
+                    .into_iter()
+                    .find(|(db, _)| db == database)
+                else {
+                    continue; // suspended: nothing to watch
+                };
+                let dead = match w
+                    .lifecycle
+                    .backend()
+                    .compute_status(&ComputeName::main(database))
+                    .await
+                {
+                    Ok(status) => status.state != ComputeState::Running,
+                    Err(_) => false,
+                };
+                let unhealthy = !dead && self.probe_due(w, &config) && {
+                    w.last_probe = Instant::now();
+                    let healthy = probe(&endpoint, config.probe_timeout).await;
+                    w.failed_probes = if healthy { 0 } else { w.failed_probes + 1 };
+                    config.probe_failures > 0 && w.failed_probes >= config.probe_failures
+                };
+                if !(dead || unhealthy) || w.status.streaming == 0 {
+                    continue;
+                }
+                let why = if dead {
+                    "the primary's process is gone"
+                } else {
+                    "the primary does not answer health queries"
+                };
+                let started = Instant::now();
+                match w
+                    .lifecycle
+                    .takeover(database, Some(&endpoint), Takeover::Failover)
+                    .await
+                {
+                    Ok(promoted) => {
+                        self.fence(database, &promoted);
+                        let ms = started.elapsed().as_millis() as u64;
+                        self.failovers.fetch_add(1, Ordering::Relaxed);
+                        self.last_failover_ms.store(ms, Ordering::Relaxed);
+                        tracing::warn!(
+                            database = database.as_str(),
+                            reason = why,
+                            elapsed_ms = ms,
+                            generation = promoted.generation,
+                            "failover: the standby is the primary"
+                        );
+                        w.failed_probes = 0;
+                        w.status.streaming = 0;
+                        self.rebuild(
+                            w.lifecycle.clone(),
+                            database.clone(),
+                            Some(w.status.clone()),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(database = database.as_str(), reason = why, error = %e, "failover failed; trying again at the next check")
+                    }
+                }
+            }
+        }
+    }
+
+    fn probe_due(&self, w: &Watched, config: &FailoverConfig) -> bool {
+        config.probe_failures > 0 && w.last_probe.elapsed() >= config.probe_interval
+    }
+
+    /// Which local databases have standbys, and rebuilds missing ones.
+    async fn refresh(&self, watched: &mut HashMap<String, Watched>) {
+        let mut seen = Vec::new();
+        for (record, lifecycle) in self.databases.local_databases() {
+            if !lifecycle.backend().capabilities().standby
+                || self.databases.acts_for(&record).is_none()
+            {
+                continue;
+            }
+            let status = match lifecycle
+                .backend()
+                .standby_status(&ComputeName::main(&record.name))
+                .await
+            {
+                Ok(Some(status)) if status.wanted > 0 => status,
+                _ => continue,
+            };
+            let running = lifecycle.running().iter().any(|(db, _)| db == &record.name);
+            if running
+                && status.streaming == 0
+                && status
+                    .note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("no standby"))
+            {
+                self.rebuild(lifecycle.clone(), record.name.clone(), Some(status.clone()));
+            }
+            seen.push(record.name.clone());
+            let entry = watched
+                .entry(record.name.clone())
+                .or_insert_with(|| Watched {
+                    lifecycle: lifecycle.clone(),
+                    status: status.clone(),
+                    failed_probes: 0,
+                    last_probe: Instant::now(),
+                });
+            entry.status = status;
+            entry.lifecycle = lifecycle;
+        }
+        watched.retain(|db, _| seen.contains(db));
+    }
+}
+
+/// A primary the watch checks.
+struct Watched {
+    lifecycle: Arc<Lifecycle>,
+    status: StandbyStatus,
+    failed_probes: u32,
+    last_probe: Instant,
+}
+
+/// A fresh login and `SELECT 1` within `timeout`.
+async fn probe(endpoint: &ComputeEndpoint, timeout: Duration) -> bool {
+    let query = async {
+        let link = crate::pool::compute_login::connect(endpoint, &[])
+            .await
+            .ok()?;
+        let registry = Arc::new(crate::pool::registry::Registry::default());
+        let mut conn =
+            crate::pool::server_conn::ServerConn::new(link, endpoint.generation, &registry);
+        conn.run(b"SELECT 1").await.ok()?.is_none().then_some(())
+    };
+    matches!(tokio::time::timeout(timeout, query).await, Ok(Some(())))
+}

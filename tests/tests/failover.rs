@@ -1,0 +1,267 @@
+//! Hot standbys and failover on the native backend, through the real
+//! gateway and real PostgreSQL: kill -9 of the primary under a writer
+//! loses no acknowledged write, the old primary is fenced (gone, and its
+//! data never served again), clients are served again, a new standby is
+//! built; a planned switchover loses nothing and reports its write pause.
+
+use ogel_e2e::{connect, eventually, Gateway};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Writes rows 1, 2, 3… one transaction each, through the gateway,
+/// reconnecting after errors; records every acknowledged one.
+struct Writer {
+    acked: Arc<Mutex<Vec<i64>>>,
+    errors: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(url: String) -> Writer {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, e, s) = (acked.clone(), errors.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut next = 1i64;
+            let mut client = None;
+            while !s.load(Ordering::SeqCst) {
+                if client.is_none() {
+                    match connect(&url).await {
+                        Ok(c) => client = Some(c),
+                        Err(_) => {
+                            e.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    }
+                }
+                let Some(c) = client.as_ref() else { continue };
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&next];
+                let insert = c.execute("INSERT INTO acked (id) VALUES ($1)", &params);
+                match tokio::time::timeout(Duration::from_secs(10), insert).await {
+                    Ok(Ok(_)) => {
+                        a.lock().unwrap().push(next);
+                        next += 1;
+                    }
+                    // Unknown outcome: the row may or may not be there;
+                    // it is not counted as acknowledged. A new id next time.
+                    _ => {
+                        e.fetch_add(1, Ordering::SeqCst);
+                        next += 1;
+                        client = None;
+                    }
+                }
+            }
+        });
+        Writer {
+            acked,
+            errors,
+            stop,
+            task,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    async fn wait_for(&self, more: usize, within: Duration) {
+        let target = self.acked() + more;
+        assert!(
+            eventually(within, || async { self.acked() >= target }).await,
+            "the writer got {} of {target} acknowledgements (errors: {})",
+            self.acked(),
+            self.errors.load(Ordering::SeqCst)
+        );
+    }
+
+    async fn finish(self) -> (Vec<i64>, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.task.await;
+        let acked = self.acked.lock().unwrap().clone();
+        (acked, self.errors.load(Ordering::SeqCst))
+    }
+}
+
+fn cli_ok(gw: &Gateway, args: &[&str]) -> String {
+    let out = gw.cli(args);
+    assert!(
+        out.status.success(),
+        "ogel {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+async fn standby(gw: &Gateway, db: &str) -> serde_json::Value {
+    let (status, body) = gw
+        .api("GET", &format!("/v1/databases/{db}/standby"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn streaming(gw: &Gateway, db: &str) -> bool {
+    standby(gw, db).await["streaming"] == 1
+}
+
+/// Every acknowledged id is in the table.
+async fn assert_none_lost(url: &str, acked: &[i64]) {
+    let c = connect(url).await.unwrap();
+    let rows = c.query("SELECT id FROM acked", &[]).await.unwrap();
+    let present: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let lost: Vec<&i64> = acked.iter().filter(|id| !present.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
+
+fn primary_pid(gw: &Gateway, db: &str) -> u32 {
+    let pid_file = gw
+        .data_dir
+        .join(format!("native/databases/{db}/pgdata/postmaster.pid"));
+    std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("a pid")
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_primary_under_a_writer_loses_no_acknowledged_write() {
+    let gw = Gateway::start().await;
+    let url = gw.create_db("shop", Some(0)).await;
+    let c = connect(&url).await.unwrap();
+    c.batch_execute("CREATE TABLE acked (id int8 PRIMARY KEY)")
+        .await
+        .unwrap();
+    let out = cli_ok(&gw, &["db", "standby", "shop", "add"]);
+    assert!(out.contains("1/1 streaming, synchronous"), "{out}");
+
+    // A client between transactions: it must notice nothing.
+    let idle = connect(&url).await.unwrap();
+    idle.simple_query("SELECT 1").await.unwrap();
+
+    let writer = Writer::start(url.clone());
+    writer.wait_for(200, Duration::from_secs(60)).await;
+    let old = primary_pid(&gw, "shop");
+    let killed_at = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    writer.wait_for(200, Duration::from_secs(30)).await;
+    let recovered_in = killed_at.elapsed();
+    let (acked, errors) = writer.finish().await;
+    assert_none_lost(&url, &acked).await;
+
+    // The old primary is fenced: its process and its backends are gone,
+    // and its data directory is no longer where a compute starts.
+    assert!(!alive(old), "the old postmaster {old} still runs");
+    let new = primary_pid(&gw, "shop");
+    assert_ne!(new, old);
+    let status = standby(&gw, "shop").await;
+    assert_eq!(status["failovers"], 1, "{status}");
+    // The idle client's next transaction runs on the new primary.
+    let rows = idle
+        .simple_query("SELECT count(*) FROM acked")
+        .await
+        .expect("a client between transactions is served after the failover");
+    assert!(!rows.is_empty());
+    // A new standby is built from the new primary and streams.
+    assert!(
+        eventually(Duration::from_secs(60), || streaming(&gw, "shop")).await,
+        "no new standby: {}",
+        standby(&gw, "shop").await
+    );
+    eprintln!(
+        "failover: {} acknowledged, {errors} client errors, writes again {:.2}s after the kill",
+        acked.len(),
+        recovered_in.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_switchover_loses_nothing_and_twice_brings_the_first_data_back() {
+    let gw = Gateway::start().await;
+    let url = gw.create_db("orders", Some(0)).await;
+    let c = connect(&url).await.unwrap();
+    c.batch_execute("CREATE TABLE acked (id int8 PRIMARY KEY)")
+        .await
+        .unwrap();
+    let (status, body) = gw
+        .api(
+            "POST",
+            "/v1/databases/orders/standby",
+            Some(serde_json::json!({"count": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["streaming"], 1, "{body}");
+    let writer = Writer::start(url.clone());
+    for round in 1..=2 {
+        writer.wait_for(100, Duration::from_secs(60)).await;
+        let before = primary_pid(&gw, "orders");
+        let out = cli_ok(&gw, &["db", "switchover", "orders"]);
+        assert!(out.contains("writes paused"), "{out}");
+        assert_ne!(primary_pid(&gw, "orders"), before, "round {round}");
+        assert!(!alive(before));
+        writer.wait_for(100, Duration::from_secs(30)).await;
+        assert!(
+            eventually(Duration::from_secs(60), || streaming(&gw, "orders")).await,
+            "round {round}: no new standby: {}",
+            standby(&gw, "orders").await
+        );
+    }
+    let (acked, errors) = writer.finish().await;
+    assert_none_lost(&url, &acked).await;
+    // A clean switchover ends no client's session between transactions.
+    assert_eq!(errors, 0, "the writer saw errors across two switchovers");
+    assert_eq!(standby(&gw, "orders").await["failovers"], 2);
+    // Removing the standby stops it and frees its volume.
+    cli_ok(&gw, &["db", "standby", "orders", "remove"]);
+    let status = standby(&gw, "orders").await;
+    assert_eq!(status["wanted"], 0, "{status}");
+    c.batch_execute("INSERT INTO acked VALUES (-1)")
+        .await
+        .expect("writes go on without a standby");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_switchover_without_a_standby_is_a_clear_error() {
+    let gw = Gateway::start().await;
+    gw.create_db("lonely", Some(0)).await;
+    let out = gw.cli(&["db", "switchover", "lonely"]);
+    assert!(!out.status.success());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(why.contains("no streaming standby"), "{why}");
+    let out = gw.cli(&["db", "standby", "lonely", "twice"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown action"));
+    let (status, body) = gw
+        .api(
+            "POST",
+            "/v1/databases/lonely/standby",
+            Some(serde_json::json!({"count": 2})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
