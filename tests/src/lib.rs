@@ -427,3 +427,11 @@ pub fn restored_url(stdout: &str) -> String {
         .unwrap_or_else(|| panic!("no URL in {stdout:?}"))
         .to_string()
 }
+
+/// `url` pointed at another gateway's address `addr` (`host:port`), the
+/// same user, password, database and options.
+pub fn url_at(url: &str, addr: &str) -> String {
+    let (head, rest) = url.split_once('@').expect("userinfo");
+    let (_, path) = rest.split_once('/').expect("path");
+    format!("{head}@{addr}/{path}")
+}

@@ -265,3 +265,55 @@ async fn a_switchover_without_a_standby_is_a_clear_error() {
         .await;
     assert_eq!(status, 400, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_killed_midway_through_a_failover_finishes_it_on_restart() {
+    for step in ["takeover-fenced", "takeover-promoted", "takeover-moved"] {
+        let mut doomed = Gateway::start_with(&[("OGEL_TEST_CRASH_AT", step)]).await;
+        let dir = doomed.take_dir().expect("its data dir");
+        let url = doomed.create_db("sturdy", Some(0)).await;
+        let c = connect(&url).await.unwrap();
+        c.batch_execute("CREATE TABLE acked (id int8 PRIMARY KEY)")
+            .await
+            .unwrap();
+        cli_ok(&doomed, &["db", "standby", "sturdy", "add"]);
+        let mut acked = Vec::new();
+        for id in 1..=50i64 {
+            c.execute("INSERT INTO acked VALUES ($1)", &[&id])
+                .await
+                .unwrap();
+            acked.push(id);
+        }
+        drop(c);
+        let old = primary_pid(&doomed, "sturdy");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(old as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        // The watch takes over and the gateway dies at `step`.
+        let gateway = doomed.pid();
+        assert!(
+            eventually(Duration::from_secs(20), || async { !alive(gateway) }).await,
+            "{step}: the gateway should have died"
+        );
+        doomed.kill9();
+        let gw = Gateway::start_in(&doomed.data_dir, &[]).await.unwrap();
+        let here = ogel_e2e::url_at(&url, &gw.pg_addr);
+        assert_none_lost(&here, &acked).await;
+        let c = connect(&here).await.unwrap();
+        c.execute("INSERT INTO acked VALUES (1000)", &[])
+            .await
+            .unwrap_or_else(|e| panic!("{step}: no write after the restart: {e}"));
+        assert!(!alive(old), "{step}: the old primary runs again");
+        // The standby is wanted still: a new one is built and streams.
+        assert!(
+            eventually(Duration::from_secs(60), || streaming(&gw, "sturdy")).await,
+            "{step}: no new standby: {}",
+            standby(&gw, "sturdy").await
+        );
+        drop(c);
+        drop(gw);
+        ogel_e2e::kill_postgres_under(dir.path());
+    }
+}

@@ -157,11 +157,7 @@ const STEPS: [(&str, &str, &str); 6] = [
 ];
 
 /// `url` pointed at the gateway listening on `addr`.
-fn at(url: &str, addr: &str) -> String {
-    let (head, rest) = url.split_once('@').expect("userinfo");
-    let (_, path) = rest.split_once('/').expect("path");
-    format!("{head}@{addr}/{path}")
-}
+use ogel_e2e::url_at as at;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gateway_killed_at_any_step_of_a_tier_move_loses_nothing() {

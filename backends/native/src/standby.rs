@@ -29,7 +29,7 @@
 
 use crate::compute::{self, RunningCompute, StartSpec};
 use crate::{io_error, NativeBackend};
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use ogel_plugin_sdk::{BackendError, StandbyStatus, Takeover};
 use serde::{Deserialize, Serialize};
@@ -120,6 +120,13 @@ impl NativeBackend {
 
     fn standby_volume(&self, wanted: &Wanted) -> Option<PathBuf> {
         wanted.volume.as_ref().map(|v| self.standby_root().join(v))
+    }
+
+    /// The standby's volume if it holds a standby: a directory (not the
+    /// symlink a promoted one leaves) with a data directory.
+    fn built_standby(&self, wanted: &Wanted) -> Option<PathBuf> {
+        self.standby_volume(wanted)
+            .filter(|v| v.symlink_metadata().is_ok_and(|m| m.is_dir()) && v.join("pgdata").is_dir())
     }
 
     /// Whether `name` has a standby process running now.
@@ -384,12 +391,31 @@ impl NativeBackend {
                 continue;
             };
             let dir = self.db_dir(name);
-            if dir.exists() || !volume.join("pgdata").exists() {
+            if dir.exists() {
+                // Moved into place, not yet recorded: record it.
+                if self.built_standby(&wanted).is_none() {
+                    wanted.volume = None;
+                    wanted.failovers += 1;
+                    if let Err(e) = self.write_wanted(name, &wanted) {
+                        tracing::warn!(compute = name, error = %e, "recording a finished takeover");
+                    }
+                }
+                continue;
+            }
+            if self.built_standby(&wanted).is_none() {
                 continue;
             }
             let pgdata = volume.join("pgdata");
-            if let Some(left) = RunningCompute::adopt(&pgdata) {
-                let _ = nix::sys::signal::kill(Pid::from_raw(left.pid as i32), Signal::SIGKILL);
+            // A standby (or a just promoted one) still running there is
+            // stopped: it restarts as the primary, recovering its WAL.
+            kill_cluster(&pgdata);
+            // Its lock file goes with it: a dead postmaster left unreaped
+            // (a zombie whose parent, the crashed gateway, is gone) still
+            // answers kill(pid, 0), and Postgres would refuse to start.
+            if compute::read_postmaster_pid(&pgdata)
+                .is_some_and(|f| !compute::is_postgres_process(f.pid))
+            {
+                let _ = std::fs::remove_file(pgdata.join("postmaster.pid"));
             }
             let _ = std::fs::remove_file(pgdata.join("standby.signal"));
             match self.storage.rename_volume(&volume, &dir) {
@@ -502,7 +528,7 @@ impl NativeBackend {
             failovers: wanted.failovers,
             ..StandbyStatus::default()
         };
-        if wanted.count > 0 && self.standby_volume(&wanted).is_none() {
+        if wanted.count > 0 && self.built_standby(&wanted).is_none() {
             status.note = Some("no standby yet: it is being built".into());
         }
         if let Some(port) = self.live_port(name) {
@@ -524,6 +550,11 @@ impl NativeBackend {
                     "the standby is not running".into()
                 });
             }
+        } else if wanted.count > 0 && self.has_running_standby(name) {
+            // The primary is down: the standby is what there is to take
+            // over, with everything it received.
+            status.streaming = 1;
+            status.note = Some("the primary is not running".into());
         }
         Ok(Some(status))
     }
@@ -533,18 +564,16 @@ impl NativeBackend {
     pub(crate) async fn takeover(&self, name: &str, why: Takeover) -> Result<u16, BackendError> {
         let _busy = self.standbys.busy.lock().await;
         let mut wanted = self.wanted(name);
-        let volume = self
-            .standby_volume(&wanted)
-            .filter(|v| v.join("pgdata").exists())
-            .ok_or_else(|| {
-                BackendError::unavailable(format!(
-                    "\"{name}\" has no standby to take over; add one with `ogel db standby {} add`",
-                    crate::branches::database_of(name)
-                ))
-            })?;
+        let volume = self.built_standby(&wanted).ok_or_else(|| {
+            BackendError::unavailable(format!(
+                "\"{name}\" has no standby to take over; add one with `ogel db standby {} add`",
+                crate::branches::database_of(name)
+            ))
+        })?;
         let started = std::time::Instant::now();
         // 1. Fence: the old primary takes no write from here on.
         let fence_lsn = self.fence_primary(name, why).await?;
+        crate::tiers::crash_point("takeover-fenced");
         // 2. The standby: running, caught up (switchover), promoted.
         let primary_port = 1; // nothing listens: it must not reconnect
         if self.standbys.live_port(name).is_none() {
@@ -571,11 +600,13 @@ impl NativeBackend {
             })?;
         }
         drop(client);
+        crate::tiers::crash_point("takeover-promoted");
         // 3. The standby's volume becomes the compute's.
         let dir = self.db_dir(name);
         self.storage
             .rename_volume(&volume, &dir)
             .map_err(|e| io_error("move into place", &volume, e))?;
+        crate::tiers::crash_point("takeover-moved");
         // The promoted postmaster still names its old path (config file,
         // data directory): keep it valid until its next start.
         if let Err(e) = std::os::unix::fs::symlink(&dir, &volume) {
@@ -614,12 +645,11 @@ impl NativeBackend {
                 catch_up = Some(self.checkpoint_lsn(&pgdata)?);
             }
             (_, primary) => {
-                let pid = primary
-                    .map(|p| p.pid)
-                    .or_else(|| compute::read_postmaster_pid(&pgdata).map(|f| f.pid));
-                if let Some(pid) = pid {
-                    kill_group(pid).await;
-                }
+                drop(primary);
+                let dir = pgdata.clone();
+                tokio::task::spawn_blocking(move || kill_cluster(&dir))
+                    .await
+                    .map_err(|e| BackendError::internal(format!("fencing \"{name}\": {e}")))?;
             }
         }
         let dir = self.db_dir(name);
@@ -644,21 +674,52 @@ impl NativeBackend {
     }
 }
 
-/// SIGKILL to a postmaster's process group (its backends with it), then
-/// waits until it is gone.
-async fn kill_group(pid: u32) {
-    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+/// SIGKILL to every process of the cluster in `pgdata` — the postmaster
+/// and each child, found by their working directory (the data directory:
+/// Postgres chdirs there). Children call `setsid`, so a process group
+/// misses them, and after the postmaster dies they are orphans that may
+/// still be mid-commit or mid-archive. Returns once none is left.
+pub(crate) fn kill_cluster(pgdata: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::metadata(pgdata) else {
+        return;
+    };
+    let id = (dir.dev(), dir.ino());
     for _ in 0..2000 {
-        if !compute::is_postgres_process(pid) {
+        let mut left = 0;
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|p| p.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                let cwd = std::fs::metadata(entry.path().join("cwd"));
+                if !cwd.is_ok_and(|m| (m.dev(), m.ino()) == id) || is_zombie(pid) {
+                    continue;
+                }
+                left += 1;
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        if left == 0 {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        std::thread::sleep(Duration::from_millis(1));
     }
-    tracing::warn!(
-        pid,
-        "a fenced primary's postmaster is still there after 2 s"
-    );
+    tracing::warn!(pgdata = %pgdata.display(), "processes of a fenced cluster are still there after 2 s");
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
 }
 
 /// Waits until the standby has replayed `lsn`.

@@ -38,8 +38,8 @@ pub(crate) struct TierMarker {
 
 /// Where a crash test may kill the process (`OGEL_TEST_CRASH_AT=<step>`:
 /// the gateway aborts there, as a kill -9 would stop it). Unset, it costs
-/// one environment lookup per step of a tier move.
-fn crash_point(step: &str) {
+/// one environment lookup per step of a tier move or takeover.
+pub(crate) fn crash_point(step: &str) {
     if std::env::var("OGEL_TEST_CRASH_AT").is_ok_and(|at| at == step) {
         tracing::error!(step, "OGEL_TEST_CRASH_AT: aborting here");
         std::process::abort();
