@@ -317,3 +317,50 @@ async fn a_gateway_killed_midway_through_a_failover_finishes_it_on_restart() {
         ogel_e2e::kill_postgres_under(dir.path());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ogel_chaos_runs_only_where_allowed_and_loses_no_acknowledged_write() {
+    let gw = Gateway::start().await;
+    gw.create_db("victim", Some(0)).await;
+    let out = gw.cli(&["chaos", "run", "--db", "victim"]);
+    assert!(!out.status.success());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(why.contains("not marked chaos_allowed"), "{why}");
+    let out = gw.cli(&["chaos", "run", "--db", "victim", "--scenario", "disk-95"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not available in this build"));
+    cli_ok(&gw, &["chaos", "allow", "victim"]);
+    cli_ok(&gw, &["db", "standby", "victim", "add"]);
+    let out = cli_ok(
+        &gw,
+        &[
+            "chaos",
+            "run",
+            "--db",
+            "victim",
+            "--scenario",
+            "all",
+            "--json",
+        ],
+    );
+    let reports: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let names: Vec<&str> = reports
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["kill-primary", "kill-standby", "switchover"]);
+    for r in &reports {
+        assert_eq!(r["lost"], 0, "{r}");
+        assert!(r["acknowledged"].as_u64().unwrap() >= 100, "{r}");
+        assert!(r["recovered_ms"].is_u64(), "{r}");
+    }
+    // Killing the primary is seen by the client that was writing; a
+    // standby's death and a clean switchover are not.
+    assert!(reports[0]["detected_ms"].is_u64(), "{}", reports[0]);
+    assert!(reports[2]["write_pause_ms"].is_u64(), "{}", reports[2]);
+    assert_eq!(standby(&gw, "victim").await["failovers"], 2);
+    cli_ok(&gw, &["chaos", "deny", "victim"]);
+    assert!(!gw.cli(&["chaos", "run", "--db", "victim"]).status.success());
+}

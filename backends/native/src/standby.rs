@@ -63,10 +63,18 @@ struct Wanted {
     failovers: u64,
 }
 
+/// How long a reading of `pg_stat_replication` is reused.
+const REPLICATION_CACHE: Duration = Duration::from_secs(1);
+
+/// A reading of a primary's replication: when, streaming, replay lag.
+type Replication = (std::time::Instant, bool, Option<u64>);
+
 /// Running standby processes, by compute.
 #[derive(Default)]
 pub(crate) struct Standbys {
     running: Mutex<HashMap<String, RunningCompute>>,
+    /// The last reading of each primary's replication.
+    replication: Mutex<HashMap<String, Replication>>,
     /// One takeover or rebuild per backend at a time.
     busy: tokio::sync::Mutex<()>,
 }
@@ -74,6 +82,31 @@ pub(crate) struct Standbys {
 impl Standbys {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningCompute>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn seen(&self, name: &str) -> Option<Replication> {
+        self.replication
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    fn remember(&self, name: &str, (streaming, lag): (bool, Option<u64>)) {
+        self.replication
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                name.to_string(),
+                (std::time::Instant::now(), streaming, lag),
+            );
+    }
+
+    fn forget_replication(&self, name: &str) {
+        self.replication
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 
     /// The port of `name`'s standby if it runs.
@@ -165,10 +198,12 @@ impl NativeBackend {
             return self.remove_standby(name).await;
         }
         let port = self.start(name).await?;
-        if self
-            .standby_volume(&wanted)
-            .is_none_or(|v| !v.join("pgdata").exists())
-        {
+        if self.standbys.live_port(name).is_none() {
+            // Commits must not wait for a standby that is not there while
+            // it is restarted or rebuilt (Patroni's non-strict mode).
+            self.set_synchronous(name, port, false).await?;
+        }
+        if self.built_standby(&wanted).is_none() {
             self.build_standby(name, port, &mut wanted).await?;
         }
         self.start_standby(name, port).await?;
@@ -215,6 +250,11 @@ impl NativeBackend {
     }
 
     fn delete_standby_volume(&self, volume: &Path) -> Result<(), BackendError> {
+        // A promoted standby's old path is a symlink to the compute's
+        // volume: only the link goes.
+        if volume.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+            return std::fs::remove_file(volume).map_err(|e| io_error("delete", volume, e));
+        }
         if !volume.exists() {
             return Ok(());
         }
@@ -319,7 +359,7 @@ impl NativeBackend {
             return Ok(());
         }
         let wanted = self.wanted(name);
-        let Some(volume) = self.standby_volume(&wanted) else {
+        let Some(volume) = self.built_standby(&wanted) else {
             return Ok(());
         };
         let pgdata = volume.join("pgdata");
@@ -356,12 +396,14 @@ impl NativeBackend {
             port = standby.port,
             "standby running"
         );
+        self.standbys.forget_replication(name);
         self.standbys.lock().insert(name.to_string(), standby);
         Ok(())
     }
 
     /// Stops `name`'s standby, if it runs.
     pub(crate) async fn stop_standby(&self, name: &str) {
+        self.standbys.forget_replication(name);
         let standby = self.standbys.lock().remove(name);
         if let Some(standby) = standby {
             if let Err(e) = standby
@@ -392,8 +434,14 @@ impl NativeBackend {
             };
             let dir = self.db_dir(name);
             if dir.exists() {
-                // Moved into place, not yet recorded: record it.
+                // Moved into place, not yet recorded: the symlink its
+                // postmaster's paths need, then the record.
                 if self.built_standby(&wanted).is_none() {
+                    if volume.symlink_metadata().is_err() {
+                        if let Err(e) = std::os::unix::fs::symlink(&dir, &volume) {
+                            tracing::warn!(compute = name, error = %e, "no symlink at the promoted standby's old path");
+                        }
+                    }
                     wanted.volume = None;
                     wanted.failovers += 1;
                     if let Err(e) = self.write_wanted(name, &wanted) {
@@ -471,7 +519,7 @@ impl NativeBackend {
                 continue;
             };
             let wanted = self.wanted(name);
-            let Some(volume) = self.standby_volume(&wanted) else {
+            let Some(volume) = self.built_standby(&wanted) else {
                 continue;
             };
             if let Some(standby) = RunningCompute::adopt(&volume.join("pgdata")) {
@@ -528,35 +576,61 @@ impl NativeBackend {
             failovers: wanted.failovers,
             ..StandbyStatus::default()
         };
+        let standby_port = self.standbys.live_port(name);
+        status.pid = standby_port.and(self.standbys.lock().get(name).map(|c| c.pid));
         if wanted.count > 0 && self.built_standby(&wanted).is_none() {
             status.note = Some("no standby yet: it is being built".into());
         }
-        if let Some(port) = self.live_port(name) {
-            let client = self.superuser(port, "postgres").await?;
-            let row = client
-                .query_opt(
-                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::int8 FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'",
-                    &[&STANDBY_NAME],
-                )
-                .await
-                .map_err(|e| BackendError::internal("reading pg_stat_replication").with_source(e))?;
-            if let Some(row) = row {
-                status.streaming = 1;
-                status.replay_lag_bytes = row.get::<_, Option<i64>>(0).map(|b| b.max(0) as u64);
-            } else if status.note.is_none() && wanted.count > 0 {
-                status.note = Some(if self.has_running_standby(name) {
-                    "the standby runs but is not streaming yet".into()
-                } else {
-                    "the standby is not running".into()
-                });
+        match (self.live_port(name), standby_port) {
+            (Some(port), Some(_)) => {
+                let (streaming, lag) = self.replication(name, port).await?;
+                status.streaming = u32::from(streaming);
+                status.replay_lag_bytes = lag;
+                if !streaming && status.note.is_none() {
+                    status.note = Some("the standby runs but is not streaming yet".into());
+                }
             }
-        } else if wanted.count > 0 && self.has_running_standby(name) {
+            (Some(_), None) if wanted.count > 0 && status.note.is_none() => {
+                status.note = Some("the standby is not running".into());
+            }
             // The primary is down: the standby is what there is to take
             // over, with everything it received.
-            status.streaming = 1;
-            status.note = Some("the primary is not running".into());
+            (None, Some(_)) if wanted.count > 0 => {
+                status.streaming = 1;
+                status.note = Some("the primary is not running".into());
+            }
+            _ => {}
         }
         Ok(Some(status))
+    }
+
+    /// Whether the standby streams from the primary on `port`, and its
+    /// replay lag: read from `pg_stat_replication` at most once a second
+    /// (the failover watch asks every check).
+    async fn replication(
+        &self,
+        name: &str,
+        port: u16,
+    ) -> Result<(bool, Option<u64>), BackendError> {
+        if let Some((at, streaming, lag)) = self.standbys.seen(name) {
+            if at.elapsed() < REPLICATION_CACHE {
+                return Ok((streaming, lag));
+            }
+        }
+        let client = self.superuser(port, "postgres").await?;
+        let row = client
+            .query_opt(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::int8 FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'",
+                &[&STANDBY_NAME],
+            )
+            .await
+            .map_err(|e| BackendError::internal("reading pg_stat_replication").with_source(e))?;
+        let seen = match row {
+            Some(row) => (true, row.get::<_, Option<i64>>(0).map(|b| b.max(0) as u64)),
+            None => (false, None),
+        };
+        self.standbys.remember(name, seen);
+        Ok(seen)
     }
 
     /// `Backend::promote`: fences the primary, promotes the standby and

@@ -147,6 +147,9 @@ pub struct DatabaseInfo {
     pub archive: Option<backups::ArchiveInfo>,
     /// The gateway that serves it, in a cluster.
     pub node: Option<String>,
+    /// `ogel chaos run` may disrupt it.
+    #[serde(default)]
+    pub chaos_allowed: bool,
 }
 
 /// Response of `POST /v1/databases` and of a password reset.
@@ -283,6 +286,7 @@ impl ApiState {
             min_warm: view.record.min_warm,
             tenant: view.record.tenant,
             node: view.record.node,
+            chaos_allowed: view.record.chaos_allowed,
             compute: ComputeInfo {
                 state: view.compute.state.to_string(),
                 pid: view.compute.pid,
@@ -302,9 +306,9 @@ impl ApiState {
     info(title = "OgelBase API", description = "Databases, computes and status of an OgelBase gateway."),
     paths(list_databases, create_database, get_database, delete_database, suspend_database, wake_database, pause_database, resume_database, reset_password, reload, status, cluster, list_plugins,
         branches::list_branches, branches::create_branch, branches::delete_branch, branches::reset_branch, branches::list_snapshots, branches::create_snapshot, branches::restore_snapshot, branches::list_operations,
-        backups::create_backup, backups::list_backups, backups::restore_backup, backups::archive, backups::get_tier, backups::set_tier, standby::get_standby, standby::set_standby, standby::switchover,
+        backups::create_backup, backups::list_backups, backups::restore_backup, backups::archive, backups::get_tier, backups::set_tier, standby::get_standby, standby::set_standby, standby::switchover, standby::set_chaos,
         access::create_token, access::list_tokens, access::revoke_token, access::list_keys, access::rotate_key, access::remove_key, access::list_tenants, access::create_tenant, access::delete_tenant),
-    components(schemas(Done, access::CreateToken, access::CreateTenant, access::TenantInfo, access::CreatedTenant, crate::control::access::IssuedToken, crate::catalog::TokenRecord, crate::auth::tokens::KeyInfo, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, backups::CreateBackup, backups::BackupEntry, backups::RestoreBackup, backups::RestoreResult, backups::ArchiveInfo, backups::SetTier, backups::TierInfo, standby::SetStandby, standby::StandbyInfo, standby::SwitchoverResult, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList, ClusterStatus, crate::cluster::ClusterView, crate::cluster::NodeInfo, crate::cluster::Role, crate::catalog::LeaderBeat)),
+    components(schemas(Done, access::CreateToken, access::CreateTenant, access::TenantInfo, access::CreatedTenant, crate::control::access::IssuedToken, crate::catalog::TokenRecord, crate::auth::tokens::KeyInfo, branches::OperationInfo, branches::CreateBranch, branches::BranchInfo, branches::CreateSnapshot, branches::RestoreSnapshot, branches::SnapshotEntry, backups::CreateBackup, backups::BackupEntry, backups::RestoreBackup, backups::RestoreResult, backups::ArchiveInfo, backups::SetTier, backups::TierInfo, standby::SetStandby, standby::StandbyInfo, standby::SwitchoverResult, standby::SetChaos, CreateDatabase, DatabaseInfo, ComputeInfo, DatabaseCredentials, GatewayStatus, ApiErrorBody, ApiErrorDetail, PluginEntry, RefusedPlugin, PluginList, ClusterStatus, crate::cluster::ClusterView, crate::cluster::NodeInfo, crate::cluster::Role, crate::catalog::LeaderBeat)),
     modifiers(&BearerAuth),
     security(("admin_token" = []))
 )]

@@ -1,5 +1,6 @@
 //! The API's standby routes: `/v1/databases/{name}/standby` (see, add or
-//! remove) and `/v1/databases/{name}/switchover`.
+//! remove), `/v1/databases/{name}/switchover`, and the mark that lets
+//! `ogel chaos run` disrupt a database, `/v1/databases/{name}/chaos`.
 
 use super::branches::bad_body;
 use super::{ApiErrorBody, ApiResult, ApiState};
@@ -18,6 +19,35 @@ pub fn routes() -> Router<ApiState> {
             get(get_standby).post(set_standby),
         )
         .route("/v1/databases/{name}/switchover", post(switchover))
+        .route("/v1/databases/{name}/chaos", post(set_chaos))
+}
+
+/// Request body of `POST /v1/databases/{name}/chaos`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetChaos {
+    /// Whether `ogel chaos run` may inject faults into the database.
+    pub allowed: bool,
+}
+
+/// Marks a database as one `ogel chaos run` may disrupt (kill its
+/// primary or standby, switch it over, corrupt a snapshot), or not.
+#[utoipa::path(post, path = "/v1/databases/{name}/chaos", params(("name" = String, Path)), request_body = SetChaos,
+    responses((status = 200, body = super::Done), (status = 400, body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
+pub async fn set_chaos(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<SetChaos>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<super::Done> {
+    let Json(body) = body.map_err(|e| bad_body(e, "{\"allowed\": true}"))?;
+    state.databases.set_chaos_allowed(&name, body.allowed)?;
+    Ok(Json(super::Done {
+        done: if body.allowed {
+            format!("ogel chaos run may now disrupt database \"{name}\"")
+        } else {
+            format!("database \"{name}\" is off limits to ogel chaos run")
+        },
+    }))
 }
 
 /// Request body of `POST /v1/databases/{name}/standby`.
@@ -50,6 +80,8 @@ pub struct StandbyInfo {
     pub failovers: u64,
     /// Why a wanted standby is not streaming.
     pub note: Option<String>,
+    /// The standby's process id, where the backend has one.
+    pub pid: Option<u32>,
 }
 
 impl From<Option<StandbyStatus>> for StandbyInfo {
@@ -62,6 +94,7 @@ impl From<Option<StandbyStatus>> for StandbyInfo {
             replay_lag_bytes: s.replay_lag_bytes,
             failovers: s.failovers,
             note: s.note,
+            pid: s.pid,
         }
     }
 }

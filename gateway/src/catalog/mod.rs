@@ -155,6 +155,9 @@ pub struct DatabaseRecord {
     /// on a single gateway).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// `ogel chaos run` may inject faults into it (`ogel chaos allow`).
+    #[serde(default)]
+    pub chaos_allowed: bool,
 }
 
 /// The leader's beat (`Table::Cluster`, key `leader`): written by the
@@ -369,6 +372,11 @@ impl Catalog {
         ])
     }
 
+    /// Rewrites a database's record (its settings), keeping its role.
+    pub fn update_database(&self, db: &DatabaseRecord) -> Result<(), CatalogError> {
+        self.write(&[(Table::Databases, &db.name, Some(Self::encode(db)?))])
+    }
+
     /// Writes a role.
     pub fn put_role(&self, role: &RoleRecord) -> Result<(), CatalogError> {
         self.write(&[(Table::Roles, &role.name, Some(Self::encode(role)?))])
@@ -484,6 +492,7 @@ mod tests {
                 min_warm: 0,
                 tenant: DEFAULT_TENANT.into(),
                 node: None,
+                chaos_allowed: false,
             },
             RoleRecord {
                 name: format!("{name}_owner"),

@@ -5,6 +5,7 @@
 
 mod access;
 mod backup;
+mod chaos;
 mod cluster;
 pub mod conformance;
 
@@ -91,6 +92,10 @@ pub enum Command {
     /// Several gateways as one (etcd): status, import of a single catalog.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Fault injection under a writer: kill the primary or the standby,
+    /// switch over; prints detection, recovery and writes lost.
+    #[command(subcommand)]
+    Chaos(chaos::ChaosCommand),
 }
 
 /// `ogel plugins …`.
@@ -392,6 +397,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<()> {
             unreachable!("`up` and `plugins check` are not API client commands")
         }
         Command::Cluster(cluster::ClusterCommand::Status) => cluster::status(&api).await?,
+        Command::Chaos(command) => chaos::run(&api, command).await?,
         Command::Cluster(cluster::ClusterCommand::Import { .. }) => {
             bail!("`ogel cluster import` runs without the API")
         }

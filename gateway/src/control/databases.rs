@@ -190,6 +190,7 @@ impl Databases {
             min_warm,
             tenant: tenant.to_string(),
             node: self.home(),
+            chaos_allowed: false,
         };
         let role = RoleRecord {
             name: owner.clone(),
@@ -257,6 +258,7 @@ impl Databases {
             min_warm: 0,
             tenant: tenant.to_string(),
             node: self.home(),
+            chaos_allowed: false,
         };
         let role = RoleRecord {
             name: restored.owner.clone(),
@@ -368,6 +370,14 @@ impl Databases {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// Marks database `name` as one `ogel chaos run` may disrupt (or not).
+    pub fn set_chaos_allowed(&self, name: &str, allowed: bool) -> Result<(), ControlError> {
+        let mut record = self.ready(name)?;
+        record.chaos_allowed = allowed;
+        self.catalog.update_database(&record)?;
+        Ok(())
     }
 
     /// Every ready database this gateway serves, with its lifecycle.

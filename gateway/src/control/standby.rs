@@ -160,8 +160,9 @@ impl Standbys {
         }
     }
 
-    /// Builds a new standby after a takeover, in the background (the
-    /// backend copies the new primary); one at a time per database.
+    /// Builds a new standby after a takeover, or restarts one that died,
+    /// in the background (the backend copies the new primary where it
+    /// must); one at a time per database.
     fn rebuild(&self, lifecycle: Arc<Lifecycle>, database: String, before: Option<StandbyStatus>) {
         let Some(before) = before.filter(|s| s.wanted > 0) else {
             return;
@@ -236,8 +237,28 @@ impl Standbys {
                     w.failed_probes = if healthy { 0 } else { w.failed_probes + 1 };
                     config.probe_failures > 0 && w.failed_probes >= config.probe_failures
                 };
-                if !(dead || unhealthy) || w.status.streaming == 0 {
+                if let Ok(Some(status)) = w
+                    .lifecycle
+                    .backend()
+                    .standby_status(&ComputeName::main(database))
+                    .await
+                {
+                    w.status = status;
+                }
+                if !(dead || unhealthy) {
+                    // A standby that died (or was never built) is brought
+                    // back; meanwhile commits do not wait for it.
+                    if w.status.wanted > 0 && w.status.pid.is_none() {
+                        self.rebuild(
+                            w.lifecycle.clone(),
+                            database.clone(),
+                            Some(w.status.clone()),
+                        );
+                    }
                     continue;
+                }
+                if w.status.streaming == 0 {
+                    continue; // nothing to take over with
                 }
                 let why = if dead {
                     "the primary's process is gone"
@@ -282,7 +303,7 @@ impl Standbys {
         config.probe_failures > 0 && w.last_probe.elapsed() >= config.probe_interval
     }
 
-    /// Which local databases have standbys, and rebuilds missing ones.
+    /// Which local databases have standbys.
     async fn refresh(&self, watched: &mut HashMap<String, Watched>) {
         let mut seen = Vec::new();
         for (record, lifecycle) in self.databases.local_databases() {
@@ -299,16 +320,6 @@ impl Standbys {
                 Ok(Some(status)) if status.wanted > 0 => status,
                 _ => continue,
             };
-            let running = lifecycle.running().iter().any(|(db, _)| db == &record.name);
-            if running
-                && status.streaming == 0
-                && status
-                    .note
-                    .as_deref()
-                    .is_some_and(|n| n.contains("no standby"))
-            {
-                self.rebuild(lifecycle.clone(), record.name.clone(), Some(status.clone()));
-            }
             seen.push(record.name.clone());
             let entry = watched
                 .entry(record.name.clone())

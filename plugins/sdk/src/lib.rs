@@ -290,6 +290,8 @@ pub struct StandbyStatus {
     pub replay_lag_bytes: Option<u64>,
     /// Times a standby took over this compute.
     pub failovers: u64,
+    /// The standby's process, where the backend has one (fault injection).
+    pub pid: Option<u32>,
     /// Why a wanted standby is not streaming (being built, restarting).
     pub note: Option<String>,
 }
