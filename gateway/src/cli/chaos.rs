@@ -172,8 +172,8 @@ async fn writer_url(api: &ApiClient, db: &str) -> anyhow::Result<String> {
 
 /// The writer: one row per transaction, reconnecting after errors.
 struct Writer {
-    /// (id, when acknowledged)
-    acked: Arc<Mutex<Vec<(i64, Instant)>>>,
+    /// (id, when sent, when acknowledged)
+    acked: Arc<Mutex<Vec<(i64, Instant, Instant)>>>,
     /// When each error was seen.
     errors: Arc<Mutex<Vec<Instant>>>,
     stop: Arc<AtomicBool>,
@@ -200,10 +200,11 @@ impl Writer {
                     }
                     continue;
                 };
+                let sent = Instant::now();
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&next];
                 let insert = c.execute("INSERT INTO ogel_chaos_writes (id) VALUES ($1)", &params);
                 match tokio::time::timeout(Duration::from_secs(5), insert).await {
-                    Ok(Ok(_)) => crate::pool::lock(&a).push((next, Instant::now())),
+                    Ok(Ok(_)) => crate::pool::lock(&a).push((next, sent, Instant::now())),
                     _ => {
                         crate::pool::lock(&e).push(Instant::now());
                         client = None;
@@ -223,7 +224,7 @@ impl Writer {
     fn acked_since(&self, t: Instant) -> usize {
         crate::pool::lock(&self.acked)
             .iter()
-            .filter(|(_, at)| *at > t)
+            .filter(|(_, _, at)| *at > t)
             .count()
     }
 }
@@ -269,7 +270,7 @@ async fn run_one(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut write_pause_ms = None;
-    let fault = Instant::now();
+    let mut fault = Instant::now();
     match scenario {
         "kill-primary" => {
             let info: crate::api::DatabaseInfo = api
@@ -280,6 +281,7 @@ async fn run_one(
                 .pid
                 .ok_or_else(|| anyhow!("database \"{db}\"'s compute reports no process to kill"))?;
             kill(pid)?;
+            fault = Instant::now();
         }
         "kill-standby" => {
             let standby: crate::api::standby::StandbyInfo = api
@@ -291,6 +293,7 @@ async fn run_one(
                 )
             })?;
             kill(pid)?;
+            fault = Instant::now();
         }
         "switchover" => {
             let done: crate::api::standby::SwitchoverResult = api
@@ -307,11 +310,12 @@ async fn run_one(
     // Until writes are acknowledged again (and a little more), or the limit.
     let mut recovered = None;
     while fault.elapsed() < limit {
-        if let Some(at) = crate::pool::lock(&writer.acked)
+        // The first write sent after the fault that was acknowledged.
+        let first_ack = crate::pool::lock(&writer.acked)
             .iter()
-            .find(|(_, at)| *at > fault)
-            .map(|(_, at)| *at)
-        {
+            .find(|(_, sent, _)| *sent > fault)
+            .map(|(_, _, at)| *at);
+        if let Some(at) = first_ack {
             recovered = Some(at);
             if writer.acked_since(at) >= 50 {
                 break;
@@ -331,7 +335,7 @@ async fn run_one(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let lost = acked.iter().filter(|(id, _)| !ids.contains(id)).count();
+    let lost = acked.iter().filter(|(id, _, _)| !ids.contains(id)).count();
     Ok(ChaosReport {
         scenario: scenario.to_string(),
         database: db.to_string(),
@@ -356,6 +360,10 @@ async fn wait_for_standby(
     scenario: &str,
     limit: Duration,
 ) -> anyhow::Result<()> {
+    // A suspended database has nothing running to disrupt: wake it.
+    let _: crate::api::DatabaseInfo = api
+        .call(Method::POST, &format!("/v1/databases/{db}/wake"), None)
+        .await?;
     let started = Instant::now();
     loop {
         let standby: crate::api::standby::StandbyInfo = api
