@@ -560,6 +560,8 @@ impl Backend for NeonBackend {
             snapshots: false,
             online_snapshot: false,
             slow_branches: false,
+            // Neon's storage is replicated already: no standby to promote.
+            standby: false,
         }
     }
 

@@ -776,6 +776,8 @@ impl Backend for RdsBackend {
             online_snapshot: true,
             // A restore into a new instance takes minutes; Aurora clones don't.
             slow_branches: !aurora,
+            // Multi-AZ and Aurora failover through AWS is not wired to `promote` yet.
+            standby: false,
         }
     }
 

@@ -373,6 +373,23 @@ async fn a_plugin_of_an_older_minor_gets_string_compute_names_and_works() {
             .expect("archive status"),
         None
     );
+    // Standbys came with 1.5: none, and no promotion, said by the host.
+    assert_eq!(
+        backend
+            .standby_status(&ComputeName::main("shop"))
+            .await
+            .expect("standby status"),
+        None
+    );
+    let refused = backend
+        .promote(
+            &ComputeName::main("shop"),
+            ogel_plugin_sdk::Takeover::Failover,
+        )
+        .await
+        .expect_err("a 1.2 plugin promotes nothing");
+    assert_eq!(refused.kind, BackendErrorKind::Unsupported);
+    assert!(refused.message.contains("ABI 1.2"), "{}", refused.message);
 }
 
 // ---------------------------------------------------------------------------
@@ -408,7 +425,7 @@ async fn the_native_backend_serves_a_database_through_the_loader() {
     let plugin = Arc::new(load(&native_plugin()).expect("the native plugin loads"));
     assert_eq!(plugin.name, "native");
     assert_eq!(plugin.abi, (ABI_MAJOR, ABI_MINOR));
-    assert_eq!(plugin.abi, (1, 4));
+    assert_eq!(plugin.abi, (1, 5));
     assert_eq!(plugin.sdk_version, SDK_VERSION.trim_end_matches('\0'));
 
     let dir = temp_dir();
