@@ -48,18 +48,6 @@ async fn wait_archived(gw: &Gateway, db: &str) {
         .await;
     assert!(ok, "the archive did not catch up: {body}");
 }
-
-fn cli_ok(gw: &Gateway, args: &[&str]) -> String {
-    let out = gw.cli(args);
-    assert!(
-        out.status.success(),
-        "ogel {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_comes_back_from_the_cold_tier_alone_on_an_empty_gateway() {
     let cold = shared_tempdir();
@@ -69,7 +57,7 @@ async fn a_database_comes_back_from_the_cold_tier_alone_on_an_empty_gateway() {
     c.batch_execute("CREATE TABLE orders AS SELECT g AS id FROM generate_series(1, 5000) g")
         .await
         .unwrap();
-    let id = cli_ok(&a, &["backup", "create", "shop"]);
+    let id = a.cli_ok(&["backup", "create", "shop"]);
     // Committed after the backup: only in the archived WAL.
     c.batch_execute("INSERT INTO orders SELECT g FROM generate_series(5001, 7000) g")
         .await
@@ -83,7 +71,7 @@ async fn a_database_comes_back_from_the_cold_tier_alone_on_an_empty_gateway() {
         metrics.contains("ogel_archive_pending_files{database=\"shop\"} 0"),
         "{metrics}"
     );
-    let list = cli_ok(&a, &["backup", "list", "shop"]);
+    let list = a.cli_ok(&["backup", "list", "shop"]);
     assert!(list.contains(&id) && list.contains("full"), "{list}");
 
     // The machine is lost: gateway, computes and local disk.
@@ -94,9 +82,9 @@ async fn a_database_comes_back_from_the_cold_tier_alone_on_an_empty_gateway() {
     let b = gateway_on(cold.path(), &[]).await;
     let (status, body) = b.api("GET", "/v1/databases/shop", None).await;
     assert_eq!(status, 404, "{body}");
-    let listed = cli_ok(&b, &["backup", "list", "shop"]);
+    let listed = b.cli_ok(&["backup", "list", "shop"]);
     assert!(listed.contains(&id), "{listed}");
-    let out = cli_ok(&b, &["backup", "restore", "shop"]);
+    let out = b.cli_ok(&["backup", "restore", "shop"]);
     let url = restored_url(&out);
     assert_eq!(count(&url, "orders").await, 7000);
     // It is a database of this gateway now: it archives into a life of its
@@ -121,7 +109,7 @@ async fn a_restore_to_a_point_in_time_stops_there() {
     c.batch_execute("CREATE TABLE entries (n int)")
         .await
         .unwrap();
-    cli_ok(&a, &["backup", "create", "ledger"]);
+    a.cli_ok(&["backup", "create", "ledger"]);
     c.batch_execute("INSERT INTO entries SELECT generate_series(1, 100)")
         .await
         .unwrap();
@@ -140,10 +128,7 @@ async fn a_restore_to_a_point_in_time_stops_there() {
         .unwrap();
     drop(c);
     wait_archived(&a, "ledger").await;
-    let out = cli_ok(
-        &a,
-        &["backup", "restore", "ledger", "--at", &at, "--as", "before"],
-    );
+    let out = a.cli_ok(&["backup", "restore", "ledger", "--at", &at, "--as", "before"]);
     assert!(out.contains("restored into branch \"before\""), "{out}");
     let branch_url = format!("{}/ledger@before", url.rsplit_once('/').unwrap().0);
     assert_eq!(count(&branch_url, "entries").await, 100);
@@ -180,7 +165,7 @@ async fn postgres_18_backups_are_incremental_and_combine_at_restore() {
     // Hint bits and visibility set now, so the next backup only has to
     // carry the pages the update changes.
     c.batch_execute("VACUUM (FREEZE) samples").await.unwrap();
-    let full = cli_ok(&a, &["backup", "create", "metrics"]);
+    let full = a.cli_ok(&["backup", "create", "metrics"]);
     c.batch_execute("UPDATE samples SET body = 'changed' WHERE id <= 500")
         .await
         .unwrap();
@@ -192,7 +177,7 @@ async fn postgres_18_backups_are_incremental_and_combine_at_restore() {
     )
     .await
     .unwrap();
-    let incremental = cli_ok(&a, &["backup", "create", "metrics"]);
+    let incremental = a.cli_ok(&["backup", "create", "metrics"]);
     c.batch_execute("INSERT INTO samples VALUES (50001, 'after')")
         .await
         .unwrap();
@@ -221,7 +206,7 @@ async fn postgres_18_backups_are_incremental_and_combine_at_restore() {
     ogel_e2e::kill_postgres_under(&a.data_dir);
     std::fs::remove_dir_all(&a.data_dir).unwrap();
     let b = gateway_on(cold.path(), &pg).await;
-    let out = cli_ok(&b, &["backup", "restore", "metrics"]);
+    let out = b.cli_ok(&["backup", "restore", "metrics"]);
     let url = restored_url(&out);
     let c = connect(&url).await.unwrap();
     let changed: i64 = c
@@ -243,7 +228,7 @@ async fn a_corrupt_object_is_named_and_nothing_half_restored_is_served() {
         .await
         .unwrap();
     drop(c);
-    cli_ok(&a, &["backup", "create", "fragile"]);
+    a.cli_ok(&["backup", "create", "fragile"]);
     a.kill9();
     ogel_e2e::kill_postgres_under(&a.data_dir);
     std::fs::remove_dir_all(&a.data_dir).unwrap();
@@ -281,7 +266,7 @@ async fn a_commit_not_yet_archived_when_the_gateway_is_killed_still_reaches_the_
     let url = a.create_db("steady", None).await;
     let c = connect(&url).await.unwrap();
     c.batch_execute("CREATE TABLE t (n int)").await.unwrap();
-    cli_ok(&a, &["backup", "create", "steady"]);
+    a.cli_ok(&["backup", "create", "steady"]);
     // Acknowledged, then the gateway dies before the segment holding it
     // is archived (archive_timeout is a second away). The compute lives
     // on; its archive command waits and fails, so Postgres keeps the WAL.
@@ -300,7 +285,7 @@ async fn a_commit_not_yet_archived_when_the_gateway_is_killed_still_reaches_the_
     ogel_e2e::kill_postgres_under(&a.data_dir);
     drop(dir);
     let b = gateway_on(cold.path(), &[]).await;
-    let url = restored_url(&cli_ok(&b, &["backup", "restore", "steady"]));
+    let url = restored_url(&b.cli_ok(&["backup", "restore", "steady"]));
     assert_eq!(count(&url, "t").await, 3000);
 }
 
@@ -395,7 +380,7 @@ async fn scheduled_backups_run_and_retention_keeps_only_what_is_needed() {
     let old = incarnations(cold.path(), "kept");
     assert_eq!(old.len(), 1, "{old:?}");
     drop(c);
-    cli_ok(&a, &["backup", "restore", "kept"]);
+    a.cli_ok(&["backup", "restore", "kept"]);
     let c = connect(&url).await.unwrap();
     c.batch_execute("INSERT INTO t VALUES (101)").await.unwrap();
     let gone = eventually(Duration::from_secs(90), || async {
@@ -412,7 +397,7 @@ async fn scheduled_backups_run_and_retention_keeps_only_what_is_needed() {
     // its schedule runs every 2 s and keeps one).
     drop(a);
     let b = gateway_on(cold.path(), &[]).await;
-    let url = restored_url(&cli_ok(&b, &["backup", "restore", "kept"]));
+    let url = restored_url(&b.cli_ok(&["backup", "restore", "kept"]));
     assert_eq!(count(&url, "t").await, 101);
 }
 

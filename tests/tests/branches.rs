@@ -26,18 +26,6 @@ async fn exec(url: &str, sql: &str) {
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
-
-fn cli_ok(gw: &Gateway, args: &[&str]) -> String {
-    let out = gw.cli(args);
-    assert!(
-        out.status.success(),
-        "ogel {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn branches_are_isolated_and_reached_by_name_or_option() {
     let gw = Gateway::start().await;
@@ -47,9 +35,9 @@ async fn branches_are_isolated_and_reached_by_name_or_option() {
         "CREATE TABLE items (n int); INSERT INTO items VALUES (1), (2)",
     )
     .await;
-    let printed = cli_ok(&gw, &["branch", "create", "app", "dev"]);
+    let printed = gw.cli_ok(&["branch", "create", "app", "dev"]);
     assert!(printed.trim().ends_with("/app@dev"), "{printed}");
-    cli_ok(&gw, &["branch", "create", "app", "other"]);
+    gw.cli_ok(&["branch", "create", "app", "other"]);
 
     let dev = format!("{main}@dev");
     let other = format!("{main}?options=branch%3Dother");
@@ -97,7 +85,7 @@ async fn branches_are_isolated_and_reached_by_name_or_option() {
         .map(|b| b["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["main", "dev", "other"]);
-    let listed = cli_ok(&gw, &["branch", "list", "app"]);
+    let listed = gw.cli_ok(&["branch", "list", "app"]);
     assert!(
         listed.contains("dev") && listed.contains("other"),
         "{listed}"
@@ -129,7 +117,7 @@ async fn branches_are_isolated_and_reached_by_name_or_option() {
     assert_eq!(status, 400, "{body}");
 
     // A branch of a branch.
-    cli_ok(&gw, &["branch", "create", "app", "dev2", "--from", "dev"]);
+    gw.cli_ok(&["branch", "create", "app", "dev2", "--from", "dev"]);
     assert_eq!(count(&format!("{main}@dev2"), "items").await, 3);
 }
 
@@ -160,13 +148,13 @@ async fn point_in_time_branches_hold_exactly_what_was_committed_before() {
         .await
         .unwrap();
 
-    cli_ok(&gw, &["branch", "create", "app", "by-lsn", "--at", &lsn]);
+    gw.cli_ok(&["branch", "create", "app", "by-lsn", "--at", &lsn]);
     assert_eq!(
         count(&format!("{main}@by-lsn"), "events").await,
         100,
         "at {lsn}"
     );
-    cli_ok(&gw, &["branch", "create", "app", "by-time", "--at", &at]);
+    gw.cli_ok(&["branch", "create", "app", "by-time", "--at", &at]);
     assert_eq!(
         count(&format!("{main}@by-time"), "events").await,
         100,
@@ -205,12 +193,12 @@ async fn reset_and_delete() {
     let gw = Gateway::start().await;
     let main = gw.app_url.clone();
     exec(&main, "CREATE TABLE t (n int); INSERT INTO t VALUES (1)").await;
-    cli_ok(&gw, &["branch", "create", "app", "dev"]);
+    gw.cli_ok(&["branch", "create", "app", "dev"]);
     let dev = format!("{main}@dev");
     exec(&dev, "INSERT INTO t VALUES (2), (3)").await;
     exec(&main, "INSERT INTO t VALUES (4)").await;
     let held = connect(&dev).await.unwrap();
-    cli_ok(&gw, &["branch", "reset", "app", "dev"]);
+    gw.cli_ok(&["branch", "reset", "app", "dev"]);
     assert_eq!(
         count(&dev, "t").await,
         2,
@@ -218,7 +206,7 @@ async fn reset_and_delete() {
     );
     drop(held);
 
-    cli_ok(&gw, &["branch", "delete", "app", "dev"]);
+    gw.cli_ok(&["branch", "delete", "app", "dev"]);
     assert_eq!(sqlstate(&connect(&dev).await.unwrap_err()), "3D000");
     assert!(!gw.data_dir.join("native/databases/app@dev").exists());
     let (_, snapshots) = gw.api("GET", "/v1/databases/app/snapshots", None).await;
@@ -242,8 +230,8 @@ async fn reset_and_delete() {
     // Deleting a database deletes its branches.
     let shop = gw.create_db("shop", None).await;
     exec(&shop, "SELECT 1").await;
-    cli_ok(&gw, &["branch", "create", "shop", "preview"]);
-    cli_ok(&gw, &["db", "delete", "shop"]);
+    gw.cli_ok(&["branch", "create", "shop", "preview"]);
+    gw.cli_ok(&["db", "delete", "shop"]);
     assert!(!gw.data_dir.join("native/databases/shop@preview").exists());
     assert!(!gw.data_dir.join("native/snapshots/shop").exists());
 }
@@ -257,25 +245,17 @@ async fn snapshots_restore_and_a_corrupted_one_is_refused() {
         "CREATE TABLE s (n int); INSERT INTO s VALUES (1), (2)",
     )
     .await;
-    let id = cli_ok(&gw, &["snapshot", "create", "app"])
-        .trim()
-        .to_string();
+    let id = gw.cli_ok(&["snapshot", "create", "app"]).trim().to_string();
     exec(&main, "INSERT INTO s VALUES (3)").await;
-    let listed = cli_ok(&gw, &["snapshot", "list", "app"]);
+    let listed = gw.cli_ok(&["snapshot", "list", "app"]);
     assert!(listed.contains(&id), "{listed}");
 
     // As a new branch, and in place.
-    cli_ok(
-        &gw,
-        &["snapshot", "restore", "app", &id, "--as", "restored"],
-    );
+    gw.cli_ok(&["snapshot", "restore", "app", &id, "--as", "restored"]);
     assert_eq!(count(&format!("{main}@restored"), "s").await, 2);
-    cli_ok(
-        &gw,
-        &["branch", "create", "app", "from-snap", "--snapshot", &id],
-    );
+    gw.cli_ok(&["branch", "create", "app", "from-snap", "--snapshot", &id]);
     assert_eq!(count(&format!("{main}@from-snap"), "s").await, 2);
-    cli_ok(&gw, &["snapshot", "restore", "app", &id]);
+    gw.cli_ok(&["snapshot", "restore", "app", &id]);
     assert_eq!(count(&main, "s").await, 2, "main is back to the snapshot");
     exec(&main, "INSERT INTO s VALUES (4), (5), (6)").await;
 
@@ -331,8 +311,8 @@ async fn snapshots_restore_and_a_corrupted_one_is_refused() {
 async fn branches_with_a_ttl_are_deleted_also_across_a_restart() {
     let mut gw = Gateway::start().await;
     exec(&gw.app_url, "SELECT 1").await;
-    cli_ok(&gw, &["branch", "create", "app", "short", "--ttl", "1s"]);
-    cli_ok(&gw, &["branch", "create", "app", "kept"]);
+    gw.cli_ok(&["branch", "create", "app", "short", "--ttl", "1s"]);
+    gw.cli_ok(&["branch", "create", "app", "kept"]);
     let dir = gw.data_dir.clone();
     let gone = |name: &'static str| {
         let dir = dir.clone();
@@ -347,7 +327,7 @@ async fn branches_with_a_ttl_are_deleted_also_across_a_restart() {
     );
     // Made last and the gateway stopped at once: it expires while the
     // gateway is down, and must go after the restart.
-    cli_ok(&gw, &["branch", "create", "app", "later", "--ttl", "8s"]);
+    gw.cli_ok(&["branch", "create", "app", "later", "--ttl", "8s"]);
     let data_dir = gw.data_dir.clone();
     let _dir = gw.take_dir();
     gw.stop();

@@ -85,18 +85,6 @@ impl Writer {
         (acked, self.errors.load(Ordering::SeqCst))
     }
 }
-
-fn cli_ok(gw: &Gateway, args: &[&str]) -> String {
-    let out = gw.cli(args);
-    assert!(
-        out.status.success(),
-        "ogel {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 async fn standby(gw: &Gateway, db: &str) -> serde_json::Value {
     let (status, body) = gw
         .api("GET", &format!("/v1/databases/{db}/standby"), None)
@@ -152,7 +140,7 @@ async fn killing_the_primary_under_a_writer_loses_no_acknowledged_write() {
     c.batch_execute("CREATE TABLE acked (id int8 PRIMARY KEY)")
         .await
         .unwrap();
-    let out = cli_ok(&gw, &["db", "standby", "shop", "add"]);
+    let out = gw.cli_ok(&["db", "standby", "shop", "add"]);
     assert!(out.contains("1/1 streaming, synchronous"), "{out}");
 
     // A client between transactions: it must notice nothing.
@@ -220,7 +208,7 @@ async fn a_switchover_loses_nothing_and_twice_brings_the_first_data_back() {
     for round in 1..=2 {
         writer.wait_for(100, Duration::from_secs(60)).await;
         let before = primary_pid(&gw, "orders");
-        let out = cli_ok(&gw, &["db", "switchover", "orders"]);
+        let out = gw.cli_ok(&["db", "switchover", "orders"]);
         assert!(out.contains("writes paused"), "{out}");
         assert_ne!(primary_pid(&gw, "orders"), before, "round {round}");
         assert!(!alive(before));
@@ -237,7 +225,7 @@ async fn a_switchover_loses_nothing_and_twice_brings_the_first_data_back() {
     assert_eq!(errors, 0, "the writer saw errors across two switchovers");
     assert_eq!(standby(&gw, "orders").await["failovers"], 2);
     // Removing the standby stops it and frees its volume.
-    cli_ok(&gw, &["db", "standby", "orders", "remove"]);
+    gw.cli_ok(&["db", "standby", "orders", "remove"]);
     let status = standby(&gw, "orders").await;
     assert_eq!(status["wanted"], 0, "{status}");
     c.batch_execute("INSERT INTO acked VALUES (-1)")
@@ -276,7 +264,7 @@ async fn a_gateway_killed_midway_through_a_failover_finishes_it_on_restart() {
         c.batch_execute("CREATE TABLE acked (id int8 PRIMARY KEY)")
             .await
             .unwrap();
-        cli_ok(&doomed, &["db", "standby", "sturdy", "add"]);
+        doomed.cli_ok(&["db", "standby", "sturdy", "add"]);
         let mut acked = Vec::new();
         for id in 1..=50i64 {
             c.execute("INSERT INTO acked VALUES ($1)", &[&id])
@@ -328,20 +316,17 @@ async fn ogel_chaos_runs_only_where_allowed_and_loses_no_acknowledged_write() {
     assert!(why.contains("not marked chaos_allowed"), "{why}");
     let out = gw.cli(&["chaos", "run", "--db", "victim", "--scenario", "disk-95"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available in this build"));
-    cli_ok(&gw, &["chaos", "allow", "victim"]);
-    cli_ok(&gw, &["db", "standby", "victim", "add"]);
-    let out = cli_ok(
-        &gw,
-        &[
-            "chaos",
-            "run",
-            "--db",
-            "victim",
-            "--scenario",
-            "all",
-            "--json",
-        ],
-    );
+    gw.cli_ok(&["chaos", "allow", "victim"]);
+    gw.cli_ok(&["db", "standby", "victim", "add"]);
+    let out = gw.cli_ok(&[
+        "chaos",
+        "run",
+        "--db",
+        "victim",
+        "--scenario",
+        "all",
+        "--json",
+    ]);
     let reports: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
@@ -361,6 +346,6 @@ async fn ogel_chaos_runs_only_where_allowed_and_loses_no_acknowledged_write() {
     assert_eq!(reports[2]["client_errors"], 0, "{}", reports[2]);
     assert!(reports[2]["write_pause_ms"].is_u64(), "{}", reports[2]);
     assert_eq!(standby(&gw, "victim").await["failovers"], 2);
-    cli_ok(&gw, &["chaos", "deny", "victim"]);
+    gw.cli_ok(&["chaos", "deny", "victim"]);
     assert!(!gw.cli(&["chaos", "run", "--db", "victim"]).status.success());
 }

@@ -359,19 +359,14 @@ impl NativeBackend {
         }
         let log_path = self.db_dir(name).join("postgres.log");
         let settings = self.compute_settings(name)?;
-        let spec = StartSpec {
-            bins: &self.bins,
-            user: &self.user,
-            data_dir: &pgdata,
-            log_path: &log_path,
-            timeout: Duration::from_millis(self.config.start_timeout_ms),
-            settings: &settings,
-        };
-        let compute = compute::start(&spec).await.map_err(|e| {
-            BackendError::unavailable(format!(
-                "compute for database \"{name}\" could not start: {e}"
-            ))
-        })?;
+        let compute = self
+            .launch(&pgdata, &log_path, &settings)
+            .await
+            .map_err(|e| {
+                BackendError::unavailable(format!(
+                    "compute for database \"{name}\" could not start: {e}"
+                ))
+            })?;
         let port = compute.port;
         wake_checkpointer(compute.pid);
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -382,6 +377,25 @@ impl NativeBackend {
             tracing::warn!(compute = name, error = %e, "the standby did not start");
         }
         Ok(port)
+    }
+
+    /// Starts a postmaster on `pgdata` as the compute user, with this
+    /// backend's binaries and start timeout.
+    async fn launch(
+        &self,
+        pgdata: &Path,
+        log_path: &Path,
+        settings: &[(String, String)],
+    ) -> Result<RunningCompute, compute::StartError> {
+        compute::start(&StartSpec {
+            bins: &self.bins,
+            user: &self.user,
+            data_dir: pgdata,
+            log_path,
+            timeout: Duration::from_millis(self.config.start_timeout_ms),
+            settings,
+        })
+        .await
     }
 
     /// Whether `name`'s primary died (rather than being stopped): its

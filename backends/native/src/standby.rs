@@ -27,7 +27,7 @@
 //! The wanted count and the takeover count are in `standbys/<compute>.json`,
 //! outside both volumes.
 
-use crate::compute::{self, RunningCompute, StartSpec};
+use crate::compute::{self, RunningCompute};
 use crate::{io_error, NativeBackend};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -131,6 +131,20 @@ impl NativeBackend {
 
     fn wanted_path(&self, name: &str) -> PathBuf {
         self.standby_root().join(format!("{name}.json"))
+    }
+
+    /// Computes with a `standbys/<compute>.json`.
+    fn computes_with_standbys(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.standby_root()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let file = e.file_name().to_string_lossy().to_string();
+                file.strip_suffix(".json").map(str::to_string)
+            })
+            .collect()
     }
 
     fn wanted(&self, name: &str) -> Wanted {
@@ -383,17 +397,12 @@ impl NativeBackend {
         // (the default) in some takeovers, 5.1 s instead of 0.13 s.
         settings.push(("wal_retrieve_retry_interval".into(), "50ms".into()));
         let log_path = volume.join("postgres.log");
-        let spec = StartSpec {
-            bins: &self.bins,
-            user: &self.user,
-            data_dir: &pgdata,
-            log_path: &log_path,
-            timeout: Duration::from_millis(self.config.start_timeout_ms),
-            settings: &settings,
-        };
-        let standby = compute::start(&spec).await.map_err(|e| {
-            BackendError::unavailable(format!("the standby of \"{name}\" could not start: {e}"))
-        })?;
+        let standby = self
+            .launch(&pgdata, &log_path, &settings)
+            .await
+            .map_err(|e| {
+                BackendError::unavailable(format!("the standby of \"{name}\" could not start: {e}"))
+            })?;
         tracing::info!(
             compute = name,
             pid = standby.pid,
@@ -424,14 +433,8 @@ impl NativeBackend {
     /// volume, without `standby.signal`, so its next start ends recovery
     /// as a primary. The fenced volume is in `trash/` and never starts.
     pub(crate) fn recover_takeovers(&self) {
-        let Ok(entries) = std::fs::read_dir(self.standby_root()) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let file = entry.file_name().to_string_lossy().to_string();
-            let Some(name) = file.strip_suffix(".json") else {
-                continue;
-            };
+        for name in self.computes_with_standbys() {
+            let name = name.as_str();
             let mut wanted = self.wanted(name);
             let Some(volume) = self.standby_volume(&wanted) else {
                 continue;
@@ -514,14 +517,8 @@ impl NativeBackend {
 
     /// Adopts standbys an earlier gateway left running.
     pub(crate) fn adopt_standbys(&self) {
-        let Ok(entries) = std::fs::read_dir(self.standby_root()) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let file = entry.file_name().to_string_lossy().to_string();
-            let Some(name) = file.strip_suffix(".json") else {
-                continue;
-            };
+        for name in self.computes_with_standbys() {
+            let name = name.as_str();
             let wanted = self.wanted(name);
             let Some(volume) = self.built_standby(&wanted) else {
                 continue;
