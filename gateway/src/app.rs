@@ -383,6 +383,10 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         config.tiers.check_interval(),
         stopped(stop_rx.clone()),
     ));
+    let disk_task = tokio::spawn(crate::control::disk::run(
+        data_dir.to_path_buf(),
+        stopped(stop_rx.clone()),
+    ));
     let failover_task = tokio::spawn(
         standbys
             .clone()
@@ -450,6 +454,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let _ = backup_task.await;
     let _ = tier_task.await;
     let _ = failover_task.await;
+    let _ = disk_task.await;
     let _ = cluster_task.await;
     let _ = warm_task.await;
     pool_task.abort();

@@ -346,6 +346,14 @@ async fn ogel_chaos_runs_only_where_allowed_and_loses_no_acknowledged_write() {
     assert_eq!(reports[2]["client_errors"], 0, "{}", reports[2]);
     assert!(reports[2]["write_pause_ms"].is_u64(), "{}", reports[2]);
     assert_eq!(standby(&gw, "victim").await["failovers"], 2);
+    // The data disk's use is a gauge (a warning is logged at 90%).
+    let metrics = gw.metrics().await;
+    let used: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ogel_data_disk_used_ratio "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no disk gauge in {metrics}"));
+    assert!(used > 0.0 && used <= 1.0, "{used}");
     gw.cli_ok(&["chaos", "deny", "victim"]);
     assert!(!gw.cli(&["chaos", "run", "--db", "victim"]).status.success());
 }

@@ -270,8 +270,9 @@ pub fn render_cluster(view: &crate::cluster::ClusterView) -> String {
     out.0
 }
 
-/// Failovers done by this gateway's watch, and how long the last one took.
-pub fn render_failover(standbys: &crate::control::standby::Standbys) -> String {
+/// Failovers done by this gateway's watch, how long the last one took,
+/// and the data disk's use.
+pub fn render_health(standbys: &crate::control::standby::Standbys) -> String {
     use std::sync::atomic::Ordering;
     let mut out = Exposition(String::with_capacity(256));
     out.family(
@@ -284,6 +285,15 @@ pub fn render_failover(standbys: &crate::control::standby::Standbys) -> String {
         &[],
         standbys.failovers.load(Ordering::Relaxed),
     );
+    out.family(
+        "ogel_data_disk_used_ratio",
+        "gauge",
+        "Used share of the filesystem under the gateway's data directory (a warning is logged at 0.9).",
+    );
+    out.0.push_str(&format!(
+        "ogel_data_disk_used_ratio {:.4}\n",
+        crate::control::disk::used_ratio()
+    ));
     out.family(
         "ogel_last_failover_milliseconds",
         "gauge",

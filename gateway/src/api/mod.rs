@@ -379,7 +379,7 @@ pub fn router(services: ApiServices) -> Router {
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                     crate::api::metrics::render(&state.pools, &state.predictor, &archives)
                         + &crate::api::metrics::render_cluster(&state.cluster.view())
-                        + &crate::api::metrics::render_failover(&state.standbys),
+                        + &crate::api::metrics::render_health(&state.standbys),
                 )
             }),
         )

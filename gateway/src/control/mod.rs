@@ -8,6 +8,7 @@ pub mod access;
 pub mod backups;
 pub mod branches;
 pub mod databases;
+pub mod disk;
 pub mod operations;
 pub mod reload;
 pub mod standby;
