@@ -203,15 +203,22 @@ impl NativeBackend {
                 "standbys are for a database's main branch; branches fail over by being made again",
             ));
         }
+        // The primary runs first, outside the lock: one found dead with
+        // its standby running is taken over there, under this same lock.
+        let started = if count > 0 {
+            Some(self.start(name).await?)
+        } else {
+            None
+        };
         let _busy = self.standbys.busy.lock().await;
         let mut wanted = self.wanted(name);
         wanted.count = count;
         wanted.synchronous = synchronous && count > 0;
         self.write_wanted(name, &wanted)?;
-        if count == 0 {
+        let Some(started) = started else {
             return self.remove_standby(name).await;
-        }
-        let port = self.start(name).await?;
+        };
+        let port = self.live_port(name).unwrap_or(started);
         if self.standbys.live_port(name).is_none() {
             // Commits must not wait for a standby that is not there while
             // it is restarted or rebuilt (Patroni's non-strict mode).
