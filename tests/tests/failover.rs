@@ -357,3 +357,55 @@ async fn ogel_chaos_runs_only_where_allowed_and_loses_no_acknowledged_write() {
     gw.cli_ok(&["chaos", "deny", "victim"]);
     assert!(!gw.cli(&["chaos", "run", "--db", "victim"]).status.success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_gateway_restart_the_adopted_standby_still_takes_over() {
+    let mut first = Gateway::start().await;
+    let dir = first.take_dir().expect("its data dir");
+    let url = first.create_db("kept", Some(0)).await;
+    let c = connect(&url).await.unwrap();
+    c.batch_execute("CREATE TABLE acked (id int8 PRIMARY KEY)")
+        .await
+        .unwrap();
+    first.cli_ok(&["db", "standby", "kept", "add"]);
+    let mut acked = Vec::new();
+    for id in 1..=20i64 {
+        c.execute("INSERT INTO acked VALUES ($1)", &[&id])
+            .await
+            .unwrap();
+        acked.push(id);
+    }
+    drop(c);
+    // The gateway dies; primary and standby run on and are adopted.
+    first.kill9();
+    let gw = Gateway::start_in(&first.data_dir, &[]).await.unwrap();
+    let here = ogel_e2e::url_at(&url, &gw.pg_addr);
+    assert!(
+        eventually(Duration::from_secs(20), || streaming(&gw, "kept")).await,
+        "the adopted standby does not stream: {}",
+        standby(&gw, "kept").await
+    );
+    let old = primary_pid(&gw, "kept");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            standby(&gw, "kept").await["failovers"] == 1
+        })
+        .await,
+        "no takeover after the restart: {}",
+        standby(&gw, "kept").await
+    );
+    assert_none_lost(&here, &acked).await;
+    connect(&here)
+        .await
+        .unwrap()
+        .execute("INSERT INTO acked VALUES (100)", &[])
+        .await
+        .expect("writes on the promoted standby");
+    drop(gw);
+    ogel_e2e::kill_postgres_under(dir.path());
+}

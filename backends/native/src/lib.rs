@@ -277,6 +277,11 @@ impl NativeBackend {
         if let Ok(owner) = std::fs::read_to_string(self.db_dir(name).join("owner")) {
             return Ok(owner.trim().to_string());
         }
+        // Mid-takeover, between the old primary's volume leaving and the
+        // standby's moving in, the database is the standby's.
+        if let Some(owner) = self.standby_owner(name) {
+            return Ok(owner);
+        }
         self.marker(name)
             .map(|m| m.owner)
             .ok_or_else(|| BackendError::not_found(format!("database \"{name}\" does not exist")))

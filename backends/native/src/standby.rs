@@ -176,6 +176,14 @@ impl NativeBackend {
             .filter(|v| v.symlink_metadata().is_ok_and(|m| m.is_dir()) && v.join("pgdata").is_dir())
     }
 
+    /// The owner recorded in `name`'s standby volume, if it has one.
+    pub(crate) fn standby_owner(&self, name: &str) -> Option<String> {
+        let volume = self.built_standby(&self.wanted(name))?;
+        std::fs::read_to_string(volume.join("owner"))
+            .ok()
+            .map(|o| o.trim().to_string())
+    }
+
     /// Whether `name` has a standby process running now.
     pub(crate) fn has_running_standby(&self, name: &str) -> bool {
         self.standbys.live_port(name).is_some()

@@ -59,13 +59,14 @@ impl DiskAlert {
     }
 }
 
-/// The used share of the filesystem holding `path`, as `df` counts it
-/// (blocks an unprivileged user may not use count as used).
+/// The used share of the filesystem holding `path`, as `df` counts it:
+/// used ÷ (used + available to unprivileged users), the root-reserved
+/// blocks left out.
 fn used(path: &std::path::Path) -> Option<f64> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
-    let total = s.blocks() as f64;
-    let free = s.blocks_available() as f64;
-    (total > 0.0).then(|| (1.0 - free / total).clamp(0.0, 1.0))
+    let used = s.blocks().saturating_sub(s.blocks_free()) as f64;
+    let usable = used + s.blocks_available() as f64;
+    (usable > 0.0).then(|| (used / usable).clamp(0.0, 1.0))
 }
 
 /// Watches the disk of `data_dir` until `stop` resolves.
