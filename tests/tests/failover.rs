@@ -124,6 +124,17 @@ fn primary_pid(gw: &Gateway, db: &str) -> u32 {
         .expect("a pid")
 }
 
+/// SIGKILL to `db`'s primary postmaster, as a crash; returns its pid.
+fn kill_primary(gw: &Gateway, db: &str) -> u32 {
+    let pid = primary_pid(gw, db);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("signal the primary");
+    pid
+}
+
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -149,13 +160,8 @@ async fn killing_the_primary_under_a_writer_loses_no_acknowledged_write() {
 
     let writer = Writer::start(url.clone());
     writer.wait_for(200, Duration::from_secs(60)).await;
-    let old = primary_pid(&gw, "shop");
     let killed_at = std::time::Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    let old = kill_primary(&gw, "shop");
     writer.wait_for(200, Duration::from_secs(30)).await;
     let recovered_in = killed_at.elapsed();
     let (acked, errors) = writer.finish().await;
@@ -273,12 +279,7 @@ async fn a_gateway_killed_midway_through_a_failover_finishes_it_on_restart() {
             acked.push(id);
         }
         drop(c);
-        let old = primary_pid(&doomed, "sturdy");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(old as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+        let old = kill_primary(&doomed, "sturdy");
         // The watch takes over and the gateway dies at `step`.
         let gateway = doomed.pid();
         assert!(
@@ -385,12 +386,7 @@ async fn after_a_gateway_restart_the_adopted_standby_still_takes_over() {
         "the adopted standby does not stream: {}",
         standby(&gw, "kept").await
     );
-    let old = primary_pid(&gw, "kept");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    let old = kill_primary(&gw, "kept");
     assert!(
         eventually(Duration::from_secs(20), || async {
             standby(&gw, "kept").await["failovers"] == 1
@@ -399,6 +395,7 @@ async fn after_a_gateway_restart_the_adopted_standby_still_takes_over() {
         "no takeover after the restart: {}",
         standby(&gw, "kept").await
     );
+    assert!(!alive(old), "the old primary {old} still runs");
     assert_none_lost(&here, &acked).await;
     connect(&here)
         .await
