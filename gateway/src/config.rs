@@ -75,7 +75,9 @@ pub struct Config {
 /// `[failover]`: how the gateway watches primaries that have a standby.
 /// A primary whose process is gone is failed over at the next check; one
 /// that runs but does not answer a health query within `probe_timeout`,
-/// `probe_failures` times in a row, too.
+/// `probe_failures` times in a row, too. With `preempt`, a primary whose
+/// trends say it will fail soon is switched over first
+/// (`control::health`).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FailoverConfig {
@@ -91,6 +93,19 @@ pub struct FailoverConfig {
     /// Failed health queries in a row before a failover (0: never on
     /// probes, only on a dead process).
     pub probe_failures: u32,
+    /// Switch over before a failure when the health model's trends call
+    /// for it (crash restarts, flapping probes, a disk filling up).
+    pub preempt: bool,
+    /// The window the health model fits its trends over.
+    #[serde(with = "humantime_serde")]
+    pub health_window: Duration,
+    /// Crash restarts of a primary within `health_window` that call for
+    /// a switchover (0: never on restarts).
+    pub max_restarts: u32,
+    /// Switch over when the primary's disk is projected full within this
+    /// (only to a standby on another filesystem).
+    #[serde(with = "humantime_serde")]
+    pub disk_horizon: Duration,
 }
 
 impl Default for FailoverConfig {
@@ -100,6 +115,10 @@ impl Default for FailoverConfig {
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(2),
             probe_failures: 3,
+            preempt: true,
+            health_window: Duration::from_secs(300),
+            max_restarts: 3,
+            disk_horizon: Duration::from_secs(600),
         }
     }
 }

@@ -95,6 +95,23 @@ impl Gateway {
         data_dir.join("no-such-ogel.toml")
     }
 
+    /// The gateway's log (`gateway.log` beside its data dir).
+    pub fn log(&self) -> String {
+        let path = self
+            .data_dir
+            .parent()
+            .unwrap_or(&self.data_dir)
+            .join("gateway.log");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the gateway's log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     /// The Prometheus exposition at `/metrics`.
     pub async fn metrics(&self) -> String {
         self.http

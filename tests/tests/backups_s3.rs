@@ -184,22 +184,6 @@ async fn gateway_on(endpoint: &str, bucket: &str, key: Option<&str>) -> Gateway 
     Gateway::start_with(&env).await
 }
 
-/// The gateway's log (`gateway.log` beside its data dir).
-fn gateway_log(gw: &Gateway) -> String {
-    let path = gw
-        .data_dir
-        .parent()
-        .unwrap_or(&gw.data_dir)
-        .join("gateway.log");
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn log_tail(gw: &Gateway) -> String {
-    let log = gateway_log(gw);
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
 /// Runs the `ogel` CLI against `gw`, killed if it runs past `timeout`
 /// (`None` then).
 async fn cli_within(gw: &Gateway, args: &[&str], timeout: Duration) -> Option<Output> {
@@ -222,9 +206,12 @@ async fn cli_within(gw: &Gateway, args: &[&str], timeout: Duration) -> Option<Ou
 }
 
 async fn cli(gw: &Gateway, args: &[&str]) -> Output {
-    cli_within(gw, args, CLI_TIMEOUT)
-        .await
-        .unwrap_or_else(|| panic!("ogel {args:?} ran past {CLI_TIMEOUT:?}\n{}", log_tail(gw)))
+    cli_within(gw, args, CLI_TIMEOUT).await.unwrap_or_else(|| {
+        panic!(
+            "ogel {args:?} ran past {CLI_TIMEOUT:?}\n{}",
+            gw.log_tail(40)
+        )
+    })
 }
 
 async fn cli_ok(gw: &Gateway, args: &[&str]) -> String {
@@ -234,7 +221,7 @@ async fn cli_ok(gw: &Gateway, args: &[&str]) -> String {
         "ogel {args:?}: {}{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
-        log_tail(gw)
+        gw.log_tail(40)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
@@ -250,9 +237,9 @@ async fn cli_err(gw: &Gateway, args: &[&str]) -> String {
     );
     assert!(!stderr.contains("panicked"), "ogel {args:?}: {stderr}");
     assert!(
-        !gateway_log(gw).contains("panicked"),
+        !gw.log().contains("panicked"),
         "the gateway panicked:\n{}",
-        log_tail(gw)
+        gw.log_tail(40)
     );
     stderr
 }
@@ -278,7 +265,7 @@ async fn wait_archived(gw: &Gateway, db: &str, within: Duration) {
         ok,
         "the archive did not catch up in {within:?}: {}\n{}",
         archive(gw, db).await,
-        log_tail(gw)
+        gw.log_tail(40)
     );
 }
 
@@ -458,7 +445,7 @@ async fn the_archive_survives_a_flaky_store() {
             archive(&a, "ledger").await,
             proxy.faults.faulted.load(Ordering::SeqCst),
             proxy.faults.requests.load(Ordering::SeqCst),
-            log_tail(&a)
+            a.log_tail(40)
         );
         assert!(proxy.faults.faulted.load(Ordering::SeqCst) > faulted);
     }
@@ -479,7 +466,7 @@ async fn the_archive_survives_a_flaky_store() {
         shown,
         "no last_error: {}\n{}",
         archive(&a, "ledger").await,
-        log_tail(&a)
+        a.log_tail(40)
     );
     let status = cli_ok(&a, &["status"]).await;
     assert!(
@@ -578,7 +565,7 @@ async fn an_unreachable_store_is_a_clear_error_for_backups() {
                 .is_some_and(|e| e.contains(&format!("bucket \"{bucket}\" does not exist")))
     })
     .await;
-    assert!(shown, "{}\n{}", archive(&gw, "app").await, log_tail(&gw));
+    assert!(shown, "{}\n{}", archive(&gw, "app").await, gw.log_tail(40));
     let status = cli_ok(&gw, &["status"]).await;
     assert!(
         status
@@ -608,14 +595,14 @@ async fn an_unreachable_store_is_a_clear_error_for_backups() {
         .spawn()
         .expect("run ogel CLI");
     let named = eventually(Duration::from_secs(20), || async {
-        gateway_log(&gw).lines().any(|l| {
+        gw.log().lines().any(|l| {
             l.contains("could not list backups; retrying")
                 && l.contains(&format!("could not reach {endpoint}"))
                 && l.contains("Connection refused")
         })
     })
     .await;
-    assert!(named, "{}", log_tail(&gw));
+    assert!(named, "{}", gw.log_tail(40));
     let _ = create.start_kill();
     let _ = create.wait().await;
     // Its computes cannot archive their last segment, so a graceful stop

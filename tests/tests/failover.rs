@@ -406,3 +406,127 @@ async fn after_a_gateway_restart_the_adopted_standby_still_takes_over() {
     drop(gw);
     ogel_e2e::kill_postgres_under(dir.path());
 }
+
+/// SIGKILL to the checkpointer of `db`'s primary: Postgres treats a
+/// child's crash as a crash of the whole cluster and reinitialises
+/// (crash recovery, every connection ended) — a crash restart, with the
+/// postmaster itself still running.
+fn crash_primary(gw: &Gateway, db: &str) -> u32 {
+    let postmaster = primary_pid(gw, db);
+    let checkpointer = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            ppid == Some(postmaster)
+                && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .unwrap_or_default()
+                    .contains("checkpointer")
+        })
+        .expect("the primary's checkpointer");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(checkpointer as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("signal the checkpointer");
+    postmaster
+}
+
+async fn health_restarts(gw: &Gateway, db: &str) -> u64 {
+    standby(gw, db).await["health"]["restarts"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_looping_primary_is_switched_over_before_it_fails_and_one_crash_is_noise() {
+    let gw = Gateway::start().await;
+    let url = gw.create_db("flaky", Some(0)).await;
+    let c = connect(&url).await.unwrap();
+    c.batch_execute("CREATE TABLE acked (id int8 PRIMARY KEY)")
+        .await
+        .unwrap();
+    gw.cli_ok(&["db", "standby", "flaky", "add"]);
+    let writer = Writer::start(url.clone());
+    writer.wait_for(50, Duration::from_secs(60)).await;
+    // Let the watch see the healthy primary first.
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            standby(&gw, "flaky").await["health"].is_object()
+        })
+        .await,
+        "no health report: {}",
+        standby(&gw, "flaky").await
+    );
+
+    // One crash: noted, not acted on.
+    let postmaster = crash_primary(&gw, "flaky");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            health_restarts(&gw, "flaky").await == 1
+        })
+        .await,
+        "the crash restart was not seen: {}\n{}",
+        standby(&gw, "flaky").await,
+        gw.log_tail(30)
+    );
+    writer.wait_for(50, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = standby(&gw, "flaky").await;
+    assert_eq!(status["failovers"], 0, "one crash switched over: {status}");
+    assert_eq!(primary_pid(&gw, "flaky"), postmaster);
+    assert!(
+        gw.cli_ok(&["db", "standby", "flaky"])
+            .contains("1 crash restart(s)"),
+        "the CLI shows the restart"
+    );
+
+    // Two more within the window: a trend. The standby takes over
+    // cleanly before the primary fails outright.
+    for seen in 2..=3 {
+        crash_primary(&gw, "flaky");
+        assert!(
+            eventually(Duration::from_secs(20), || async {
+                let s = standby(&gw, "flaky").await;
+                s["failovers"] == 1 || s["health"]["restarts"].as_u64() == Some(seen)
+            })
+            .await,
+            "crash {seen} was not seen: {}",
+            standby(&gw, "flaky").await
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            standby(&gw, "flaky").await["failovers"] == 1
+        })
+        .await,
+        "no switchover before failure: {}",
+        standby(&gw, "flaky").await
+    );
+    assert!(!alive(postmaster), "the crash-looping primary still runs");
+    let status = standby(&gw, "flaky").await;
+    let why = status["health"]["last_preemptive_switchover"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(why.contains("restarted 3 times"), "{status}");
+    assert!(
+        gw.metrics()
+            .await
+            .contains("ogel_preemptive_switchovers_total 1"),
+        "the metric counts it"
+    );
+    writer.wait_for(50, Duration::from_secs(60)).await;
+    let (acked, _) = writer.finish().await;
+    assert_none_lost(&url, &acked).await;
+    // The new primary starts with a clean record, and gets a standby.
+    assert_eq!(health_restarts(&gw, "flaky").await, 0);
+    assert!(
+        eventually(Duration::from_secs(60), || streaming(&gw, "flaky")).await,
+        "no new standby: {}",
+        standby(&gw, "flaky").await
+    );
+}

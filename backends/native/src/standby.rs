@@ -594,9 +594,12 @@ impl NativeBackend {
         };
         let standby_port = self.standbys.live_port(name);
         status.pid = standby_port.and(self.standbys.lock().get(name).map(|c| c.pid));
-        if wanted.count > 0 && self.built_standby(&wanted).is_none() {
+        let built = self.built_standby(&wanted);
+        if wanted.count > 0 && built.is_none() {
             status.note = Some("no standby yet: it is being built".into());
         }
+        status.primary_disk = ogel_plugin_kit::disk::usage(&self.db_dir(name));
+        status.standby_disk = built.and_then(|v| ogel_plugin_kit::disk::usage(&v));
         match (self.live_port(name), standby_port) {
             (Some(port), Some(_)) => {
                 let (streaming, lag) = self.replication(name, port).await?;

@@ -286,6 +286,16 @@ pub fn render_health(standbys: &crate::control::standby::Standbys) -> String {
         standbys.failovers.load(Ordering::Relaxed),
     );
     out.family(
+        "ogel_preemptive_switchovers_total",
+        "counter",
+        "Switchovers the health model called for before the primary failed.",
+    );
+    out.sample(
+        "ogel_preemptive_switchovers_total",
+        &[],
+        standbys.preemptive_switchovers.load(Ordering::Relaxed),
+    );
+    out.family(
         "ogel_data_disk_used_ratio",
         "gauge",
         "Used share of the filesystem under the gateway's data directory (a warning is logged at 0.9).",

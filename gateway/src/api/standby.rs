@@ -82,6 +82,40 @@ pub struct StandbyInfo {
     pub note: Option<String>,
     /// The standby's process id, where the backend has one.
     pub pid: Option<u32>,
+    /// The health model's last word (while the failover watch watches
+    /// the database).
+    pub health: Option<HealthInfo>,
+}
+
+/// What the health model says about a primary (`[failover]`).
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct HealthInfo {
+    /// Crash restarts of the primary within the window.
+    pub restarts: u32,
+    /// Seconds until the primary's disk is full at its trend, if filling.
+    pub disk_full_in_secs: Option<u64>,
+    /// Growth of the standby's replay lag, bytes per second.
+    pub lag_growth_bytes_per_sec: Option<i64>,
+    /// Signs seen that do not call for a switchover.
+    pub warnings: Vec<String>,
+    /// Why the last switchover before failure happened.
+    pub last_preemptive_switchover: Option<String>,
+    /// When (Unix seconds).
+    pub last_preemptive_switchover_at: Option<u64>,
+}
+
+impl From<crate::control::standby::HealthReport> for HealthInfo {
+    fn from(r: crate::control::standby::HealthReport) -> Self {
+        let (reason, at) = r.last_switchover.unzip();
+        HealthInfo {
+            restarts: r.verdict.restarts,
+            disk_full_in_secs: r.verdict.disk_full_in_secs,
+            lag_growth_bytes_per_sec: r.verdict.lag_growth_bytes_per_sec,
+            warnings: r.verdict.warnings,
+            last_preemptive_switchover: reason,
+            last_preemptive_switchover_at: at,
+        }
+    }
 }
 
 impl From<Option<StandbyStatus>> for StandbyInfo {
@@ -95,6 +129,7 @@ impl From<Option<StandbyStatus>> for StandbyInfo {
             failovers: s.failovers,
             note: s.note,
             pid: s.pid,
+            health: None,
         }
     }
 }
@@ -115,7 +150,9 @@ pub async fn get_standby(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<StandbyInfo> {
-    Ok(Json(state.standbys.status(&name).await?.into()))
+    let mut info: StandbyInfo = state.standbys.status(&name).await?.into();
+    info.health = state.standbys.health(&name).map(Into::into);
+    Ok(Json(info))
 }
 
 /// Adds or removes a database's hot standby; returns once it streams.

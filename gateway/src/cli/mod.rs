@@ -864,4 +864,27 @@ fn print_standby(name: &str, info: &crate::api::standby::StandbyInfo) {
             .map(|n| format!(" ({n})"))
             .unwrap_or_default()
     );
+    let Some(health) = &info.health else { return };
+    let disk = health
+        .disk_full_in_secs
+        .map(|s| {
+            format!(
+                ", disk full in {}",
+                humantime::format_duration(std::time::Duration::from_secs(s))
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "  health: {} crash restart(s) in the window{disk}",
+        health.restarts
+    );
+    for warning in &health.warnings {
+        println!("  warning: {warning}");
+    }
+    if let (Some(why), Some(at)) = (
+        &health.last_preemptive_switchover,
+        health.last_preemptive_switchover_at,
+    ) {
+        println!("  last switchover before failure (unix {at}): {why}");
+    }
 }

@@ -59,14 +59,9 @@ impl DiskAlert {
     }
 }
 
-/// The used share of the filesystem holding `path`, as `df` counts it:
-/// used ÷ (used + available to unprivileged users), the root-reserved
-/// blocks left out.
+/// The used share of the filesystem holding `path`.
 fn used(path: &std::path::Path) -> Option<f64> {
-    let s = nix::sys::statvfs::statvfs(path).ok()?;
-    let used = s.blocks().saturating_sub(s.blocks_free()) as f64;
-    let usable = used + s.blocks_available() as f64;
-    (usable > 0.0).then(|| (used / usable).clamp(0.0, 1.0))
+    ogel_plugin_kit::disk::usage(path).map(|d| ogel_plugin_kit::disk::used_ratio(&d))
 }
 
 /// Watches the disk of `data_dir` until `stop` resolves.

@@ -9,6 +9,7 @@ pub mod backups;
 pub mod branches;
 pub mod databases;
 pub mod disk;
+pub mod health;
 pub mod operations;
 pub mod reload;
 pub mod standby;

@@ -2,7 +2,8 @@
 //! that has them (`Capabilities.standby`): `ogel db standby NAME add|remove`,
 //! the planned switchover (`ogel db switchover NAME`: pause, promote,
 //! resume, the write pause measured), and the watch that fails a dead
-//! primary over ([`Standbys::run_watch`]).
+//! primary over and switches an ailing one over before it fails
+//! ([`Standbys::run_watch`], fed by the health model in [`super::health`]).
 //!
 //! **Fencing order** (why no write reaches an old primary): (1) revoke —
 //! the database's lifecycle drops the old endpoint under its lock, so no
@@ -18,6 +19,7 @@
 //! its next one on the new primary without noticing.
 
 use super::databases::Databases;
+use super::health::{Health, HealthSettings, Reading, Verdict};
 use crate::config::FailoverConfig;
 use crate::error::ControlError;
 use crate::pool::Pools;
@@ -39,8 +41,22 @@ pub struct Standbys {
     pub failovers: AtomicU64,
     /// Milliseconds the last failover took, detection to promoted.
     pub last_failover_ms: AtomicU64,
+    /// Switchovers the health model called for (`/metrics`).
+    pub preemptive_switchovers: AtomicU64,
     /// Rebuilds of a standby running now, by compute.
     rebuilding: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// The health model's last word on each watched database.
+    health: Mutex<HashMap<String, HealthReport>>,
+}
+
+/// What the health model last said about a database (`ogel db standby`,
+/// the API).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct HealthReport {
+    /// The last verdict.
+    pub verdict: Verdict,
+    /// Why the last preemptive switchover happened, and when (Unix seconds).
+    pub last_switchover: Option<(String, u64)>,
 }
 
 /// What a switchover did.
@@ -60,7 +76,9 @@ impl Standbys {
             pools,
             failovers: AtomicU64::new(0),
             last_failover_ms: AtomicU64::new(0),
+            preemptive_switchovers: AtomicU64::new(0),
             rebuilding: Arc::default(),
+            health: Mutex::default(),
         }
     }
 
@@ -105,6 +123,11 @@ impl Standbys {
             .backend()
             .standby_status(&ComputeName::main(database))
             .await?)
+    }
+
+    /// The health model's last word on `database` (`None`: not watched).
+    pub fn health(&self, database: &str) -> Option<HealthReport> {
+        crate::pool::lock(&self.health).get(database).cloned()
     }
 
     /// Planned switchover: new transactions wait (PAUSE) while the primary
@@ -231,12 +254,6 @@ impl Standbys {
                     Ok(status) => status.state != ComputeState::Running,
                     Err(_) => false,
                 };
-                let unhealthy = !dead && self.probe_due(w, &config) && {
-                    w.last_probe = Instant::now();
-                    let healthy = probe(&endpoint, config.probe_timeout).await;
-                    w.failed_probes = if healthy { 0 } else { w.failed_probes + 1 };
-                    config.probe_failures > 0 && w.failed_probes >= config.probe_failures
-                };
                 if let Ok(Some(status)) = w
                     .lifecycle
                     .backend()
@@ -244,6 +261,44 @@ impl Standbys {
                     .await
                 {
                     w.status = status;
+                }
+                let mut preempt = None;
+                let unhealthy = !dead && self.probe_due(w, &config) && {
+                    w.last_probe = Instant::now();
+                    let incarnation = w.prober.probe(&endpoint, config.probe_timeout).await;
+                    let healthy = incarnation.is_some();
+                    w.failed_probes = if healthy { 0 } else { w.failed_probes + 1 };
+                    let reading = Reading {
+                        ok: healthy,
+                        incarnation: incarnation.flatten(),
+                        primary_disk: w.status.primary_disk,
+                        standby_disk: w.status.standby_disk,
+                        replay_lag_bytes: w.status.replay_lag_bytes,
+                    };
+                    let settings = health_settings(&config);
+                    w.health.observe(Instant::now(), reading, &settings);
+                    let verdict = w.health.verdict(&settings);
+                    if verdict.warnings != w.warned {
+                        for warning in verdict.warnings.iter().filter(|x| !w.warned.contains(x)) {
+                            tracing::warn!(database = database.as_str(), "health: {warning}");
+                        }
+                        w.warned = verdict.warnings.clone();
+                    }
+                    preempt = verdict.switch_over.clone();
+                    crate::pool::lock(&self.health)
+                        .entry(database.clone())
+                        .or_default()
+                        .verdict = verdict;
+                    config.probe_failures > 0 && w.failed_probes >= config.probe_failures
+                };
+                if let Some(reason) =
+                    preempt.filter(|_| config.preempt && !unhealthy && w.status.streaming > 0)
+                {
+                    self.switch_over_before_failure(database, &reason).await;
+                    w.health.reset();
+                    w.warned.clear();
+                    w.status.streaming = 0;
+                    continue;
                 }
                 if !(dead || unhealthy) {
                     // A standby that died (or was never built) is brought
@@ -284,6 +339,10 @@ impl Standbys {
                             "failover: the standby is the primary"
                         );
                         w.failed_probes = 0;
+                        w.health.reset();
+                        if let Some(report) = crate::pool::lock(&self.health).get_mut(database) {
+                            report.verdict = Verdict::default();
+                        }
                         w.status.streaming = 0;
                         self.rebuild(
                             w.lifecycle.clone(),
@@ -295,6 +354,42 @@ impl Standbys {
                         tracing::error!(database = database.as_str(), reason = why, error = %e, "failover failed; trying again at the next check")
                     }
                 }
+            }
+        }
+    }
+
+    /// The switchover the health model called for, with its reason in
+    /// the log, the health report and `/metrics`.
+    async fn switch_over_before_failure(&self, database: &str, reason: &str) {
+        tracing::warn!(
+            database,
+            reason,
+            "switchover before failure: the health model calls for it"
+        );
+        match self.switchover(database).await {
+            Ok(done) => {
+                self.preemptive_switchovers.fetch_add(1, Ordering::Relaxed);
+                // A new primary: a clean record.
+                crate::pool::lock(&self.health).insert(
+                    database.to_string(),
+                    HealthReport {
+                        verdict: Verdict::default(),
+                        last_switchover: Some((
+                            reason.to_string(),
+                            ogel_plugin_kit::time::unix_now(),
+                        )),
+                    },
+                );
+                tracing::warn!(
+                    database,
+                    reason,
+                    write_pause_ms = done.write_pause_ms,
+                    generation = done.generation,
+                    "switchover before failure: the standby is the primary"
+                );
+            }
+            Err(e) => {
+                tracing::error!(database, reason, error = %e, "switchover before failure failed; the watch goes on")
             }
         }
     }
@@ -328,11 +423,15 @@ impl Standbys {
                     status: status.clone(),
                     failed_probes: 0,
                     last_probe: Instant::now(),
+                    prober: Prober::default(),
+                    health: Health::default(),
+                    warned: Vec::new(),
                 });
             entry.status = status;
             entry.lifecycle = lifecycle;
         }
         watched.retain(|db, _| seen.contains(db));
+        crate::pool::lock(&self.health).retain(|db, _| seen.contains(db));
     }
 }
 
@@ -342,18 +441,79 @@ struct Watched {
     status: StandbyStatus,
     failed_probes: u32,
     last_probe: Instant,
+    prober: Prober,
+    health: Health,
+    /// The warnings already logged (each is logged once while it holds).
+    warned: Vec<String>,
 }
 
-/// A fresh login and `SELECT 1` within `timeout`.
-async fn probe(endpoint: &ComputeEndpoint, timeout: Duration) -> bool {
-    let query = async {
-        let link = crate::pool::compute_login::connect(endpoint, &[])
-            .await
-            .ok()?;
-        let registry = Arc::new(crate::pool::registry::Registry::default());
-        let mut conn =
-            crate::pool::server_conn::ServerConn::new(link, endpoint.generation, &registry);
-        conn.run(b"SELECT 1").await.ok()?.is_none().then_some(())
-    };
-    matches!(tokio::time::timeout(timeout, query).await, Ok(Some(())))
+fn health_settings(config: &FailoverConfig) -> HealthSettings {
+    HealthSettings {
+        window: config.health_window,
+        max_restarts: config.max_restarts,
+        horizon: config.disk_horizon,
+    }
+}
+
+/// The health query: it answers, and says which incarnation of the
+/// server answers. A crash restart (Postgres reinitialising after a child
+/// crashed) discards the shared statistics, so their reset time changes;
+/// `pg_stat_bgwriter` is readable by every role, where the processes'
+/// own rows in `pg_stat_activity` are not.
+const PROBE_SQL: &[u8] = b"SELECT stats_reset::text FROM pg_stat_bgwriter";
+
+/// One kept connection to a primary for health queries (a login per
+/// probe would cost a SCRAM exchange a second): opened again when it
+/// breaks (a crash restart closes it) or the primary changes.
+#[derive(Default)]
+struct Prober {
+    conn: Option<crate::pool::server_conn::ServerConn>,
+    generation: u64,
+}
+
+impl Prober {
+    /// `Some(incarnation)` when the primary answered within `timeout`.
+    async fn probe(
+        &mut self,
+        endpoint: &ComputeEndpoint,
+        timeout: Duration,
+    ) -> Option<Option<String>> {
+        if self.generation != endpoint.generation {
+            self.conn = None;
+            self.generation = endpoint.generation;
+        }
+        let answer = tokio::time::timeout(timeout, async {
+            // A kept connection may have broken since (a crash restart):
+            // one more try on a fresh one.
+            for _ in 0..2 {
+                let mut conn = match self.conn.take() {
+                    Some(conn) => conn,
+                    None => {
+                        let link = crate::pool::compute_login::connect(endpoint, &[])
+                            .await
+                            .ok()?;
+                        let registry = Arc::new(crate::pool::registry::Registry::default());
+                        crate::pool::server_conn::ServerConn::new(
+                            link,
+                            endpoint.generation,
+                            &registry,
+                        )
+                    }
+                };
+                if let Ok(value) = conn.query_value(PROBE_SQL).await {
+                    self.conn = Some(conn);
+                    return Some(value);
+                }
+            }
+            None
+        })
+        .await;
+        match answer {
+            Ok(answer) => answer,
+            Err(_) => {
+                self.conn = None; // it may be mid-answer
+                None
+            }
+        }
+    }
 }

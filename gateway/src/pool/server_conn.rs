@@ -145,6 +145,26 @@ impl ServerConn {
     /// noting the parameters the server reports. `Some`: the server's
     /// first ErrorResponse.
     pub async fn run(&mut self, sql: &[u8]) -> std::io::Result<Option<BytesMut>> {
+        self.run_reading(sql, &mut None).await
+    }
+
+    /// Runs one simple Query of the pooler's own and returns the first
+    /// column of its first row as text (`Ok(None)`: no row or NULL); an
+    /// ErrorResponse is an error carrying its message.
+    pub async fn query_value(&mut self, sql: &[u8]) -> std::io::Result<Option<String>> {
+        let mut row = None;
+        if let Some(e) = self.run_reading(sql, &mut row).await? {
+            return Err(std::io::Error::other(error_message(&e)));
+        }
+        Ok(row.and_then(|r| first_column(&r)))
+    }
+
+    /// [`Self::run`], keeping the first DataRow in `first_row`.
+    async fn run_reading(
+        &mut self,
+        sql: &[u8],
+        first_row: &mut Option<BytesMut>,
+    ) -> std::io::Result<Option<BytesMut>> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         messages::query(&mut self.outbox, sql);
         self.stream.write_all(&self.outbox).await?;
@@ -166,6 +186,7 @@ impl ServerConn {
                     b'E' => {
                         failed.get_or_insert(msg);
                     }
+                    b'D' if first_row.is_none() => *first_row = Some(msg),
                     b'Z' => {
                         self.status = msg.get(messages::HEADER).copied().unwrap_or(b'I');
                         return Ok(failed);
@@ -184,6 +205,19 @@ impl ServerConn {
     pub fn cancel_target(&self) -> (SocketAddr, u32, u32) {
         (self.info.entry.addr, self.key.0, self.key.1)
     }
+}
+
+/// The first column of a raw DataRow, as text (`None`: NULL or malformed).
+fn first_column(row: &[u8]) -> Option<String> {
+    let body = row.get(messages::HEADER..)?;
+    let columns = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    if columns < 1 {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?; // -1: NULL
+    let value = body.get(6..6 + len)?;
+    Some(String::from_utf8_lossy(value).into_owned())
 }
 
 /// The message of a raw ErrorResponse, for logs and client errors.

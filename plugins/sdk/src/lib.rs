@@ -294,6 +294,24 @@ pub struct StandbyStatus {
     pub pid: Option<u32>,
     /// Why a wanted standby is not streaming (being built, restarting).
     pub note: Option<String>,
+    /// The filesystem holding the primary's data, where the backend knows
+    /// it (the gateway's health model fits its trend). Optional: plugins
+    /// of ABI 1.5 that leave it out load unchanged.
+    pub primary_disk: Option<DiskUse>,
+    /// The filesystem holding the standby's data.
+    pub standby_disk: Option<DiskUse>,
+}
+
+/// Use of one filesystem.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct DiskUse {
+    /// Bytes in use.
+    pub used_bytes: u64,
+    /// Bytes usable (used + available to unprivileged users).
+    pub size_bytes: u64,
+    /// Which filesystem (two readings with the same device share one).
+    pub device: u64,
 }
 
 /// Why a standby takes over (ABI 1.5).
