@@ -464,3 +464,102 @@ pub fn url_at(url: &str, addr: &str) -> String {
     let (_, path) = rest.split_once('/').expect("path");
     format!("{head}@{addr}/{path}")
 }
+
+/// Serializes loop-device setup (`losetup -f` races between threads).
+static LOOP_SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A filesystem image loop-mounted in a temp dir; unmounted and detached on drop.
+pub struct LoopFs {
+    /// Where it is mounted.
+    pub mnt: PathBuf,
+    dev: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// Runs `cmd`; its stdout. Panics, with its stderr, when it fails.
+pub fn sh(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl LoopFs {
+    /// A fresh 1 GiB `kind` filesystem (`btrfs`, `xfs` with reflink, or
+    /// `ext4`); needs root and its `mkfs`. Panics when it cannot be made.
+    pub fn new(kind: &str) -> LoopFs {
+        let mkfs = format!("mkfs.{kind}");
+        assert!(
+            ["/usr/sbin", "/sbin", "/usr/bin"]
+                .iter()
+                .any(|d| Path::new(d).join(&mkfs).exists()),
+            "{mkfs} is missing: apt-get install btrfs-progs xfsprogs e2fsprogs"
+        );
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "tests on loop-mounted filesystems need root"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let img = dir.path().join("img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        sh(Command::new("truncate").args(["-s", "1G"]).arg(&img));
+        let mut mk = Command::new(&mkfs);
+        match kind {
+            "btrfs" => mk.arg("-q"),
+            "xfs" => mk.args(["-q", "-m", "reflink=1"]),
+            "ext4" => mk.args(["-q", "-F"]),
+            other => panic!("no LoopFs for {other}"),
+        };
+        sh(mk.arg(&img));
+        let mut fs = LoopFs {
+            mnt,
+            dev: None,
+            _dir: dir,
+        };
+        {
+            let _guard = LOOP_SETUP.lock().unwrap_or_else(|p| p.into_inner());
+            sh(Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&img)
+                .arg(&fs.mnt));
+        }
+        fs.dev = Some(
+            sh(Command::new("findmnt")
+                .args(["-n", "-o", "SOURCE"])
+                .arg(&fs.mnt))
+            .trim()
+            .to_string(),
+        );
+        // The compute user must be able to traverse into it.
+        std::fs::set_permissions(&fs.mnt, std::fs::Permissions::from_mode(0o755)).unwrap();
+        fs
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.mnt)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+        if let Some(dev) = &self.dev {
+            // Usually already detached by umount (autoclear); harmless then.
+            let _ = Command::new("losetup")
+                .arg("-d")
+                .arg(dev)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}

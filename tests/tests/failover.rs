@@ -315,7 +315,7 @@ async fn ogel_chaos_runs_only_where_allowed_and_loses_no_acknowledged_write() {
     assert!(!out.status.success());
     let why = String::from_utf8_lossy(&out.stderr);
     assert!(why.contains("not marked chaos_allowed"), "{why}");
-    let out = gw.cli(&["chaos", "run", "--db", "victim", "--scenario", "disk-95"]);
+    let out = gw.cli(&["chaos", "run", "--db", "victim", "--scenario", "latency"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available in this build"));
     gw.cli_ok(&["chaos", "allow", "victim"]);
     gw.cli_ok(&["db", "standby", "victim", "add"]);
@@ -336,7 +336,15 @@ async fn ogel_chaos_runs_only_where_allowed_and_loses_no_acknowledged_write() {
         .iter()
         .map(|r| r["scenario"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["kill-primary", "kill-standby", "switchover"]);
+    assert_eq!(
+        names,
+        [
+            "kill-primary",
+            "kill-standby",
+            "switchover",
+            "corrupt-snapshot"
+        ]
+    );
     for r in &reports {
         assert_eq!(r["lost"], 0, "{r}");
         assert!(r["acknowledged"].as_u64().unwrap() >= 100, "{r}");
@@ -347,6 +355,25 @@ async fn ogel_chaos_runs_only_where_allowed_and_loses_no_acknowledged_write() {
     assert_eq!(reports[2]["client_errors"], 0, "{}", reports[2]);
     assert!(reports[2]["write_pause_ms"].is_u64(), "{}", reports[2]);
     assert_eq!(standby(&gw, "victim").await["failovers"], 2);
+    // The flipped byte was caught by the snapshot's checksums, nothing
+    // was served from it, and the byte is back: the snapshot restores.
+    let corrupt = &reports[3];
+    assert_eq!(corrupt["corruption_detected"], true, "{corrupt}");
+    assert_eq!(corrupt["corruption_served"], false, "{corrupt}");
+    let (status, snapshots) = gw.api("GET", "/v1/databases/victim/snapshots", None).await;
+    assert_eq!(status, 200, "{snapshots}");
+    let id = snapshots[0]["id"]
+        .as_str()
+        .expect("the chaos snapshot")
+        .to_string();
+    gw.cli_ok(&["snapshot", "restore", "victim", &id, "--as", "intact"]);
+    // disk-95 will not fill the machine's own filesystem.
+    let out = gw.cli(&["chaos", "run", "--db", "victim", "--scenario", "disk-95"]);
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && why.contains("a data filesystem of its own"),
+        "{why}"
+    );
     // The data disk's use is a gauge (a warning is logged at 90%).
     let metrics = gw.metrics().await;
     let used: f64 = metrics
@@ -529,4 +556,43 @@ async fn a_crash_looping_primary_is_switched_over_before_it_fails_and_one_crash_
         "no new standby: {}",
         standby(&gw, "flaky").await
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos_disk_95_on_a_filesystem_of_its_own_keeps_writes_and_raises_the_alert() {
+    let fs = ogel_e2e::LoopFs::new("ext4");
+    let data_dir = fs.mnt.join("data");
+    let gw = Gateway::start_in(&data_dir, &[])
+        .await
+        .expect("gateway starts");
+    gw.create_db("full", Some(0)).await;
+    gw.cli_ok(&["chaos", "allow", "full"]);
+    let out = gw.cli_ok(&[
+        "chaos",
+        "run",
+        "--db",
+        "full",
+        "--scenario",
+        "disk-95",
+        "--json",
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["disk_alert"], true, "{report}");
+    let used = report["disk_used_percent"].as_f64().unwrap_or(0.0);
+    assert!((93.0..=99.5).contains(&used), "{report}");
+    assert!(
+        gw.log().contains("the data disk is"),
+        "no disk warning in the log: {}",
+        gw.log_tail(20)
+    );
+    // The balloon is gone.
+    assert!(!data_dir.join("ogel-chaos-balloon").exists());
+    let usage = nix::sys::statvfs::statvfs(&fs.mnt).unwrap();
+    assert!(
+        usage.blocks_available() * 2 > usage.blocks(),
+        "the balloon was not freed"
+    );
+    drop(gw);
 }

@@ -5,104 +5,12 @@
 
 use ogel_backend_native::storage::{self, StorageDriver};
 use ogel_backend_native::{NativeBackend, NativeConfig};
+use ogel_e2e::{sh, LoopFs};
 use ogel_plugin_sdk::{Backend, BranchPoint, BranchSpec, ComputeName, Credentials, DatabaseSpec};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Instant;
-
-/// Serializes loop-device setup (`losetup -f` races between threads).
-static LOOP_SETUP: Mutex<()> = Mutex::new(());
-
-/// A filesystem image loop-mounted in a temp dir; unmounted and detached on drop.
-struct LoopFs {
-    mnt: PathBuf,
-    dev: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl LoopFs {
-    fn new(kind: &str) -> LoopFs {
-        let mkfs = format!("mkfs.{kind}");
-        assert!(
-            storage::on_path(&mkfs) || Path::new("/usr/sbin").join(&mkfs).exists(),
-            "{mkfs} is missing: apt-get install btrfs-progs xfsprogs"
-        );
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "the storage tests loop-mount filesystems and need root"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let img = dir.path().join("img");
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        sh(Command::new("truncate").args(["-s", "1G"]).arg(&img));
-        let mut mk = Command::new(&mkfs);
-        match kind {
-            "btrfs" => mk.arg("-q"),
-            "xfs" => mk.args(["-q", "-m", "reflink=1"]),
-            other => panic!("no LoopFs for {other}"),
-        };
-        sh(mk.arg(&img));
-        let mut fs = LoopFs {
-            mnt,
-            dev: None,
-            _dir: dir,
-        };
-        {
-            let _guard = LOOP_SETUP.lock().unwrap_or_else(|p| p.into_inner());
-            sh(Command::new("mount")
-                .args(["-o", "loop"])
-                .arg(&img)
-                .arg(&fs.mnt));
-        }
-        fs.dev = Some(
-            sh(Command::new("findmnt")
-                .args(["-n", "-o", "SOURCE"])
-                .arg(&fs.mnt))
-            .trim()
-            .to_string(),
-        );
-        // The compute user must be able to traverse into it.
-        std::fs::set_permissions(&fs.mnt, std::fs::Permissions::from_mode(0o755)).unwrap();
-        fs
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.mnt)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
-        if let Some(dev) = &self.dev {
-            // Usually already detached by umount (autoclear); harmless then.
-            let _ = Command::new("losetup")
-                .arg("-d")
-                .arg(dev)
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
 
 /// A small cluster-like tree: nested dirs with modes, files, a symlink,
 /// postmaster files that must not be cloned.

@@ -101,6 +101,16 @@ pub fn code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str> {
     }
 }
 
+/// AWS's message of a service error ("" for any other error). Only for
+/// errors that cannot echo a signature or key (state and parameter
+/// errors), as [`error`] does.
+pub fn message<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> &str {
+    match e {
+        SdkError::ServiceError(s) => s.err().message().unwrap_or(""),
+        _ => "",
+    }
+}
+
 /// Maps a failed call `what` (e.g. "describe RDS instance ogel-shop-…") to
 /// a backend error.
 pub fn error<E>(what: &str, e: SdkError<E, HttpResponse>) -> BackendError

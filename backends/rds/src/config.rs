@@ -114,6 +114,12 @@ pub struct RdsConfig {
     /// Bound on waiting for a deleted instance to be gone.
     #[serde(default = "default_delete_timeout", with = "humantime_serde")]
     pub delete_timeout: Duration,
+    /// Bound on `promote` waiting for RDS's failover (RebootDBInstance with
+    /// ForceFailover, FailoverDBCluster) to end with the instance or
+    /// cluster available again; past it the caller gets `Unavailable` and
+    /// the failover goes on at RDS.
+    #[serde(default = "default_failover_timeout", with = "humantime_serde")]
+    pub failover_timeout: Duration,
     /// Time between two DescribeDB* polls while waiting.
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -159,6 +165,9 @@ fn default_snapshot_timeout() -> Duration {
 }
 fn default_delete_timeout() -> Duration {
     Duration::from_secs(20 * 60)
+}
+fn default_failover_timeout() -> Duration {
+    Duration::from_secs(10 * 60)
 }
 fn default_poll_interval() -> Duration {
     Duration::from_secs(10)
@@ -315,6 +324,7 @@ mod tests {
         assert_eq!(c.master_username, "ogel_master");
         assert_eq!(c.identifier_prefix, "ogel");
         assert_eq!(c.start_timeout, Duration::from_secs(60));
+        assert_eq!(c.failover_timeout, Duration::from_secs(600));
         assert_eq!(c.engine, Engine::Postgres);
         assert_eq!(c.instance_class(), "db.t4g.micro");
         let mut v = base();

@@ -28,6 +28,10 @@
 //!   running. (RDS starts an instance by itself after 7 days stopped.)
 //! - Point in time: not offered for instances (`point_in_time: false`).
 //!   `RestoreDBInstanceToPointInTime` would be the path for RDS instances.
+//! - Standbys (`standby: true`): the instance's Multi-AZ standby
+//!   (ModifyDBInstance `MultiAZ`), taken over with RebootDBInstance
+//!   `ForceFailover`; the generation is kept in the tag
+//!   `ogel:generation`. See [`standby`].
 //!
 //! ## Aurora (`engine = "aurora-postgresql"`)
 //!
@@ -54,6 +58,8 @@
 //!   then the cluster.
 //! - On a shared data server a clone's data is a `CREATE DATABASE …
 //!   TEMPLATE` copy of the parent's database, as for snapshot restores.
+//! - Standbys are Aurora Replicas (reader instances of the cluster),
+//!   taken over with FailoverDBCluster. See [`standby`].
 //!
 //! # Configuration (`[backends.rds]`)
 //!
@@ -88,11 +94,13 @@
 //! rds:CreateDBInstance, DescribeDBInstances, DeleteDBInstance,
 //! StartDBInstance, StopDBInstance, CreateDBSnapshot, DescribeDBSnapshots,
 //! DeleteDBSnapshot, RestoreDBInstanceFromDBSnapshot, and AddTagsToResource
-//! (RDS requires it for the tags given on create and restore). Aurora adds
+//! (RDS requires it for the tags given on create and restore; standbys
+//! write the generation with it). Standbys add ModifyDBInstance and
+//! RebootDBInstance. Aurora adds
 //! CreateDBCluster, DescribeDBClusters, DeleteDBCluster, StartDBCluster,
 //! StopDBCluster, RestoreDBClusterToPointInTime, CreateDBClusterSnapshot,
-//! DescribeDBClusterSnapshots, DeleteDBClusterSnapshot and
-//! RestoreDBClusterFromSnapshot.
+//! DescribeDBClusterSnapshots, DeleteDBClusterSnapshot,
+//! RestoreDBClusterFromSnapshot and, for standbys, FailoverDBCluster.
 //!
 //! # Secrets
 //!
@@ -111,22 +119,23 @@ pub mod names;
 pub mod rds;
 pub mod secrets;
 pub mod sql;
+pub mod standby;
 
 use crate::config::RdsConfig;
 use crate::names::{
     check_branch, check_compute, check_database, check_role, instance_id, replacement_id,
-    snapshot_id, TAG_BRANCH, TAG_DATABASE, TAG_DBNAME, TAG_OWNER, TAG_PREFIX,
+    snapshot_id, TAG_BRANCH, TAG_DATABASE, TAG_DBNAME, TAG_GENERATION, TAG_OWNER, TAG_PREFIX,
 };
 use crate::rds::{Instance, Phase, Rds, WaitError};
 use crate::secrets::{Password, Secret};
 use ogel_plugin_sdk::{
     Backend, BackendError, BackendErrorKind, BranchPoint, BranchSpec, Branching, Capabilities,
-    ComputeEndpoint, ComputeName, ComputeStatus, ComputeTls, Credentials, DatabaseSpec, Progress,
-    SnapshotInfo,
+    ComputeEndpoint, ComputeName, ComputeState, ComputeStatus, ComputeTls, Credentials,
+    DatabaseSpec, Progress, SnapshotInfo, StandbyStatus, Takeover,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 ogel_plugin_sdk::export_backend!("rds", RdsBackend::from_config);
 
@@ -156,7 +165,11 @@ pub struct RdsBackend {
     secret: Secret,
     ca_pem: Option<String>,
     progress: Mutex<HashMap<ComputeName, Progress>>,
+    /// Standby readings, reused for [`standby::STATUS_TTL`].
+    standby_cache: Mutex<StandbyCache>,
 }
+
+type StandbyCache = HashMap<ComputeName, (Instant, Option<StandbyStatus>)>;
 
 impl RdsBackend {
     /// The plugin constructor: checks the configuration, reads `ca_file`;
@@ -183,6 +196,7 @@ impl RdsBackend {
             secret,
             ca_pem,
             progress: Mutex::new(HashMap::new()),
+            standby_cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -315,7 +329,7 @@ impl RdsBackend {
             host,
             port,
             database: dbname,
-            generation: i.created_unix.max(1),
+            generation: standby::generation(i),
             credentials: Credentials::Password {
                 user: owner,
                 password: password.expose().to_string(),
@@ -700,7 +714,7 @@ impl RdsBackend {
         let id = i.id.clone();
         let mut status = i.status.clone();
         let phase0 = rds::phase(&status);
-        if phase0 == Phase::Usable {
+        if rds::serving(&i) {
             return Ok(i);
         }
         if phase0 == Phase::Deleting {
@@ -776,8 +790,9 @@ impl Backend for RdsBackend {
             online_snapshot: true,
             // A restore into a new instance takes minutes; Aurora clones don't.
             slow_branches: !aurora,
-            // Multi-AZ and Aurora failover through AWS is not wired to `promote` yet.
-            standby: false,
+            // Multi-AZ standbys (RebootDBInstance ForceFailover) and Aurora
+            // Replicas (FailoverDBCluster): see [`standby`].
+            standby: true,
         }
     }
 
@@ -926,11 +941,15 @@ impl Backend for RdsBackend {
         let (database, branch) = check_compute(name)?;
         let i = self.existing(database, branch).await?;
         Ok(ComputeStatus {
-            state: rds::compute_state(&i.status),
+            state: if rds::serving(&i) {
+                ComputeState::Running
+            } else {
+                rds::compute_state(&i.status)
+            },
             pid: None,
             port: i.port,
             started_at_unix: None,
-            generation: i.created_unix.max(1),
+            generation: standby::generation(&i),
         })
     }
 
@@ -1136,8 +1155,16 @@ impl Backend for RdsBackend {
             .get(TAG_OWNER)
             .cloned()
             .unwrap_or_else(|| format!("{database}_owner"));
-        let tags = self.tags(database, as_branch, &owner, database);
+        let mut tags = self.tags(database, as_branch, &owner, database);
         let existing = self.find(database, as_branch).await?;
+        if let Some(old) = &existing {
+            // The replacement serves the same compute: its generation
+            // stays above the old one's (see [`standby`]).
+            tags.insert(
+                TAG_GENERATION.to_string(),
+                (standby::generation(old) + 1).to_string(),
+            );
+        }
         let target = match &existing {
             None => self.instance_id(database, as_branch),
             Some(_) => replacement_id(&self.instance_id(database, as_branch), now_millis()),
@@ -1168,6 +1195,30 @@ impl Backend for RdsBackend {
             self.rds.delete(&old.id).await?;
         }
         Ok(())
+    }
+
+    async fn set_standbys(
+        &self,
+        compute: &ComputeName,
+        count: u32,
+        synchronous: bool,
+    ) -> Result<(), BackendError> {
+        self.set_standbys_impl(compute, count, synchronous).await
+    }
+
+    async fn standby_status(
+        &self,
+        compute: &ComputeName,
+    ) -> Result<Option<StandbyStatus>, BackendError> {
+        self.standby_status_impl(compute).await
+    }
+
+    async fn promote(
+        &self,
+        compute: &ComputeName,
+        why: Takeover,
+    ) -> Result<ComputeEndpoint, BackendError> {
+        self.promote_impl(compute, why).await
     }
 
     async fn progress(&self, name: &ComputeName) -> Result<Option<Progress>, BackendError> {

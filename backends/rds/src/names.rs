@@ -24,6 +24,11 @@ pub const TAG_OWNER: &str = "ogel:owner";
 pub const TAG_DBNAME: &str = "ogel:dbname";
 /// Tag: the identifier prefix of the gateway that made it.
 pub const TAG_PREFIX: &str = "ogel:prefix";
+/// Tag: the compute's generation, raised by every promote (see
+/// [`crate::standby`]).
+pub const TAG_GENERATION: &str = "ogel:generation";
+/// Tag: how many times a standby took over the compute.
+pub const TAG_FAILOVERS: &str = "ogel:failovers";
 
 /// Database names: `[a-z_][a-z0-9_]*`, at most 63 bytes (the SDK's rule).
 pub fn check_database(name: &str) -> Result<(), BackendError> {
@@ -140,6 +145,20 @@ pub fn replacement_id(instance: &str, millis: u128) -> String {
     format!("{base}{suffix}")
 }
 
+/// The identifier of Aurora Replica `n` of cluster `cluster`: the
+/// cluster's identifier cut to fit, `-reader` and `n` (at most 63).
+pub fn reader_id(cluster: &str, n: u32) -> String {
+    let suffix = format!("-reader{n}");
+    let mut base: String = cluster
+        .chars()
+        .take(63usize.saturating_sub(suffix.len()))
+        .collect();
+    while base.ends_with('-') {
+        base.pop();
+    }
+    format!("{base}{suffix}")
+}
+
 /// A new snapshot's identifier: the instance's, `-s` and the time in milliseconds.
 pub fn snapshot_id(instance: &str, millis: u128) -> String {
     format!("{instance}-s{millis}")
@@ -185,6 +204,12 @@ mod tests {
             assert!(valid_rds_identifier(&r, 63), "{r}");
             let s = snapshot_id(&id, 1_764_000_000_000);
             assert!(valid_rds_identifier(&s, 255), "{s}");
+            for n in [1, 15] {
+                let r = reader_id(&id, n);
+                assert!(valid_rds_identifier(&r, 63), "{r}");
+                assert_ne!(r, id);
+                assert!(r.ends_with(&format!("-reader{n}")), "{r}");
+            }
         }
     }
 

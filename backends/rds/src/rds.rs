@@ -10,6 +10,11 @@
 //! the cluster is available), snapshots are DB cluster snapshots, start and
 //! stop are StartDBCluster/StopDBCluster, and delete removes the writer
 //! then the cluster. [`Rds::clone_cluster`] is the copy-on-write clone.
+//!
+//! Standbys (see [`crate::standby`]): Multi-AZ (ModifyDBInstance,
+//! RebootDBInstance with ForceFailover), Aurora Replicas and
+//! FailoverDBCluster, the generation tag (AddTagsToResource), and
+//! [`Rds::wait_until`], the wait that polls on through a failed poll.
 
 use crate::aws;
 use crate::config::RdsConfig;
@@ -45,6 +50,28 @@ pub struct Instance {
     /// Aurora: the cluster's restorable window (EarliestRestorableTime,
     /// LatestRestorableTime), Unix seconds.
     pub restorable: Option<(i64, i64)>,
+    /// DBInstanceArn (Aurora: DBClusterArn): what tags are written to.
+    pub arn: Option<String>,
+    /// MultiAZ: the instance has a synchronous standby in another AZ.
+    pub multi_az: bool,
+    /// PendingModifiedValues.MultiAZ: a Multi-AZ change RDS has not
+    /// finished applying.
+    pub pending_multi_az: Option<bool>,
+    /// Pending modifications other than MultiAZ.
+    pub pending_other: bool,
+    /// AvailabilityZone (the primary's).
+    pub availability_zone: Option<String>,
+    /// SecondaryAvailabilityZone (the Multi-AZ standby's).
+    pub secondary_az: Option<String>,
+}
+
+/// Whether instance `i` serves connections: a usable state, or
+/// `modifying` for nothing but a Multi-AZ conversion, which RDS makes
+/// without an outage (a snapshot of the primary restored into the
+/// standby's AZ, then synchronous replication).
+pub fn serving(i: &Instance) -> bool {
+    phase(&i.status) == Phase::Usable
+        || (i.status == "modifying" && i.pending_multi_az.is_some() && !i.pending_other)
 }
 
 /// What the plugin needs of one DB snapshot.
@@ -155,6 +182,12 @@ fn secs(t: Option<&aws_smithy_types::DateTime>) -> u64 {
 }
 
 fn instance(i: &aws_sdk_rds::types::DbInstance) -> Instance {
+    let pending = i.pending_modified_values();
+    let pending_other = pending.is_some_and(|p| {
+        let mut rest = p.clone();
+        rest.multi_az = None;
+        rest != aws_sdk_rds::types::PendingModifiedValues::builder().build()
+    });
     Instance {
         id: i.db_instance_identifier().unwrap_or_default().to_string(),
         status: i.db_instance_status().unwrap_or("unknown").to_string(),
@@ -172,6 +205,12 @@ fn instance(i: &aws_sdk_rds::types::DbInstance) -> Instance {
         engine: i.engine().unwrap_or_default().to_string(),
         writer: None,
         restorable: None,
+        arn: i.db_instance_arn().map(str::to_string),
+        multi_az: i.multi_az().unwrap_or(false),
+        pending_multi_az: pending.and_then(|p| p.multi_az()),
+        pending_other,
+        availability_zone: i.availability_zone().map(str::to_string),
+        secondary_az: i.secondary_availability_zone().map(str::to_string),
     }
 }
 
@@ -187,14 +226,14 @@ fn writer_of(c: &aws_sdk_rds::types::DbCluster) -> Option<String> {
         .map(str::to_string)
 }
 
-/// A cluster as the unit serving a compute; `writer` is its writer
-/// instance as described (if any).
-fn cluster_unit(c: &aws_sdk_rds::types::DbCluster, writer: Option<&Instance>) -> Instance {
+/// A cluster as the unit serving a compute; `writer_instance` is its
+/// writer instance as described (if any).
+fn cluster_unit(c: &aws_sdk_rds::types::DbCluster, writer_instance: Option<&Instance>) -> Instance {
     let cluster_status = c.status().unwrap_or("unknown");
     let status = if phase(cluster_status) != Phase::Usable {
         cluster_status.to_string()
     } else {
-        match writer {
+        match writer_instance {
             Some(w) => w.status.clone(),
             None => NO_WRITER.to_string(),
         }
@@ -214,6 +253,12 @@ fn cluster_unit(c: &aws_sdk_rds::types::DbCluster, writer: Option<&Instance>) ->
         engine: c.engine().unwrap_or_default().to_string(),
         writer: writer_of(c),
         restorable,
+        arn: c.db_cluster_arn().map(str::to_string),
+        multi_az: c.multi_az().unwrap_or(false),
+        pending_multi_az: None,
+        pending_other: false,
+        availability_zone: writer_instance.and_then(|w| w.availability_zone.clone()),
+        secondary_az: None,
     }
 }
 
@@ -224,6 +269,20 @@ pub const NO_WRITER: &str = "available-without-writer";
 /// Tag on an Aurora writer instance: its cluster. (Writer instances carry
 /// no `ogel:prefix` tag: the cluster is what the plugin lists.)
 pub const TAG_WRITER_OF: &str = "ogel:writer-of";
+
+/// Tag on an Aurora Replica the plugin added as a standby: its cluster.
+pub const TAG_READER_OF: &str = "ogel:reader-of";
+
+/// One instance of an Aurora cluster.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// DBInstanceIdentifier.
+    pub id: String,
+    /// IsClusterWriter.
+    pub writer: bool,
+    /// DBInstanceStatus (`unknown` when DescribeDBInstances did not find it).
+    pub status: String,
+}
 
 fn cluster_snapshot(s: &aws_sdk_rds::types::DbClusterSnapshot) -> Snapshot {
     Snapshot {
@@ -1050,6 +1109,252 @@ impl Rds {
                 &format!("delete Aurora cluster snapshot {id}"),
                 e,
             )),
+        }
+    }
+}
+
+/// Standbys: Multi-AZ instances and Aurora Replicas, failovers, tags.
+impl Rds {
+    /// ModifyDBInstance `MultiAZ=on`, `ApplyImmediately=true`. An instance
+    /// busy with something else is `Unavailable` (retry), not an error of
+    /// the request.
+    pub async fn set_multi_az(&self, id: &str, on: bool) -> Result<(), BackendError> {
+        let what = if on {
+            format!("make RDS instance {id} Multi-AZ")
+        } else {
+            format!("make RDS instance {id} Single-AZ")
+        };
+        match self
+            .client()
+            .await?
+            .modify_db_instance()
+            .db_instance_identifier(id)
+            .multi_az(on)
+            .apply_immediately(true)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if aws::code(&e) == Some("InvalidDBInstanceState") => {
+                Err(BackendError::unavailable(format!(
+                    "RDS cannot {what} now: the instance is busy with another change ({}); retry once it is available",
+                    aws::message(&e)
+                )))
+            }
+            Err(e) => Err(aws::error(&format!("{what} (ModifyDBInstance)"), e)),
+        }
+    }
+
+    /// RebootDBInstance with `ForceFailover=true`: RDS shuts the primary
+    /// down and its Multi-AZ standby takes over (the old primary's host
+    /// becomes the new standby).
+    pub async fn reboot_with_failover(&self, id: &str) -> Result<(), BackendError> {
+        match self
+            .client()
+            .await?
+            .reboot_db_instance()
+            .db_instance_identifier(id)
+            .force_failover(true)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if aws::code(&e) == Some("InvalidParameterCombination") => {
+                Err(BackendError::new(
+                    BackendErrorKind::InvalidRequest,
+                    format!(
+                        "RDS refused to fail RDS instance {id} over: it is not Multi-AZ ({}); add a standby first",
+                        aws::message(&e)
+                    ),
+                ))
+            }
+            Err(e) if aws::code(&e) == Some("InvalidDBInstanceState") => {
+                Err(BackendError::unavailable(format!(
+                    "RDS cannot fail RDS instance {id} over now: it is not available ({}); retry once it is",
+                    aws::message(&e)
+                )))
+            }
+            Err(e) => Err(aws::error(
+                &format!("fail RDS instance {id} over (RebootDBInstance with ForceFailover)"),
+                e,
+            )),
+        }
+    }
+
+    /// FailoverDBCluster to the Aurora Replica `target`.
+    pub async fn failover_cluster(&self, id: &str, target: &str) -> Result<(), BackendError> {
+        match self
+            .client()
+            .await?
+            .failover_db_cluster()
+            .db_cluster_identifier(id)
+            .target_db_instance_identifier(target)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    aws::code(&e),
+                    Some("InvalidDBClusterStateFault" | "InvalidDBInstanceState")
+                ) =>
+            {
+                Err(BackendError::unavailable(format!(
+                    "RDS cannot fail Aurora cluster {id} over to {target} now ({}); retry once the cluster and the replica are available",
+                    aws::message(&e)
+                )))
+            }
+            Err(e) => Err(aws::error(
+                &format!("fail Aurora cluster {id} over to {target} (FailoverDBCluster)"),
+                e,
+            )),
+        }
+    }
+
+    /// AddTagsToResource on `arn` (a tag that exists gets the new value).
+    pub async fn tag(
+        &self,
+        arn: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), BackendError> {
+        self.client()
+            .await?
+            .add_tags_to_resource()
+            .resource_name(arn)
+            .set_tags(Some(tag_list(tags)))
+            .send()
+            .await
+            .map_err(|e| aws::error(&format!("tag {arn}"), e))?;
+        Ok(())
+    }
+
+    /// The instances of Aurora cluster `id` with their states (`None`: no
+    /// such cluster).
+    pub async fn members(&self, id: &str) -> Result<Option<Vec<Member>>, BackendError> {
+        let Some(c) = self.describe_cluster_raw(id).await? else {
+            return Ok(None);
+        };
+        let mut members = Vec::new();
+        for m in c.db_cluster_members() {
+            let Some(member) = m.db_instance_identifier() else {
+                continue;
+            };
+            let status = self
+                .describe_instance(member)
+                .await?
+                .map(|i| i.status)
+                .unwrap_or_else(|| "unknown".to_string());
+            members.push(Member {
+                id: member.to_string(),
+                writer: m.is_cluster_writer() == Some(true),
+                status,
+            });
+        }
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(Some(members))
+    }
+
+    /// CreateDBInstance of an Aurora Replica `id` in cluster `cluster`
+    /// (same class as the writer; tag `ogel:reader-of`).
+    pub async fn add_reader(&self, cluster: &str, id: &str) -> Result<(), BackendError> {
+        let c = &self.config;
+        let tags = BTreeMap::from([(TAG_READER_OF.to_string(), cluster.to_string())]);
+        match self
+            .client()
+            .await?
+            .create_db_instance()
+            .db_instance_identifier(id)
+            .db_cluster_identifier(cluster)
+            .engine(c.engine.name())
+            .db_instance_class(c.instance_class())
+            .set_publicly_accessible(c.publicly_accessible)
+            .set_tags(Some(tag_list(&tags)))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if aws::code(&e) == Some("DBInstanceAlreadyExists") => Ok(()),
+            Err(e) => Err(aws::error(
+                &format!("add Aurora Replica {id} to cluster {cluster}"),
+                e,
+            )),
+        }
+    }
+
+    /// DeleteDBInstance of one instance, without a final snapshot (an
+    /// Aurora Replica: the cluster keeps the data). A missing or
+    /// already-deleting one is fine. Does not wait.
+    pub async fn delete_member(&self, id: &str) -> Result<(), BackendError> {
+        match self
+            .client()
+            .await?
+            .delete_db_instance()
+            .db_instance_identifier(id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if aws::code(&e) == Some("DBInstanceNotFound") => Ok(()),
+            Err(e) if aws::code(&e) == Some("InvalidDBInstanceState") => {
+                match self.describe_instance(id).await? {
+                    None => Ok(()),
+                    Some(i) if i.status == "deleting" => Ok(()),
+                    Some(_) => Err(aws::error(&format!("delete instance {id}"), e)),
+                }
+            }
+            Err(e) => Err(aws::error(&format!("delete instance {id}"), e)),
+        }
+    }
+
+    /// Polls `id` (an instance; Aurora: the cluster, with `member` a DB
+    /// instance of it instead) until `done` says so, for at most `bound`.
+    /// Unlike [`Rds::wait`], an `Unavailable` error of a poll (throttling
+    /// still failing after the SDK's retries, the API unreachable for a
+    /// moment) does not end the wait: a failover in progress is not
+    /// abandoned for one failed DescribeDB* call; the last such error is
+    /// returned only if the bound passes. A Broken state fails at once.
+    pub async fn wait_until(
+        &self,
+        id: &str,
+        member: bool,
+        bound: Duration,
+        mut done: impl FnMut(&Instance) -> bool,
+    ) -> Result<Instance, WaitError> {
+        let deadline = Instant::now() + bound;
+        let mut last_status = "unknown".to_string();
+        loop {
+            let polled = if member {
+                self.describe_instance(id).await
+            } else {
+                self.describe(id).await
+            };
+            match polled {
+                Ok(None) => return Err(WaitError::Gone),
+                Ok(Some(i)) => {
+                    if done(&i) {
+                        return Ok(i);
+                    }
+                    if phase(&i.status) == Phase::Broken {
+                        return Err(WaitError::Failed(BackendError::unavailable(format!(
+                            "{} {id} is \"{}\": it needs attention in the AWS console (see its events)",
+                            if member { "RDS instance" } else { self.unit() },
+                            i.status
+                        ))));
+                    }
+                    last_status = i.status;
+                }
+                Err(e) if e.kind == BackendErrorKind::Unavailable => {
+                    if Instant::now() >= deadline {
+                        return Err(WaitError::Failed(e));
+                    }
+                    tracing::warn!(id, error = %e, "a poll failed; polling on");
+                }
+                Err(e) => return Err(WaitError::Failed(e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(WaitError::Timeout(last_status));
+            }
+            tokio::time::sleep(self.config.poll_interval.min(deadline - Instant::now())).await;
         }
     }
 }

@@ -9,10 +9,15 @@
 //!
 //! Scenarios: `kill-primary` (SIGKILL of the primary's postmaster, as a
 //! crash), `kill-standby`, `switchover` (planned; its write pause is the
-//! gateway's own figure). Faults that need what this build cannot do
-//! here (`kill-gateway`, `partition-gateway`, `latency`, `disk-95`,
-//! `corrupt-snapshot`) are refused, naming what is missing. Kills signal
-//! the compute's process, so the command runs on the gateway's machine.
+//! gateway's own figure), `corrupt-snapshot` (a fresh local snapshot gets
+//! a flipped byte; restoring it must be refused by its checksums and
+//! nothing served, then the byte is put back) and `disk-95` (a balloon
+//! file fills the compute's filesystem to 95% for a while: writes must go
+//! on, and the gateway's disk alert must say so; only on a filesystem
+//! that is not also `/`). Faults that need what this build cannot do here
+//! (`kill-gateway`, `partition-gateway`, `latency`) are refused, naming
+//! what is missing. Kills, the corruption and the balloon act on the
+//! gateway's machine, so the command runs there (with `--data-dir`).
 
 use super::ApiClient;
 use anyhow::{anyhow, bail, Context};
@@ -32,7 +37,9 @@ pub enum ChaosCommand {
         /// The database (it must be marked with `ogel chaos allow`).
         #[arg(long)]
         db: String,
-        /// kill-primary, kill-standby, switchover or all.
+        /// kill-primary, kill-standby, switchover, corrupt-snapshot,
+        /// disk-95, or all (all of them but disk-95, which needs a
+        /// filesystem of the compute's own).
         #[arg(long, default_value = "kill-primary")]
         scenario: String,
         /// Longest the run waits for writes to come back after the fault.
@@ -55,15 +62,31 @@ pub enum ChaosCommand {
 }
 
 /// Scenarios this build runs.
-const SCENARIOS: [&str; 3] = ["kill-primary", "kill-standby", "switchover"];
+const SCENARIOS: [&str; 5] = [
+    "kill-primary",
+    "kill-standby",
+    "switchover",
+    "corrupt-snapshot",
+    "disk-95",
+];
+/// What `all` runs: disk-95 fills a filesystem, so it runs only by name.
+const ALL: [&str; 4] = [
+    "kill-primary",
+    "kill-standby",
+    "switchover",
+    "corrupt-snapshot",
+];
 /// Scenarios the issue names that need more than this machine allows.
-const NOT_HERE: [(&str, &str); 5] = [
+const NOT_HERE: [(&str, &str); 3] = [
     ("kill-gateway", "a second gateway of a cluster to serve the database (run it against a cluster member with `ogel cluster status`)"),
     ("partition-gateway", "a network namespace or proxy between gateway and compute"),
     ("latency", "a proxy between gateway and compute"),
-    ("disk-95", "a compute on a filesystem of its own"),
-    ("corrupt-snapshot", "the snapshot files (covered by the test suite's corrupted-snapshot tests)"),
 ];
+/// How full `disk-95` makes the filesystem.
+const DISK_FILL: f64 = 0.95;
+/// How long `disk-95` holds the balloon: longer than the gateway's disk
+/// check interval, so its alert must fire.
+const DISK_HOLD: Duration = Duration::from_secs(15);
 
 /// What one scenario did.
 #[derive(Debug, Serialize)]
@@ -84,6 +107,18 @@ struct ChaosReport {
     client_errors: u64,
     /// For a switchover: the gateway's measured write pause.
     write_pause_ms: Option<u64>,
+    /// For corrupt-snapshot: the restore was refused, naming the file.
+    corruption_detected: Option<bool>,
+    /// For corrupt-snapshot: the corrupted data was served as a branch
+    /// (must be false).
+    corruption_served: Option<bool>,
+    /// For corrupt-snapshot: what the gateway answered the restore.
+    corruption_answer: Option<String>,
+    /// For disk-95: the filesystem's use while the balloon held.
+    disk_used_percent: Option<f64>,
+    /// For disk-95: the gateway's disk alert (`ogel_data_disk_used_ratio`
+    /// ≥ 0.9) was raised.
+    disk_alert: Option<bool>,
 }
 
 pub(super) async fn run(api: &ApiClient, command: &ChaosCommand) -> anyhow::Result<()> {
@@ -107,7 +142,7 @@ pub(super) async fn run(api: &ApiClient, command: &ChaosCommand) -> anyhow::Resu
             json,
         } => {
             let scenarios: Vec<&str> = match scenario.as_str() {
-                "all" => SCENARIOS.to_vec(),
+                "all" => ALL.to_vec(),
                 s if SCENARIOS.contains(&s) => vec![s],
                 s => {
                     if let Some((_, needs)) = NOT_HERE.iter().find(|(n, _)| *n == s) {
@@ -136,6 +171,15 @@ pub(super) async fn run(api: &ApiClient, command: &ChaosCommand) -> anyhow::Resu
                 if report.lost > 0 {
                     bail!("{} acknowledged writes were lost", report.lost);
                 }
+                if report.corruption_served == Some(true) {
+                    bail!("a corrupted snapshot was served");
+                }
+                if report.corruption_detected == Some(false) {
+                    bail!("a corrupted snapshot was not refused");
+                }
+                if report.disk_alert == Some(false) {
+                    bail!("the disk was 95% full and the gateway did not alert");
+                }
             }
             Ok(())
         }
@@ -155,6 +199,22 @@ fn print_report(r: &ChaosReport) {
         r.lost, r.acknowledged
     );
     println!("  client errors                {}", r.client_errors);
+    if let (Some(detected), Some(served)) = (r.corruption_detected, r.corruption_served) {
+        println!("  corruption refused           {}", yes_no(detected));
+        println!("  corrupted data served        {}", yes_no(served));
+    }
+    if let (Some(used), Some(alert)) = (r.disk_used_percent, r.disk_alert) {
+        println!("  disk used while held         {used:.1}%");
+        println!("  gateway's disk alert         {}", yes_no(alert));
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }
 
 /// A short-lived token URL for the writer (plaintext: the CLI runs on
@@ -271,6 +331,9 @@ async fn run_one(
     }
     let mut write_pause_ms = None;
     let mut fault = Instant::now();
+    let (mut corruption_detected, mut corruption_served, mut corruption_answer) =
+        (None, None, None);
+    let (mut disk_used_percent, mut disk_alert) = (None, None);
     match scenario {
         "kill-primary" => {
             let info: crate::api::DatabaseInfo = api
@@ -304,6 +367,19 @@ async fn run_one(
                 )
                 .await?;
             write_pause_ms = Some(done.write_pause_ms);
+        }
+        "corrupt-snapshot" => {
+            fault = Instant::now();
+            let (detected, served, answer) = corrupt_snapshot(api, db).await?;
+            corruption_detected = Some(detected);
+            corruption_served = Some(served);
+            corruption_answer = Some(answer);
+        }
+        "disk-95" => {
+            fault = Instant::now();
+            let (used, alert) = fill_disk(api, &writer).await?;
+            disk_used_percent = Some(used * 100.0);
+            disk_alert = Some(alert);
         }
         other => bail!("unknown scenario {other}"),
     }
@@ -348,6 +424,11 @@ async fn run_one(
         lost,
         client_errors: errors.iter().filter(|at| **at > fault).count() as u64,
         write_pause_ms,
+        corruption_detected,
+        corruption_served,
+        corruption_answer,
+        disk_used_percent,
+        disk_alert,
     })
 }
 
@@ -369,7 +450,8 @@ async fn wait_for_standby(
         let standby: crate::api::standby::StandbyInfo = api
             .call(Method::GET, &format!("/v1/databases/{db}/standby"), None)
             .await?;
-        let needed = standby.wanted > 0 || scenario != "kill-primary";
+        let needed = standby.wanted > 0
+            || !matches!(scenario, "kill-primary" | "corrupt-snapshot" | "disk-95");
         if !needed || standby.streaming > 0 {
             return Ok(());
         }
@@ -409,4 +491,146 @@ fn kill(pid: u32) -> anyhow::Result<()> {
     .with_context(|| {
         format!("could not signal process {pid} (run `ogel chaos` on the gateway's machine, as its user)")
     })
+}
+
+/// `corrupt-snapshot`: takes a snapshot of `db`, flips one byte of one of
+/// its data files, asks for it as a new branch, and puts the byte back.
+/// Returns (the restore was refused naming the file, a branch was served,
+/// the gateway's answer).
+async fn corrupt_snapshot(api: &ApiClient, db: &str) -> anyhow::Result<(bool, bool, String)> {
+    let snapshot: crate::api::branches::SnapshotEntry = api
+        .call(
+            Method::POST,
+            &format!("/v1/databases/{db}/snapshots"),
+            Some(serde_json::json!({})),
+        )
+        .await?;
+    let dir = api.data_dir.join("native/snapshots").join(db);
+    let manifest_path = dir.join(format!("{}.json", snapshot.id));
+    let manifest: serde_json::Value = std::fs::read(&manifest_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "corrupt-snapshot needs the native backend's local snapshots on this machine: {} is not readable (pass the gateway's --data-dir)",
+                manifest_path.display()
+            )
+        })?;
+    let victim = manifest["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["size"].as_u64().unwrap_or(0) > 0)
+        .filter_map(|f| f["path"].as_str())
+        .find(|p| p.starts_with("base/"))
+        .ok_or_else(|| anyhow!("snapshot {} lists no data file to corrupt", snapshot.id))?
+        .to_string();
+    let file = dir.join(&snapshot.id).join("pgdata").join(&victim);
+    flip_byte(&file)?;
+    let branch = format!("chaos-{}", ogel_plugin_kit::time::unix_millis());
+    let restored: anyhow::Result<serde_json::Value> = api
+        .call(
+            Method::POST,
+            &format!("/v1/databases/{db}/snapshots/{}/restore", snapshot.id),
+            Some(serde_json::json!({ "as": branch })),
+        )
+        .await;
+    let put_back = flip_byte(&file);
+    let answer = match &restored {
+        Ok(v) => format!("restored: {v}"),
+        Err(e) => format!("{e:#}"),
+    };
+    let detected = restored.is_err() && answer.contains("corrupt") && answer.contains(&victim);
+    let branches: Vec<crate::api::branches::BranchInfo> = api
+        .call(Method::GET, &format!("/v1/databases/{db}/branches"), None)
+        .await?;
+    let served = branches.iter().any(|b| b.name == branch);
+    if served {
+        let _: anyhow::Result<serde_json::Value> = api
+            .call(
+                Method::DELETE,
+                &format!("/v1/databases/{db}/branches/{branch}"),
+                None,
+            )
+            .await;
+    }
+    put_back.with_context(|| format!("putting back the byte flipped in {}", file.display()))?;
+    Ok((detected, served, answer))
+}
+
+/// Inverts the middle byte of `path`.
+fn flip_byte(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let at = f.metadata()?.len() / 2;
+    let mut byte = [0u8; 1];
+    f.seek(SeekFrom::Start(at))?;
+    f.read_exact(&mut byte)?;
+    byte[0] ^= 0xff;
+    f.seek(SeekFrom::Start(at))?;
+    f.write_all(&byte)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// `disk-95`: fills the filesystem under the gateway's data directory to
+/// 95% with a balloon file for [`DISK_HOLD`] while the writer goes on,
+/// reading the gateway's disk gauge; then frees it. Returns (use while
+/// held, the alert was raised). Refused on the filesystem of `/`.
+async fn fill_disk(api: &ApiClient, writer: &Writer) -> anyhow::Result<(f64, bool)> {
+    use ogel_plugin_kit::disk::{usage, used_ratio};
+    let data = &api.data_dir;
+    let disk =
+        usage(data).ok_or_else(|| anyhow!("cannot read the filesystem of {}", data.display()))?;
+    if usage(std::path::Path::new("/")).is_some_and(|root| root.device == disk.device) {
+        bail!(
+            "disk-95 fills the compute's filesystem, and {} is on the one holding / (the machine's own): give the gateway a data filesystem of its own",
+            data.display()
+        );
+    }
+    let want = (disk.size_bytes as f64 * DISK_FILL) as u64;
+    let balloon = data.join("ogel-chaos-balloon");
+    let fill = want.saturating_sub(disk.used_bytes);
+    let file = std::fs::File::create(&balloon)
+        .with_context(|| format!("creating {}", balloon.display()))?;
+    let filled = nix::fcntl::fallocate(
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        fill as i64,
+    );
+    let result = async {
+        filled.with_context(|| format!("allocating {fill} bytes in {}", balloon.display()))?;
+        let held = Instant::now();
+        let (mut used, mut alert) = (0.0f64, false);
+        let before = writer.acked_since(held);
+        while held.elapsed() < DISK_HOLD {
+            if let Some(now) = usage(data) {
+                used = used.max(used_ratio(&now));
+            }
+            let metrics = api.metrics().await.unwrap_or_default();
+            alert |= metrics
+                .lines()
+                .filter_map(|l| l.strip_prefix("ogel_data_disk_used_ratio "))
+                .filter_map(|v| v.trim().parse::<f64>().ok())
+                .any(|v| v >= crate::control::disk::ALERT_AT);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if writer.acked_since(held) <= before {
+            bail!(
+                "no write was acknowledged while the disk was {:.0}% full",
+                used * 100.0
+            );
+        }
+        Ok((used, alert))
+    }
+    .await;
+    drop(file);
+    std::fs::remove_file(&balloon)
+        .with_context(|| format!("removing the balloon {}", balloon.display()))?;
+    result
 }

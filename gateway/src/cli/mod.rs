@@ -302,6 +302,8 @@ struct ApiClient {
     base: String,
     token: String,
     http: reqwest::Client,
+    /// The gateway's data directory (`ogel chaos` reaches into it).
+    data_dir: PathBuf,
 }
 
 impl ApiClient {
@@ -339,6 +341,7 @@ impl ApiClient {
             base,
             token,
             http: reqwest::Client::new(),
+            data_dir,
         })
     }
 
@@ -373,6 +376,17 @@ impl ApiClient {
             text
         };
         serde_json::from_str(&text).with_context(|| format!("unexpected response from {path}"))
+    }
+
+    /// The gateway's `/metrics` text.
+    async fn metrics(&self) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        Ok(response.error_for_status()?.text().await?)
     }
 }
 

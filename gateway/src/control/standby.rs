@@ -245,6 +245,13 @@ impl Standbys {
                 else {
                     continue; // suspended: nothing to watch
                 };
+                // A backend whose standby is a local process (it has a pid)
+                // is looked at every check: a dead process is seen at once.
+                // A remote one (RDS) only at the probe's pace: each look
+                // is an API call.
+                if w.status.pid.is_none() && w.last_probe.elapsed() < config.probe_interval {
+                    continue;
+                }
                 let dead = match w
                     .lifecycle
                     .backend()
@@ -303,7 +310,7 @@ impl Standbys {
                 if !(dead || unhealthy) {
                     // A standby that died (or was never built) is brought
                     // back; meanwhile commits do not wait for it.
-                    if w.status.wanted > 0 && w.status.pid.is_none() {
+                    if w.status.wanted > 0 && w.status.streaming == 0 && w.status.pid.is_none() {
                         self.rebuild(
                             w.lifecycle.clone(),
                             database.clone(),

@@ -115,6 +115,26 @@ impl Moto {
         std::fs::write(self.faults.path().join("throttle"), n.to_string()).expect("fault file");
     }
 
+    /// Answers the next `n` requests of API action `action` with `Throttling`.
+    pub fn throttle_action(&self, action: &str, n: u32) {
+        std::fs::write(
+            self.faults.path().join(format!("throttle-{action}")),
+            n.to_string(),
+        )
+        .expect("fault file");
+    }
+
+    /// Makes moto's emulated transitions (Multi-AZ change, reboot,
+    /// cluster failover) last `n` DescribeDB* requests (default 3).
+    pub fn set_cycle(&self, n: u32) {
+        std::fs::write(self.faults.path().join("cycle"), n.to_string()).expect("fault file");
+    }
+
+    /// How many requests of `action` moto received.
+    pub fn calls(&self, action: &str) -> usize {
+        self.actions().iter().filter(|a| *a == action).count()
+    }
+
     pub fn throttles_left(&self) -> u32 {
         std::fs::read_to_string(self.faults.path().join("throttle"))
             .ok()
