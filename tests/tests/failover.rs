@@ -315,8 +315,23 @@ async fn ogel_chaos_runs_only_where_allowed_and_loses_no_acknowledged_write() {
     assert!(!out.status.success());
     let why = String::from_utf8_lossy(&out.stderr);
     assert!(why.contains("not marked chaos_allowed"), "{why}");
-    let out = gw.cli(&["chaos", "run", "--db", "victim", "--scenario", "latency"]);
+    let out = gw.cli(&[
+        "chaos",
+        "run",
+        "--db",
+        "victim",
+        "--scenario",
+        "kill-gateway",
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available in this build"));
+    let (status, body) = gw
+        .api(
+            "POST",
+            "/v1/databases/victim/chaos/fault",
+            Some(serde_json::json!({"fault": "partition", "seconds": 5})),
+        )
+        .await;
+    assert_eq!(status, 400, "a fault on a database not marked: {body}");
     gw.cli_ok(&["chaos", "allow", "victim"]);
     gw.cli_ok(&["db", "standby", "victim", "add"]);
     let out = gw.cli_ok(&[
@@ -328,6 +343,7 @@ async fn ogel_chaos_runs_only_where_allowed_and_loses_no_acknowledged_write() {
         "all",
         "--json",
     ]);
+    println!("{out}"); // the figures, with --nocapture
     let reports: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
@@ -342,6 +358,8 @@ async fn ogel_chaos_runs_only_where_allowed_and_loses_no_acknowledged_write() {
             "kill-primary",
             "kill-standby",
             "switchover",
+            "latency",
+            "partition-gateway",
             "corrupt-snapshot"
         ]
     );
@@ -354,10 +372,25 @@ async fn ogel_chaos_runs_only_where_allowed_and_loses_no_acknowledged_write() {
     assert_eq!(reports[1]["client_errors"], 0, "{}", reports[1]);
     assert_eq!(reports[2]["client_errors"], 0, "{}", reports[2]);
     assert!(reports[2]["write_pause_ms"].is_u64(), "{}", reports[2]);
-    assert_eq!(standby(&gw, "victim").await["failovers"], 2);
+    // Latency slows writes (100 ms each way through the fault proxy) and
+    // fails none; a partition is detected by the probes and the standby
+    // takes over.
+    let slow = &reports[3];
+    assert_eq!(slow["client_errors"], 0, "{slow}");
+    let (before, during) = (
+        slow["write_ms_before"].as_u64().unwrap_or(u64::MAX),
+        slow["write_ms_during"].as_u64().unwrap_or(0),
+    );
+    assert!(during >= 150 && during > before + 100, "{slow}");
+    let cut = &reports[4];
+    assert!(
+        cut["detected_ms"].is_u64() && cut["recovered_ms"].is_u64(),
+        "{cut}"
+    );
+    assert_eq!(standby(&gw, "victim").await["failovers"], 3);
     // The flipped byte was caught by the snapshot's checksums, nothing
     // was served from it, and the byte is back: the snapshot restores.
-    let corrupt = &reports[3];
+    let corrupt = &reports[5];
     assert_eq!(corrupt["corruption_detected"], true, "{corrupt}");
     assert_eq!(corrupt["corruption_served"], false, "{corrupt}");
     let (status, snapshots) = gw.api("GET", "/v1/databases/victim/snapshots", None).await;

@@ -1,6 +1,7 @@
 //! The API's standby routes: `/v1/databases/{name}/standby` (see, add or
 //! remove), `/v1/databases/{name}/switchover`, and the mark that lets
-//! `ogel chaos run` disrupt a database, `/v1/databases/{name}/chaos`.
+//! `ogel chaos run` disrupt a database, `/v1/databases/{name}/chaos`, and
+//! the network faults it injects, `/v1/databases/{name}/chaos/fault`.
 
 use super::branches::bad_body;
 use super::{ApiErrorBody, ApiResult, ApiState};
@@ -20,6 +21,7 @@ pub fn routes() -> Router<ApiState> {
         )
         .route("/v1/databases/{name}/switchover", post(switchover))
         .route("/v1/databases/{name}/chaos", post(set_chaos))
+        .route("/v1/databases/{name}/chaos/fault", post(inject_fault))
 }
 
 /// Request body of `POST /v1/databases/{name}/chaos`.
@@ -47,6 +49,59 @@ pub async fn set_chaos(
         } else {
             format!("database \"{name}\" is off limits to ogel chaos run")
         },
+    }))
+}
+
+/// Request body of `POST /v1/databases/{name}/chaos/fault`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InjectFault {
+    /// `latency` or `partition`.
+    pub fault: String,
+    /// With `latency`: milliseconds added to each chunk, either way.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// How long the fault lasts (1–600 s).
+    pub seconds: u64,
+}
+
+/// Puts a network fault between the gateway and the database's primary
+/// (new server connections take it; it ends by itself). The database must
+/// be marked `chaos_allowed`.
+#[utoipa::path(post, path = "/v1/databases/{name}/chaos/fault", params(("name" = String, Path)), request_body = InjectFault,
+    responses((status = 200, body = super::Done), (status = 400, body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
+pub async fn inject_fault(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<InjectFault>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<super::Done> {
+    use crate::pool::faults::Fault;
+    let example = "{\"fault\": \"latency\", \"latency_ms\": 100, \"seconds\": 10}";
+    let Json(body) = body.map_err(|e| bad_body(e, example))?;
+    let fault = match (body.fault.as_str(), body.latency_ms) {
+        ("latency", 1..=60_000) => {
+            Fault::Latency(std::time::Duration::from_millis(body.latency_ms))
+        }
+        ("partition", _) => Fault::Partition,
+        _ => {
+            return Err(crate::error::ControlError::Invalid(format!(
+            "fault must be \"latency\" (with latency_ms 1–60000) or \"partition\"; e.g. {example}"
+        ))
+            .into())
+        }
+    };
+    if !(1..=600).contains(&body.seconds) {
+        return Err(
+            crate::error::ControlError::Invalid("seconds must be 1–600".to_string()).into(),
+        );
+    }
+    let duration = std::time::Duration::from_secs(body.seconds);
+    state.standbys.inject_fault(&name, fault, duration).await?;
+    Ok(Json(super::Done {
+        done: format!(
+            "{fault:?} between the gateway and \"{name}\" for {} s",
+            body.seconds
+        ),
     }))
 }
 

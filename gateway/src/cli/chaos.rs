@@ -14,9 +14,12 @@
 //! nothing served, then the byte is put back) and `disk-95` (a balloon
 //! file fills the compute's filesystem to 95% for a while: writes must go
 //! on, and the gateway's disk alert must say so; only on a filesystem
-//! that is not also `/`). Faults that need what this build cannot do here
-//! (`kill-gateway`, `partition-gateway`, `latency`) are refused, naming
-//! what is missing. Kills, the corruption and the balloon act on the
+//! that is not also `/`), `latency` (100 ms on each chunk between the
+//! gateway and the primary for 5 s: writes slow, none fail) and
+//! `partition-gateway` (nothing passes between them: the watch's probes
+//! time out and the standby takes over), both through the gateway's fault
+//! proxy (`pool::faults`). `kill-gateway` is refused, naming what it
+//! needs. Kills, the corruption and the balloon act on the
 //! gateway's machine, so the command runs there (with `--data-dir`).
 
 use super::ApiClient;
@@ -37,9 +40,9 @@ pub enum ChaosCommand {
         /// The database (it must be marked with `ogel chaos allow`).
         #[arg(long)]
         db: String,
-        /// kill-primary, kill-standby, switchover, corrupt-snapshot,
-        /// disk-95, or all (all of them but disk-95, which needs a
-        /// filesystem of the compute's own).
+        /// kill-primary, kill-standby, switchover, latency,
+        /// partition-gateway, corrupt-snapshot, disk-95, or all (all of
+        /// them but disk-95, which needs a filesystem of the compute's own).
         #[arg(long, default_value = "kill-primary")]
         scenario: String,
         /// Longest the run waits for writes to come back after the fault.
@@ -62,26 +65,33 @@ pub enum ChaosCommand {
 }
 
 /// Scenarios this build runs.
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 7] = [
     "kill-primary",
     "kill-standby",
     "switchover",
+    "latency",
+    "partition-gateway",
     "corrupt-snapshot",
     "disk-95",
 ];
 /// What `all` runs: disk-95 fills a filesystem, so it runs only by name.
-const ALL: [&str; 4] = [
+const ALL: [&str; 6] = [
     "kill-primary",
     "kill-standby",
     "switchover",
+    "latency",
+    "partition-gateway",
     "corrupt-snapshot",
 ];
 /// Scenarios the issue names that need more than this machine allows.
-const NOT_HERE: [(&str, &str); 3] = [
+const NOT_HERE: [(&str, &str); 1] = [
     ("kill-gateway", "a second gateway of a cluster to serve the database (run it against a cluster member with `ogel cluster status`)"),
-    ("partition-gateway", "a network namespace or proxy between gateway and compute"),
-    ("latency", "a proxy between gateway and compute"),
 ];
+/// The delay `latency` adds to each chunk, either way.
+const LATENCY: Duration = Duration::from_millis(100);
+/// How long `latency` lasts.
+const LATENCY_FOR: Duration = Duration::from_secs(5);
+
 /// How full `disk-95` makes the filesystem.
 const DISK_FILL: f64 = 0.95;
 /// How long `disk-95` holds the balloon: longer than the gateway's disk
@@ -114,6 +124,10 @@ struct ChaosReport {
     corruption_served: Option<bool>,
     /// For corrupt-snapshot: what the gateway answered the restore.
     corruption_answer: Option<String>,
+    /// For latency: the median write's time to acknowledgement before
+    /// the fault and during it.
+    write_ms_before: Option<u64>,
+    write_ms_during: Option<u64>,
     /// For disk-95: the filesystem's use while the balloon held.
     disk_used_percent: Option<f64>,
     /// For disk-95: the gateway's disk alert (`ogel_data_disk_used_ratio`
@@ -202,6 +216,9 @@ fn print_report(r: &ChaosReport) {
     if let (Some(detected), Some(served)) = (r.corruption_detected, r.corruption_served) {
         println!("  corruption refused           {}", yes_no(detected));
         println!("  corrupted data served        {}", yes_no(served));
+    }
+    if let (Some(before), Some(during)) = (r.write_ms_before, r.write_ms_during) {
+        println!("  write latency before, during {before} ms, {during} ms (median)");
     }
     if let (Some(used), Some(alert)) = (r.disk_used_percent, r.disk_alert) {
         println!("  disk used while held         {used:.1}%");
@@ -334,6 +351,7 @@ async fn run_one(
     let (mut corruption_detected, mut corruption_served, mut corruption_answer) =
         (None, None, None);
     let (mut disk_used_percent, mut disk_alert) = (None, None);
+    let (mut write_ms_before, mut write_ms_during) = (None, None);
     match scenario {
         "kill-primary" => {
             let info: crate::api::DatabaseInfo = api
@@ -367,6 +385,30 @@ async fn run_one(
                 )
                 .await?;
             write_pause_ms = Some(done.write_pause_ms);
+        }
+        "latency" => {
+            inject(api, db, "latency", LATENCY, LATENCY_FOR).await?;
+            fault = Instant::now();
+            tokio::time::sleep(LATENCY_FOR).await;
+            let acked = crate::pool::lock(&writer.acked).clone();
+            let median = |from: Instant, to: Instant| {
+                let mut ms: Vec<u64> = acked
+                    .iter()
+                    .filter(|(_, sent, _)| *sent >= from && *sent < to)
+                    .map(|(_, sent, at)| at.duration_since(*sent).as_millis() as u64)
+                    .collect();
+                ms.sort_unstable();
+                ms.get(ms.len() / 2).copied()
+            };
+            write_ms_before = median(warm, fault);
+            write_ms_during = median(fault, fault + LATENCY_FOR);
+        }
+        "partition-gateway" => {
+            // Long enough for the watch to fail over to the standby; a
+            // database without one comes back when the partition ends.
+            let hold = limit.min(Duration::from_secs(30));
+            inject(api, db, "partition", Duration::ZERO, hold).await?;
+            fault = Instant::now();
         }
         "corrupt-snapshot" => {
             fault = Instant::now();
@@ -427,6 +469,8 @@ async fn run_one(
         corruption_detected,
         corruption_served,
         corruption_answer,
+        write_ms_before,
+        write_ms_during,
         disk_used_percent,
         disk_alert,
     })
@@ -451,7 +495,10 @@ async fn wait_for_standby(
             .call(Method::GET, &format!("/v1/databases/{db}/standby"), None)
             .await?;
         let needed = standby.wanted > 0
-            || !matches!(scenario, "kill-primary" | "corrupt-snapshot" | "disk-95");
+            || !matches!(
+                scenario,
+                "kill-primary" | "latency" | "partition-gateway" | "corrupt-snapshot" | "disk-95"
+            );
         if !needed || standby.streaming > 0 {
             return Ok(());
         }
@@ -633,4 +680,26 @@ async fn fill_disk(api: &ApiClient, writer: &Writer) -> anyhow::Result<(f64, boo
     std::fs::remove_file(&balloon)
         .with_context(|| format!("removing the balloon {}", balloon.display()))?;
     result
+}
+
+/// Puts a network fault between the gateway and `db`'s primary.
+async fn inject(
+    api: &ApiClient,
+    db: &str,
+    fault: &str,
+    latency: Duration,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let _: crate::api::Done = api
+        .call(
+            Method::POST,
+            &format!("/v1/databases/{db}/chaos/fault"),
+            Some(serde_json::json!({
+                "fault": fault,
+                "latency_ms": latency.as_millis() as u64,
+                "seconds": duration.as_secs().max(1),
+            })),
+        )
+        .await?;
+    Ok(())
 }

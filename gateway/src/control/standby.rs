@@ -125,6 +125,43 @@ impl Standbys {
             .await?)
     }
 
+    /// Puts a network fault between this gateway and `database`'s primary
+    /// for `duration` (`ogel chaos`; the database must be marked
+    /// `chaos_allowed`). New server connections take the faulty path: the
+    /// pools' idle ones close, and the watch's probe reconnects.
+    pub async fn inject_fault(
+        &self,
+        database: &str,
+        fault: crate::pool::faults::Fault,
+        duration: Duration,
+    ) -> Result<(), ControlError> {
+        let record = self.databases.ready(database)?;
+        if !record.chaos_allowed {
+            return Err(ControlError::Invalid(format!(
+                "database \"{database}\" is not marked chaos_allowed; `ogel chaos allow {database}` first"
+            )));
+        }
+        let lifecycle = self.databases.lifecycle(&record)?;
+        let endpoint = lifecycle.wake(database).await?;
+        let target: std::net::SocketAddr = format!("{}:{}", endpoint.host, endpoint.port)
+            .parse()
+            .map_err(|_| {
+            ControlError::Unsupported(format!(
+                "network faults need a compute at an IP address; \"{database}\"'s is at {}",
+                endpoint.host
+            ))
+        })?;
+        crate::pool::faults::inject(target, fault, duration)
+            .await
+            .map_err(|e| {
+                ControlError::Unavailable(format!("could not start the fault proxy: {e}"))
+            })?;
+        for pool in self.pools.find_all(database) {
+            pool.close_idle();
+        }
+        Ok(())
+    }
+
     /// The health model's last word on `database` (`None`: not watched).
     pub fn health(&self, database: &str) -> Option<HealthReport> {
         crate::pool::lock(&self.health).get(database).cloned()
@@ -476,6 +513,8 @@ const PROBE_SQL: &[u8] = b"SELECT stats_reset::text FROM pg_stat_bgwriter";
 struct Prober {
     conn: Option<crate::pool::server_conn::ServerConn>,
     generation: u64,
+    /// The fault epoch the connection was opened in (`pool::faults`).
+    epoch: u64,
 }
 
 impl Prober {
@@ -485,9 +524,11 @@ impl Prober {
         endpoint: &ComputeEndpoint,
         timeout: Duration,
     ) -> Option<Option<String>> {
-        if self.generation != endpoint.generation {
+        let epoch = crate::pool::faults::epoch();
+        if self.generation != endpoint.generation || self.epoch != epoch {
             self.conn = None;
             self.generation = endpoint.generation;
+            self.epoch = epoch;
         }
         let answer = tokio::time::timeout(timeout, async {
             // A kept connection may have broken since (a crash restart):

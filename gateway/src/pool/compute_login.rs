@@ -92,7 +92,12 @@ async fn connect_inner(
         addr: target.clone(),
         source,
     };
-    let tcp = TcpStream::connect(&target).await.map_err(unreachable)?;
+    // A chaos fault on this address routes through its proxy.
+    let tcp = match target.parse::<std::net::SocketAddr>() {
+        Ok(addr) => TcpStream::connect(super::faults::route(addr)).await,
+        Err(_) => TcpStream::connect(&target).await,
+    }
+    .map_err(unreachable)?;
     let addr = tcp.peer_addr().map_err(unreachable)?;
     let _ = tcp.set_nodelay(true);
     let mut stream = match &endpoint.tls {

@@ -7,6 +7,7 @@
 //! admin console and `/metrics` read ([`Pools::all`], [`registry`]).
 
 pub mod compute_login;
+pub mod faults;
 pub mod params;
 pub mod registry;
 pub mod server_conn;
@@ -306,9 +307,12 @@ impl DbPool {
     /// that stays paused is 57P03.
     pub async fn lease(&self) -> Result<Lease<ServerConn>, ClientError> {
         let generation = self.generation.load(Ordering::Acquire);
+        let epoch = faults::epoch();
         let checkout = self
             .pool
-            .acquire(|c: &ServerConn| c.info.entry.generation >= generation && c.usable())
+            .acquire(|c: &ServerConn| {
+                c.info.entry.generation >= generation && c.fault_epoch == epoch && c.usable()
+            })
             .await
             .map_err(|e| match e {
                 ogel_policies::pool::AcquireError::Paused(_) => ClientError::new(
@@ -336,6 +340,12 @@ impl DbPool {
             tracing::info!(compute = %self.name, generation, "pool fenced: connections of older generations are closed");
         }
         before < generation
+    }
+
+    /// Closes the idle server connections (a fault was put on the path to
+    /// the compute: new ones take that path).
+    pub fn close_idle(&self) {
+        self.pool.close_idle();
     }
 
     /// Whether a server accepted the statement `server_name` before.

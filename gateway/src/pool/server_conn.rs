@@ -63,6 +63,9 @@ pub struct ServerConn<S = ServerStream> {
     pub status: u8,
     /// SHOW SERVERS entry.
     pub info: Registered<ServerInfo>,
+    /// The chaos fault epoch it was opened in (`pool::faults`): a
+    /// connection from before a fault started is not reused.
+    pub fault_epoch: u64,
 }
 
 impl ServerConn {
@@ -102,6 +105,7 @@ impl ServerConn {
             prepared: HashSet::new(),
             status: b'I',
             info,
+            fault_epoch: super::faults::epoch(),
         }
     }
 

@@ -118,6 +118,7 @@ fn server(prepared: &[&Arc<str>]) -> (ServerConn<DuplexStream>, DuplexStream) {
         prepared: prepared.iter().map(|n| Arc::clone(n)).collect(),
         status: b'I',
         info,
+        fault_epoch: crate::pool::faults::epoch(),
     };
     (conn, theirs)
 }
