@@ -180,12 +180,21 @@ async fn killing_the_primary_under_a_writer_loses_no_acknowledged_write() {
         .await
         .expect("a client between transactions is served after the failover");
     assert!(!rows.is_empty());
-    // A new standby is built from the new primary and streams.
+    // The old primary, killed mid-write, is rewound into the new standby
+    // (pg_rewind, not a fresh copy), and streams.
     assert!(
         eventually(Duration::from_secs(60), || streaming(&gw, "shop")).await,
         "no new standby: {}",
         standby(&gw, "shop").await
     );
+    assert!(
+        gw.log().contains("standby rewound from the old primary"),
+        "the new standby was not rewound: {}",
+        gw.log_tail(30)
+    );
+    // And it holds everything: a switchover to it loses nothing.
+    gw.cli_ok(&["db", "switchover", "shop"]);
+    assert_none_lost(&url, &acked).await;
     eprintln!(
         "failover: {} acknowledged, {errors} client errors, writes again {:.2}s after the kill",
         acked.len(),

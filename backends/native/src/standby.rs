@@ -24,6 +24,14 @@
 //! non-strict synchronous mode): waiting for a standby that does not exist
 //! yet would stop every write.
 //!
+//! **The next standby** after a takeover is the old primary itself where
+//! it can be: its fenced volume is kept in `trash/` (never started as a
+//! primary again), moved into a standby volume and rewound with
+//! `pg_rewind` (data checksums are on) to where the new primary's timeline
+//! forked, so only what differs is copied; it then starts with
+//! `standby.signal`, demoted. When that fails (the rewind errs, or the
+//! gateway restarted and emptied `trash/`) a fresh `pg_basebackup` is made.
+//!
 //! The wanted count and the takeover count are in `standbys/<compute>.json`,
 //! outside both volumes.
 
@@ -61,6 +69,10 @@ struct Wanted {
     next: u64,
     /// Times a standby took over.
     failovers: u64,
+    /// The fenced old primary's volume, under `trash/`, kept until the
+    /// next standby is built: it is rewound into that standby
+    /// (`pg_rewind`) rather than copied afresh.
+    rewind_from: Option<String>,
 }
 
 /// How long a reading of `pg_stat_replication` is reused.
@@ -235,7 +247,17 @@ impl NativeBackend {
         if self.built_standby(&wanted).is_none() {
             self.build_standby(name, port, &mut wanted).await?;
         }
-        self.start_standby(name, port).await?;
+        if let Err(e) = self.start_standby(name, port).await {
+            // A standby that cannot start is made afresh next time.
+            self.stop_standby(name).await;
+            let mut wanted = self.wanted(name);
+            if let Some(volume) = self.standby_volume(&wanted) {
+                self.delete_standby_volume(&volume)?;
+            }
+            wanted.volume = None;
+            self.write_wanted(name, &wanted)?;
+            return Err(e);
+        }
         self.set_synchronous(name, port, wanted.synchronous).await
     }
 
@@ -256,6 +278,10 @@ impl NativeBackend {
         if let Some(volume) = self.standby_volume(&wanted) {
             self.delete_standby_volume(&volume)?;
         }
+        if let Some(old_primary) = self.rewind_source(&wanted) {
+            self.delete_in_background(old_primary);
+        }
+        wanted.rewind_from = None;
         wanted.volume = None;
         if wanted.count == 0 {
             let _ = std::fs::remove_file(self.wanted_path(name));
@@ -274,6 +300,9 @@ impl NativeBackend {
             if let Err(e) = self.delete_standby_volume(&volume) {
                 tracing::warn!(compute = name, error = %e, "could not delete a standby volume");
             }
+        }
+        if let Some(old_primary) = self.rewind_source(&wanted) {
+            self.delete_in_background(old_primary);
         }
         let _ = std::fs::remove_file(self.wanted_path(name));
     }
@@ -304,6 +333,21 @@ impl NativeBackend {
             self.stop_standby(name).await;
             self.delete_standby_volume(&old)?;
         }
+        if let Some(old_primary) = self.rewind_source(wanted) {
+            let rewound = self
+                .rewind_standby(name, primary_port, wanted, &old_primary)
+                .await;
+            wanted.rewind_from = None;
+            match rewound {
+                Ok(()) => return self.write_wanted(name, wanted),
+                Err(e) => {
+                    tracing::warn!(compute = name, error = %e, "the old primary could not be rewound; cloning the new one instead");
+                    if old_primary.exists() {
+                        self.delete_in_background(old_primary);
+                    }
+                }
+            }
+        }
         let client = self.superuser(primary_port, "postgres").await?;
         client
             .execute(
@@ -313,14 +357,7 @@ impl NativeBackend {
             .await
             .map_err(|e| BackendError::internal("could not drop the old standby slot").with_source(e))?;
         drop(client);
-        wanted.next += 1;
-        let volume_name = format!("{name}-{}", wanted.next);
-        let volume = self.standby_root().join(&volume_name);
-        std::fs::create_dir_all(self.standby_root())
-            .map_err(|e| io_error("create", &self.standby_root(), e))?;
-        if volume.symlink_metadata().is_ok() {
-            let _ = std::fs::remove_file(&volume);
-        }
+        let (volume_name, volume) = self.next_standby_volume(name, wanted)?;
         self.storage
             .create_volume(&volume)
             .map_err(|e| io_error("create", &volume, e))?;
@@ -337,6 +374,20 @@ impl NativeBackend {
             let _ = self.storage.delete_volume(&volume);
             return Err(e);
         }
+        self.finish_standby_volume(name, &volume, volume_name, wanted)?;
+        tracing::info!(compute = name, elapsed_ms = started.elapsed().as_millis() as u64, volume = %volume.display(), "standby built");
+        Ok(())
+    }
+
+    /// Makes a copied or rewound data directory in `volume` a standby:
+    /// the files beside pgdata, `standby.signal`, the passfile, owners.
+    fn finish_standby_volume(
+        &self,
+        name: &str,
+        volume: &Path,
+        volume_name: String,
+        wanted: &mut Wanted,
+    ) -> Result<(), BackendError> {
         // What sits beside pgdata in a compute's volume (owner, incarnation,
         // read-only role marker, parent) comes along: the standby becomes
         // this volume.
@@ -348,6 +399,7 @@ impl NativeBackend {
             }
         }
         let pgdata = volume.join("pgdata");
+        let _ = std::fs::remove_file(pgdata.join("postmaster.pid"));
         std::fs::write(pgdata.join("standby.signal"), b"")
             .map_err(|e| io_error("write", &pgdata, e))?;
         let passfile = volume.join("pgpass");
@@ -372,9 +424,7 @@ impl NativeBackend {
             .and_then(|()| self.user.chown_tree(&passfile))
             .map_err(|e| io_error("hand over", &volume, e))?;
         wanted.volume = Some(volume_name);
-        self.write_wanted(name, wanted)?;
-        tracing::info!(compute = name, elapsed_ms = started.elapsed().as_millis() as u64, volume = %volume.display(), "standby built");
-        Ok(())
+        self.write_wanted(name, wanted)
     }
 
     /// Starts `name`'s standby (if built and not running), streaming from
@@ -602,7 +652,20 @@ impl NativeBackend {
         status.standby_disk = built.and_then(|v| ogel_plugin_kit::disk::usage(&v));
         match (self.live_port(name), standby_port) {
             (Some(port), Some(_)) => {
-                let (streaming, lag) = self.replication(name, port).await?;
+                // A primary that does not take logins right now (crash
+                // recovery) has the last reading, said to be old.
+                let (streaming, lag) = match self.replication(name, port).await {
+                    Ok(seen) => seen,
+                    Err(e) => {
+                        status.note = Some(format!(
+                            "the primary's replication could not be read just now ({e}); last reading shown"
+                        ));
+                        self.standbys
+                            .seen(name)
+                            .map(|(_, streaming, lag)| (streaming, lag))
+                            .unwrap_or((false, None))
+                    }
+                };
                 status.streaming = u32::from(streaming);
                 status.replay_lag_bytes = lag;
                 if !streaming && status.note.is_none() {
@@ -665,7 +728,13 @@ impl NativeBackend {
         })?;
         let started = std::time::Instant::now();
         // 1. Fence: the old primary takes no write from here on.
-        let fence_lsn = self.fence_primary(name, why).await?;
+        let (fence_lsn, fenced) = self.fence_primary(name, why, wanted.count > 0).await?;
+        if let Some(fenced) = fenced {
+            // Kept for the next standby (rewound), recorded before anything
+            // else can fail.
+            wanted.rewind_from = Some(fenced);
+            self.write_wanted(name, &wanted)?;
+        }
         crate::tiers::crash_point("takeover-fenced");
         // 2. The standby: running, caught up (switchover), promoted.
         let primary_port = 1; // nothing listens: it must not reconnect
@@ -725,7 +794,8 @@ impl NativeBackend {
         &self,
         name: &str,
         why: Takeover,
-    ) -> Result<Option<String>, BackendError> {
+        keep: bool,
+    ) -> Result<(Option<String>, Option<String>), BackendError> {
         let pgdata = self.pgdata(name);
         let running = self.lock_computes().remove(name);
         let mut catch_up = None;
@@ -756,14 +826,110 @@ impl NativeBackend {
             self.storage
                 .rename_volume(&dir, &fenced)
                 .map_err(|e| io_error("move away", &dir, e))?;
-            let storage = self.storage.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = storage.delete_volume(&fenced) {
-                    tracing::warn!(path = %fenced.display(), error = %e, "could not delete a fenced primary's volume");
-                }
-            });
+            if keep {
+                let kept = fenced.file_name().map(|n| n.to_string_lossy().into_owned());
+                return Ok((catch_up, kept));
+            }
+            self.delete_in_background(fenced);
         }
-        Ok(catch_up)
+        Ok((catch_up, None))
+    }
+
+    fn delete_in_background(&self, volume: PathBuf) {
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = storage.delete_volume(&volume) {
+                tracing::warn!(path = %volume.display(), error = %e, "could not delete a fenced primary's volume");
+            }
+        });
+    }
+
+    /// The kept old primary's volume, if it is still there.
+    fn rewind_source(&self, wanted: &Wanted) -> Option<PathBuf> {
+        let volume = self.root.join("trash").join(wanted.rewind_from.as_ref()?);
+        volume.join("pgdata").is_dir().then_some(volume)
+    }
+
+    /// Makes the fenced old primary `from` the new standby: moved into a
+    /// standby volume and rewound with `pg_rewind` to where the new
+    /// primary (on `primary_port`) diverged from it, so only the blocks
+    /// that differ are copied. The standby's slot is made first, so the
+    /// primary keeps the WAL from here on.
+    async fn rewind_standby(
+        &self,
+        name: &str,
+        primary_port: u16,
+        wanted: &mut Wanted,
+        from: &Path,
+    ) -> Result<(), BackendError> {
+        let client = self.superuser(primary_port, "postgres").await?;
+        for sql in [
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT pg_create_physical_replication_slot($1, true)",
+        ] {
+            client
+                .execute(sql, &[&STANDBY_NAME])
+                .await
+                .map_err(|e| BackendError::internal("could not make the standby slot").with_source(e))?;
+        }
+        // A just-promoted primary's control file still names the old
+        // timeline until its first checkpoint; pg_rewind reads it there.
+        client.batch_execute("CHECKPOINT").await.map_err(|e| {
+            BackendError::internal("could not checkpoint the new primary").with_source(e)
+        })?;
+        drop(client);
+        let (volume_name, volume) = self.next_standby_volume(name, wanted)?;
+        self.storage
+            .rename_volume(from, &volume)
+            .map_err(|e| io_error("move into place", from, e))?;
+        let started = std::time::Instant::now();
+        let pgdata = volume.join("pgdata");
+        let mut cmd = tokio::process::Command::new(self.bins.bin_dir.join("pg_rewind"));
+        cmd.arg("--target-pgdata")
+            .arg(&pgdata)
+            .arg("--source-server")
+            .arg(format!(
+                "host=127.0.0.1 port={primary_port} user={} dbname=postgres application_name='ogel standby rewind'",
+                crate::secrets::SUPERUSER
+            ))
+            .env("PGPASSWORD", self.secret.superuser_password())
+            .current_dir("/");
+        // Postgres refuses root: the rewind (and the crash recovery it
+        // runs first on a killed primary) runs as the compute user.
+        self.user.apply_tokio(&mut cmd);
+        if let Err(e) = crate::backup::run_tool(cmd, "pg_rewind").await {
+            self.delete_in_background(volume);
+            return Err(e);
+        }
+        self.finish_standby_volume(name, &volume, volume_name, wanted)?;
+        tracing::info!(compute = name, elapsed_ms = started.elapsed().as_millis() as u64, volume = %volume.display(), "standby rewound from the old primary");
+        Ok(())
+    }
+
+    /// A new standby volume's name and path (`standbys/<name>-<n>`).
+    fn next_standby_volume(
+        &self,
+        name: &str,
+        wanted: &mut Wanted,
+    ) -> Result<(String, PathBuf), BackendError> {
+        wanted.next += 1;
+        let volume_name = format!("{name}-{}", wanted.next);
+        let volume = self.standby_root().join(&volume_name);
+        std::fs::create_dir_all(self.standby_root())
+            .map_err(|e| io_error("create", &self.standby_root(), e))?;
+        // A symlink a promoted standby left, or a volume a build
+        // interrupted by a crash left before it was recorded: not in use.
+        match volume.symlink_metadata() {
+            Ok(m) if m.is_symlink() => {
+                let _ = std::fs::remove_file(&volume);
+            }
+            Ok(_) => self
+                .storage
+                .delete_volume(&volume)
+                .map_err(|e| io_error("delete a leftover", &volume, e))?,
+            Err(_) => {}
+        }
+        Ok((volume_name, volume))
     }
 }
 
