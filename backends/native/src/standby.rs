@@ -416,13 +416,13 @@ impl NativeBackend {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| io_error("protect", &passfile, e))?;
-            std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o711))
-                .map_err(|e| io_error("open up", &volume, e))?;
+            std::fs::set_permissions(volume, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| io_error("open up", volume, e))?;
         }
         self.user
             .chown_tree(&pgdata)
             .and_then(|()| self.user.chown_tree(&passfile))
-            .map_err(|e| io_error("hand over", &volume, e))?;
+            .map_err(|e| io_error("hand over", volume, e))?;
         wanted.volume = Some(volume_name);
         self.write_wanted(name, wanted)
     }
