@@ -2,19 +2,23 @@
 # bench/failover.sh — compute failover on the native backend: ROUNDS (20)
 # kill -9s of a database's primary under a writer (one row per
 # transaction through the gateway, every acknowledged id checked after),
-# then ROUNDS planned switchovers. Prints, from `ogel chaos run --json`:
+# then ROUNDS planned switchovers, then PARTITION_ROUNDS (5) partitions
+# between gateway and primary (the probes time out: probe_timeout 2 s ×
+# probe_failures 3). Prints, from `ogel chaos run --json`:
 # kill → first write acknowledged again (p50/p99/max, goal p99 ≤ 3 s) beside
 # Patroni's documented defaults (ttl 30 s + loop_wait 10 s: 30–40 s) and RDS
 # Multi-AZ (60–120 s, AWS's documentation); the switchover's write pause
 # (goal ≤ 1 s); acknowledged writes lost (goal 0) and client errors.
 #
-# Environment: ROUNDS (20), PG_BIN, CARGO_TARGET_DIR, KEEP_TMP=1.
+# Environment: ROUNDS (20), PARTITION_ROUNDS (5), PG_BIN, CARGO_TARGET_DIR,
+# KEEP_TMP=1.
 set -euo pipefail
 SCRIPT_NAME=failover.sh
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROUNDS="${ROUNDS:-20}"
+PARTITION_ROUNDS="${PARTITION_ROUNDS:-5}"
 require_tools curl python3
 use_pg_bin pg_ctl initdb postgres
 use_ref_user
@@ -45,9 +49,11 @@ say "Adding a synchronous standby"
 ogel db standby bench add
 
 RESULTS="$TMP/results.jsonl"
-for scenario in kill-primary switchover; do
-    say "$ROUNDS × $scenario"
-    for ((i = 1; i <= ROUNDS; i++)); do
+for scenario in kill-primary switchover partition-gateway; do
+    rounds=$ROUNDS
+    [ "$scenario" = partition-gateway ] && rounds=$PARTITION_ROUNDS
+    say "$rounds × $scenario"
+    for ((i = 1; i <= rounds; i++)); do
         ogel chaos run --db bench --scenario "$scenario" --json >>"$RESULTS"
         printf '.' >&2
     done
@@ -72,6 +78,10 @@ line("kill -9 primary → write acked", [r["recovered_ms"] for r in kills], 3000
      [("Patroni defaults (ttl+loop_wait)", 30, 40), ("RDS Multi-AZ (AWS docs)", 60, 120)])
 line("switchover write pause (gateway)", [r["write_pause_ms"] for r in switch], 1000, [])
 line("switchover → write acked", [r["recovered_ms"] for r in switch], 1000, [])
+cuts = [r for r in rows if r["scenario"] == "partition-gateway"]
+if cuts:
+    line("partition → write acked", [r["recovered_ms"] for r in cuts], 10000,
+         [("Patroni defaults (ttl+loop_wait)", 30, 40)])
 lost = sum(r["lost"] for r in rows)
 acked = sum(r["acknowledged"] for r in rows)
 errors = [r["client_errors"] for r in kills]

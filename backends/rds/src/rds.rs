@@ -909,28 +909,9 @@ impl Rds {
         if writer_of(&cluster).is_some() {
             return Ok(());
         }
-        let c = &self.config;
-        let tags = BTreeMap::from([(TAG_WRITER_OF.to_string(), id.to_string())]);
-        match self
-            .client()
-            .await?
-            .create_db_instance()
-            .db_instance_identifier(id)
-            .db_cluster_identifier(id)
-            .engine(c.engine.name())
-            .db_instance_class(c.instance_class())
-            .set_publicly_accessible(c.publicly_accessible)
-            .set_tags(Some(tag_list(&tags)))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if aws::code(&e) == Some("DBInstanceAlreadyExists") => Ok(()),
-            Err(e) => Err(WaitError::Failed(aws::error(
-                &format!("create the writer instance of Aurora cluster {id}"),
-                e,
-            ))),
-        }
+        Ok(self
+            .create_member(id, id, TAG_WRITER_OF, "the writer instance of")
+            .await?)
     }
 
     /// Deletes the cluster's instances, then the cluster (RDS accepts the
@@ -1257,8 +1238,22 @@ impl Rds {
     /// CreateDBInstance of an Aurora Replica `id` in cluster `cluster`
     /// (same class as the writer; tag `ogel:reader-of`).
     pub async fn add_reader(&self, cluster: &str, id: &str) -> Result<(), BackendError> {
+        self.create_member(cluster, id, TAG_READER_OF, "Aurora Replica of")
+            .await
+    }
+
+    /// CreateDBInstance `id` in Aurora cluster `cluster`, tagged `tag` =
+    /// the cluster (the writer's and the replicas' class are the same).
+    /// One that exists already is fine.
+    async fn create_member(
+        &self,
+        cluster: &str,
+        id: &str,
+        tag: &str,
+        role: &str,
+    ) -> Result<(), BackendError> {
         let c = &self.config;
-        let tags = BTreeMap::from([(TAG_READER_OF.to_string(), cluster.to_string())]);
+        let tags = BTreeMap::from([(tag.to_string(), cluster.to_string())]);
         match self
             .client()
             .await?
@@ -1275,7 +1270,7 @@ impl Rds {
             Ok(_) => Ok(()),
             Err(e) if aws::code(&e) == Some("DBInstanceAlreadyExists") => Ok(()),
             Err(e) => Err(aws::error(
-                &format!("add Aurora Replica {id} to cluster {cluster}"),
+                &format!("create instance {id}, {role} Aurora cluster {cluster}"),
                 e,
             )),
         }

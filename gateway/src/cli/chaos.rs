@@ -74,15 +74,8 @@ const SCENARIOS: [&str; 7] = [
     "corrupt-snapshot",
     "disk-95",
 ];
-/// What `all` runs: disk-95 fills a filesystem, so it runs only by name.
-const ALL: [&str; 6] = [
-    "kill-primary",
-    "kill-standby",
-    "switchover",
-    "latency",
-    "partition-gateway",
-    "corrupt-snapshot",
-];
+/// Run by name only, never by `all`: it fills a filesystem.
+const BY_NAME_ONLY: &str = "disk-95";
 /// Scenarios the issue names that need more than this machine allows.
 const NOT_HERE: [(&str, &str); 1] = [
     ("kill-gateway", "a second gateway of a cluster to serve the database (run it against a cluster member with `ogel cluster status`)"),
@@ -156,7 +149,10 @@ pub(super) async fn run(api: &ApiClient, command: &ChaosCommand) -> anyhow::Resu
             json,
         } => {
             let scenarios: Vec<&str> = match scenario.as_str() {
-                "all" => ALL.to_vec(),
+                "all" => SCENARIOS
+                    .into_iter()
+                    .filter(|s| *s != BY_NAME_ONLY)
+                    .collect(),
                 s if SCENARIOS.contains(&s) => vec![s],
                 s => {
                     if let Some((_, needs)) = NOT_HERE.iter().find(|(n, _)| *n == s) {
