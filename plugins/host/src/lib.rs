@@ -11,7 +11,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use ogel_plugin_sdk::abi::{self, EntryFn, PluginDescriptor, RawBuffer};
-use ogel_plugin_sdk::wire::{Request, Response, BACKUPS_MINOR, STANDBY_MINOR};
+use ogel_plugin_sdk::wire::{Request, Response, BACKUPS_MINOR, REMOTE_STANDBY_MINOR, STANDBY_MINOR};
 use ogel_plugin_sdk::{
     ArchiveStatus, Backend, BackendError, BackupInfo, BranchSpec, Capabilities, ComputeEndpoint,
     ComputeName, ComputeStatus, DatabaseSpec, Progress, RestoreSpec, Restored, SnapshotInfo, Tier,
@@ -529,6 +529,18 @@ impl Backend for PluginBackend {
         self.call(Request::Promote {
             name: name.clone(),
             why,
+        })
+        .await
+    }
+    async fn replicate(
+        &self,
+        name: &ComputeName,
+        role: ogel_plugin_sdk::ReplicaRole,
+    ) -> Result<(), BackendError> {
+        self.require_minor(REMOTE_STANDBY_MINOR, "keep a standby on another gateway")?;
+        self.call(Request::Replicate {
+            name: name.clone(),
+            role,
         })
         .await
     }

@@ -32,7 +32,9 @@ pub const ABI_MAJOR: u32 = 1;
 /// `archive_status`; the host answers them itself for older plugins.
 /// 1.5: standbys and failover (`set_standbys`, `standby_status`,
 /// `promote`, `Capabilities.standby`); older plugins have no standby.
-pub const ABI_MINOR: u32 = 5;
+/// 1.6: standbys on another gateway of a cluster (`replicate`,
+/// `Capabilities.remote_standby`); older plugins keep theirs local.
+pub const ABI_MINOR: u32 = 6;
 /// The SDK version, NUL-terminated.
 pub const SDK_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 /// `rustc --version` of the build, NUL-terminated (informational: the ABI

@@ -217,6 +217,9 @@ async fn dispatch(backend: &dyn Backend, request: Request) -> Response {
             Response::from_result(backend.standby_status(&name).await)
         }
         Request::Promote { name, why } => Response::from_result(backend.promote(&name, why).await),
+        Request::Replicate { name, role } => {
+            Response::from_result(backend.replicate(&name, role).await)
+        }
     }
 }
 

@@ -95,6 +95,10 @@ pub struct Capabilities {
     /// A compute can have hot standbys to fail over to (`set_standbys`,
     /// `promote`). ABI 1.5; absent means false.
     pub standby: bool,
+    /// A compute's standby can live on another gateway of a cluster and
+    /// stream through the gateways (`replicate`). ABI 1.6; absent means
+    /// false.
+    pub remote_standby: bool,
 }
 
 /// How a backend makes branches.
@@ -312,6 +316,54 @@ pub struct DiskUse {
     pub size_bytes: u64,
     /// Which filesystem (two readings with the same device share one).
     pub device: u64,
+}
+
+/// A compute's part in a standby arrangement that spans two gateways of a
+/// cluster (ABI 1.6). The gateway decides, holding the cluster's fence;
+/// the backend only does what it is told.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum ReplicaRole {
+    /// This node holds the primary; its standby is another gateway's and
+    /// streams through replication connections the gateways relay. Keep no
+    /// standby here. With `synchronous`, commits wait for that standby and
+    /// keep waiting while it is away: only the gateway turns it off (after
+    /// recording, under its fence, that the standby may no longer take
+    /// over).
+    Primary {
+        /// Commits wait until the remote standby has flushed them.
+        synchronous: bool,
+    },
+    /// This node keeps a standby of the compute, whose primary is another
+    /// gateway's, reached at `upstream`. A copy of the compute this node
+    /// still holds as a primary (an old primary coming back) is fenced
+    /// first and never served again.
+    Standby {
+        /// Where the primary is reached.
+        upstream: Upstream,
+    },
+    /// Neither: drop what the arrangement kept here. A primary copy of a
+    /// compute that another gateway now serves is fenced and set aside.
+    Detached,
+}
+
+/// Where a remote standby reaches its primary: the serving gateway's
+/// Postgres listener, which relays replication connections to the compute
+/// (ABI 1.6).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Upstream {
+    /// Host of the serving gateway.
+    pub host: String,
+    /// Its Postgres port.
+    pub port: u16,
+    /// The database name to send: the gateway routes on it (`db@branch`).
+    pub database: String,
+    /// PEM of the CA that signed the serving gateway's certificate: the
+    /// standby verifies it. `None` on loopback (TLS if offered).
+    pub tls_ca_pem: Option<String>,
+    /// The database's owner role, which a promoted standby serves.
+    pub owner: String,
 }
 
 /// Why a standby takes over (ABI 1.5).
@@ -722,6 +774,15 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<ComputeEndpoint, BackendError> {
         let _ = (compute, why);
         Err(unsupported(self.name(), "promote a standby"))
+    }
+
+    /// Takes `role` for `compute` in a standby arrangement spanning two
+    /// gateways; idempotent (the gateway repeats it). `promote` then
+    /// works on a `Standby` as on a local one, except that fencing the
+    /// old primary is the gateway's part. (ABI 1.6.)
+    async fn replicate(&self, compute: &ComputeName, role: ReplicaRole) -> Result<(), BackendError> {
+        let _ = (compute, role);
+        Err(unsupported(self.name(), "keep a standby on another gateway"))
     }
 
     /// Progress of the long operation running on `compute` (a branch

@@ -138,6 +138,13 @@ pub enum Request {
         /// Failover or switchover.
         why: crate::Takeover,
     },
+    /// [`Backend::replicate`](crate::Backend::replicate) (ABI 1.6).
+    Replicate {
+        /// The compute.
+        name: ComputeName,
+        /// Its part.
+        role: crate::ReplicaRole,
+    },
     /// [`Backend::progress`](crate::Backend::progress) (ABI 1.1).
     Progress {
         /// The compute (a string before ABI 1.3).
@@ -151,6 +158,8 @@ pub const TYPED_NAMES_MINOR: u32 = 3;
 pub const BACKUPS_MINOR: u32 = 4;
 /// The first ABI minor whose plugins know standbys and promotion.
 pub const STANDBY_MINOR: u32 = 5;
+/// The first ABI minor whose plugins keep standbys on another gateway.
+pub const REMOTE_STANDBY_MINOR: u32 = 6;
 
 impl Request {
     /// Encodes the request for a plugin built for ABI minor `minor`: compute
@@ -188,6 +197,7 @@ impl Request {
                 | Request::SetTier { .. }
                 | Request::SetStandbys { .. }
                 | Request::Promote { .. }
+                | Request::Replicate { .. }
         )
     }
 }
