@@ -139,6 +139,9 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let _lock = lock_data_dir(&data_dir)?;
     let token = load_or_create_token(&data_dir)?;
     let (catalog, etcd) = open_catalog(&config, &data_dir)?;
+    if etcd.is_some() {
+        crate::cluster::backend_key::share(&catalog, &data_dir.join("native"))?;
+    }
 
     let plugins_dir = config.plugins_dir();
     eprintln!(
@@ -240,9 +243,15 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         pools.clone(),
         operations.clone(),
     ));
+    let placement = crate::control::placement::Placement::new(
+        databases.clone(),
+        catalog.clone(),
+        cluster.clone(),
+    );
     let standbys = Arc::new(crate::control::standby::Standbys::new(
         databases.clone(),
         pools.clone(),
+        placement.clone(),
     ));
     let access = Arc::new(Access::new(
         catalog.clone(),
@@ -392,6 +401,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
             .clone()
             .run_watch(config.failover.clone(), stopped(stop_rx.clone())),
     );
+    let placement_task = tokio::spawn(placement.run(stopped(stop_rx.clone())));
     let cluster_task = tokio::spawn(beat_as_leader(
         cluster.clone(),
         catalog.clone(),
@@ -456,6 +466,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
     let _ = failover_task.await;
     let _ = disk_task.await;
     let _ = cluster_task.await;
+    let _ = placement_task.await;
     let _ = warm_task.await;
     pool_task.abort();
     reload_task.abort();

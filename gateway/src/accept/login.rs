@@ -128,6 +128,14 @@ impl Authenticator {
             Credential::Password | Credential::Console => {
                 return self.password(stream, route).await;
             }
+            // Relayed to the compute before this (`accept::replication_target`).
+            Credential::Replication => {
+                return Err(ClientError::new(
+                    "0A000",
+                    "replication connections do not log in to the gateway",
+                )
+                .into())
+            }
         };
         let ip = stream.peer_addr().map(|a| a.ip());
         let grant = self

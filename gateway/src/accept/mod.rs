@@ -9,6 +9,7 @@ pub mod hop;
 pub mod limits;
 pub mod login;
 pub mod negotiate;
+pub mod replication;
 pub mod tls;
 
 use crate::admin::Console;
@@ -79,6 +80,8 @@ enum Target {
     Console,
     /// A database another gateway of the cluster serves: carried there.
     Forward(hop::Hop),
+    /// Another gateway's standby streaming from a compute here.
+    Replication(replication::Replication),
 }
 
 impl Frontend {
@@ -198,6 +201,10 @@ async fn log_in(
             hop::run(stream, to, &frontend.cancels).await;
             return None;
         }
+        Target::Replication(to) => {
+            replication::run(stream, to).await;
+            return None;
+        }
         Target::Database(session) => session,
     };
     // Wakes the compute now, so a client learns at login if it cannot
@@ -278,6 +285,9 @@ async fn startup(
         params.push(("database".to_string(), compute));
         return Ok(Some(Target::Forward(hop::Hop { node, params })));
     }
+    if route.credential == Credential::Replication {
+        return replication_target(frontend, route, remote, stream.is_tls()).map(Some);
+    }
     let identity = frontend.auth.database(stream, &route, remote).await?;
     let record = identity.record;
     if !frontend
@@ -310,4 +320,45 @@ async fn startup(
         read_only: identity.read_only,
         tenant_slot,
     })))
+}
+
+/// Where a standby's replication connection goes: the compute of a
+/// database this gateway serves, in a cluster, over TLS or loopback.
+fn replication_target(
+    frontend: &Frontend,
+    route: route::Route,
+    remote: bool,
+    tls: bool,
+) -> Result<Target, AuthError> {
+    if !frontend.databases.is_clustered() {
+        return Err(ClientError::new(
+            "0A000",
+            "replication connections are relayed only between the gateways of a cluster",
+        )
+        .hint("a standby of a single gateway runs beside its primary")
+        .into());
+    }
+    if remote && !tls {
+        return Err(ClientError::new(
+            "28000",
+            "replication connections from other hosts must use TLS",
+        )
+        .into());
+    }
+    let record = frontend
+        .databases
+        .ready(&route.database)
+        .map_err(|e| ClientError::from(&e))?;
+    let branch = route
+        .branch
+        .unwrap_or_else(|| crate::names::MAIN_BRANCH.to_string());
+    let lifecycle = frontend
+        .databases
+        .lifecycle(&record)
+        .map_err(|e| ClientError::new(CANNOT_CONNECT_NOW, e.to_string()))?;
+    Ok(Target::Replication(replication::Replication {
+        compute: compute_name(&record.name, &branch),
+        lifecycle,
+        params: route.params,
+    }))
 }

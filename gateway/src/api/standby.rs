@@ -78,6 +78,10 @@ pub async fn inject_fault(
     use crate::pool::faults::Fault;
     let example = "{\"fault\": \"latency\", \"latency_ms\": 100, \"seconds\": 10}";
     let Json(body) = body.map_err(|e| bad_body(e, example))?;
+    if body.fault == "kill-gateway" {
+        let done = state.standbys.kill_gateway(&name)?;
+        return Ok(Json(super::Done { done }));
+    }
     let fault = match (body.fault.as_str(), body.latency_ms) {
         ("latency", 1..=60_000) => {
             Fault::Latency(std::time::Duration::from_millis(body.latency_ms))
@@ -85,7 +89,7 @@ pub async fn inject_fault(
         ("partition", _) => Fault::Partition,
         _ => {
             return Err(crate::error::ControlError::Invalid(format!(
-            "fault must be \"latency\" (with latency_ms 1–60000) or \"partition\"; e.g. {example}"
+            "fault must be \"latency\" (with latency_ms 1–60000), \"partition\" or \"kill-gateway\"; e.g. {example}"
         ))
             .into())
         }
@@ -140,6 +144,13 @@ pub struct StandbyInfo {
     /// The health model's last word (while the failover watch watches
     /// the database).
     pub health: Option<HealthInfo>,
+    /// In a cluster: the gateway whose disk holds the standby.
+    #[serde(default)]
+    pub standby_gateway: Option<String>,
+    /// In a cluster: the standby has every acknowledged commit and takes
+    /// over if the primary's gateway is gone.
+    #[serde(default)]
+    pub in_sync: Option<bool>,
 }
 
 /// What the health model says about a primary (`[failover]`).
@@ -185,6 +196,8 @@ impl From<Option<StandbyStatus>> for StandbyInfo {
             note: s.note,
             pid: s.pid,
             health: None,
+            standby_gateway: None,
+            in_sync: None,
         }
     }
 }
@@ -207,6 +220,10 @@ pub async fn get_standby(
 ) -> ApiResult<StandbyInfo> {
     let mut info: StandbyInfo = state.standbys.status(&name).await?.into();
     info.health = state.standbys.health(&name).map(Into::into);
+    if let Some(placed) = state.databases.ready(&name)?.standby {
+        info.standby_gateway = placed.node;
+        info.in_sync = Some(placed.in_sync);
+    }
     Ok(Json(info))
 }
 

@@ -542,15 +542,24 @@ async fn watch_once(
 struct Write {
     ops: Vec<(Table, String, Option<Vec<u8>>)>,
     fences: Vec<Fence>,
+    /// Keys that must hold exactly these values (`None`: absent).
+    expect: Vec<(Table, String, Option<Vec<u8>>)>,
 }
 
 async fn write(client: Client, shared: Arc<Shared>, w: Write) -> Result<(), CatalogError> {
     const ACTION: &str = "write to etcd";
-    let compares: Vec<Compare> = w
+    let mut compares: Vec<Compare> = w
         .fences
         .iter()
         .map(|f| Compare::create_revision(f.key.as_str(), CompareOp::Equal, f.create_revision))
         .collect();
+    compares.extend(w.expect.iter().map(|(table, key, value)| {
+        let key = shared.key(*table, key);
+        match value {
+            Some(v) => Compare::value(key, CompareOp::Equal, v.clone()),
+            None => Compare::version(key, CompareOp::Equal, 0),
+        }
+    }));
     let then: Vec<TxnOp> = w
         .ops
         .iter()
@@ -568,6 +577,17 @@ async fn write(client: Client, shared: Arc<Shared>, w: Write) -> Result<(), Cata
         .iter()
         .map(|f| TxnOp::get(f.key.as_str(), None))
         .collect();
+    let fences_held = |resp: &TxnResponse| {
+        resp.op_responses()
+            .into_iter()
+            .zip(w.fences.iter())
+            .all(|(r, f)| match r {
+                TxnOpResponse::Get(g) => {
+                    g.kvs().first().map_or(0, KeyValue::create_revision) == f.create_revision
+                }
+                _ => false,
+            })
+    };
     let txn = Txn::new().when(compares).and_then(then).or_else(otherwise);
     let resp: TxnResponse = with_retries(&shared, ACTION, || {
         let mut kv = client.kv_client();
@@ -575,6 +595,13 @@ async fn write(client: Client, shared: Arc<Shared>, w: Write) -> Result<(), Cata
         async move { kv.txn(txn).await }
     })
     .await?;
+    if !resp.succeeded() && fences_held(&resp) {
+        if let Some((table, key, _)) = w.expect.first() {
+            return Err(CatalogError::Changed {
+                key: format!("{}/{key}", table.name()),
+            });
+        }
+    }
     if !resp.succeeded() {
         let held: Vec<i64> = resp
             .op_responses()
@@ -720,6 +747,15 @@ impl EtcdStore {
     }
 
     fn write_with(&self, ops: &[WriteOp<'_>], extra: Option<&Fence>) -> Result<(), CatalogError> {
+        self.write_checked(&[], ops, extra)
+    }
+
+    fn write_checked(
+        &self,
+        expect: &[WriteOp<'_>],
+        ops: &[WriteOp<'_>],
+        extra: Option<&Fence>,
+    ) -> Result<(), CatalogError> {
         const ACTION: &str = "write to etcd";
         let mut fences = Vec::new();
         if let Some(f) = self
@@ -751,7 +787,14 @@ impl EtcdStore {
         let task = write(
             self.client.clone(),
             self.shared.clone(),
-            Write { ops, fences },
+            Write {
+                ops,
+                fences,
+                expect: expect
+                    .iter()
+                    .map(|(table, key, value)| (*table, key.to_string(), value.clone()))
+                    .collect(),
+            },
         );
         self.runtime.spawn(async move {
             let _ = tx.send(task.await);
@@ -820,6 +863,10 @@ impl CatalogStore for EtcdStore {
 
     fn write(&self, ops: &[WriteOp<'_>]) -> Result<(), CatalogError> {
         self.write_with(ops, None)
+    }
+
+    fn write_if(&self, expect: &[WriteOp<'_>], ops: &[WriteOp<'_>]) -> Result<(), CatalogError> {
+        self.write_checked(expect, ops, None)
     }
 }
 

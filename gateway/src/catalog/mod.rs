@@ -70,6 +70,20 @@ pub trait CatalogStore: Send + Sync {
     fn list(&self, table: Table) -> Result<Vec<Vec<u8>>, CatalogError>;
     /// Applies puts and deletes in one transaction.
     fn write(&self, ops: &[WriteOp<'_>]) -> Result<(), CatalogError>;
+    /// Applies `ops` only if every `expect`ed key holds exactly that value
+    /// (`None`: absent), else refuses with [`CatalogError::Changed`]. In
+    /// etcd one transaction; the embedded file serves one gateway, which
+    /// makes these decisions on one task, so a read then a write is enough.
+    fn write_if(&self, expect: &[WriteOp<'_>], ops: &[WriteOp<'_>]) -> Result<(), CatalogError> {
+        for (table, key, value) in expect {
+            if self.get(*table, key)? != *value {
+                return Err(CatalogError::Changed {
+                    key: format!("{}/{key}", table.name()),
+                });
+            }
+        }
+        self.write(ops)
+    }
 }
 
 /// The tenant of databases made without one (and of the global admin).
@@ -117,6 +131,13 @@ pub enum CatalogError {
         /// The fence key whose creation revision no longer matched.
         key: String,
     },
+    /// A conditional write found a record changed since it was read;
+    /// nothing was written.
+    #[error("catalog: {key} changed meanwhile; the write was refused")]
+    Changed {
+        /// The record's table and key.
+        key: String,
+    },
 }
 
 /// Where a database is in its life.
@@ -158,6 +179,25 @@ pub struct DatabaseRecord {
     /// `ogel chaos run` may inject faults into it (`ogel chaos allow`).
     #[serde(default)]
     pub chaos_allowed: bool,
+    /// Its standby on another gateway of the cluster, when it has one
+    /// (`control/placement.rs`); `None` on a single gateway, whose
+    /// standbys are local and the backend's own record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<StandbyPlacement>,
+}
+
+/// Where a database's standby is, in a cluster, and whether it may take
+/// over.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct StandbyPlacement {
+    /// The gateway whose disk holds the standby (`None` while none is
+    /// chosen: no other gateway is live).
+    pub node: Option<String>,
+    /// The standby has every acknowledged commit and commits wait for it:
+    /// it may take over. Set by the primary's gateway after a reading with
+    /// synchronous replication on and nothing left to replay; cleared by it
+    /// (first, under its fence) before it stops waiting for the standby.
+    pub in_sync: bool,
 }
 
 /// The leader's beat (`Table::Cluster`, key `leader`): written by the
@@ -377,6 +417,54 @@ impl Catalog {
         self.write(&[(Table::Databases, &db.name, Some(Self::encode(db)?))])
     }
 
+    /// Replaces `old` by `new` only if the stored record is still `old`
+    /// ([`CatalogError::Changed`] otherwise): a decision taken on a reading
+    /// lands only if the reading still holds.
+    pub fn swap_database(
+        &self,
+        old: &DatabaseRecord,
+        new: &DatabaseRecord,
+    ) -> Result<(), CatalogError> {
+        let key = old.name.as_str();
+        let changed = || CatalogError::Changed {
+            key: format!("databases/{key}"),
+        };
+        // The stored bytes, so a record another version encoded compares.
+        let stored = self.store.get(Table::Databases, key)?.ok_or_else(changed)?;
+        if decode::<DatabaseRecord>(Table::Databases, &stored)? != *old {
+            return Err(changed());
+        }
+        self.store.write_if(
+            &[(Table::Databases, key, Some(stored))],
+            &[(Table::Databases, key, Some(Self::encode(new)?))],
+        )
+    }
+
+    /// A cluster-wide value at `key` (`Table::Cluster`), set to `value`
+    /// first if absent: the value every gateway then agrees on.
+    pub fn agree<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<T, CatalogError> {
+        match self.store.write_if(
+            &[(Table::Cluster, key, None)],
+            &[(Table::Cluster, key, Some(Self::encode(value)?))],
+        ) {
+            Ok(()) => Ok(self
+                .get(Table::Cluster, key)?
+                .ok_or(CatalogError::Changed {
+                    key: format!("cluster/{key}"),
+                })?),
+            Err(CatalogError::Changed { .. }) => {
+                self.get(Table::Cluster, key)?.ok_or(CatalogError::Changed {
+                    key: format!("cluster/{key}"),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes a role.
     pub fn put_role(&self, role: &RoleRecord) -> Result<(), CatalogError> {
         self.write(&[(Table::Roles, &role.name, Some(Self::encode(role)?))])
@@ -493,6 +581,7 @@ mod tests {
                 tenant: DEFAULT_TENANT.into(),
                 node: None,
                 chaos_allowed: false,
+                standby: None,
             },
             RoleRecord {
                 name: format!("{name}_owner"),

@@ -51,6 +51,11 @@ pub enum ChaosCommand {
         /// One JSON object per scenario instead of text.
         #[arg(long)]
         json: bool,
+        /// Connect the writer with this URL (list every gateway:
+        /// host=a,b,c) instead of a fresh token; kill-gateway needs it,
+        /// since a token is checked by the gateway that issued it.
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Let `ogel chaos run` disrupt a database.
     Allow {
@@ -65,7 +70,7 @@ pub enum ChaosCommand {
 }
 
 /// Scenarios this build runs.
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "kill-primary",
     "kill-standby",
     "switchover",
@@ -73,13 +78,13 @@ const SCENARIOS: [&str; 7] = [
     "partition-gateway",
     "corrupt-snapshot",
     "disk-95",
+    "kill-gateway",
 ];
-/// Run by name only, never by `all`: it fills a filesystem.
-const BY_NAME_ONLY: &str = "disk-95";
-/// Scenarios the issue names that need more than this machine allows.
-const NOT_HERE: [(&str, &str); 1] = [
-    ("kill-gateway", "a second gateway of a cluster to serve the database (run it against a cluster member with `ogel cluster status`)"),
-];
+/// Run by name only, never by `all`: disk-95 fills a filesystem;
+/// kill-gateway needs a cluster and a standby on another gateway.
+const BY_NAME_ONLY: [&str; 2] = ["disk-95", "kill-gateway"];
+/// How long after answering a gateway told to die kills itself.
+const KILL_GATEWAY_AFTER: Duration = Duration::from_millis(200);
 /// The delay `latency` adds to each chunk, either way.
 const LATENCY: Duration = Duration::from_millis(100);
 /// How long `latency` lasts.
@@ -147,17 +152,15 @@ pub(super) async fn run(api: &ApiClient, command: &ChaosCommand) -> anyhow::Resu
             scenario,
             duration,
             json,
+            url,
         } => {
             let scenarios: Vec<&str> = match scenario.as_str() {
                 "all" => SCENARIOS
                     .into_iter()
-                    .filter(|s| *s != BY_NAME_ONLY)
+                    .filter(|s| !BY_NAME_ONLY.contains(s))
                     .collect(),
                 s if SCENARIOS.contains(&s) => vec![s],
                 s => {
-                    if let Some((_, needs)) = NOT_HERE.iter().find(|(n, _)| *n == s) {
-                        bail!("scenario {s} is not available in this build: it needs {needs}");
-                    }
                     bail!(
                         "unknown scenario \"{s}\": use one of {} or all",
                         SCENARIOS.join(", ")
@@ -170,7 +173,13 @@ pub(super) async fn run(api: &ApiClient, command: &ChaosCommand) -> anyhow::Resu
             if !info.chaos_allowed {
                 bail!("database \"{db}\" is not marked chaos_allowed: its clients would see the faults; mark it with `ogel chaos allow {db}` first");
             }
-            let url = writer_url(api, db).await?;
+            if scenarios.contains(&"kill-gateway") && url.is_none() {
+                bail!("kill-gateway needs --url: a URL that lists every gateway (host=a,b,c) with a password, since a token is checked only by the gateway that issued it, and that one is killed");
+            }
+            let url = match url {
+                Some(url) => url.clone(),
+                None => writer_url(api, db).await?,
+            };
             for s in scenarios {
                 let report = run_one(api, db, s, &url, *duration).await?;
                 if *json {
@@ -399,6 +408,19 @@ async fn run_one(
             write_ms_before = median(warm, fault);
             write_ms_during = median(fault, fault + LATENCY_FOR);
         }
+        "kill-gateway" => {
+            let done: crate::api::Done = api
+                .call(
+                    Method::POST,
+                    &format!("/v1/databases/{db}/chaos/fault"),
+                    Some(serde_json::json!({ "fault": "kill-gateway", "seconds": 1 })),
+                )
+                .await?;
+            tracing::info!("{}", done.done);
+            // The gateway kills itself a moment after answering.
+            fault = Instant::now() + KILL_GATEWAY_AFTER;
+            tokio::time::sleep(KILL_GATEWAY_AFTER).await;
+        }
         "partition-gateway" => {
             // Long enough for the watch to fail over to the standby; a
             // database without one comes back when the partition ends.
@@ -495,7 +517,14 @@ async fn wait_for_standby(
                 scenario,
                 "kill-primary" | "latency" | "partition-gateway" | "corrupt-snapshot" | "disk-95"
             );
-        if !needed || standby.streaming > 0 {
+        if scenario == "kill-gateway" {
+            if standby.in_sync == Some(true) && standby.streaming > 0 {
+                return Ok(());
+            }
+            if standby.standby_gateway.is_none() && standby.wanted == 0 {
+                bail!("kill-gateway needs a standby on another gateway of a cluster: `ogel db standby {db} add` on a cluster");
+            }
+        } else if !needed || standby.streaming > 0 {
             return Ok(());
         }
         if standby.wanted == 0 {

@@ -98,6 +98,7 @@ pub(super) fn import(
             "etcd already holds a catalog under {prefix}; import only once, into an empty prefix"
         );
     }
+    crate::cluster::backend_key::propose(&shared, &data_dir.join("native"))?;
     let written = local.copy_into(&shared, node_name)?;
     println!(
         "imported {written} records from {} into etcd ({prefix}); start this gateway with `ogel up --etcd {} --node-name {node_name}`",

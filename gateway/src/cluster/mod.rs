@@ -25,6 +25,8 @@
 //!   what it still tries is refused by the fences; clients of its running
 //!   computes are still served (failsafe). It rejoins with a new lease.
 
+pub mod backend_key;
+
 use crate::catalog::etcd::{ClientHandle, Fence};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};

@@ -191,6 +191,7 @@ impl Databases {
             tenant: tenant.to_string(),
             node: self.home(),
             chaos_allowed: false,
+            standby: None,
         };
         let role = RoleRecord {
             name: owner.clone(),
@@ -259,6 +260,7 @@ impl Databases {
             tenant: tenant.to_string(),
             node: self.home(),
             chaos_allowed: false,
+            standby: None,
         };
         let role = RoleRecord {
             name: restored.owner.clone(),
@@ -395,6 +397,11 @@ impl Databases {
             .into_iter()
             .flat_map(|(d, _, names)| names.into_iter().take(d.min_warm as usize))
             .collect()
+    }
+
+    /// Whether several gateways run together.
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.is_clustered()
     }
 
     /// What new databases record as their gateway: this one, in a cluster.

@@ -11,6 +11,7 @@ pub mod databases;
 pub mod disk;
 pub mod health;
 pub mod operations;
+pub mod placement;
 pub mod reload;
 pub mod standby;
 pub mod tiers;

@@ -37,6 +37,8 @@ const STATUS_REFRESH: Duration = Duration::from_secs(2);
 pub struct Standbys {
     databases: Arc<Databases>,
     pools: Arc<Pools>,
+    /// Standbys on another gateway, in a cluster.
+    pub placement: Arc<super::placement::Placement>,
     /// Failovers done by this gateway (`/metrics`).
     pub failovers: AtomicU64,
     /// Milliseconds the last failover took, detection to promoted.
@@ -70,10 +72,15 @@ pub struct Switchover {
 
 impl Standbys {
     /// The service.
-    pub fn new(databases: Arc<Databases>, pools: Arc<Pools>) -> Self {
+    pub fn new(
+        databases: Arc<Databases>,
+        pools: Arc<Pools>,
+        placement: Arc<super::placement::Placement>,
+    ) -> Self {
         Standbys {
             databases,
             pools,
+            placement,
             failovers: AtomicU64::new(0),
             last_failover_ms: AtomicU64::new(0),
             preemptive_switchovers: AtomicU64::new(0),
@@ -103,6 +110,24 @@ impl Standbys {
     ) -> Result<Option<StandbyStatus>, ControlError> {
         let lifecycle = self.lifecycle_of(database)?;
         let name = ComputeName::main(database);
+        if self.placement.applies(&lifecycle) {
+            // In a cluster the standby is on another gateway's disk.
+            if count > 1 {
+                return Err(ControlError::Unsupported(
+                    "in a cluster a database has at most one standby, on another gateway".into(),
+                ));
+            }
+            if count > 0 && !synchronous {
+                return Err(ControlError::Unsupported(
+                    "a standby on another gateway is synchronous: taking over from an asynchronous one could lose acknowledged writes".into(),
+                ));
+            }
+            self.placement.set(database, count > 0).await?;
+            if count > 0 {
+                lifecycle.wake(database).await?;
+            }
+            return self.status(database).await;
+        }
         lifecycle
             .backend()
             .set_standbys(&name, count, synchronous)
@@ -119,10 +144,55 @@ impl Standbys {
     pub async fn status(&self, database: &str) -> Result<Option<StandbyStatus>, ControlError> {
         let record = self.databases.ready(database)?;
         let lifecycle = self.databases.lifecycle(&record)?;
-        Ok(lifecycle
+        let status = lifecycle
             .backend()
             .standby_status(&ComputeName::main(database))
-            .await?)
+            .await?;
+        let Some(placed) = self.placement.describe(&record) else {
+            return Ok(status);
+        };
+        let mut status = status.unwrap_or_default();
+        status.wanted = 1;
+        status.synchronous = true;
+        status.note = Some(match status.note.take() {
+            Some(note) => format!("{placed}; {note}"),
+            None => placed,
+        });
+        Ok(Some(status))
+    }
+
+    /// `ogel chaos run --scenario kill-gateway`: this gateway, which serves
+    /// `database` (chaos_allowed, with an in-sync standby on another
+    /// gateway), kills itself with SIGKILL a moment after answering, as a
+    /// crash of its machine would end it; its computes keep running,
+    /// orphaned, and are fenced when it comes back.
+    pub fn kill_gateway(&self, database: &str) -> Result<String, ControlError> {
+        let record = self.databases.ready(database)?;
+        if !record.chaos_allowed {
+            return Err(ControlError::Invalid(format!(
+                "database \"{database}\" is not marked chaos_allowed; `ogel chaos allow {database}` first"
+            )));
+        }
+        if !self.databases.is_local(&record) {
+            return Err(ControlError::Invalid(format!(
+                "gateway {} serves \"{database}\"; ask it (the API forwards)",
+                record.node.unwrap_or_default()
+            )));
+        }
+        if !record.standby.as_ref().is_some_and(|p| p.in_sync) {
+            return Err(ControlError::Unavailable(format!(
+                "killing this gateway would take \"{database}\" down: it needs a standby on another gateway that is in sync; see `ogel db standby {database}`"
+            )));
+        }
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tracing::error!("chaos: this gateway kills itself (kill-gateway)");
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+        });
+        Ok(format!(
+            "gateway serving \"{database}\" is killed with SIGKILL in 200 ms"
+        ))
     }
 
     /// Puts a network fault between this gateway and `database`'s primary
@@ -172,6 +242,11 @@ impl Standbys {
     /// they go on, on the new primary.
     pub async fn switchover(&self, database: &str) -> Result<Switchover, ControlError> {
         let lifecycle = self.lifecycle_of(database)?;
+        if self.databases.ready(database)?.standby.is_some() {
+            return Err(ControlError::Unsupported(format!(
+                "a planned switchover to a standby on another gateway is not built yet; \"{database}\"'s standby takes over when this gateway is gone (stop it to move the database)"
+            )));
+        }
         let status = lifecycle
             .backend()
             .standby_status(&ComputeName::main(database))
@@ -446,7 +521,9 @@ impl Standbys {
     async fn refresh(&self, watched: &mut HashMap<String, Watched>) {
         let mut seen = Vec::new();
         for (record, lifecycle) in self.databases.local_databases() {
+            // Standbys on another gateway are `placement`'s.
             if !lifecycle.backend().capabilities().standby
+                || record.standby.is_some()
                 || self.databases.acts_for(&record).is_none()
             {
                 continue;

@@ -83,10 +83,12 @@ pub async fn connect(
         .map_err(|_| ComputeConnectError::Timeout)?
 }
 
-async fn connect_inner(
+/// A connection to the compute at `endpoint` (through a chaos fault's
+/// proxy while one is on its address; TLS where the endpoint asks for it),
+/// before any startup packet.
+pub async fn open_stream(
     endpoint: &ComputeEndpoint,
-    client_params: &[(String, String)],
-) -> Result<ComputeLink, ComputeConnectError> {
+) -> Result<(ServerStream, std::net::SocketAddr), ComputeConnectError> {
     let target = format!("{}:{}", endpoint.host, endpoint.port);
     let unreachable = |source| ComputeConnectError::Unreachable {
         addr: target.clone(),
@@ -100,10 +102,18 @@ async fn connect_inner(
     .map_err(unreachable)?;
     let addr = tcp.peer_addr().map_err(unreachable)?;
     let _ = tcp.set_nodelay(true);
-    let mut stream = match &endpoint.tls {
+    let stream = match &endpoint.tls {
         None => ServerStream::Plain(tcp),
         Some(tls) => start_tls(tcp, tls).await?,
     };
+    Ok((stream, addr))
+}
+
+async fn connect_inner(
+    endpoint: &ComputeEndpoint,
+    client_params: &[(String, String)],
+) -> Result<ComputeLink, ComputeConnectError> {
+    let (mut stream, addr) = open_stream(endpoint).await?;
     let Credentials::Password { user, password } = &endpoint.credentials;
 
     let mut params: Vec<(&str, &str)> = vec![("user", user), ("database", &endpoint.database)];

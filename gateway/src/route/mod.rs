@@ -23,6 +23,10 @@ pub enum Credential {
     Password,
     /// The admin console's user, with the API token over SCRAM.
     Console,
+    /// A physical replication connection (`replication=true`): another
+    /// gateway's standby streaming from this gateway's compute. Relayed to
+    /// the compute, which authenticates it (`accept/replication.rs`).
+    Replication,
 }
 
 /// Where a client asked to go and how it will log in.
@@ -64,12 +68,17 @@ pub fn resolve(
             "no PostgreSQL user name specified in startup packet",
         )
     })?;
-    if param("replication").is_some_and(|r| !matches!(r.as_str(), "false" | "off" | "no" | "0")) {
-        return Err(ClientError::new(
+    let replication = match param("replication").as_deref() {
+        None | Some("false" | "off" | "no" | "0") => false,
+        Some("true" | "on" | "yes" | "1") => true,
+        Some(_) => return Err(ClientError::new(
             "0A000",
-            "replication connections are not supported by the gateway",
-        ));
-    }
+            "logical replication connections are not supported by the gateway",
+        )
+        .hint(
+            "physical replication (replication=true) is relayed for standbys on another gateway",
+        )),
+    };
     let token_in_user = looks_like_jwt(&user);
     // Without a database name libpq sends the user name: for a token, the
     // token's own database is meant.
@@ -113,7 +122,9 @@ pub fn resolve(
         (Some((sni_db, sni_branch)), a) => (sni_db, a.or(sni_branch)),
         (None, a) => (database, a),
     };
-    let credential = if is_admin_database(&database) {
+    let credential = if replication {
+        Credential::Replication
+    } else if is_admin_database(&database) {
         Credential::Console
     } else if token_in_user {
         Credential::TokenInUser
@@ -321,6 +332,13 @@ mod tests {
             assert_eq!(e.code, *code, "{pairs:?}: {}", e.message);
         }
         assert!(route(&[("user", "u"), ("replication", "off")], None).is_ok());
+        let physical = route(
+            &[("user", "u"), ("replication", "true"), ("database", "shop")],
+            None,
+        )
+        .expect("physical replication is routed");
+        assert_eq!(physical.credential, Credential::Replication);
+        assert_eq!(physical.database, "shop");
     }
 
     #[test]
