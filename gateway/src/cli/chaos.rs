@@ -18,8 +18,9 @@
 //! gateway and the primary for 5 s: writes slow, none fail) and
 //! `partition-gateway` (nothing passes between them: the watch's probes
 //! time out and the standby takes over), both through the gateway's fault
-//! proxy (`pool::faults`). `kill-gateway` is refused, naming what it
-//! needs. Kills, the corruption and the balloon act on the
+//! proxy (`pool::faults`). `kill-gateway` (in a cluster, with an in-sync
+//! standby on another gateway, and `--url` naming every gateway) has the
+//! serving gateway kill itself; the standby's gateway takes over. Kills, the corruption and the balloon act on the
 //! gateway's machine, so the command runs there (with `--data-dir`).
 
 use super::ApiClient;
