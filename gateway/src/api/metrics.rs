@@ -286,6 +286,16 @@ pub fn render_health(standbys: &crate::control::standby::Standbys) -> String {
         standbys.failovers.load(Ordering::Relaxed),
     );
     out.family(
+        "ogel_cluster_takeovers_total",
+        "counter",
+        "Databases of a dead gateway this gateway's standby took over.",
+    );
+    out.sample(
+        "ogel_cluster_takeovers_total",
+        &[],
+        standbys.placement.takeovers.load(Ordering::Relaxed),
+    );
+    out.family(
         "ogel_preemptive_switchovers_total",
         "counter",
         "Switchovers the health model called for before the primary failed.",
