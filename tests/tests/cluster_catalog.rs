@@ -123,6 +123,35 @@ async fn two_gateways_see_each_others_writes() {
         put(&b, "app").expect("write through b");
         sees(&a, &["app", "shop"]).await;
 
+        // Two decisions on one reading: the first lands, the second is
+        // refused by etcd, whatever b's mirror has seen yet.
+        let read_by_a = a.database("app").expect("read").expect("app");
+        let read_by_b = b.database("app").expect("read").expect("app");
+        assert_eq!(read_by_a, read_by_b);
+        let mut to_a = read_by_a.clone();
+        to_a.node = Some("a".into());
+        a.swap_database(&read_by_a, &to_a).expect("a's swap lands");
+        let mut to_b = read_by_b.clone();
+        to_b.node = Some("b".into());
+        let raced = b.swap_database(&read_by_b, &to_b);
+        assert!(
+            matches!(raced, Err(CatalogError::Changed { .. })),
+            "b's swap on a stale reading: {raced:?}"
+        );
+        assert_eq!(
+            a.database("app").expect("read").and_then(|d| d.node),
+            Some("a".into())
+        );
+        // One value agreed by all, whoever proposes first.
+        assert_eq!(
+            a.agree("k", &"from a".to_string()).expect("agree"),
+            "from a"
+        );
+        assert_eq!(
+            b.agree("k", &"from b".to_string()).expect("agree"),
+            "from a"
+        );
+
         let shop = a.database("shop").expect("read").expect("shop");
         a.remove_database(&shop).expect("remove through a");
         assert_eq!(names(&a), vec!["app"]);

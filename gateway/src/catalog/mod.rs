@@ -592,6 +592,35 @@ mod tests {
     }
 
     #[test]
+    fn a_swap_lands_only_on_the_record_it_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("c.redb")).unwrap();
+        let (db, role) = record("shop");
+        catalog.put_database(&db, &role).unwrap();
+        let mut moved = db.clone();
+        moved.node = Some("b".into());
+        moved.standby = Some(StandbyPlacement::default());
+        catalog.swap_database(&db, &moved).unwrap();
+        assert_eq!(catalog.database("shop").unwrap(), Some(moved.clone()));
+        // A second decision taken on the old reading is refused.
+        let mut other = db.clone();
+        other.node = Some("c".into());
+        assert!(matches!(
+            catalog.swap_database(&db, &other),
+            Err(CatalogError::Changed { .. })
+        ));
+        assert_eq!(catalog.database("shop").unwrap(), Some(moved));
+    }
+
+    #[test]
+    fn the_first_value_proposed_is_agreed() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("c.redb")).unwrap();
+        assert_eq!(catalog.agree("k", &"first".to_string()).unwrap(), "first");
+        assert_eq!(catalog.agree("k", &"second".to_string()).unwrap(), "first");
+    }
+
+    #[test]
     fn survives_reopen_and_removes_atomically() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.redb");

@@ -147,13 +147,13 @@ impl Placement {
                 }
             };
             let me = self.cluster.name().to_string();
-            for record in records {
+            let held = standbys_held(&records);
+            for record in records.iter().cloned() {
                 let Some(placement) = record.standby.clone() else {
                     continue;
                 };
                 let result = if record.node.as_deref() == Some(me.as_str()) {
-                    self.as_primary(&record, &placement, &records_standbys(&self.catalog))
-                        .await
+                    self.as_primary(&record, &placement, &held).await
                 } else if placement.node.as_deref() == Some(me.as_str()) {
                     self.as_standby(&record, &placement).await
                 } else {
@@ -477,10 +477,10 @@ impl Placement {
 }
 
 /// How many standbys each gateway holds.
-fn records_standbys(catalog: &Catalog) -> HashMap<String, usize> {
+fn standbys_held(records: &[DatabaseRecord]) -> HashMap<String, usize> {
     let mut held = HashMap::new();
-    for record in catalog.databases().unwrap_or_default() {
-        if let Some(node) = record.standby.and_then(|p| p.node) {
+    for record in records {
+        if let Some(node) = record.standby.as_ref().and_then(|p| p.node.clone()) {
             *held.entry(node).or_insert(0) += 1;
         }
     }
