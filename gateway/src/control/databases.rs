@@ -7,7 +7,7 @@ use super::operations::Operations;
 use super::urls::Urls;
 use crate::auth::scram::ScramVerifier;
 use crate::catalog::etcd::Fence;
-use crate::catalog::{Catalog, DatabaseRecord, DatabaseState, RoleRecord};
+use crate::catalog::{Catalog, DatabaseRecord, DatabaseState, RoleRecord, StandbyPlacement};
 use crate::cluster::{Cluster, NodeInfo};
 use crate::error::ControlError;
 use crate::names;
@@ -437,9 +437,7 @@ impl Databases {
         let node = record.node.as_deref().unwrap_or_default();
         match self.cluster.node(node) {
             Some(info) => Ok(Some(info)),
-            None => Err(ControlError::Unavailable(format!(
-                "database \"{name}\" is served by gateway {node}, which is down; it is back when {node} is"
-            ))),
+            None => Err(ControlError::Unavailable(gone(&record))),
         }
     }
 
@@ -459,10 +457,7 @@ impl Databases {
                     "database \"{}\" is served by gateway {node} (postgres {}); connect there, or list every gateway in the URL (host=a,b,c)",
                     record.name, info.postgres
                 ),
-                None => format!(
-                    "database \"{}\" is served by gateway {node}, which is down; it is back when {node} is",
-                    record.name
-                ),
+                None => gone(record),
             }));
         }
         self.backends.get(&record.backend).cloned().ok_or_else(|| {
@@ -622,5 +617,23 @@ impl Databases {
                 tracing::warn!(database = %name, error = %e, "could not stop compute at shutdown");
             }
         }
+    }
+}
+
+/// What a client of a database whose gateway is down is told.
+fn gone(record: &DatabaseRecord) -> String {
+    let node = record.node.as_deref().unwrap_or_default();
+    match record.standby.as_ref() {
+        Some(StandbyPlacement {
+            node: Some(standby),
+            in_sync: true,
+        }) => format!(
+            "database \"{}\" is served by gateway {node}, which is down; its standby on gateway {standby} is taking over: retry in a few seconds",
+            record.name
+        ),
+        _ => format!(
+            "database \"{}\" is served by gateway {node}, which is down; it is back when {node} is",
+            record.name
+        ),
     }
 }
