@@ -18,6 +18,8 @@
 //! cold/                       the cold tier when no bucket is configured (see `cold`)
 //! tiers/<compute>.json        a compute that is warm or cold (see `tiers`)
 //! warm/<compute>.tar.zst      a warm compute's compressed copy (`warm_dir`)
+//! standbys/<compute>-<n>/     a standby's volume, local or of another gateway's primary
+//! standbys/<compute>.json     what is wanted of its standbys (`standby`, `remote`)
 //! ```
 //!
 //! Volumes are made, cloned and deleted by a storage driver (`storage`):
@@ -33,6 +35,7 @@ pub mod cold;
 pub mod compute;
 pub mod os_user;
 pub mod pg_binaries;
+mod remote;
 pub mod secrets;
 mod standby;
 pub mod storage;
@@ -282,9 +285,17 @@ impl NativeBackend {
         if let Some(owner) = self.standby_owner(name) {
             return Ok(owner);
         }
-        self.marker(name)
-            .map(|m| m.owner)
-            .ok_or_else(|| BackendError::not_found(format!("database \"{name}\" does not exist")))
+        if let Some(m) = self.marker(name) {
+            return Ok(m.owner);
+        }
+        if self.wanted(name).fenced.is_some() {
+            return Err(BackendError::not_found(format!(
+                "database \"{name}\" is not served by this gateway: another gateway took it over and the copy here was fenced"
+            )));
+        }
+        Err(BackendError::not_found(format!(
+            "database \"{name}\" does not exist"
+        )))
     }
 
     fn endpoint(&self, name: &str, port: u16, user: String, password: String) -> ComputeEndpoint {
@@ -381,6 +392,8 @@ impl NativeBackend {
         if let Err(e) = self.start_standby(name, port).await {
             tracing::warn!(compute = name, error = %e, "the standby did not start");
         }
+        // A remote standby's synchronous setting, changed while suspended.
+        self.apply_remote_role(name, port).await;
         Ok(port)
     }
 
@@ -443,9 +456,16 @@ impl NativeBackend {
     /// background at start, so a woken compute is warm) when installed.
     fn compute_settings(&self, name: &str) -> Result<Vec<(String, String)>, BackendError> {
         ensure_replication_hba(&self.pgdata(name))?;
+        let archive_command = self.archive_settings(name)?;
+        Ok(self.settings_with(archive_command))
+    }
+
+    /// The settings of [`Self::compute_settings`] around a given
+    /// `archive_command`.
+    fn settings_with(&self, archive_command: String) -> Vec<(String, String)> {
         let mut settings = vec![
             ("archive_mode".to_string(), "on".to_string()),
-            ("archive_command".to_string(), self.archive_settings(name)?),
+            ("archive_command".to_string(), archive_command),
         ];
         settings.push((
             "archive_timeout".to_string(),
@@ -463,7 +483,7 @@ impl NativeBackend {
             settings.push(("shared_preload_libraries".into(), "pg_prewarm".into()));
             settings.push(("pg_prewarm.autoprewarm_interval".into(), "0".into()));
         }
-        Ok(settings)
+        settings
     }
 
     async fn stop(&self, name: &str) -> Result<(), BackendError> {
@@ -679,6 +699,7 @@ impl Backend for NativeBackend {
             // the sense of RDS's minutes-long restores.
             slow_branches: false,
             standby: true,
+            remote_standby: true,
         }
     }
 
@@ -748,8 +769,21 @@ impl Backend for NativeBackend {
         compute: &ComputeName,
         why: ogel_plugin_sdk::Takeover,
     ) -> Result<ComputeEndpoint, BackendError> {
-        let port = self.takeover(&compute.to_string(), why).await?;
+        let name = compute.to_string();
+        let port = if self.is_remote_standby(&name) {
+            self.promote_remote(&name, why).await?
+        } else {
+            self.takeover(&name, why).await?
+        };
         self.endpoint_at(compute, port).await
+    }
+
+    async fn replicate(
+        &self,
+        compute: &ComputeName,
+        role: ogel_plugin_sdk::ReplicaRole,
+    ) -> Result<(), BackendError> {
+        NativeBackend::replicate(self, compute, role).await
     }
 
     async fn create_branch(&self, spec: &BranchSpec) -> Result<(), BackendError> {

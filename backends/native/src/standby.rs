@@ -59,20 +59,36 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// What is wanted of a compute's standbys, kept in `standbys/<c>.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
-struct Wanted {
-    count: u32,
-    synchronous: bool,
+pub(crate) struct Wanted {
+    pub(crate) count: u32,
+    pub(crate) synchronous: bool,
     /// The standby's volume, under `standbys/`, once built.
-    volume: Option<String>,
+    pub(crate) volume: Option<String>,
     /// Numbers volumes: a promoted standby's old path stays a symlink
     /// while its postmaster runs, so the next one needs a new name.
-    next: u64,
+    pub(crate) next: u64,
     /// Times a standby took over.
-    failovers: u64,
+    pub(crate) failovers: u64,
     /// The fenced old primary's volume, under `trash/`, kept until the
     /// next standby is built: it is rewound into that standby
     /// (`pg_rewind`) rather than copied afresh.
-    rewind_from: Option<String>,
+    pub(crate) rewind_from: Option<String>,
+    /// This compute's part in a standby arrangement spanning two gateways
+    /// (`remote`); absent in files written before it existed.
+    pub(crate) remote: Option<crate::remote::Remote>,
+    /// A remote standby's promotion has begun: `open` finishes it.
+    pub(crate) promoting: bool,
+    /// This node's copy was fenced (another gateway serves the compute):
+    /// the volume's name under `trash/`.
+    pub(crate) fenced: Option<String>,
+}
+
+impl Wanted {
+    /// The standby took over: what made it one is over.
+    pub(crate) fn promoted(&mut self) {
+        self.remote = None;
+        self.promoting = false;
+    }
 }
 
 /// How long a reading of `pg_stat_replication` is reused.
@@ -88,15 +104,15 @@ pub(crate) struct Standbys {
     /// The last reading of each primary's replication.
     replication: Mutex<HashMap<String, Replication>>,
     /// One takeover or rebuild per backend at a time.
-    busy: tokio::sync::Mutex<()>,
+    pub(crate) busy: tokio::sync::Mutex<()>,
 }
 
 impl Standbys {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningCompute>> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningCompute>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn seen(&self, name: &str) -> Option<Replication> {
+    pub(crate) fn seen(&self, name: &str) -> Option<Replication> {
         self.replication
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -104,7 +120,7 @@ impl Standbys {
             .copied()
     }
 
-    fn remember(&self, name: &str, (streaming, lag): (bool, Option<u64>)) {
+    pub(crate) fn remember(&self, name: &str, (streaming, lag): (bool, Option<u64>)) {
         self.replication
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -114,7 +130,7 @@ impl Standbys {
             );
     }
 
-    fn forget_replication(&self, name: &str) {
+    pub(crate) fn forget_replication(&self, name: &str) {
         self.replication
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -122,7 +138,7 @@ impl Standbys {
     }
 
     /// The port of `name`'s standby if it runs.
-    fn live_port(&self, name: &str) -> Option<u16> {
+    pub(crate) fn live_port(&self, name: &str) -> Option<u16> {
         let mut running = self.lock();
         let alive = running.get_mut(name).map(|c| c.is_alive());
         match alive {
@@ -137,11 +153,11 @@ impl Standbys {
 }
 
 impl NativeBackend {
-    fn standby_root(&self) -> PathBuf {
+    pub(crate) fn standby_root(&self) -> PathBuf {
         self.root.join("standbys")
     }
 
-    fn wanted_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn wanted_path(&self, name: &str) -> PathBuf {
         self.standby_root().join(format!("{name}.json"))
     }
 
@@ -159,14 +175,14 @@ impl NativeBackend {
             .collect()
     }
 
-    fn wanted(&self, name: &str) -> Wanted {
+    pub(crate) fn wanted(&self, name: &str) -> Wanted {
         std::fs::read(self.wanted_path(name))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
     }
 
-    fn write_wanted(&self, name: &str, wanted: &Wanted) -> Result<(), BackendError> {
+    pub(crate) fn write_wanted(&self, name: &str, wanted: &Wanted) -> Result<(), BackendError> {
         let path = self.wanted_path(name);
         std::fs::create_dir_all(self.standby_root())
             .map_err(|e| io_error("create", &self.standby_root(), e))?;
@@ -177,13 +193,13 @@ impl NativeBackend {
         std::fs::rename(&tmp, &path).map_err(|e| io_error("write", &path, e))
     }
 
-    fn standby_volume(&self, wanted: &Wanted) -> Option<PathBuf> {
+    pub(crate) fn standby_volume(&self, wanted: &Wanted) -> Option<PathBuf> {
         wanted.volume.as_ref().map(|v| self.standby_root().join(v))
     }
 
     /// The standby's volume if it holds a standby: a directory (not the
     /// symlink a promoted one leaves) with a data directory.
-    fn built_standby(&self, wanted: &Wanted) -> Option<PathBuf> {
+    pub(crate) fn built_standby(&self, wanted: &Wanted) -> Option<PathBuf> {
         self.standby_volume(wanted)
             .filter(|v| v.symlink_metadata().is_ok_and(|m| m.is_dir()) && v.join("pgdata").is_dir())
     }
@@ -211,6 +227,18 @@ impl NativeBackend {
         synchronous: bool,
     ) -> Result<(), BackendError> {
         self.owner_of(name)?;
+        if self.wanted(name).remote.is_some() {
+            // The standby is another gateway's (`replicate`): nothing local
+            // to keep, and synchronous replication is the gateway's to
+            // change.
+            if count == 0 {
+                return Ok(());
+            }
+            return Err(BackendError::new(
+                ogel_plugin_sdk::BackendErrorKind::InvalidRequest,
+                format!("\"{name}\" has its standby on another gateway; detach it (`replicate` Detached) before adding a local one"),
+            ));
+        }
         if count > 1 {
             return Err(BackendError::new(
                 ogel_plugin_sdk::BackendErrorKind::InvalidRequest,
@@ -307,7 +335,7 @@ impl NativeBackend {
         let _ = std::fs::remove_file(self.wanted_path(name));
     }
 
-    fn delete_standby_volume(&self, volume: &Path) -> Result<(), BackendError> {
+    pub(crate) fn delete_standby_volume(&self, volume: &Path) -> Result<(), BackendError> {
         // A promoted standby's old path is a symlink to the compute's
         // volume: only the link goes.
         if volume.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
@@ -441,6 +469,9 @@ impl NativeBackend {
         let Some(volume) = self.built_standby(&wanted) else {
             return Ok(());
         };
+        if let Some(crate::remote::Remote::Standby { upstream }) = &wanted.remote {
+            return self.start_remote_standby(name, &volume, upstream).await;
+        }
         let pgdata = volume.join("pgdata");
         if let Some(left) = RunningCompute::adopt(&pgdata) {
             self.standbys.lock().insert(name.to_string(), left);
@@ -501,6 +532,13 @@ impl NativeBackend {
         for name in self.computes_with_standbys() {
             let name = name.as_str();
             let mut wanted = self.wanted(name);
+            // A remote standby is only promoted when asked; one whose
+            // promotion began is finished like a local takeover.
+            if matches!(wanted.remote, Some(crate::remote::Remote::Standby { .. }))
+                && !wanted.promoting
+            {
+                continue;
+            }
             let Some(volume) = self.standby_volume(&wanted) else {
                 continue;
             };
@@ -516,6 +554,7 @@ impl NativeBackend {
                     }
                     wanted.volume = None;
                     wanted.failovers += 1;
+                    wanted.promoted();
                     if let Err(e) = self.write_wanted(name, &wanted) {
                         tracing::warn!(compute = name, error = %e, "recording a finished takeover");
                     }
@@ -538,10 +577,16 @@ impl NativeBackend {
                 let _ = std::fs::remove_file(pgdata.join("postmaster.pid"));
             }
             let _ = std::fs::remove_file(pgdata.join("standby.signal"));
+            if wanted.promoting {
+                // A remote standby's copy carries its old primary's
+                // synchronous setting, which the promotion clears.
+                crate::remote::clear_synchronous_offline(&pgdata);
+            }
             match self.storage.rename_volume(&volume, &dir) {
                 Ok(()) => {
                     wanted.volume = None;
                     wanted.failovers += 1;
+                    wanted.promoted();
                     if let Err(e) = self.write_wanted(name, &wanted) {
                         tracing::warn!(compute = name, error = %e, "recording a finished takeover");
                     }
@@ -600,7 +645,12 @@ impl NativeBackend {
     }
 
     /// Sets (or clears) `synchronous_standby_names` on the primary.
-    async fn set_synchronous(&self, name: &str, port: u16, on: bool) -> Result<(), BackendError> {
+    pub(crate) async fn set_synchronous(
+        &self,
+        name: &str,
+        port: u16,
+        on: bool,
+    ) -> Result<(), BackendError> {
         let client = self.superuser(port, "postgres").await?;
         let statements: Vec<String> = if on {
             vec![
@@ -631,8 +681,11 @@ impl NativeBackend {
         &self,
         name: &str,
     ) -> Result<Option<StandbyStatus>, BackendError> {
-        self.owner_of(name)?;
         let wanted = self.wanted(name);
+        if let Some(remote) = &wanted.remote {
+            return self.remote_standby_status(name, &wanted, remote).await;
+        }
+        self.owner_of(name)?;
         if wanted.count == 0 && wanted.failovers == 0 {
             return Ok(None);
         }
@@ -689,7 +742,7 @@ impl NativeBackend {
     /// Whether the standby streams from the primary on `port`, and its
     /// replay lag: read from `pg_stat_replication` at most once a second
     /// (the failover watch asks every check).
-    async fn replication(
+    pub(crate) async fn replication(
         &self,
         name: &str,
         port: u16,
@@ -835,7 +888,7 @@ impl NativeBackend {
         Ok((catch_up, None))
     }
 
-    fn delete_in_background(&self, volume: PathBuf) {
+    pub(crate) fn delete_in_background(&self, volume: PathBuf) {
         let storage = self.storage.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = storage.delete_volume(&volume) {
@@ -845,7 +898,7 @@ impl NativeBackend {
     }
 
     /// The kept old primary's volume, if it is still there.
-    fn rewind_source(&self, wanted: &Wanted) -> Option<PathBuf> {
+    pub(crate) fn rewind_source(&self, wanted: &Wanted) -> Option<PathBuf> {
         let volume = self.root.join("trash").join(wanted.rewind_from.as_ref()?);
         volume.join("pgdata").is_dir().then_some(volume)
     }
@@ -907,7 +960,7 @@ impl NativeBackend {
     }
 
     /// A new standby volume's name and path (`standbys/<name>-<n>`).
-    fn next_standby_volume(
+    pub(crate) fn next_standby_volume(
         &self,
         name: &str,
         wanted: &mut Wanted,

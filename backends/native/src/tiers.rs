@@ -75,7 +75,7 @@ impl NativeBackend {
             .unwrap_or_else(|| self.root.join("warm"))
     }
 
-    fn warm_file(&self, name: &str) -> PathBuf {
+    pub(crate) fn warm_file(&self, name: &str) -> PathBuf {
         self.warm_dir().join(format!("{name}.tar.zst"))
     }
 

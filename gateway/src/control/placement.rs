@@ -114,10 +114,15 @@ impl Placement {
         new.standby = wanted.then(StandbyPlacement::default);
         self.catalog.swap_database(&record, &new)?;
         if !wanted {
+            // Commits stop waiting; `Detached` would fence this copy, which
+            // is the one serving (the standby's gateway drops its own).
             let lifecycle = self.databases.lifecycle(&record)?;
             lifecycle
                 .backend()
-                .replicate(&ComputeName::main(database), ReplicaRole::Detached)
+                .replicate(
+                    &ComputeName::main(database),
+                    ReplicaRole::Primary { synchronous: false },
+                )
                 .await?;
             self.state().told.remove(database);
         }

@@ -79,10 +79,16 @@ pub fn resolve(
             "physical replication (replication=true) is relayed for standbys on another gateway",
         )),
     };
+    // Replication tools send `database=replication` whatever dbname says:
+    // a standby names its database in `options` (`-c ogel.route=shop`).
+    let replication_database = replication
+        .then(|| replication_route(param("options").as_deref()))
+        .flatten();
     let token_in_user = looks_like_jwt(&user);
     // Without a database name libpq sends the user name: for a token, the
     // token's own database is meant.
-    let requested = param("database")
+    let requested = replication_database
+        .or_else(|| param("database"))
         .filter(|d| !(d.is_empty() || token_in_user && *d == user))
         .unwrap_or_else(|| {
             if token_in_user {
@@ -166,6 +172,20 @@ fn branch_option(options: Option<&str>) -> (Option<String>, Option<String>) {
         .collect();
     let rest = (!rest.is_empty()).then(|| rest.join(" "));
     (rest, branch)
+}
+
+/// The database a replication connection names in its `options`
+/// (`-c ogel.route=NAME`, `-cogel.route=NAME` or `--ogel.route=NAME`).
+fn replication_route(options: Option<&str>) -> Option<String> {
+    options?
+        .split_whitespace()
+        .filter_map(|w| {
+            w.trim_start_matches("-c")
+                .trim_start_matches("--")
+                .strip_prefix("ogel.route=")
+        })
+        .find(|name| !name.is_empty())
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -339,6 +359,24 @@ mod tests {
         .expect("physical replication is routed");
         assert_eq!(physical.credential, Credential::Replication);
         assert_eq!(physical.database, "shop");
+        // As pg_basebackup and the walreceiver send it.
+        for options in [
+            "-c ogel.route=shop@main",
+            "-cogel.route=shop",
+            "--ogel.route=shop",
+        ] {
+            let r = route(
+                &[
+                    ("user", "u"),
+                    ("replication", "true"),
+                    ("database", "replication"),
+                    ("options", options),
+                ],
+                None,
+            )
+            .expect("routed by options");
+            assert_eq!(r.database, "shop", "{options}");
+        }
     }
 
     #[test]
