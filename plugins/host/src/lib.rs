@@ -11,7 +11,9 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use ogel_plugin_sdk::abi::{self, EntryFn, PluginDescriptor, RawBuffer};
-use ogel_plugin_sdk::wire::{Request, Response, BACKUPS_MINOR, REMOTE_STANDBY_MINOR, STANDBY_MINOR};
+use ogel_plugin_sdk::wire::{
+    Request, Response, BACKUPS_MINOR, REMOTE_STANDBY_MINOR, STANDBY_MINOR,
+};
 use ogel_plugin_sdk::{
     ArchiveStatus, Backend, BackendError, BackupInfo, BranchSpec, Capabilities, ComputeEndpoint,
     ComputeName, ComputeStatus, DatabaseSpec, Progress, RestoreSpec, Restored, SnapshotInfo, Tier,

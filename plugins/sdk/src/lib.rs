@@ -780,9 +780,16 @@ pub trait Backend: Send + Sync + 'static {
     /// gateways; idempotent (the gateway repeats it). `promote` then
     /// works on a `Standby` as on a local one, except that fencing the
     /// old primary is the gateway's part. (ABI 1.6.)
-    async fn replicate(&self, compute: &ComputeName, role: ReplicaRole) -> Result<(), BackendError> {
+    async fn replicate(
+        &self,
+        compute: &ComputeName,
+        role: ReplicaRole,
+    ) -> Result<(), BackendError> {
         let _ = (compute, role);
-        Err(unsupported(self.name(), "keep a standby on another gateway"))
+        Err(unsupported(
+            self.name(),
+            "keep a standby on another gateway",
+        ))
     }
 
     /// Progress of the long operation running on `compute` (a branch
