@@ -168,14 +168,14 @@ pub(super) async fn run(api: &ApiClient, command: &ChaosCommand) -> anyhow::Resu
                     );
                 }
             };
+            if scenarios.contains(&"kill-gateway") && url.is_none() {
+                bail!("kill-gateway needs --url: a URL that lists every gateway (host=a,b,c) with a password, since a token is checked only by the gateway that issued it, and that one is killed");
+            }
             let info: crate::api::DatabaseInfo = api
                 .call(Method::GET, &format!("/v1/databases/{db}"), None)
                 .await?;
             if !info.chaos_allowed {
                 bail!("database \"{db}\" is not marked chaos_allowed: its clients would see the faults; mark it with `ogel chaos allow {db}` first");
-            }
-            if scenarios.contains(&"kill-gateway") && url.is_none() {
-                bail!("kill-gateway needs --url: a URL that lists every gateway (host=a,b,c) with a password, since a token is checked only by the gateway that issued it, and that one is killed");
             }
             let url = match url {
                 Some(url) => url.clone(),
@@ -522,7 +522,7 @@ async fn wait_for_standby(
             if standby.in_sync == Some(true) && standby.streaming > 0 {
                 return Ok(());
             }
-            if standby.standby_gateway.is_none() && standby.wanted == 0 {
+            if standby.standby_gateway.is_none() {
                 bail!("kill-gateway needs a standby on another gateway of a cluster: `ogel db standby {db} add` on a cluster");
             }
         } else if !needed || standby.streaming > 0 {
