@@ -4,7 +4,10 @@
 //! serving gateway with SIGKILL under a writer; the standby's gateway takes
 //! the database over, nothing acknowledged is lost, clients are served
 //! through the survivor, and the old gateway, back, fences its old primary
-//! and becomes the new standby.
+//! and becomes the new standby. A gateway paused past its lease (as a
+//! partition from etcd would cut it off) takes no write after the
+//! takeover: its commits wait for a standby that no longer follows it,
+//! and it fences its copy when it wakes.
 
 use ogel_e2e::etcd::EtcdCluster;
 use ogel_e2e::{connect, eventually, Gateway};
@@ -12,13 +15,33 @@ use serde_json::Value;
 use std::time::Duration;
 
 async fn start_in(etcd: &EtcdCluster, node: &str, dir: Option<&std::path::Path>) -> Gateway {
-    let env = etcd.gateway_env(node, Duration::from_secs(2));
+    start_with(etcd, node, dir, &[]).await
+}
+
+/// A gateway named `node` (on `dir`, or a fresh one) with `extra`
+/// environment; a restart waits until the name's old lease is gone.
+async fn start_with(
+    etcd: &EtcdCluster,
+    node: &str,
+    dir: Option<&std::path::Path>,
+    extra: &[(&str, &str)],
+) -> Gateway {
+    let mut env = etcd.gateway_env(node, Duration::from_secs(2));
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    match dir {
-        None => Gateway::start_with(&env).await,
-        Some(dir) => Gateway::start_in(dir, &env)
-            .await
-            .expect("gateway restarts"),
+    let Some(dir) = dir else {
+        return Gateway::start_with(&env).await;
+    };
+    let started = std::time::Instant::now();
+    loop {
+        match Gateway::start_in(dir, &env).await {
+            Ok(gw) => return gw,
+            Err(e) if started.elapsed() < Duration::from_secs(30) => {
+                eprintln!("restart of {node} retried: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("{node} does not restart: {e}"),
+        }
     }
 }
 
@@ -63,8 +86,222 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// The tests share 2 cores: one cluster at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Two gateways on one etcd, both seen by each other.
+async fn pair(etcd: &EtcdCluster) -> (Gateway, Gateway) {
+    let a = start_in(etcd, "a", None).await;
+    let b = start_in(etcd, "b", None).await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            let (_, v) = b.api("GET", "/v1/cluster", None).await;
+            v["nodes"].as_array().is_some_and(|n| n.len() == 2)
+        })
+        .await,
+        "b sees both gateways"
+    );
+    (a, b)
+}
+
+fn signal(gw: &Gateway, sig: nix::sys::signal::Signal) {
+    let pid = gw.pid() as i32;
+    assert!(pid > 0, "the gateway runs");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal");
+}
+
+/// The standby's gateway killed at each step of a takeover (after the
+/// catalog names it, while promoting, promoted, moved into place): started
+/// again, it finishes the takeover and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_takeover_killed_at_each_step_is_finished_by_the_next_start() {
+    let _serial = SERIAL.lock().await;
+    let etcd = EtcdCluster::start(3).await;
+    for (i, step) in [
+        "takeover-claimed",
+        "remote-promoting",
+        "remote-promoted",
+        "remote-moved",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let prefix = format!("/crash{i}");
+        let env = [("OGEL_CLUSTER__PREFIX", prefix.as_str())];
+        let mut a = start_with(&etcd, "a", None, &env).await;
+        let crash = [
+            ("OGEL_CLUSTER__PREFIX", prefix.as_str()),
+            ("OGEL_TEST_CRASH_AT", step),
+        ];
+        let mut b = start_with(&etcd, "b", None, &crash).await;
+        let _reap_a = Reap(a.data_dir.clone());
+        let _reap_b = Reap(b.data_dir.clone());
+        let url = a.create_db("shop", Some(0)).await;
+        let (status, body) = a
+            .api(
+                "POST",
+                "/v1/databases/shop/standby",
+                Some(serde_json::json!({"count": 1})),
+            )
+            .await;
+        assert_eq!(status, 200, "{step}: {body}");
+        in_sync_on(&a, "shop", "b").await;
+        let client = connect(&url).await.expect("shop on a");
+        client
+            .batch_execute("CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 50)")
+            .await
+            .expect("acknowledged");
+        drop(client);
+        a.kill9();
+        // b takes over and dies at the step.
+        let b_dir = b.data_dir.clone();
+        let b_dir_keep = b.take_dir();
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                !process_alive(b.pid())
+            })
+            .await,
+            "{step}: b did not reach the crash point: {}",
+            b.log_tail(30)
+        );
+        b.kill9();
+        let b = start_with(&etcd, "b", Some(&b_dir), &env).await;
+        // b listens on a new port now.
+        let url = ogel_e2e::url_at(&url, &b.pg_addr);
+        let served = eventually(Duration::from_secs(60), || async {
+            match connect(&url).await {
+                Ok(c) => c
+                    .query_one("SELECT count(*) FROM t", &[])
+                    .await
+                    .is_ok_and(|r| r.get::<_, i64>(0) == 50),
+                Err(_) => false,
+            }
+        })
+        .await;
+        assert!(
+            served,
+            "{step}: shop not served by b after its restart: {}",
+            b.log_tail(40)
+        );
+        let client = connect(&url).await.expect("shop on b");
+        client
+            .batch_execute("INSERT INTO t VALUES (51)")
+            .await
+            .unwrap_or_else(|e| panic!("{step}: b takes writes: {e}"));
+        assert_eq!(b.db("shop").await["node"], "b");
+        drop(client);
+        drop(b);
+        drop(b_dir_keep);
+        drop(a);
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    pid > 0 && alive(pid as i32)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_gateway_takes_no_write_after_its_standby_took_over() {
+    let _serial = SERIAL.lock().await;
+    let etcd = EtcdCluster::start(3).await;
+    let (mut a, b) = pair(&etcd).await;
+    let url = a.create_db("shop", Some(0)).await;
+    let (status, body) = a
+        .api(
+            "POST",
+            "/v1/databases/shop/standby",
+            Some(serde_json::json!({"count": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    in_sync_on(&a, "shop", "b").await;
+    // A client of a itself (only a's address): its session stays on a.
+    let on_a = ogel_e2e::url_at(&url, &a.pg_addr);
+    let client = connect(&on_a).await.expect("shop on a");
+    client
+        .batch_execute("CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 10)")
+        .await
+        .expect("acknowledged");
+    let a_dir = a.data_dir.clone();
+    let _reap = Reap(a_dir.clone());
+
+    // Paused past its lease: b takes the database over.
+    signal(&a, nix::sys::signal::Signal::SIGSTOP);
+    // (While a's lease lasts, b forwards this to a, which cannot answer:
+    // b answers 503 once a's lease is gone.)
+    let taken = eventually(Duration::from_secs(30), || async {
+        let (status, body) = b.api("GET", "/v1/databases/shop", None).await;
+        status == 200 && body["node"] == "b"
+    })
+    .await;
+    if !taken {
+        signal(&a, nix::sys::signal::Signal::SIGCONT);
+        panic!("b did not take shop over: {}", b.log_tail(40));
+    }
+    // Through b (a paused gateway accepts TCP and never answers: a client
+    // without connect_timeout would wait on it).
+    let through_b = connect(&ogel_e2e::url_at(&url, &b.pg_addr))
+        .await
+        .expect("shop, now on b");
+    through_b
+        .batch_execute("INSERT INTO t VALUES (11)")
+        .await
+        .expect("b takes writes");
+
+    // a wakes: the write its client sends now is never acknowledged.
+    signal(&a, nix::sys::signal::Signal::SIGCONT);
+    let late = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.execute("INSERT INTO t VALUES (999)", &[]),
+    )
+    .await;
+    assert!(
+        !matches!(late, Ok(Ok(_))),
+        "the old primary acknowledged a write after the takeover"
+    );
+    let rows: Vec<i32> = through_b
+        .query("SELECT v FROM t ORDER BY v", &[])
+        .await
+        .expect("t on b")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, (1..=11).collect::<Vec<i32>>());
+    // a fenced its copy and follows b.
+    in_sync_on(&b, "shop", "a").await;
+    // A gateway stopped stops the standbys it holds too.
+    a.stop();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            postgres_under(&a_dir) == 0
+        })
+        .await,
+        "a's standby still runs after a stopped"
+    );
+}
+
+/// Postgres processes whose command line names `dir`.
+fn postgres_under(dir: &std::path::Path) -> usize {
+    let needle = dir.to_string_lossy().to_string();
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+                        return false;
+                    };
+                    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                    cmdline.contains("postgres") && cmdline.contains(&needle)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_gateways_database_is_taken_over_by_its_standby_on_another_gateway() {
+    let _serial = SERIAL.lock().await;
     let etcd = EtcdCluster::start(3).await;
     let mut a = start_in(&etcd, "a", None).await;
     let b = start_in(&etcd, "b", None).await;

@@ -75,15 +75,30 @@ pub(super) async fn to_serving_gateway(
             forwarded = forwarded.header(name, value);
         }
     }
-    let answer = match forwarded.send().await {
-        Ok(answer) => answer,
-        Err(e) => return unavailable(e.to_string()),
+    let exchange = async {
+        let answer = forwarded.send().await?;
+        let status = answer.status();
+        let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+        let bytes = answer.bytes().await?;
+        Ok::<_, reqwest::Error>((status, content_type, bytes))
     };
-    let status = answer.status();
-    let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
-    let bytes = match answer.bytes().await {
-        Ok(bytes) => bytes,
-        Err(e) => return unavailable(e.to_string()),
+    // A gateway that stops answering (paused, cut off) leaves the cluster
+    // when its lease expires: its callers are answered then, not after
+    // the hour a long restore may take.
+    let gone = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if !state.databases.gateway_live(&node.name) {
+                return;
+            }
+        }
+    };
+    let (status, content_type, bytes) = tokio::select! {
+        answered = exchange => match answered {
+            Ok(answered) => answered,
+            Err(e) => return unavailable(e.to_string()),
+        },
+        () = gone => return unavailable("it left the cluster (its lease expired) before answering".into()),
     };
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;

@@ -399,6 +399,11 @@ impl Databases {
             .collect()
     }
 
+    /// Whether gateway `name` is a live member of the cluster.
+    pub fn gateway_live(&self, name: &str) -> bool {
+        self.cluster.node(name).is_some()
+    }
+
     /// Whether several gateways run together.
     pub fn is_clustered(&self) -> bool {
         self.cluster.is_clustered()
@@ -615,6 +620,28 @@ impl Databases {
             }
             if let Err(e) = lifecycle.suspend(&name).await {
                 tracing::warn!(database = %name, error = %e, "could not stop compute at shutdown");
+            }
+        }
+        // Standbys held here for another gateway's primaries stop too (the
+        // next start has them follow again; meanwhile their primaries'
+        // gateways stop waiting for them after a few seconds).
+        if !self.cluster.is_clustered() {
+            return;
+        }
+        for record in self.catalog.databases().unwrap_or_default() {
+            let held_here = record
+                .standby
+                .as_ref()
+                .is_some_and(|p| p.node.as_deref() == Some(self.cluster.name()));
+            if !held_here || self.is_local(&record) {
+                continue;
+            }
+            let Some(lifecycle) = self.backends.get(&record.backend) else {
+                continue;
+            };
+            let name = ogel_plugin_sdk::ComputeName::main(&record.name);
+            if let Err(e) = lifecycle.backend().suspend(&name).await {
+                tracing::warn!(database = %record.name, error = %e, "could not stop the standby at shutdown");
             }
         }
     }

@@ -212,11 +212,29 @@ impl Placement {
     ) -> Result<(), ControlError> {
         let lifecycle = self.databases.lifecycle(record)?;
         let name = ComputeName::main(&record.name);
-        // A takeover whose promotion did not finish (a crash right after
-        // the catalog write): finish it.
-        if let Err(e) = lifecycle.backend().compute_status(&name).await {
-            if e.kind == BackendErrorKind::NotFound {
-                self.promote(record, &lifecycle).await?;
+        // First look since this gateway started (or took over): the role
+        // as the catalog has it. A backend holding no primary here
+        // (NotFound) holds the standby of a takeover whose promotion did
+        // not finish (a crash right after the catalog write): finish it.
+        let first = !self.state().told.contains_key(&record.name);
+        if first {
+            let synchronous = placement.in_sync;
+            match lifecycle
+                .backend()
+                .replicate(&name, ReplicaRole::Primary { synchronous })
+                .await
+            {
+                Ok(()) => {
+                    self.state().told.insert(
+                        record.name.clone(),
+                        (Told::Primary { synchronous }, Instant::now()),
+                    );
+                }
+                Err(e) if e.kind == BackendErrorKind::NotFound => {
+                    tracing::warn!(database = %record.name, "finishing a takeover: promoting the standby here");
+                    return self.promote(record, &lifecycle).await;
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         let standby_live = placement
@@ -420,6 +438,9 @@ impl Placement {
         let started = Instant::now();
         self.catalog.swap_database(record, &new)?;
         tracing::warn!(database = %record.name, from = ?record.node, "the primary's gateway is gone: taking the database over");
+        // A crash here leaves the record naming this gateway and the
+        // standby not promoted: `as_primary` promotes it at the next start.
+        crash_point("takeover-claimed");
         let lifecycle = self.backend(record)?;
         self.promote(&new, &lifecycle).await?;
         self.takeovers.fetch_add(1, Ordering::Relaxed);
@@ -478,6 +499,15 @@ impl Placement {
                 }
             ),
         })
+    }
+}
+
+/// Where a crash test kills the gateway (`OGEL_TEST_CRASH_AT=<step>`),
+/// as a kill -9 would.
+fn crash_point(step: &str) {
+    if std::env::var("OGEL_TEST_CRASH_AT").is_ok_and(|at| at == step) {
+        tracing::error!(step, "OGEL_TEST_CRASH_AT: aborting here");
+        std::process::abort();
     }
 }
 
