@@ -562,6 +562,7 @@ impl Backend for NeonBackend {
             slow_branches: false,
             // Neon's storage is replicated already: no standby to promote.
             standby: false,
+            remote_standby: false,
         }
     }
 

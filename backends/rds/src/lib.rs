@@ -793,6 +793,8 @@ impl Backend for RdsBackend {
             // Multi-AZ standbys (RebootDBInstance ForceFailover) and Aurora
             // Replicas (FailoverDBCluster): see [`standby`].
             standby: true,
+            // RDS places its standbys itself, whatever the gateways.
+            remote_standby: false,
         }
     }
 
