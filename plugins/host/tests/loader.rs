@@ -425,7 +425,7 @@ async fn the_native_backend_serves_a_database_through_the_loader() {
     let plugin = Arc::new(load(&native_plugin()).expect("the native plugin loads"));
     assert_eq!(plugin.name, "native");
     assert_eq!(plugin.abi, (ABI_MAJOR, ABI_MINOR));
-    assert_eq!(plugin.abi, (1, 5));
+    assert_eq!(plugin.abi, (1, 6));
     assert_eq!(plugin.sdk_version, SDK_VERSION.trim_end_matches('\0'));
 
     let dir = temp_dir();
