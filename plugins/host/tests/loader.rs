@@ -390,6 +390,17 @@ async fn a_plugin_of_an_older_minor_gets_string_compute_names_and_works() {
         .expect_err("a 1.2 plugin promotes nothing");
     assert_eq!(refused.kind, BackendErrorKind::Unsupported);
     assert!(refused.message.contains("ABI 1.2"), "{}", refused.message);
+    // Standbys on another gateway came with 1.6.
+    assert!(!backend.capabilities().remote_standby);
+    let refused = backend
+        .replicate(
+            &ComputeName::main("shop"),
+            ogel_plugin_sdk::ReplicaRole::Primary { synchronous: true },
+        )
+        .await
+        .expect_err("a 1.2 plugin keeps no standby on another gateway");
+    assert_eq!(refused.kind, BackendErrorKind::Unsupported);
+    assert!(refused.message.contains("ABI 1.2"), "{}", refused.message);
 }
 
 // ---------------------------------------------------------------------------
