@@ -247,6 +247,7 @@ pub async fn up(config: Config, source: Option<(PathBuf, Overrides)>) -> anyhow:
         databases.clone(),
         catalog.clone(),
         cluster.clone(),
+        token.clone(),
     );
     let standbys = Arc::new(crate::control::standby::Standbys::new(
         databases.clone(),

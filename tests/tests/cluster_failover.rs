@@ -303,16 +303,7 @@ fn postgres_under(dir: &std::path::Path) -> usize {
 async fn a_dead_gateways_database_is_taken_over_by_its_standby_on_another_gateway() {
     let _serial = SERIAL.lock().await;
     let etcd = EtcdCluster::start(3).await;
-    let mut a = start_in(&etcd, "a", None).await;
-    let b = start_in(&etcd, "b", None).await;
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            let (_, v) = b.api("GET", "/v1/cluster", None).await;
-            v["nodes"].as_array().is_some_and(|n| n.len() == 2)
-        })
-        .await,
-        "b sees both gateways"
-    );
+    let (a, mut b) = pair(&etcd).await;
     let url = a.create_db("shop", Some(0)).await;
     assert!(
         url.contains(&a.pg_addr) && url.contains(&b.pg_addr),
@@ -340,25 +331,42 @@ async fn a_dead_gateways_database_is_taken_over_by_its_standby_on_another_gatewa
         .await;
     assert_eq!(status, 200, "{body}");
     in_sync_on(&a, "shop", "b").await;
-    // The standby is b's: its pid is a process of b's data directory.
     let client = connect(&url).await.expect("shop through a");
     client
         .batch_execute("CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 100)")
         .await
         .expect("writes acknowledged with the standby on b");
-    drop(client);
+
+    // Planned switchover, asked of b (its API forwards to a): the database
+    // moves to b, a follows it.
     let (status, body) = b.api("POST", "/v1/databases/shop/switchover", None).await;
-    assert_eq!(
-        status, 422,
-        "a switchover across gateways is refused: {body}"
-    );
-    let old_primary = a.db("shop").await["compute"]["pid"]
+    assert_eq!(status, 200, "switchover across gateways: {body}");
+    println!("switchover across gateways: {body}");
+    assert!(body["write_pause_ms"].as_u64().is_some(), "{body}");
+    assert_eq!(b.db("shop").await["node"], "b");
+    // The session on a lost its server (a transaction in flight would get
+    // an error); a new one is carried to b and sees everything.
+    drop(client);
+    let client = connect(&url).await.expect("shop after the switchover");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("t on b")
+        .get(0);
+    assert_eq!(n, 100);
+    client
+        .batch_execute("INSERT INTO t VALUES (101)")
+        .await
+        .expect("b takes writes");
+    drop(client);
+    in_sync_on(&b, "shop", "a").await;
+
+    // kill-gateway: b, serving now, kills itself under the writer (asked
+    // through a, whose API forwards it); a takes the database over.
+    let old_primary = b.db("shop").await["compute"]["pid"]
         .as_i64()
         .expect("the primary runs") as i32;
-
-    // kill-gateway: a kills itself under the writer (asked through b,
-    // whose API forwards it); b takes the database over.
-    let (status, _) = b
+    let (status, _) = a
         .api(
             "POST",
             "/v1/databases/shop/chaos",
@@ -366,13 +374,13 @@ async fn a_dead_gateways_database_is_taken_over_by_its_standby_on_another_gatewa
         )
         .await;
     assert_eq!(status, 200);
-    let refused = b.cli(&["chaos", "run", "--db", "shop", "--scenario", "kill-gateway"]);
+    let refused = a.cli(&["chaos", "run", "--db", "shop", "--scenario", "kill-gateway"]);
     assert!(!refused.status.success(), "kill-gateway without --url ran");
-    let dir = a.take_dir();
-    let a_dir = a.data_dir.clone();
-    // Whatever happens, no postgres of a's outlives the test.
-    let _reap = Reap(a_dir.clone());
-    let out = b.cli_ok(&[
+    let dir = b.take_dir();
+    let b_dir = b.data_dir.clone();
+    // Whatever happens, no postgres of b's outlives the test.
+    let _reap = Reap(b_dir.clone());
+    let out = a.cli_ok(&[
         "chaos",
         "run",
         "--db",
@@ -397,42 +405,43 @@ async fn a_dead_gateways_database_is_taken_over_by_its_standby_on_another_gatewa
         report["acknowledged"].as_u64().unwrap_or(0) > 50,
         "{report}"
     );
-    a.kill9();
-    let record = b.db("shop").await;
-    assert_eq!(record["node"], "b", "{record}");
-    let through_b = connect(&url).await.expect("shop through b");
-    let n: i64 = through_b
+    b.kill9();
+    assert_eq!(a.db("shop").await["node"], "a");
+    let through_a = connect(&url).await.expect("shop through a");
+    let n: i64 = through_a
         .query_one("SELECT count(*) FROM t", &[])
         .await
-        .expect("t on b")
+        .expect("t on a")
         .get(0);
-    assert_eq!(n, 100);
+    assert_eq!(n, 101);
     // The old primary is still running, orphaned (the machine did not
-    // die, its gateway did): unreachable, since clients go to b.
+    // die, its gateway did): unreachable, since clients go to a.
     assert!(
         alive(old_primary),
         "the orphaned old primary should still run"
     );
 
-    // a comes back: it fences its old primary and follows b.
-    let a = start_in(&etcd, "a", Some(&a_dir)).await;
-    in_sync_on(&b, "shop", "a").await;
+    // b comes back: it fences its old primary and follows a.
+    let b = start_in(&etcd, "b", Some(&b_dir)).await;
+    in_sync_on(&a, "shop", "b").await;
     assert!(
         eventually(Duration::from_secs(10), || async { !alive(old_primary) }).await,
         "the old primary (pid {old_primary}) still runs after its gateway came back"
     );
-    through_b
-        .batch_execute("INSERT INTO t VALUES (101)")
+    through_a
+        .batch_execute("INSERT INTO t VALUES (102)")
         .await
-        .expect("writes with the new standby on a");
-    let on_a = connect(&url).await.expect("shop through a, carried to b");
-    let n: i64 = on_a
+        .expect("writes with the new standby on b");
+    let on_b = connect(&ogel_e2e::url_at(&url, &b.pg_addr))
+        .await
+        .expect("shop through b, carried to a");
+    let n: i64 = on_b
         .query_one("SELECT count(*) FROM t", &[])
         .await
         .expect("t")
         .get(0);
-    assert_eq!(n, 101);
-    drop(a);
+    assert_eq!(n, 102);
+    drop(b);
     drop(_reap);
     drop(dir);
 }

@@ -59,6 +59,9 @@ pub struct Placement {
     catalog: Catalog,
     cluster: Arc<Cluster>,
     state: Arc<Mutex<State>>,
+    /// This gateway's admin token (every gateway accepts it): a switchover
+    /// asks the new primary's gateway when it serves.
+    admin_token: String,
     /// Takeovers of another gateway's database done here (`/metrics`).
     pub takeovers: AtomicU64,
 }
@@ -84,11 +87,17 @@ enum Told {
 
 impl Placement {
     /// The service.
-    pub fn new(databases: Arc<Databases>, catalog: Catalog, cluster: Arc<Cluster>) -> Arc<Self> {
+    pub fn new(
+        databases: Arc<Databases>,
+        catalog: Catalog,
+        cluster: Arc<Cluster>,
+        admin_token: String,
+    ) -> Arc<Self> {
         Arc::new(Placement {
             databases,
             catalog,
             cluster,
+            admin_token,
             state: Arc::default(),
             takeovers: AtomicU64::new(0),
         })
@@ -127,6 +136,101 @@ impl Placement {
             self.state().told.remove(database);
         }
         Ok(())
+    }
+
+    /// Planned switchover to the standby on another gateway: new
+    /// transactions wait (the pools pause), the catalog names the standby's
+    /// gateway (conditional, under this gateway's fence), the copy here is
+    /// fenced, the standby's gateway promotes at its next look (≤ 250 ms),
+    /// and once it serves the pools resume: their clients reconnect and are
+    /// carried there. Nothing acknowledged is lost: commits waited for the
+    /// standby, and the pause let every transaction finish first. This
+    /// gateway then follows the new primary as its standby.
+    pub async fn switchover(
+        &self,
+        database: &str,
+        pools: &crate::pool::Pools,
+    ) -> Result<(u64, u64), ControlError> {
+        let record = self.databases.ready(database)?;
+        let lifecycle = self.databases.lifecycle(&record)?;
+        let placement = record.standby.clone().unwrap_or_default();
+        let target = placement
+            .node
+            .as_deref()
+            .filter(|_| placement.in_sync)
+            .and_then(|n| self.cluster.node(n))
+            .ok_or_else(|| {
+                ControlError::Unavailable(format!(
+                    "database \"{database}\" has no standby in sync on a live gateway to switch over to; see `ogel db standby {database}`"
+                ))
+            })?;
+        let name = ComputeName::main(database);
+        let paused = pools.find_all(database);
+        let started = Instant::now();
+        pools.pause(&paused).await.map_err(|e| {
+            ControlError::Unavailable(format!(
+                "could not pause \"{database}\" for the switchover: {e}; {}",
+                crate::pool::PAUSE_HINT
+            ))
+        })?;
+        let resume = || {
+            for pool in &paused {
+                pool.pool.resume();
+            }
+        };
+        let mut new = record.clone();
+        new.node = Some(target.name.clone());
+        new.standby = Some(StandbyPlacement {
+            node: Some(self.cluster.name().to_string()),
+            in_sync: false,
+        });
+        if let Err(e) = self.catalog.swap_database(&record, &new) {
+            resume();
+            return Err(e.into());
+        }
+        tracing::warn!(database, to = %target.name, "switchover: the standby's gateway serves the database now");
+        // Fenced here: nothing wakes the old primary again (clients and
+        // replication connections go to the new gateway from now on).
+        let fenced = lifecycle
+            .backend()
+            .replicate(&name, ReplicaRole::Detached)
+            .await;
+        self.state().told.remove(database);
+        let served = self.served_by(&target, database).await;
+        resume();
+        fenced?;
+        let generation = served?;
+        Ok((started.elapsed().as_millis() as u64, generation))
+    }
+
+    /// Waits (≤ 30 s) until `node` serves `database` with a running
+    /// compute; its generation.
+    async fn served_by(&self, node: &NodeInfo, database: &str) -> Result<u64, ControlError> {
+        let http = reqwest::Client::new();
+        let url = format!("http://{}/v1/databases/{database}", node.api);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = http
+                .get(&url)
+                .bearer_auth(&self.admin_token)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if let Ok(answer) = answer {
+                if let Ok(view) = answer.json::<serde_json::Value>().await {
+                    if view["node"] == node.name.as_str() && view["compute"]["state"] == "running" {
+                        return Ok(view["compute"]["generation"].as_u64().unwrap_or(0));
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(ControlError::Unavailable(format!(
+                    "gateway {} did not serve \"{database}\" within 30 s of the switchover; see its log",
+                    node.name
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Runs every gateway's part until `stop` resolves.
@@ -212,11 +316,15 @@ impl Placement {
     ) -> Result<(), ControlError> {
         let lifecycle = self.databases.lifecycle(record)?;
         let name = ComputeName::main(&record.name);
-        // First look since this gateway started (or took over): the role
+        // First look as the primary's gateway (since it started, took
+        // over, or the database moved here by a switchover): the role
         // as the catalog has it. A backend holding no primary here
         // (NotFound) holds the standby of a takeover whose promotion did
         // not finish (a crash right after the catalog write): finish it.
-        let first = !self.state().told.contains_key(&record.name);
+        let first = !matches!(
+            self.state().told.get(&record.name),
+            Some((Told::Primary { .. }, _))
+        );
         if first {
             let synchronous = placement.in_sync;
             match lifecycle

@@ -243,9 +243,12 @@ impl Standbys {
     pub async fn switchover(&self, database: &str) -> Result<Switchover, ControlError> {
         let lifecycle = self.lifecycle_of(database)?;
         if self.databases.ready(database)?.standby.is_some() {
-            return Err(ControlError::Unsupported(format!(
-                "a planned switchover to a standby on another gateway is not built yet; \"{database}\"'s standby takes over when this gateway is gone (stop it to move the database)"
-            )));
+            let (write_pause_ms, generation) =
+                self.placement.switchover(database, &self.pools).await?;
+            return Ok(Switchover {
+                write_pause_ms,
+                generation,
+            });
         }
         let status = lifecycle
             .backend()
