@@ -336,6 +336,32 @@ impl Drop for Gateway {
     }
 }
 
+/// SIGKILL to the checkpointer of the cluster whose postmaster is
+/// `postmaster`: Postgres treats a child's crash as a crash of the whole
+/// cluster and reinitialises (crash recovery, every connection ended) — a
+/// crash restart, with the postmaster itself still running.
+pub fn crash_restart(postmaster: u32) {
+    let checkpointer = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            ppid == Some(postmaster)
+                && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .unwrap_or_default()
+                    .contains("checkpointer")
+        })
+        .expect("the primary's checkpointer");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(checkpointer as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("signal the checkpointer");
+}
+
 /// Stops every postgres whose data dir is under `dir` (a test that killed
 /// its gateway with SIGKILL leaves them behind).
 pub fn kill_postgres_under(dir: &Path) {

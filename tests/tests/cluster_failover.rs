@@ -110,6 +110,103 @@ fn signal(gw: &Gateway, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal");
 }
 
+/// A primary that keeps crashing (a trend the health model reads) is
+/// switched over to its standby on another gateway before it fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_looping_primary_moves_to_its_standby_on_another_gateway() {
+    let _serial = SERIAL.lock().await;
+    let etcd = EtcdCluster::start(3).await;
+    let (a, b) = pair(&etcd).await;
+    let url = a.create_db("flaky", Some(0)).await;
+    let (status, body) = a
+        .api(
+            "POST",
+            "/v1/databases/flaky/standby",
+            Some(serde_json::json!({"count": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    in_sync_on(&a, "flaky", "b").await;
+    let client = connect(&url).await.expect("flaky on a");
+    client
+        .batch_execute("CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 20)")
+        .await
+        .expect("acknowledged");
+    drop(client);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            standby(&a, "flaky").await["health"].is_object()
+        })
+        .await,
+        "the health model does not look at it: {}",
+        standby(&a, "flaky").await
+    );
+    // One crash, two: noted, not acted on (noise until it is a trend).
+    let crash = || async {
+        let postmaster = a.db("flaky").await["compute"]["pid"]
+            .as_u64()
+            .expect("the primary runs") as u32;
+        ogel_e2e::crash_restart(postmaster);
+    };
+    for seen in 1..=2u64 {
+        crash().await;
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                standby(&a, "flaky").await["health"]["restarts"].as_u64() == Some(seen)
+            })
+            .await,
+            "crash {seen} was not seen: {}",
+            standby(&a, "flaky").await
+        );
+        assert_eq!(
+            a.db("flaky").await["node"],
+            "a",
+            "moved after {seen} crash(es)"
+        );
+    }
+    // The third within the window: the database moves to b.
+    crash().await;
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            let (_, body) = b.api("GET", "/v1/databases/flaky", None).await;
+            body["node"] == "b"
+        })
+        .await,
+        "no switchover before failure: {}",
+        a.log_tail(30)
+    );
+    // (Counted once the new gateway serves: the catalog moves first.)
+    eventually(Duration::from_secs(30), || async {
+        a.metrics()
+            .await
+            .contains("ogel_preemptive_switchovers_total 1")
+    })
+    .await;
+    let metrics = a.metrics().await;
+    assert!(
+        metrics.contains("ogel_preemptive_switchovers_total 1"),
+        "the metric counts it: {}\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("switchover") || l.contains("failover"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        b.log_tail(400)
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let client = connect(&url).await.expect("flaky, now on b");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("t on b")
+        .get(0);
+    assert_eq!(n, 20);
+    in_sync_on(&b, "flaky", "a").await;
+}
+
 /// The standby's gateway killed at each step of a takeover (after the
 /// catalog names it, while promoting, promoted, moved into place): started
 /// again, it finishes the takeover and nothing acknowledged is lost.

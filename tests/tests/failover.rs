@@ -483,25 +483,7 @@ async fn after_a_gateway_restart_the_adopted_standby_still_takes_over() {
 /// postmaster itself still running.
 fn crash_primary(gw: &Gateway, db: &str) -> u32 {
     let postmaster = primary_pid(gw, db);
-    let checkpointer = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-            ppid == Some(postmaster)
-                && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                    .unwrap_or_default()
-                    .contains("checkpointer")
-        })
-        .expect("the primary's checkpointer");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(checkpointer as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("signal the checkpointer");
+    ogel_e2e::crash_restart(postmaster);
     postmaster
 }
 

@@ -55,6 +55,8 @@ pub struct Reading {
     pub standby_disk: Option<DiskUse>,
     /// WAL bytes the standby has not replayed.
     pub replay_lag_bytes: Option<u64>,
+    /// The standby is on another gateway's disk (whatever its reading).
+    pub standby_elsewhere: bool,
 }
 
 /// What the model says.
@@ -158,13 +160,11 @@ impl Health {
             if secs < settings.horizon.as_secs_f64() {
                 let when = humantime::format_duration(Duration::from_secs(secs as u64));
                 let primary_dev = disk.last().map(|(_, d)| d.device);
-                let standby_dev = self
-                    .readings
-                    .back()
-                    .and_then(|(_, r)| r.standby_disk)
-                    .map(|d| d.device);
+                let last = self.readings.back().map(|(_, r)| r);
+                let standby_dev = last.and_then(|r| r.standby_disk).map(|d| d.device);
+                let elsewhere = last.is_some_and(|r| r.standby_elsewhere);
                 match (primary_dev, standby_dev) {
-                    (Some(p), Some(s)) if p != s => {
+                    (Some(p), s) if elsewhere || s.is_some_and(|s| s != p) => {
                         reasons.push(format!("the primary's disk is full in about {when}"))
                     }
                     _ => v.warnings.push(format!(
@@ -332,6 +332,26 @@ mod tests {
                 .as_deref()
                 .unwrap_or("")
                 .contains("health probes failed"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_filling_disk_switches_over_to_a_standby_on_another_gateway() {
+        let s = settings();
+        let t = Instant::now();
+        let mut h = Health::default();
+        for i in 0..10u64 {
+            let r = Reading {
+                primary_disk: disk(500 + 10 * i, 1),
+                standby_elsewhere: true,
+                ..ok()
+            };
+            h.observe(t + Duration::from_secs(i), r, &s);
+        }
+        let v = h.verdict(&s);
+        assert!(
+            v.switch_over.as_deref().is_some_and(|r| r.contains("disk")),
             "{v:?}"
         );
     }

@@ -396,6 +396,7 @@ impl Standbys {
                         primary_disk: w.status.primary_disk,
                         standby_disk: w.status.standby_disk,
                         replay_lag_bytes: w.status.replay_lag_bytes,
+                        standby_elsewhere: w.remote,
                     };
                     let settings = health_settings(&config);
                     w.health.observe(Instant::now(), reading, &settings);
@@ -420,6 +421,12 @@ impl Standbys {
                     w.health.reset();
                     w.warned.clear();
                     w.status.streaming = 0;
+                    continue;
+                }
+                // A standby on another gateway takes over only when this
+                // gateway is gone, and is rebuilt by its own gateway
+                // (`placement`): here only the health model looks.
+                if w.remote {
                     continue;
                 }
                 if !(dead || unhealthy) {
@@ -524,9 +531,7 @@ impl Standbys {
     async fn refresh(&self, watched: &mut HashMap<String, Watched>) {
         let mut seen = Vec::new();
         for (record, lifecycle) in self.databases.local_databases() {
-            // Standbys on another gateway are `placement`'s.
             if !lifecycle.backend().capabilities().standby
-                || record.standby.is_some()
                 || self.databases.acts_for(&record).is_none()
             {
                 continue;
@@ -550,7 +555,11 @@ impl Standbys {
                     prober: Prober::default(),
                     health: Health::default(),
                     warned: Vec::new(),
+                    remote: false,
                 });
+            // Standbys on another gateway: `placement` fails over and
+            // rebuilds; the watch only feeds the health model.
+            entry.remote = record.standby.is_some();
             entry.status = status;
             entry.lifecycle = lifecycle;
         }
@@ -567,6 +576,8 @@ struct Watched {
     last_probe: Instant,
     prober: Prober,
     health: Health,
+    /// Its standby is on another gateway.
+    remote: bool,
     /// The warnings already logged (each is logged once while it holds).
     warned: Vec<String>,
 }
