@@ -53,6 +53,22 @@ async fn standby(gw: &Gateway, db: &str) -> Value {
     body
 }
 
+/// Makes database `db` on `gw` with a standby, which goes on gateway
+/// `node`, and waits until it is in sync; its URL.
+async fn with_standby(gw: &Gateway, db: &str, node: &str) -> String {
+    let url = gw.create_db(db, Some(0)).await;
+    let (status, body) = gw
+        .api(
+            "POST",
+            &format!("/v1/databases/{db}/standby"),
+            Some(serde_json::json!({"count": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    in_sync_on(gw, db, node).await;
+    url
+}
+
 /// Waits until the standby on `node` is streaming and in sync.
 async fn in_sync_on(gw: &Gateway, db: &str, node: &str) {
     let started = std::time::Instant::now();
@@ -117,16 +133,7 @@ async fn a_crash_looping_primary_moves_to_its_standby_on_another_gateway() {
     let _serial = SERIAL.lock().await;
     let etcd = EtcdCluster::start(3).await;
     let (a, b) = pair(&etcd).await;
-    let url = a.create_db("flaky", Some(0)).await;
-    let (status, body) = a
-        .api(
-            "POST",
-            "/v1/databases/flaky/standby",
-            Some(serde_json::json!({"count": 1})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    in_sync_on(&a, "flaky", "b").await;
+    let url = with_standby(&a, "flaky", "b").await;
     let client = connect(&url).await.expect("flaky on a");
     client
         .batch_execute("CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 20)")
@@ -233,16 +240,7 @@ async fn a_takeover_killed_at_each_step_is_finished_by_the_next_start() {
         let mut b = start_with(&etcd, "b", None, &crash).await;
         let _reap_a = Reap(a.data_dir.clone());
         let _reap_b = Reap(b.data_dir.clone());
-        let url = a.create_db("shop", Some(0)).await;
-        let (status, body) = a
-            .api(
-                "POST",
-                "/v1/databases/shop/standby",
-                Some(serde_json::json!({"count": 1})),
-            )
-            .await;
-        assert_eq!(status, 200, "{step}: {body}");
-        in_sync_on(&a, "shop", "b").await;
+        let url = with_standby(&a, "shop", "b").await;
         let client = connect(&url).await.expect("shop on a");
         client
             .batch_execute("CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 50)")
@@ -302,16 +300,7 @@ async fn a_paused_gateway_takes_no_write_after_its_standby_took_over() {
     let _serial = SERIAL.lock().await;
     let etcd = EtcdCluster::start(3).await;
     let (mut a, b) = pair(&etcd).await;
-    let url = a.create_db("shop", Some(0)).await;
-    let (status, body) = a
-        .api(
-            "POST",
-            "/v1/databases/shop/standby",
-            Some(serde_json::json!({"count": 1})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    in_sync_on(&a, "shop", "b").await;
+    let url = with_standby(&a, "shop", "b").await;
     // A client of a itself (only a's address): its session stays on a.
     let on_a = ogel_e2e::url_at(&url, &a.pg_addr);
     let client = connect(&on_a).await.expect("shop on a");

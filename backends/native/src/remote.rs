@@ -656,18 +656,8 @@ impl NativeBackend {
                 status.primary_disk = ogel_plugin_kit::disk::usage(&self.db_dir(name));
                 match self.live_port(name) {
                     Some(port) => {
-                        let (streaming, lag) = match self.replication(name, port).await {
-                            Ok(seen) => seen,
-                            Err(e) => {
-                                status.note = Some(format!(
-                                    "the primary's replication could not be read just now ({e}); last reading shown"
-                                ));
-                                self.standbys
-                                    .seen(name)
-                                    .map(|(_, streaming, lag)| (streaming, lag))
-                                    .unwrap_or((false, None))
-                            }
-                        };
+                        let (streaming, lag) =
+                            self.replication_or_last(name, port, &mut status).await;
                         status.streaming = u32::from(streaming);
                         status.replay_lag_bytes = lag;
                         if !streaming && status.note.is_none() {

@@ -705,20 +705,7 @@ impl NativeBackend {
         status.standby_disk = built.and_then(|v| ogel_plugin_kit::disk::usage(&v));
         match (self.live_port(name), standby_port) {
             (Some(port), Some(_)) => {
-                // A primary that does not take logins right now (crash
-                // recovery) has the last reading, said to be old.
-                let (streaming, lag) = match self.replication(name, port).await {
-                    Ok(seen) => seen,
-                    Err(e) => {
-                        status.note = Some(format!(
-                            "the primary's replication could not be read just now ({e}); last reading shown"
-                        ));
-                        self.standbys
-                            .seen(name)
-                            .map(|(_, streaming, lag)| (streaming, lag))
-                            .unwrap_or((false, None))
-                    }
-                };
+                let (streaming, lag) = self.replication_or_last(name, port, &mut status).await;
                 status.streaming = u32::from(streaming);
                 status.replay_lag_bytes = lag;
                 if !streaming && status.note.is_none() {
@@ -737,6 +724,29 @@ impl NativeBackend {
             _ => {}
         }
         Ok(Some(status))
+    }
+
+    /// The primary's replication now (streaming, replay lag); a primary
+    /// that does not take logins right now (crash recovery) has the last
+    /// reading, and `status` says it is old.
+    pub(crate) async fn replication_or_last(
+        &self,
+        name: &str,
+        port: u16,
+        status: &mut StandbyStatus,
+    ) -> (bool, Option<u64>) {
+        match self.replication(name, port).await {
+            Ok(seen) => seen,
+            Err(e) => {
+                status.note = Some(format!(
+                    "the primary's replication could not be read just now ({e}); last reading shown"
+                ));
+                self.standbys
+                    .seen(name)
+                    .map(|(_, streaming, lag)| (streaming, lag))
+                    .unwrap_or((false, None))
+            }
+        }
     }
 
     /// Whether the standby streams from the primary on `port`, and its
