@@ -314,13 +314,18 @@ async fn a_standby_on_another_gateways_disk_streams_waits_and_takes_over() {
         .pid
         .expect("A still runs");
     a.replicate(&app, ReplicaRole::Detached).await.unwrap();
-    assert!(
+    // Killed; its exit may take a moment to show in /proc.
+    let gone = || {
         !Path::new(&format!("/proc/{old_pid}")).exists()
             || std::fs::read_to_string(format!("/proc/{old_pid}/stat"))
-                .map(|s| s.contains(") Z"))
-                .unwrap_or(true),
-        "the old primary's postmaster is gone"
-    );
+                .map(|s| s.contains(") Z") || s.contains(") X"))
+                .unwrap_or(true)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !gone() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(gone(), "the old primary's postmaster is gone");
     let err = a.ensure_running(&app).await.unwrap_err();
     assert_eq!(err.kind, BackendErrorKind::NotFound, "{}", err.message);
     assert!(err.message.contains("fenced"), "{}", err.message);
