@@ -212,7 +212,7 @@ async fn plugins_are_listed_and_a_bad_library_is_refused_without_harm() {
         .find(|p| p["name"] == "native")
         .expect("native listed");
     assert_eq!(
-        native["abi"], "1.5",
+        native["abi"], "1.6",
         "the native plugin speaks the newest ABI"
     );
     assert_eq!(native["running"], true);

@@ -214,6 +214,87 @@ async fn a_crash_looping_primary_moves_to_its_standby_on_another_gateway() {
     in_sync_on(&b, "flaky", "a").await;
 }
 
+/// A primary whose filesystem fills (a loop-mounted one of its own) moves
+/// to its standby on another gateway's disk before it is full.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filling_disk_moves_the_database_before_it_is_full() {
+    let _serial = SERIAL.lock().await;
+    let etcd = EtcdCluster::start(3).await;
+    let fs = ogel_e2e::LoopFs::new("ext4");
+    let a = start_with(&etcd, "a", Some(&fs.mnt.join("data")), &[]).await;
+    let _reap = Reap(fs.mnt.clone());
+    let b = start_in(&etcd, "b", None).await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            let (_, v) = a.api("GET", "/v1/cluster", None).await;
+            v["nodes"].as_array().is_some_and(|n| n.len() == 2)
+        })
+        .await,
+        "a sees both gateways"
+    );
+    let url = with_standby(&a, "full", "b").await;
+    let client = connect(&url).await.expect("full on a");
+    client
+        .batch_execute("CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 30)")
+        .await
+        .expect("acknowledged");
+    drop(client);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            standby(&a, "full").await["health"].is_object()
+        })
+        .await,
+        "the health model does not look at it"
+    );
+    // 80 MiB a second into a balloon file, until the database moves.
+    let balloon = fs.mnt.join("balloon");
+    let moved = || async {
+        let (_, body) = b.api("GET", "/v1/databases/full", None).await;
+        body["node"] == "b"
+    };
+    let mut size = 0u64;
+    while !moved().await {
+        let stat = nix::sys::statvfs::statvfs(&fs.mnt).expect("statvfs");
+        let used = 1.0 - stat.blocks_available() as f64 / stat.blocks() as f64;
+        assert!(
+            used < 0.97,
+            "the disk filled before the switchover: {}",
+            standby(&a, "full").await
+        );
+        size += 40 << 20;
+        ogel_e2e::sh(
+            std::process::Command::new("fallocate")
+                .args(["-l", &size.to_string()])
+                .arg(&balloon),
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = std::fs::remove_file(&balloon);
+    let report = standby(&b, "full").await;
+    println!(
+        "moved before the disk filled ({} MiB ballooned): {report}",
+        size >> 20
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            a.metrics()
+                .await
+                .contains("ogel_preemptive_switchovers_total 1")
+        })
+        .await,
+        "not counted as a switchover before failure"
+    );
+    let client = connect(&ogel_e2e::url_at(&url, &b.pg_addr))
+        .await
+        .expect("full on b");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("t on b")
+        .get(0);
+    assert_eq!(n, 30);
+}
+
 /// The standby's gateway killed at each step of a takeover (after the
 /// catalog names it, while promoting, promoted, moved into place): started
 /// again, it finishes the takeover and nothing acknowledged is lost.

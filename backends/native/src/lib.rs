@@ -479,6 +479,9 @@ impl NativeBackend {
             // WAL summaries: what incremental backups are made from.
             settings.push(("summarize_wal".into(), "on".into()));
         }
+        // WAL fsync times in pg_stat_wal (PostgreSQL 14–17): the gateway's
+        // health model reads their trend, a disk failing slowly.
+        settings.push(("track_wal_io_timing".into(), "on".into()));
         if self.prewarm {
             settings.push(("shared_preload_libraries".into(), "pg_prewarm".into()));
             settings.push(("pg_prewarm.autoprewarm_interval".into(), "0".into()));

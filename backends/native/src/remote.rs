@@ -834,7 +834,7 @@ mod tests {
         let info = upstream_conninfo(&upstream, volume, STANDBY_NAME);
         assert_eq!(
             info,
-            "host='gw-a' port='6432' dbname='app' user='ogel_admin' application_name='ogel_standby' passfile='/data/standbys/app-1/pgpass' sslmode='verify-ca' sslrootcert='/data/standbys/app-1/upstream-ca.pem'"
+            "host='gw-a' port='6432' dbname='app' user='ogel_admin' application_name='ogel_standby' passfile='/data/standbys/app-1/pgpass' options='-c ogel.route=app' sslmode='verify-ca' sslrootcert='/data/standbys/app-1/upstream-ca.pem'"
         );
         upstream.tls_ca_pem = None;
         let info = upstream_conninfo(&upstream, volume, STANDBY_NAME);

@@ -162,6 +162,9 @@ pub struct HealthInfo {
     pub disk_full_in_secs: Option<u64>,
     /// Growth of the standby's replay lag, bytes per second.
     pub lag_growth_bytes_per_sec: Option<i64>,
+    /// The primary's mean WAL fsync time lately, milliseconds.
+    #[serde(default)]
+    pub wal_fsync_ms: Option<u64>,
     /// Signs seen that do not call for a switchover.
     pub warnings: Vec<String>,
     /// Why the last switchover before failure happened.
@@ -177,6 +180,7 @@ impl From<crate::control::standby::HealthReport> for HealthInfo {
             restarts: r.verdict.restarts,
             disk_full_in_secs: r.verdict.disk_full_in_secs,
             lag_growth_bytes_per_sec: r.verdict.lag_growth_bytes_per_sec,
+            wal_fsync_ms: r.verdict.wal_fsync_ms,
             warnings: r.verdict.warnings,
             last_preemptive_switchover: reason,
             last_preemptive_switchover_at: at,

@@ -888,8 +888,12 @@ fn print_standby(name: &str, info: &crate::api::standby::StandbyInfo) {
             )
         })
         .unwrap_or_default();
+    let fsync = health
+        .wal_fsync_ms
+        .map(|ms| format!(", WAL fsync {ms} ms"))
+        .unwrap_or_default();
     println!(
-        "  health: {} crash restart(s) in the window{disk}",
+        "  health: {} crash restart(s) in the window{disk}{fsync}",
         health.restarts
     );
     for warning in &health.warnings {

@@ -14,6 +14,12 @@
 //!   is on another filesystem (otherwise a switchover would not help, and
 //!   the model says so).
 //!
+//! - **WAL fsync**: the primary's mean WAL fsync time, per probe interval
+//!   (`pg_stat_wal`), is at least 100 ms in the median of the window's
+//!   intervals and in the last one (a disk failing slowly; one slow
+//!   interval is not a trend) — acted on, like the disk, only when the
+//!   standby is on another filesystem.
+//!
 //! And one veto: a standby whose replay lag grows all through the window
 //! (and is past 16 MiB) is falling behind; switching over to it would
 //! pause writes for as long as it takes to catch up, so the model waits.
@@ -29,6 +35,10 @@ const FLAPPING_PROBES: usize = 10;
 /// Fewest disk readings, and the shortest span of them, a fit needs.
 const MIN_DISK_READINGS: usize = 5;
 const MIN_DISK_SPAN: Duration = Duration::from_secs(5);
+/// A WAL fsync this slow, sustained, means a failing disk.
+const FSYNC_SLOW_MS: f64 = 100.0;
+/// Fewest probe intervals with fsyncs that make a trend.
+const MIN_FSYNC_INTERVALS: usize = 5;
 
 /// The model's settings (`[failover]`).
 #[derive(Clone, Debug)]
@@ -57,6 +67,9 @@ pub struct Reading {
     pub replay_lag_bytes: Option<u64>,
     /// The standby is on another gateway's disk (whatever its reading).
     pub standby_elsewhere: bool,
+    /// The primary's WAL fsyncs so far and their total time in
+    /// milliseconds (cumulative; they restart from 0 after a crash).
+    pub wal_syncs: Option<(u64, f64)>,
 }
 
 /// What the model says.
@@ -72,6 +85,8 @@ pub struct Verdict {
     pub disk_full_in_secs: Option<u64>,
     /// Replay lag growth, bytes per second, over the window.
     pub lag_growth_bytes_per_sec: Option<i64>,
+    /// Mean WAL fsync time in the last probe interval with fsyncs, ms.
+    pub wal_fsync_ms: Option<u64>,
 }
 
 /// The readings of one primary.
@@ -170,6 +185,41 @@ impl Health {
                     _ => v.warnings.push(format!(
                         "the primary's disk is full in about {when}; the standby shares it, so a switchover would not help: free space"
                     )),
+                }
+            }
+        }
+        // Mean fsync time per probe interval (intervals without fsyncs,
+        // or across a crash that reset the counters, say nothing).
+        let fsync: Vec<f64> = self
+            .readings
+            .iter()
+            .filter_map(|(_, r)| r.wal_syncs)
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[1].0 > w[0].0 && w[1].1 >= w[0].1)
+            .map(|w| (w[1].1 - w[0].1) / (w[1].0 - w[0].0) as f64)
+            .collect();
+        v.wal_fsync_ms = fsync.last().map(|ms| ms.round() as u64);
+        if fsync.len() >= MIN_FSYNC_INTERVALS {
+            let mut sorted = fsync.clone();
+            sorted.sort_by(f64::total_cmp);
+            let median = sorted[sorted.len() / 2];
+            let last = fsync.last().copied().unwrap_or_default();
+            if median >= FSYNC_SLOW_MS && last >= FSYNC_SLOW_MS {
+                let elsewhere = self.readings.back().is_some_and(|(_, r)| {
+                    r.standby_elsewhere
+                        || matches!((r.primary_disk, r.standby_disk), (Some(p), Some(s)) if p.device != s.device)
+                });
+                let what = format!(
+                    "WAL fsync takes {median:.0} ms (median of the last {} intervals): the primary's disk is failing",
+                    fsync.len()
+                );
+                if elsewhere {
+                    reasons.push(what);
+                } else {
+                    v.warnings.push(format!(
+                        "{what}; the standby shares it, so a switchover would not help"
+                    ));
                 }
             }
         }
@@ -334,6 +384,59 @@ mod tests {
                 .contains("health probes failed"),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn slow_wal_fsyncs_are_a_trend_one_slow_interval_is_noise() {
+        let s = settings();
+        let t = Instant::now();
+        // (syncs, ms) cumulative: 10 fsyncs per interval, `ms` each.
+        let run = |per_sync: &[f64], elsewhere: bool| {
+            let mut h = Health::default();
+            let (mut n, mut total) = (0u64, 0.0);
+            for (i, ms) in per_sync.iter().enumerate() {
+                n += 10;
+                total += 10.0 * ms;
+                let r = Reading {
+                    wal_syncs: Some((n, total)),
+                    standby_elsewhere: elsewhere,
+                    ..ok()
+                };
+                h.observe(t + Duration::from_secs(i as u64), r, &s);
+            }
+            h.verdict(&s)
+        };
+        let spike = run(&[2.0, 2.0, 2.0, 900.0, 2.0, 2.0, 2.0], true);
+        assert_eq!(spike.switch_over, None, "{spike:?}");
+        assert_eq!(spike.wal_fsync_ms, Some(2));
+        let failing = run(&[2.0, 150.0, 300.0, 400.0, 500.0, 600.0, 700.0], true);
+        assert!(
+            failing
+                .switch_over
+                .as_deref()
+                .is_some_and(|r| r.contains("fsync")),
+            "{failing:?}"
+        );
+        assert_eq!(failing.wal_fsync_ms, Some(700));
+        let shared = run(&[2.0, 150.0, 300.0, 400.0, 500.0, 600.0, 700.0], false);
+        assert_eq!(shared.switch_over, None);
+        assert!(
+            shared.warnings.iter().any(|w| w.contains("fsync")),
+            "{shared:?}"
+        );
+        // Counters that went back (a crash reset them) are no interval.
+        let mut h = Health::default();
+        for (i, (n, ms)) in [(100u64, 100.0), (10, 5.0), (20, 10.0)]
+            .into_iter()
+            .enumerate()
+        {
+            let r = Reading {
+                wal_syncs: Some((n, ms)),
+                ..ok()
+            };
+            h.observe(t + Duration::from_secs(i as u64), r, &s);
+        }
+        assert_eq!(h.verdict(&s).wal_fsync_ms, Some(1));
     }
 
     #[test]

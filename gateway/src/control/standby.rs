@@ -387,12 +387,18 @@ impl Standbys {
                 let mut preempt = None;
                 let unhealthy = !dead && self.probe_due(w, &config) && {
                     w.last_probe = Instant::now();
-                    let incarnation = w.prober.probe(&endpoint, config.probe_timeout).await;
-                    let healthy = incarnation.is_some();
+                    let answer = w
+                        .prober
+                        .probe(&endpoint, config.probe_timeout)
+                        .await
+                        .map(ProbeAnswer::parse);
+                    let healthy = answer.is_some();
+                    let answer = answer.unwrap_or_default();
                     w.failed_probes = if healthy { 0 } else { w.failed_probes + 1 };
                     let reading = Reading {
                         ok: healthy,
-                        incarnation: incarnation.flatten(),
+                        incarnation: answer.incarnation,
+                        wal_syncs: answer.wal_syncs,
                         primary_disk: w.status.primary_disk,
                         standby_disk: w.status.standby_disk,
                         replay_lag_bytes: w.status.replay_lag_bytes,
@@ -595,7 +601,38 @@ fn health_settings(config: &FailoverConfig) -> HealthSettings {
 /// crashed) discards the shared statistics, so their reset time changes;
 /// `pg_stat_bgwriter` is readable by every role, where the processes'
 /// own rows in `pg_stat_activity` are not.
-const PROBE_SQL: &[u8] = b"SELECT stats_reset::text FROM pg_stat_bgwriter";
+///
+/// With it, in the same row, the WAL fsyncs so far and their time
+/// (`pg_stat_wal`, PostgreSQL 14–17, through JSON so that a server without
+/// those columns — 18 moved them to `pg_stat_io` — answers without them).
+const PROBE_SQL: &[u8] = b"SELECT coalesce((SELECT stats_reset::text FROM pg_stat_bgwriter), '') || '|' || coalesce((SELECT (to_jsonb(w)->>'wal_sync') || '|' || (to_jsonb(w)->>'wal_sync_time') FROM pg_stat_wal w), '')";
+
+/// The incarnation alone, for servers that refuse [`PROBE_SQL`].
+const INCARNATION_SQL: &[u8] = b"SELECT stats_reset::text FROM pg_stat_bgwriter";
+
+/// What one probe read: the incarnation, and the WAL fsyncs.
+#[derive(Debug, Default, PartialEq)]
+struct ProbeAnswer {
+    incarnation: Option<String>,
+    wal_syncs: Option<(u64, f64)>,
+}
+
+impl ProbeAnswer {
+    fn parse(value: Option<String>) -> ProbeAnswer {
+        let Some(value) = value else {
+            return ProbeAnswer::default();
+        };
+        let mut parts = value.split('|');
+        let incarnation = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
+        let syncs = parts.next().and_then(|n| n.parse::<u64>().ok());
+        let ms = parts.next().and_then(|t| t.parse::<f64>().ok());
+        ProbeAnswer {
+            incarnation,
+            // No timing (track_wal_io_timing off): no reading.
+            wal_syncs: syncs.zip(ms).filter(|(n, ms)| *n == 0 || *ms > 0.0),
+        }
+    }
+}
 
 /// One kept connection to a primary for health queries (a login per
 /// probe would cost a SCRAM exchange a second): opened again when it
@@ -603,6 +640,8 @@ const PROBE_SQL: &[u8] = b"SELECT stats_reset::text FROM pg_stat_bgwriter";
 #[derive(Default)]
 struct Prober {
     conn: Option<crate::pool::server_conn::ServerConn>,
+    /// The server refused [`PROBE_SQL`]: [`INCARNATION_SQL`] only.
+    basic: bool,
     generation: u64,
     /// The fault epoch the connection was opened in (`pool::faults`).
     epoch: u64,
@@ -639,9 +678,23 @@ impl Prober {
                         )
                     }
                 };
-                if let Ok(value) = conn.query_value(PROBE_SQL).await {
-                    self.conn = Some(conn);
-                    return Some(value);
+                let sql = if self.basic {
+                    INCARNATION_SQL
+                } else {
+                    PROBE_SQL
+                };
+                match conn.query_value(sql).await {
+                    Ok(value) => {
+                        self.conn = Some(conn);
+                        return Some(value);
+                    }
+                    // An SQL error (a server without pg_stat_wal, before
+                    // 14): the incarnation alone from now on.
+                    Err(e) if e.kind() == std::io::ErrorKind::Other && !self.basic => {
+                        self.basic = true;
+                        self.conn = Some(conn);
+                    }
+                    Err(_) => {}
                 }
             }
             None
@@ -654,5 +707,23 @@ impl Prober {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProbeAnswer;
+
+    #[test]
+    fn probe_answers_parse_with_and_without_fsync_timing() {
+        let both = ProbeAnswer::parse(Some("2026-12-08 01:00:00+00|120|35.5".into()));
+        assert_eq!(both.incarnation.as_deref(), Some("2026-12-08 01:00:00+00"));
+        assert_eq!(both.wal_syncs, Some((120, 35.5)));
+        // PostgreSQL 18 (no such columns) and timing off: no fsync reading.
+        let none = ProbeAnswer::parse(Some("2026-12-08 01:00:00+00|".into()));
+        assert_eq!(none.wal_syncs, None);
+        let untimed = ProbeAnswer::parse(Some("x|120|0".into()));
+        assert_eq!(untimed.wal_syncs, None);
+        assert_eq!(ProbeAnswer::parse(None), ProbeAnswer::default());
     }
 }
