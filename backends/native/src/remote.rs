@@ -29,6 +29,7 @@
 //! old primary's fencing is the gateway's part there. The role is kept in
 //! `standbys/<compute>.json` (`Wanted::remote`).
 
+use crate::standby::promote_and_unsync;
 use crate::standby::{kill_cluster, Wanted, STANDBY_NAME};
 use crate::{io_error, NativeBackend};
 use ogel_plugin_sdk::{
@@ -582,38 +583,11 @@ impl NativeBackend {
         self.write_wanted(name, &wanted)?;
         crate::tiers::crash_point("remote-promoting");
         let client = self.superuser(port, "postgres").await?;
-        let promoted: bool = client
-            .query_one("SELECT pg_promote(true, 60)", &[])
-            .await
-            .map_err(|e| BackendError::unavailable("pg_promote failed").with_source(e))?
-            .get(0);
-        if !promoted {
-            return Err(BackendError::unavailable(format!(
-                "the standby of \"{name}\" did not finish its promotion within 60 s; retry the promote"
-            )));
-        }
-        // The copy carries the old primary's setting: a promoted primary
-        // must not wait for a standby that does not exist yet.
-        for sql in [
-            "ALTER SYSTEM RESET synchronous_standby_names",
-            "SELECT pg_reload_conf()",
-        ] {
-            client.batch_execute(sql).await.map_err(|e| {
-                BackendError::internal("clearing synchronous_standby_names").with_source(e)
-            })?;
-        }
+        promote_and_unsync(&client, name).await?;
         drop(client);
         tracing::info!(compute = name, "remote standby promoted");
         crate::tiers::crash_point("remote-promoted");
-        let dir = self.db_dir(name);
-        self.storage
-            .rename_volume(&volume, &dir)
-            .map_err(|e| io_error("move into place", &volume, e))?;
-        crate::tiers::crash_point("remote-moved");
-        // The promoted postmaster still names its old path.
-        if let Err(e) = std::os::unix::fs::symlink(&dir, &volume) {
-            tracing::warn!(compute = name, error = %e, "no symlink at the promoted standby's old path; a reload before its next start reads no config");
-        }
+        let dir = self.move_promoted(name, &volume, "remote-moved")?;
         let standby = self.standbys.lock().remove(name);
         if let Some(standby) = standby {
             // Above the old primary's, which another node counted.

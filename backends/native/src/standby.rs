@@ -524,6 +524,27 @@ impl NativeBackend {
         }
     }
 
+    /// Moves a promoted standby's `volume` into the compute's place; the
+    /// running postmaster still names its old path (config file, data
+    /// directory), so a symlink keeps it valid until its next start.
+    /// `moved` is the crash point right after the move.
+    pub(crate) fn move_promoted(
+        &self,
+        name: &str,
+        volume: &Path,
+        moved: &str,
+    ) -> Result<PathBuf, BackendError> {
+        let dir = self.db_dir(name);
+        self.storage
+            .rename_volume(volume, &dir)
+            .map_err(|e| io_error("move into place", volume, e))?;
+        crate::tiers::crash_point(moved);
+        if let Err(e) = std::os::unix::fs::symlink(&dir, volume) {
+            tracing::warn!(compute = name, error = %e, "no symlink at the promoted standby's old path; a reload before its next start reads no config");
+        }
+        Ok(dir)
+    }
+
     /// Finishes takeovers a crash interrupted: a compute whose volume is
     /// gone (fenced) while its standby's is there gets the standby's
     /// volume, without `standby.signal`, so its next start ends recovery
@@ -811,32 +832,11 @@ impl NativeBackend {
         if let Some(lsn) = fence_lsn {
             wait_replayed(&client, &lsn, CATCH_UP_TIMEOUT).await?;
         }
-        client
-            .execute("SELECT pg_promote(true, 60)", &[])
-            .await
-            .map_err(|e| BackendError::unavailable("pg_promote failed").with_source(e))?;
-        // Until a new standby streams, commits must not wait for one.
-        for sql in [
-            "ALTER SYSTEM RESET synchronous_standby_names",
-            "SELECT pg_reload_conf()",
-        ] {
-            client.batch_execute(sql).await.map_err(|e| {
-                BackendError::internal("clearing synchronous_standby_names").with_source(e)
-            })?;
-        }
+        promote_and_unsync(&client, name).await?;
         drop(client);
         crate::tiers::crash_point("takeover-promoted");
         // 3. The standby's volume becomes the compute's.
-        let dir = self.db_dir(name);
-        self.storage
-            .rename_volume(&volume, &dir)
-            .map_err(|e| io_error("move into place", &volume, e))?;
-        crate::tiers::crash_point("takeover-moved");
-        // The promoted postmaster still names its old path (config file,
-        // data directory): keep it valid until its next start.
-        if let Err(e) = std::os::unix::fs::symlink(&dir, &volume) {
-            tracing::warn!(compute = name, error = %e, "no symlink at the promoted standby's old path; a reload before its next start reads no config");
-        }
+        let dir = self.move_promoted(name, &volume, "takeover-moved")?;
         let standby = self.standbys.lock().remove(name);
         if let Some(standby) = standby {
             self.generation
@@ -994,6 +994,34 @@ impl NativeBackend {
         }
         Ok((volume_name, volume))
     }
+}
+
+/// Promotes the standby `client` is connected to (waiting up to 60 s),
+/// then clears `synchronous_standby_names`: until a new standby streams, a
+/// promoted primary must not wait for one.
+pub(crate) async fn promote_and_unsync(
+    client: &tokio_postgres::Client,
+    name: &str,
+) -> Result<(), BackendError> {
+    let promoted: bool = client
+        .query_one("SELECT pg_promote(true, 60)", &[])
+        .await
+        .map_err(|e| BackendError::unavailable("pg_promote failed").with_source(e))?
+        .get(0);
+    if !promoted {
+        return Err(BackendError::unavailable(format!(
+            "the standby of \"{name}\" did not finish its promotion within 60 s; retry the promote"
+        )));
+    }
+    for sql in [
+        "ALTER SYSTEM RESET synchronous_standby_names",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.batch_execute(sql).await.map_err(|e| {
+            BackendError::internal("clearing synchronous_standby_names").with_source(e)
+        })?;
+    }
+    Ok(())
 }
 
 /// SIGKILL to every process of the cluster in `pgdata` — the postmaster
