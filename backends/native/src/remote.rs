@@ -30,12 +30,11 @@
 //! `standbys/<compute>.json` (`Wanted::remote`).
 
 use crate::standby::promote_and_unsync;
-use crate::standby::{kill_cluster, Wanted, STANDBY_NAME};
+use crate::standby::{kill_cluster, Remote, Wanted, STANDBY_NAME};
 use crate::{io_error, NativeBackend};
 use ogel_plugin_sdk::{
     BackendError, BackendErrorKind, ComputeName, ReplicaRole, StandbyStatus, Takeover, Upstream,
 };
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -46,16 +45,6 @@ const SLOT_WAL_KEEP: &str = "4GB";
 const PASSFILE: &str = "pgpass";
 /// The upstream gateway's CA beside a standby's pgdata.
 const UPSTREAM_CA: &str = "upstream-ca.pem";
-
-/// A compute's recorded part in a remote standby arrangement.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "role", rename_all = "snake_case")]
-pub(crate) enum Remote {
-    /// Served here; the standby is another gateway's.
-    Primary { synchronous: bool },
-    /// A standby of another gateway's primary, reached at `upstream`.
-    Standby { upstream: Upstream },
-}
 
 impl NativeBackend {
     /// `Backend::replicate`.
@@ -750,27 +739,6 @@ fn upstream_conninfo(upstream: &Upstream, volume: &Path, application: &str) -> S
         .join(" ")
 }
 
-/// Drops `synchronous_standby_names` from a stopped cluster's
-/// `postgresql.auto.conf` (what `ALTER SYSTEM RESET` does while it runs).
-pub(crate) fn clear_synchronous_offline(pgdata: &Path) {
-    let path = pgdata.join("postgresql.auto.conf");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return;
-    };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("synchronous_standby_names"))
-        .collect();
-    if kept.len() == text.lines().count() {
-        return;
-    }
-    let body = format!("{}\n", kept.join("\n"));
-    // Rewritten in place: the file keeps its owner (the compute user).
-    if let Err(e) = std::fs::write(&path, body) {
-        tracing::warn!(path = %path.display(), error = %e, "could not clear synchronous_standby_names; commits wait for a standby until it is cleared");
-    }
-}
-
 /// A conninfo value, single-quoted (`\` and `'` escaped).
 fn conninfo_quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
@@ -779,6 +747,7 @@ fn conninfo_quote(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::standby::clear_synchronous_offline;
 
     #[test]
     fn synchronous_names_are_cleared_offline() {

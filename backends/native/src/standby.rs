@@ -56,6 +56,16 @@ const SLOT_WAL_KEEP: &str = "4GB";
 /// last WAL.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A compute's recorded part in a remote standby arrangement.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub(crate) enum Remote {
+    /// Served here; the standby is another gateway's.
+    Primary { synchronous: bool },
+    /// A standby of another gateway's primary, reached at `upstream`.
+    Standby { upstream: ogel_plugin_sdk::Upstream },
+}
+
 /// What is wanted of a compute's standbys, kept in `standbys/<c>.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -75,7 +85,7 @@ pub(crate) struct Wanted {
     pub(crate) rewind_from: Option<String>,
     /// This compute's part in a standby arrangement spanning two gateways
     /// (`remote`); absent in files written before it existed.
-    pub(crate) remote: Option<crate::remote::Remote>,
+    pub(crate) remote: Option<Remote>,
     /// A remote standby's promotion has begun: `open` finishes it.
     pub(crate) promoting: bool,
     /// This node's copy was fenced (another gateway serves the compute):
@@ -469,7 +479,7 @@ impl NativeBackend {
         let Some(volume) = self.built_standby(&wanted) else {
             return Ok(());
         };
-        if let Some(crate::remote::Remote::Standby { upstream }) = &wanted.remote {
+        if let Some(Remote::Standby { upstream }) = &wanted.remote {
             return self.start_remote_standby(name, &volume, upstream).await;
         }
         let pgdata = volume.join("pgdata");
@@ -555,9 +565,7 @@ impl NativeBackend {
             let mut wanted = self.wanted(name);
             // A remote standby is only promoted when asked; one whose
             // promotion began is finished like a local takeover.
-            if matches!(wanted.remote, Some(crate::remote::Remote::Standby { .. }))
-                && !wanted.promoting
-            {
+            if matches!(wanted.remote, Some(Remote::Standby { .. })) && !wanted.promoting {
                 continue;
             }
             let Some(volume) = self.standby_volume(&wanted) else {
@@ -601,7 +609,7 @@ impl NativeBackend {
             if wanted.promoting {
                 // A remote standby's copy carries its old primary's
                 // synchronous setting, which the promotion clears.
-                crate::remote::clear_synchronous_offline(&pgdata);
+                clear_synchronous_offline(&pgdata);
             }
             match self.storage.rename_volume(&volume, &dir) {
                 Ok(()) => {
@@ -1100,5 +1108,26 @@ async fn wait_replayed(
             )));
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Drops `synchronous_standby_names` from a stopped cluster's
+/// `postgresql.auto.conf` (what `ALTER SYSTEM RESET` does while it runs).
+pub(crate) fn clear_synchronous_offline(pgdata: &Path) {
+    let path = pgdata.join("postgresql.auto.conf");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("synchronous_standby_names"))
+        .collect();
+    if kept.len() == text.lines().count() {
+        return;
+    }
+    let body = format!("{}\n", kept.join("\n"));
+    // Rewritten in place: the file keeps its owner (the compute user).
+    if let Err(e) = std::fs::write(&path, body) {
+        tracing::warn!(path = %path.display(), error = %e, "could not clear synchronous_standby_names; commits wait for a standby until it is cleared");
     }
 }

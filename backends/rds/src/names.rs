@@ -25,7 +25,7 @@ pub const TAG_DBNAME: &str = "ogel:dbname";
 /// Tag: the identifier prefix of the gateway that made it.
 pub const TAG_PREFIX: &str = "ogel:prefix";
 /// Tag: the compute's generation, raised by every promote (see
-/// [`crate::standby`]).
+/// `standby.rs`).
 pub const TAG_GENERATION: &str = "ogel:generation";
 /// Tag: how many times a standby took over the compute.
 pub const TAG_FAILOVERS: &str = "ogel:failovers";

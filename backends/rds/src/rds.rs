@@ -11,7 +11,7 @@
 //! stop are StartDBCluster/StopDBCluster, and delete removes the writer
 //! then the cluster. [`Rds::clone_cluster`] is the copy-on-write clone.
 //!
-//! Standbys (see [`crate::standby`]): Multi-AZ (ModifyDBInstance,
+//! Standbys (see `standby.rs`): Multi-AZ (ModifyDBInstance,
 //! RebootDBInstance with ForceFailover), Aurora Replicas and
 //! FailoverDBCluster, the generation tag (AddTagsToResource), and
 //! [`Rds::wait_until`], the wait that polls on through a failed poll.
