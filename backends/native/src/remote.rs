@@ -192,16 +192,8 @@ impl NativeBackend {
         if statements.is_empty() {
             return Ok(());
         }
-        statements.push("SELECT pg_reload_conf()".to_string());
-        // ALTER SYSTEM cannot run in a transaction: one Query each.
-        for sql in &statements {
-            client.batch_execute(sql).await.map_err(|e| {
-                BackendError::internal(format!(
-                    "could not set synchronous replication on \"{name}\"; the next replicate retries"
-                ))
-                .with_source(e)
-            })?;
-        }
+        crate::standby::alter_system(&client, name, &statements, "; the next replicate retries")
+            .await?;
         tracing::info!(
             compute = name,
             synchronous = on,

@@ -689,20 +689,7 @@ impl NativeBackend {
         } else {
             vec!["ALTER SYSTEM RESET synchronous_standby_names".to_string()]
         };
-        // ALTER SYSTEM cannot run in a transaction: one Query each.
-        for sql in statements
-            .iter()
-            .map(String::as_str)
-            .chain(["SELECT pg_reload_conf()"])
-        {
-            client.batch_execute(sql).await.map_err(|e| {
-                BackendError::internal(format!(
-                    "could not set synchronous replication on \"{name}\""
-                ))
-                .with_source(e)
-            })?;
-        }
-        Ok(())
+        alter_system(&client, name, &statements, "").await
     }
 
     /// `Backend::standby_status`.
@@ -1130,4 +1117,27 @@ pub(crate) fn clear_synchronous_offline(pgdata: &Path) {
     if let Err(e) = std::fs::write(&path, body) {
         tracing::warn!(path = %path.display(), error = %e, "could not clear synchronous_standby_names; commits wait for a standby until it is cleared");
     }
+}
+
+/// Runs `statements` (ALTER SYSTEM, which cannot run in a transaction: one
+/// Query each), then reloads the configuration.
+pub(crate) async fn alter_system(
+    client: &tokio_postgres::Client,
+    name: &str,
+    statements: &[String],
+    then: &str,
+) -> Result<(), BackendError> {
+    for sql in statements
+        .iter()
+        .map(String::as_str)
+        .chain(["SELECT pg_reload_conf()"])
+    {
+        client.batch_execute(sql).await.map_err(|e| {
+            BackendError::internal(format!(
+                "could not set synchronous replication on \"{name}\"{then}"
+            ))
+            .with_source(e)
+        })?;
+    }
+    Ok(())
 }
